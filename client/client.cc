@@ -1,0 +1,657 @@
+#include "client/client.h"
+
+#include <grpcpp/create_channel.h>
+#include <grpcpp/security/credentials.h>
+
+#include <algorithm>
+#include <type_traits>
+#include <utility>
+
+#include "absl/strings/str_cat.h"
+#include "absl/synchronization/blocking_counter.h"
+#include "common/encoding.h"
+#include "common/grpc_status.h"
+#include "common/status_macros.h"
+#include "common/validation.h"
+#include "spdlog/spdlog.h"
+
+namespace pskit {
+
+// One chunk of a request: which tensor (index into the call's tensor list)
+// and which part of it.
+struct Client::Piece {
+  size_t tensor;
+  ChunkSpan span;
+};
+
+struct Client::Batch {
+  uint32_t shard;
+  std::vector<Piece> pieces;
+};
+
+template <typename Req, typename Resp>
+struct Client::Call {
+  uint32_t shard = 0;
+  std::vector<Piece> pieces;
+  Req req;
+  Resp resp;
+  std::unique_ptr<grpc::ClientContext> ctx;
+  grpc::Status status;
+  absl::Status answer;  // what on_ok made of a successful answer
+};
+
+namespace {
+
+std::string NamespaceOf(absl::string_view ns) {
+  return ns.empty() ? std::string(kDefaultNamespace) : std::string(ns);
+}
+
+// Checks an answer's chunk matches what was asked and returns its values.
+absl::StatusOr<absl::Span<const float>> AnswerValues(
+    const v1::ChunkData& got, absl::string_view tensor, uint32_t chunk,
+    uint64_t length, std::vector<float>* scratch) {
+  if (got.tensor() != tensor || got.chunk() != chunk) {
+    return absl::InternalError(absl::StrCat(
+        "the shard answered ", ChunkName(got.tensor(), got.chunk()),
+        " where ", ChunkName(tensor, chunk), " was asked for"));
+  }
+  // The shard already refused non-finite input; its answer may hold any
+  // value the model has reached.
+  absl::StatusOr<absl::Span<const float>> v =
+      DecodeChunk(got, length, /*allow_nonfinite=*/true, scratch);
+  if (!v.ok()) {
+    return absl::FailedPreconditionError(absl::StrCat(
+        v.status().message(),
+        ": the buffer size does not match the declared tensor"));
+  }
+  return v;
+}
+
+}  // namespace
+
+absl::StatusOr<std::unique_ptr<Client>> Client::Connect(
+    std::vector<std::string> shards, const ClientOptions& options) {
+  if (shards.empty()) {
+    return absl::InvalidArgumentError(
+        "no shard addresses; give host:port of every shard, in shard order");
+  }
+  for (size_t i = 0; i < shards.size(); ++i) {
+    if (shards[i].empty()) {
+      return absl::InvalidArgumentError(
+          absl::StrCat("shard address ", i, " is empty"));
+    }
+  }
+  PSKIT_RETURN_IF_ERROR(ValidateEncoding(options.encoding));
+  if (options.channels_per_shard < 1 || options.channels_per_shard > 64) {
+    return absl::InvalidArgumentError(absl::StrCat(
+        "channels_per_shard is ", options.channels_per_shard,
+        "; use 1 to 64"));
+  }
+  if (options.max_request_bytes < 1024 ||
+      options.max_request_bytes + (1 << 16) >
+          static_cast<size_t>(options.max_message_bytes)) {
+    return absl::InvalidArgumentError(absl::StrCat(
+        "max_request_bytes ", options.max_request_bytes,
+        " must be at least 1024 and 64 KiB below max_message_bytes ",
+        options.max_message_bytes));
+  }
+  if (options.timeout <= absl::ZeroDuration()) {
+    return absl::InvalidArgumentError("timeout must be positive");
+  }
+  PSKIT_ASSIGN_OR_RETURN(
+      Layout layout,
+      Layout::Create(static_cast<uint32_t>(shards.size()), options.chunk_elems));
+  return std::unique_ptr<Client>(
+      new Client(std::move(shards), options, layout));
+}
+
+Client::Client(std::vector<std::string> shards, const ClientOptions& options,
+               Layout layout)
+    : shards_(std::move(shards)), options_(options), layout_(layout) {
+  stubs_.resize(shards_.size());
+  for (size_t s = 0; s < shards_.size(); ++s) {
+    for (int c = 0; c < options_.channels_per_shard; ++c) {
+      auto channel = grpc::CreateCustomChannel(
+          shards_[s], grpc::InsecureChannelCredentials(),
+          ClientChannelArguments(options_.max_message_bytes, c));
+      stubs_[s].push_back(v1::ParameterServer::NewStub(channel));
+    }
+  }
+}
+
+Client::~Client() = default;
+
+v1::Layout Client::WireLayout(uint32_t shard) const {
+  v1::Layout l;
+  l.set_num_shards(layout_.num_shards());
+  l.set_chunk_elems(layout_.chunk_elems());
+  l.set_shard_index(shard);
+  return l;
+}
+
+std::vector<Client::Batch> Client::Plan(
+    absl::string_view ns,
+    absl::Span<const std::pair<absl::string_view, uint64_t>> tensors,
+    size_t bytes_per_elem) const {
+  std::vector<std::vector<Batch>> per_shard(layout_.num_shards());
+  std::vector<size_t> open_bytes(layout_.num_shards(), 0);
+  for (size_t t = 0; t < tensors.size(); ++t) {
+    for (const ChunkSpan& span :
+         layout_.Chunks(ns, tensors[t].first, tensors[t].second)) {
+      std::vector<Batch>& batches = per_shard[span.shard];
+      const size_t bytes = span.length * bytes_per_elem;
+      if (batches.empty() ||
+          (!batches.back().pieces.empty() &&
+           open_bytes[span.shard] + bytes > options_.max_request_bytes)) {
+        batches.push_back(Batch{span.shard, {}});
+        open_bytes[span.shard] = 0;
+      }
+      batches.back().pieces.push_back(Piece{t, span});
+      open_bytes[span.shard] += bytes;
+    }
+  }
+  // Interleave shards so the first requests on the wire go to all shards.
+  std::vector<Batch> out;
+  for (size_t round = 0;; ++round) {
+    bool any = false;
+    for (auto& batches : per_shard) {
+      if (round < batches.size()) {
+        out.push_back(std::move(batches[round]));
+        any = true;
+      }
+    }
+    if (!any) break;
+  }
+  return out;
+}
+
+template <typename Req, typename Resp, typename Send, typename OnOk>
+absl::Status Client::Run(const char* op, std::vector<Call<Req, Resp>>& calls,
+                         Send send, OnOk on_ok) {
+  const absl::Time deadline = absl::Now() + options_.timeout;
+  absl::Duration backoff = options_.initial_backoff;
+  std::vector<size_t> pending(calls.size());
+  for (size_t i = 0; i < calls.size(); ++i) pending[i] = i;
+  for (int attempt = 1;; ++attempt) {
+    absl::BlockingCounter done(static_cast<int>(pending.size()));
+    for (size_t i : pending) {
+      Call<Req, Resp>& c = calls[i];
+      c.ctx = std::make_unique<grpc::ClientContext>();
+      c.ctx->set_deadline(absl::ToChronoTime(deadline));
+      // Wait for a (re)connecting shard instead of failing at once.
+      c.ctx->set_wait_for_ready(true);
+      c.resp.Clear();
+      c.answer = absl::OkStatus();
+      auto& channels = stubs_[c.shard];
+      v1::ParameterServer::Stub* stub = channels[i % channels.size()].get();
+      send(stub, c.ctx.get(), &c.req, &c.resp,
+           [&c, &done, &on_ok](grpc::Status status) {
+             c.status = std::move(status);
+             if (c.status.ok()) c.answer = on_ok(c);
+             done.DecrementCount();
+           });
+    }
+    done.Wait();
+
+    std::vector<size_t> retry;
+    for (size_t i : pending) {
+      Call<Req, Resp>& c = calls[i];
+      absl::Status s = c.status.ok() ? c.answer : FromGrpcStatus(c.status);
+      if (s.ok()) continue;
+      if (s.code() == absl::StatusCode::kUnavailable) {
+        retry.push_back(i);
+        continue;
+      }
+      std::string where = absl::StrCat("shard ", c.shard, " (",
+                                       shards_[c.shard], ")");
+      if (s.code() == absl::StatusCode::kDeadlineExceeded) {
+        return absl::DeadlineExceededError(absl::StrCat(
+            op, ": ", where, " did not answer within ",
+            absl::FormatDuration(options_.timeout), " (attempt ", attempt,
+            "); is it running and reachable?"));
+      }
+      return absl::Status(s.code(),
+                          absl::StrCat(op, ": ", where, ": ", s.message()));
+    }
+    if (retry.empty()) return absl::OkStatus();
+    const Call<Req, Resp>& first = calls[retry.front()];
+    if (absl::Now() + backoff >= deadline) {
+      return absl::UnavailableError(absl::StrCat(
+          op, ": shard ", first.shard, " (", shards_[first.shard],
+          ") still unavailable after ", attempt, " attempts over ",
+          absl::FormatDuration(options_.timeout), ": ",
+          first.status.error_message()));
+    }
+    spdlog::debug("{}: shard {} ({}) unavailable ({}); retrying in {}", op,
+                  first.shard, shards_[first.shard],
+                  first.status.error_message(), absl::FormatDuration(backoff));
+    absl::SleepFor(backoff);
+    backoff = std::min(backoff * 2, options_.max_backoff);
+    pending = std::move(retry);
+  }
+}
+
+absl::Status Client::CheckSize(absl::string_view ns, absl::string_view tensor,
+                               size_t size) {
+  PSKIT_RETURN_IF_ERROR(ValidateName("tensor name", tensor));
+  if (size == 0) {
+    return absl::InvalidArgumentError(
+        absl::StrCat("buffer for tensor '", tensor, "' is empty"));
+  }
+  absl::MutexLock lock(&mu_);
+  auto it = sizes_.find(TensorKey(ns, tensor));
+  if (it != sizes_.end() && it->second != size) {
+    return absl::InvalidArgumentError(
+        absl::StrCat("tensor '", tensor, "' has ", it->second,
+                     " elements; the buffer holds ", size));
+  }
+  return absl::OkStatus();
+}
+
+uint64_t Client::PulledVersion(const std::string& key, uint32_t chunk) {
+  auto it = versions_.find(key);
+  if (it == versions_.end() || chunk >= it->second.size()) return 0;
+  return it->second[chunk];
+}
+
+void Client::RecordVersion(const std::string& key, uint32_t num_chunks,
+                           uint32_t chunk, uint64_t version) {
+  std::vector<uint64_t>& v = versions_[key];
+  if (v.size() != num_chunks) v.assign(num_chunks, 0);
+  v[chunk] = version;
+}
+
+absl::Status Client::Declare(absl::string_view ns_in,
+                             const v1::NamespaceConfig& config,
+                             absl::Span<const TensorDecl> tensors) {
+  const std::string ns = NamespaceOf(ns_in);
+  using DeclareCall = Call<v1::DeclareRequest, v1::DeclareResponse>;
+  std::vector<DeclareCall> calls(layout_.num_shards());
+  std::vector<std::pair<std::string, uint64_t>> sizes;
+  for (uint32_t s = 0; s < layout_.num_shards(); ++s) {
+    calls[s].shard = s;
+    calls[s].req.set_namespace_(ns);
+    *calls[s].req.mutable_layout() = WireLayout(s);
+    *calls[s].req.mutable_config() = config;
+  }
+  for (const TensorDecl& t : tensors) {
+    uint64_t numel = 1;
+    for (int64_t d : t.spec.shape()) numel *= d > 0 ? d : 0;
+    sizes.emplace_back(TensorKey(ns, t.spec.name()), numel);
+    for (DeclareCall& c : calls) *c.req.add_tensors() = t.spec;
+    if (t.spec.init().kind() != v1::INIT_EXPLICIT) continue;
+    if (numel == 0 || t.values.size() != numel) {
+      return absl::InvalidArgumentError(absl::StrCat(
+          "tensor '", t.spec.name(), "' is INIT_EXPLICIT with ", numel,
+          " elements, but ", t.values.size(), " values were given"));
+    }
+    for (const ChunkSpan& span : layout_.Chunks(ns, t.spec.name(), numel)) {
+      v1::ChunkData* d = calls[span.shard].req.add_initial_values();
+      d->set_tensor(t.spec.name());
+      d->set_chunk(span.index);
+      d->set_encoding(v1::ENCODING_F32);
+      EncodeFloats(v1::ENCODING_F32, t.values.subspan(span.offset, span.length),
+                   d->mutable_data());
+    }
+  }
+  PSKIT_RETURN_IF_ERROR(Run(
+      "Declare", calls,
+      [](v1::ParameterServer::Stub* stub, grpc::ClientContext* ctx,
+         const v1::DeclareRequest* req, v1::DeclareResponse* resp,
+         std::function<void(grpc::Status)> cb) {
+        stub->async()->Declare(ctx, req, resp, std::move(cb));
+      },
+      [](DeclareCall&) { return absl::OkStatus(); }));
+  absl::MutexLock lock(&mu_);
+  for (auto& [key, numel] : sizes) sizes_[key] = numel;
+  return absl::OkStatus();
+}
+
+absl::Status Client::Pull(absl::string_view ns_in,
+                          absl::Span<const TensorBuffer> tensors) {
+  const std::string ns = NamespaceOf(ns_in);
+  std::vector<std::pair<absl::string_view, uint64_t>> sizes;
+  std::vector<std::string> keys;
+  for (const TensorBuffer& t : tensors) {
+    PSKIT_RETURN_IF_ERROR(CheckSize(ns, t.name, t.data.size()));
+    sizes.emplace_back(t.name, t.data.size());
+    keys.push_back(TensorKey(ns, t.name));
+  }
+  using PullCall = Call<v1::PullRequest, v1::PullResponse>;
+  std::vector<Batch> batches =
+      Plan(ns, sizes, BytesPerElement(options_.encoding));
+  std::vector<PullCall> calls(batches.size());
+  for (size_t i = 0; i < batches.size(); ++i) {
+    PullCall& c = calls[i];
+    c.shard = batches[i].shard;
+    c.pieces = std::move(batches[i].pieces);
+    c.req.set_namespace_(ns);
+    *c.req.mutable_layout() = WireLayout(c.shard);
+    c.req.set_encoding(options_.encoding);
+    for (const Piece& p : c.pieces) {
+      v1::ChunkRef* r = c.req.add_chunks();
+      r->set_tensor(std::string(tensors[p.tensor].name));
+      r->set_chunk(p.span.index);
+    }
+  }
+  return Run(
+      "Pull", calls,
+      [](v1::ParameterServer::Stub* stub, grpc::ClientContext* ctx,
+         const v1::PullRequest* req, v1::PullResponse* resp,
+         std::function<void(grpc::Status)> cb) {
+        stub->async()->Pull(ctx, req, resp, std::move(cb));
+      },
+      [&](PullCall& c) -> absl::Status {
+        if (c.resp.chunks_size() != static_cast<int>(c.pieces.size())) {
+          return absl::InternalError("the shard answered the wrong number of chunks");
+        }
+        std::vector<float> scratch;
+        for (size_t j = 0; j < c.pieces.size(); ++j) {
+          const Piece& p = c.pieces[j];
+          const v1::ChunkData& got = c.resp.chunks(static_cast<int>(j));
+          PSKIT_ASSIGN_OR_RETURN(
+              absl::Span<const float> v,
+              AnswerValues(got, tensors[p.tensor].name, p.span.index,
+                           p.span.length, &scratch));
+          std::copy(v.begin(), v.end(),
+                    tensors[p.tensor].data.begin() + p.span.offset);
+        }
+        absl::MutexLock lock(&mu_);
+        for (size_t j = 0; j < c.pieces.size(); ++j) {
+          const Piece& p = c.pieces[j];
+          RecordVersion(keys[p.tensor],
+                        layout_.NumChunks(tensors[p.tensor].data.size()),
+                        p.span.index, c.resp.chunks(static_cast<int>(j)).version());
+        }
+        return absl::OkStatus();
+      });
+}
+
+absl::StatusOr<PushResult> Client::Push(
+    absl::string_view ns, absl::Span<const ConstTensorBuffer> grads) {
+  return PushImpl<v1::PushResponse>("Push", ns, grads, {});
+}
+
+absl::StatusOr<PushResult> Client::PushPull(
+    absl::string_view ns, absl::Span<const ConstTensorBuffer> grads,
+    absl::Span<const TensorBuffer> weights) {
+  if (weights.size() != grads.size()) {
+    return absl::InvalidArgumentError(absl::StrCat(
+        "PushPull got ", grads.size(), " gradients but ", weights.size(),
+        " weight buffers; give one of each per tensor, in the same order"));
+  }
+  return PushImpl<v1::PushPullResponse>("PushPull", ns, grads, weights);
+}
+
+template <typename Resp>
+absl::StatusOr<PushResult> Client::PushImpl(
+    const char* op, absl::string_view ns_in,
+    absl::Span<const ConstTensorBuffer> grads,
+    absl::Span<const TensorBuffer> weights) {
+  constexpr bool kPull = std::is_same_v<Resp, v1::PushPullResponse>;
+  const std::string ns = NamespaceOf(ns_in);
+  std::vector<std::pair<absl::string_view, uint64_t>> sizes;
+  std::vector<std::string> keys;
+  for (size_t i = 0; i < grads.size(); ++i) {
+    PSKIT_RETURN_IF_ERROR(CheckSize(ns, grads[i].name, grads[i].data.size()));
+    if (kPull && (weights[i].name != grads[i].name ||
+                  weights[i].data.size() != grads[i].data.size())) {
+      return absl::InvalidArgumentError(absl::StrCat(
+          "PushPull: weight buffer ", i, " ('", weights[i].name, "', ",
+          weights[i].data.size(), " elements) does not match gradient '",
+          grads[i].name, "' (", grads[i].data.size(), " elements)"));
+    }
+    sizes.emplace_back(grads[i].name, grads[i].data.size());
+    keys.push_back(TensorKey(ns, grads[i].name));
+  }
+  using PushCall = Call<v1::PushRequest, Resp>;
+  std::vector<Batch> batches =
+      Plan(ns, sizes, BytesPerElement(options_.encoding));
+  std::vector<PushCall> calls(batches.size());
+  {
+    absl::MutexLock lock(&mu_);
+    for (size_t i = 0; i < batches.size(); ++i) {
+      PushCall& c = calls[i];
+      c.shard = batches[i].shard;
+      c.pieces = std::move(batches[i].pieces);
+      c.req.set_namespace_(ns);
+      *c.req.mutable_layout() = WireLayout(c.shard);
+      c.req.set_worker_id(worker_id_);
+      if (kPull) c.req.set_return_encoding(options_.encoding);
+      for (const Piece& p : c.pieces) {
+        v1::ChunkData* d = c.req.add_grads();
+        d->set_tensor(std::string(grads[p.tensor].name));
+        d->set_chunk(p.span.index);
+        d->set_version(PulledVersion(keys[p.tensor], p.span.index));
+        d->set_encoding(options_.encoding);
+        EncodeFloats(options_.encoding,
+                     grads[p.tensor].data.subspan(p.span.offset, p.span.length),
+                     d->mutable_data());
+      }
+    }
+  }
+  auto send = [](v1::ParameterServer::Stub* stub, grpc::ClientContext* ctx,
+                 const v1::PushRequest* req, Resp* resp,
+                 std::function<void(grpc::Status)> cb) {
+    if constexpr (kPull) {
+      stub->async()->PushPull(ctx, req, resp, std::move(cb));
+    } else {
+      stub->async()->Push(ctx, req, resp, std::move(cb));
+    }
+  };
+  auto on_ok = [&](PushCall& c) -> absl::Status {
+    if (c.resp.acks_size() != static_cast<int>(c.pieces.size())) {
+      return absl::InternalError("the shard answered the wrong number of chunks");
+    }
+    if constexpr (kPull) {
+      if (c.resp.chunks_size() != c.resp.acks_size()) {
+        return absl::InternalError("the shard answered the wrong number of chunks");
+      }
+      std::vector<float> scratch;
+      for (size_t j = 0; j < c.pieces.size(); ++j) {
+        const Piece& p = c.pieces[j];
+        PSKIT_ASSIGN_OR_RETURN(
+            absl::Span<const float> v,
+            AnswerValues(c.resp.chunks(static_cast<int>(j)),
+                         weights[p.tensor].name, p.span.index, p.span.length,
+                         &scratch));
+        std::copy(v.begin(), v.end(),
+                  weights[p.tensor].data.begin() + p.span.offset);
+      }
+      // Only a pull brings the worker's copy up to date; a plain push
+      // leaves it as old as it was.
+      absl::MutexLock lock(&mu_);
+      for (size_t j = 0; j < c.pieces.size(); ++j) {
+        const Piece& p = c.pieces[j];
+        RecordVersion(keys[p.tensor],
+                      layout_.NumChunks(grads[p.tensor].data.size()),
+                      p.span.index, c.resp.acks(static_cast<int>(j)).version());
+      }
+    }
+    return absl::OkStatus();
+  };
+  PSKIT_RETURN_IF_ERROR(Run(op, calls, send, on_ok));
+  PushResult result;
+  uint64_t total = 0;
+  for (const PushCall& c : calls) {
+    for (const v1::ChunkAck& ack : c.resp.acks()) {
+      ++result.chunks;
+      total += ack.staleness();
+      result.max_staleness = std::max(result.max_staleness, ack.staleness());
+    }
+  }
+  if (result.chunks > 0) {
+    result.mean_staleness = static_cast<double>(total) / result.chunks;
+  }
+  return result;
+}
+
+absl::Status Client::Exchange(absl::string_view ns_in, float alpha,
+                              absl::Span<const TensorBuffer> params) {
+  const std::string ns = NamespaceOf(ns_in);
+  if (!(alpha > 0.0f && alpha <= 1.0f)) {
+    return absl::InvalidArgumentError(
+        absl::StrCat("Exchange alpha is ", alpha, "; it must be in (0, 1]"));
+  }
+  std::vector<std::pair<absl::string_view, uint64_t>> sizes;
+  for (const TensorBuffer& t : params) {
+    PSKIT_RETURN_IF_ERROR(CheckSize(ns, t.name, t.data.size()));
+    sizes.emplace_back(t.name, t.data.size());
+  }
+  using ExchangeCall = Call<v1::ExchangeRequest, v1::ExchangeResponse>;
+  std::vector<Batch> batches =
+      Plan(ns, sizes, BytesPerElement(options_.encoding));
+  std::vector<ExchangeCall> calls(batches.size());
+  uint64_t worker_id;
+  {
+    absl::MutexLock lock(&mu_);
+    worker_id = worker_id_;
+  }
+  for (size_t i = 0; i < batches.size(); ++i) {
+    ExchangeCall& c = calls[i];
+    c.shard = batches[i].shard;
+    c.pieces = std::move(batches[i].pieces);
+    c.req.set_namespace_(ns);
+    *c.req.mutable_layout() = WireLayout(c.shard);
+    c.req.set_worker_id(worker_id);
+    c.req.set_alpha(alpha);
+    for (const Piece& p : c.pieces) {
+      v1::ChunkData* d = c.req.add_params();
+      d->set_tensor(std::string(params[p.tensor].name));
+      d->set_chunk(p.span.index);
+      d->set_encoding(options_.encoding);
+      EncodeFloats(options_.encoding,
+                   absl::Span<const float>(params[p.tensor].data)
+                       .subspan(p.span.offset, p.span.length),
+                   d->mutable_data());
+    }
+  }
+  return Run(
+      "Exchange", calls,
+      [](v1::ParameterServer::Stub* stub, grpc::ClientContext* ctx,
+         const v1::ExchangeRequest* req, v1::ExchangeResponse* resp,
+         std::function<void(grpc::Status)> cb) {
+        stub->async()->Exchange(ctx, req, resp, std::move(cb));
+      },
+      [&](ExchangeCall& c) -> absl::Status {
+        if (c.resp.diffs_size() != static_cast<int>(c.pieces.size())) {
+          return absl::InternalError("the shard answered the wrong number of chunks");
+        }
+        std::vector<float> scratch;
+        for (size_t j = 0; j < c.pieces.size(); ++j) {
+          const Piece& p = c.pieces[j];
+          PSKIT_ASSIGN_OR_RETURN(
+              absl::Span<const float> e,
+              AnswerValues(c.resp.diffs(static_cast<int>(j)),
+                           params[p.tensor].name, p.span.index, p.span.length,
+                           &scratch));
+          float* x = params[p.tensor].data.data() + p.span.offset;
+          for (size_t k = 0; k < e.size(); ++k) x[k] -= e[k];
+        }
+        return absl::OkStatus();
+      });
+}
+
+absl::StatusOr<uint64_t> Client::RegisterWorker(std::string name) {
+  using RegisterCall =
+      Call<v1::RegisterWorkerRequest, v1::RegisterWorkerResponse>;
+  auto send = [](v1::ParameterServer::Stub* stub, grpc::ClientContext* ctx,
+                 const v1::RegisterWorkerRequest* req,
+                 v1::RegisterWorkerResponse* resp,
+                 std::function<void(grpc::Status)> cb) {
+    stub->async()->RegisterWorker(ctx, req, resp, std::move(cb));
+  };
+  auto ok = [](RegisterCall&) { return absl::OkStatus(); };
+  // Shard 0 picks the id; the others are told to use it.
+  std::vector<RegisterCall> first(1);
+  first[0].shard = 0;
+  first[0].req.set_name(name);
+  PSKIT_RETURN_IF_ERROR(Run("RegisterWorker", first, send, ok));
+  const uint64_t id = first[0].resp.worker_id();
+  std::vector<RegisterCall> rest(layout_.num_shards() - 1);
+  for (uint32_t s = 1; s < layout_.num_shards(); ++s) {
+    rest[s - 1].shard = s;
+    rest[s - 1].req.set_name(name);
+    rest[s - 1].req.set_worker_id(id);
+  }
+  if (!rest.empty()) PSKIT_RETURN_IF_ERROR(Run("RegisterWorker", rest, send, ok));
+  absl::MutexLock lock(&mu_);
+  worker_id_ = id;
+  worker_name_ = std::move(name);
+  return id;
+}
+
+absl::Status Client::Heartbeat() {
+  uint64_t id;
+  std::string name;
+  {
+    absl::MutexLock lock(&mu_);
+    id = worker_id_;
+    name = worker_name_;
+  }
+  if (id == 0) {
+    return absl::FailedPreconditionError(
+        "Heartbeat before RegisterWorker; register first");
+  }
+  using HeartbeatCall = Call<v1::HeartbeatRequest, v1::HeartbeatResponse>;
+  std::vector<HeartbeatCall> calls(layout_.num_shards());
+  for (uint32_t s = 0; s < layout_.num_shards(); ++s) {
+    calls[s].shard = s;
+    calls[s].req.set_worker_id(id);
+  }
+  absl::Status s = Run(
+      "Heartbeat", calls,
+      [](v1::ParameterServer::Stub* stub, grpc::ClientContext* ctx,
+         const v1::HeartbeatRequest* req, v1::HeartbeatResponse* resp,
+         std::function<void(grpc::Status)> cb) {
+        stub->async()->Heartbeat(ctx, req, resp, std::move(cb));
+      },
+      [](HeartbeatCall&) { return absl::OkStatus(); });
+  if (s.ok() || s.code() != absl::StatusCode::kNotFound) return s;
+  // A shard forgot this worker: register the same id again everywhere (it is
+  // idempotent on the shards that still know it).
+  spdlog::warn("worker {}: {}; registering again", id, std::string(s.message()));
+  using RegisterCall =
+      Call<v1::RegisterWorkerRequest, v1::RegisterWorkerResponse>;
+  std::vector<RegisterCall> again(layout_.num_shards());
+  for (uint32_t sh = 0; sh < layout_.num_shards(); ++sh) {
+    again[sh].shard = sh;
+    again[sh].req.set_name(name);
+    again[sh].req.set_worker_id(id);
+  }
+  return Run(
+      "RegisterWorker", again,
+      [](v1::ParameterServer::Stub* stub, grpc::ClientContext* ctx,
+         const v1::RegisterWorkerRequest* req,
+         v1::RegisterWorkerResponse* resp,
+         std::function<void(grpc::Status)> cb) {
+        stub->async()->RegisterWorker(ctx, req, resp, std::move(cb));
+      },
+      [](RegisterCall&) { return absl::OkStatus(); });
+}
+
+absl::Status Client::Leave() {
+  uint64_t id;
+  {
+    absl::MutexLock lock(&mu_);
+    id = worker_id_;
+    worker_id_ = 0;
+  }
+  if (id == 0) return absl::OkStatus();
+  using LeaveCall = Call<v1::LeaveRequest, v1::LeaveResponse>;
+  std::vector<LeaveCall> calls(layout_.num_shards());
+  for (uint32_t s = 0; s < layout_.num_shards(); ++s) {
+    calls[s].shard = s;
+    calls[s].req.set_worker_id(id);
+  }
+  return Run(
+      "Leave", calls,
+      [](v1::ParameterServer::Stub* stub, grpc::ClientContext* ctx,
+         const v1::LeaveRequest* req, v1::LeaveResponse* resp,
+         std::function<void(grpc::Status)> cb) {
+        stub->async()->Leave(ctx, req, resp, std::move(cb));
+      },
+      [](LeaveCall&) { return absl::OkStatus(); });
+}
+
+}  // namespace pskit

@@ -1,0 +1,206 @@
+// client/client.h
+//
+// Client: the C++ API to a pskit cluster (libpskit_client). It cuts tensors
+// into chunks with the cluster's Layout, groups the chunks of each shard into
+// requests of at most `max_request_bytes`, sends every request to every shard
+// at once, and copies the answers into caller-owned float buffers.
+//
+// Every operation has one deadline (`timeout` from its start). A shard that
+// answers UNAVAILABLE (down, restarting, unreachable) is retried with
+// exponential backoff until that deadline, so a restarted shard is picked up
+// again by the same Client. Other errors are returned at once, prefixed with
+// the shard's index and address.
+//
+// The Client remembers, per chunk, the version it last pulled; a push sends
+// it so the shard can measure staleness.
+//
+// Caveat: a push that failed with UNAVAILABLE after the shard received it is
+// applied again by the retry. Asynchronous SGD tolerates this; it is rare
+// (the connection must break mid-call).
+//
+// Example:
+//   ClientOptions opts;
+//   PSKIT_ASSIGN_OR_RETURN(auto client, Client::Connect({"h1:7000", "h2:7000"}, opts));
+//   PSKIT_RETURN_IF_ERROR(client->Declare("job1", config, {{spec, {}}}));
+//   std::vector<float> w(n), g(n);
+//   PSKIT_RETURN_IF_ERROR(client->Pull("job1", {{"fc1/w", absl::MakeSpan(w)}}));
+//   ... compute g ...
+//   PSKIT_ASSIGN_OR_RETURN(PushResult r,
+//       client->PushPull("job1", {{"fc1/w", g}}, {{"fc1/w", absl::MakeSpan(w)}}));
+//
+// Thread safety: all methods may be called concurrently. Calls that write
+// the same caller buffer at once race on that buffer (the caller's business).
+// Buffers are borrowed only for the duration of the call.
+#ifndef PSKIT_CLIENT_CLIENT_H_
+#define PSKIT_CLIENT_CLIENT_H_
+
+#include <cstdint>
+#include <memory>
+#include <string>
+#include "absl/strings/string_view.h"
+#include <vector>
+
+#include "absl/base/thread_annotations.h"
+#include "absl/container/flat_hash_map.h"
+#include "absl/status/status.h"
+#include "absl/status/statusor.h"
+#include "absl/synchronization/mutex.h"
+#include "absl/time/time.h"
+#include "absl/types/span.h"
+#include "common/grpc_options.h"
+#include "common/layout.h"
+#include "pskit/v1/ps.grpc.pb.h"
+
+namespace pskit {
+
+struct ClientOptions {
+  // Maximum floats per chunk; must equal the shards' --chunk_elems.
+  // Default: 262144.
+  uint32_t chunk_elems = kDefaultChunkElems;
+  // Requests are split so each carries at most this many payload bytes (at
+  // least one chunk). A few MiB keeps gRPC near its best throughput and lets
+  // large models pipeline; above ~16 MiB gRPC slows down 2-3x.
+  // Default: 4 MiB.
+  size_t max_request_bytes = 4 << 20;
+  // Deadline of one operation, retries included. Default: 60 s.
+  absl::Duration timeout = absl::Seconds(60);
+  // First and largest wait between retries of an UNAVAILABLE shard.
+  // Default: 50 ms and 2 s.
+  absl::Duration initial_backoff = absl::Milliseconds(50);
+  absl::Duration max_backoff = absl::Seconds(2);
+  // Encoding of pushed gradients, pulled values and exchanged parameters.
+  // f16/bf16 halve the bytes at a loss of precision. Default: f32.
+  v1::Encoding encoding = v1::ENCODING_F32;
+  // TCP connections per shard; requests take them in turn. Default: 1.
+  int channels_per_shard = 1;
+  // Largest gRPC message sent or received. Default: 64 MiB.
+  int max_message_bytes = kDefaultMaxMessageBytes;
+};
+
+// A tensor to declare. `values` is read only for INIT_EXPLICIT and must then
+// hold every element.
+struct TensorDecl {
+  v1::TensorSpec spec;
+  absl::Span<const float> values;
+};
+
+// A named caller-owned buffer holding a whole tensor.
+struct TensorBuffer {
+  absl::string_view name;
+  absl::Span<float> data;
+};
+struct ConstTensorBuffer {
+  absl::string_view name;
+  absl::Span<const float> data;
+};
+
+struct PushResult {
+  uint64_t chunks = 0;         // chunks updated
+  uint64_t max_staleness = 0;  // over those chunks
+  double mean_staleness = 0;
+};
+
+class Client {
+ public:
+  // Opens channels to `shards` (host:port, in shard-index order). Does not
+  // wait for them to be up. INVALID_ARGUMENT for an empty list, an empty
+  // address or bad options.
+  [[nodiscard]] static absl::StatusOr<std::unique_ptr<Client>> Connect(
+      std::vector<std::string> shards, const ClientOptions& options);
+
+  ~Client();
+
+  // Declares `tensors` in namespace `ns` ("" means "default") with `config`
+  // on every shard. Idempotent (see DeclareRequest).
+  [[nodiscard]] absl::Status Declare(absl::string_view ns,
+                                     const v1::NamespaceConfig& config,
+                                     absl::Span<const TensorDecl> tensors);
+
+  // Fills each buffer with the tensor's current values.
+  [[nodiscard]] absl::Status Pull(absl::string_view ns,
+                                  absl::Span<const TensorBuffer> tensors);
+
+  // Pushes one gradient per tensor (each buffer the tensor's full size).
+  [[nodiscard]] absl::StatusOr<PushResult> Push(
+      absl::string_view ns, absl::Span<const ConstTensorBuffer> grads);
+
+  // Pushes `grads` and fills `weights` (same tensors, same order, same
+  // sizes) with the values right after the update, in one round trip.
+  [[nodiscard]] absl::StatusOr<PushResult> PushPull(
+      absl::string_view ns, absl::Span<const ConstTensorBuffer> grads,
+      absl::Span<const TensorBuffer> weights);
+
+  // EASGD: sends each local tensor, and subtracts from it the elastic
+  // difference e = alpha * (x - centre) the shards answer. alpha in (0, 1].
+  [[nodiscard]] absl::Status Exchange(absl::string_view ns, float alpha,
+                                      absl::Span<const TensorBuffer> params);
+
+  // Registers this client as a worker on every shard (one id for all) and
+  // returns the id; pushes and exchanges then carry it.
+  [[nodiscard]] absl::StatusOr<uint64_t> RegisterWorker(std::string name);
+  // Renews the lease on every shard; a shard that forgot the worker (it
+  // restarted, or the lease lapsed) gets it registered again.
+  [[nodiscard]] absl::Status Heartbeat();
+  // Ends the lease on every shard.
+  [[nodiscard]] absl::Status Leave();
+
+  const Layout& layout() const { return layout_; }
+  const std::vector<std::string>& shards() const { return shards_; }
+
+ private:
+  struct Piece;
+  struct Batch;
+  template <typename Req, typename Resp>
+  struct Call;
+
+  Client(std::vector<std::string> shards, const ClientOptions& options,
+         Layout layout);
+
+  // Cuts the tensors into chunks and groups them per shard into batches of
+  // at most max_request_bytes at `bytes_per_elem`.
+  std::vector<Batch> Plan(absl::string_view ns,
+                          absl::Span<const std::pair<absl::string_view, uint64_t>>
+                              tensors,
+                          size_t bytes_per_elem) const;
+
+  // Sends every call, retries UNAVAILABLE ones with backoff until the
+  // deadline, runs `on_ok` on each answer (on a gRPC thread).
+  template <typename Req, typename Resp, typename Send, typename OnOk>
+  absl::Status Run(const char* op, std::vector<Call<Req, Resp>>& calls,
+                   Send send, OnOk on_ok);
+
+  // Push (Resp = PushResponse) or PushPull (Resp = PushPullResponse).
+  template <typename Resp>
+  absl::StatusOr<PushResult> PushImpl(const char* op, absl::string_view ns,
+                                      absl::Span<const ConstTensorBuffer> grads,
+                                      absl::Span<const TensorBuffer> weights);
+
+  v1::Layout WireLayout(uint32_t shard) const;
+  absl::Status CheckSize(absl::string_view ns, absl::string_view tensor,
+                         size_t size) ABSL_LOCKS_EXCLUDED(mu_);
+  uint64_t PulledVersion(const std::string& key, uint32_t chunk)
+      ABSL_SHARED_LOCKS_REQUIRED(mu_);
+  void RecordVersion(const std::string& key, uint32_t num_chunks,
+                     uint32_t chunk, uint64_t version)
+      ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_);
+
+  // Constant after construction.
+  const std::vector<std::string> shards_;
+  const ClientOptions options_;
+  const Layout layout_;
+  // stubs_[shard][channel]
+  std::vector<std::vector<std::unique_ptr<v1::ParameterServer::Stub>>> stubs_;
+
+  absl::Mutex mu_;
+  // "ns/tensor" -> number of elements, from Declare.
+  absl::flat_hash_map<std::string, uint64_t> sizes_ ABSL_GUARDED_BY(mu_);
+  // "ns/tensor" -> version last seen per chunk.
+  absl::flat_hash_map<std::string, std::vector<uint64_t>> versions_
+      ABSL_GUARDED_BY(mu_);
+  uint64_t worker_id_ ABSL_GUARDED_BY(mu_) = 0;
+  std::string worker_name_ ABSL_GUARDED_BY(mu_);
+};
+
+}  // namespace pskit
+
+#endif  // PSKIT_CLIENT_CLIENT_H_

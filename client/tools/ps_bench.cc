@@ -1,0 +1,210 @@
+// ps-bench: push/pull throughput and latency against a running cluster.
+//
+//   ps-bench --shards 127.0.0.1:7000,127.0.0.1:7001 --op pushpull
+//            --model_mib 64 --clients 2 --seconds 20 [--json]
+//
+// Declares a model of --model_mib (tensors of at most --tensor_mib) in
+// namespace --namespace, then --clients threads, each with its own Client,
+// repeat --op over the whole model for --seconds. Reports GB/s moved (push
+// and pull bytes both counted, 1 GB = 1e9 bytes), operations/s (one op = the
+// whole model) and p50/p99/max latency per op.
+#include <algorithm>
+#include <atomic>
+#include <cmath>
+#include <cstdio>
+#include <string>
+#include <thread>
+#include <vector>
+
+#include "absl/flags/flag.h"
+#include "absl/flags/parse.h"
+#include "absl/flags/usage.h"
+#include "absl/strings/str_cat.h"
+#include "absl/strings/str_format.h"
+#include "absl/strings/str_split.h"
+#include "absl/synchronization/mutex.h"
+#include "absl/time/clock.h"
+#include "client/client.h"
+#include "common/encoding.h"
+#include "common/logging.h"
+
+ABSL_FLAG(std::string, shards, "",
+          "comma-separated shard addresses, in shard order (required)");
+ABSL_FLAG(std::string, op, "pushpull", "push, pull or pushpull");
+ABSL_FLAG(double, model_mib, 64, "model size in MiB of float32");
+ABSL_FLAG(double, tensor_mib, 16, "largest tensor in MiB");
+ABSL_FLAG(int32_t, clients, 1, "concurrent clients (threads)");
+ABSL_FLAG(double, seconds, 10, "how long to measure");
+ABSL_FLAG(double, warmup_s, 1, "unmeasured run-in before measuring");
+ABSL_FLAG(std::string, encoding, "f32", "wire encoding: f32, f16 or bf16");
+ABSL_FLAG(uint32_t, chunk_elems, pskit::kDefaultChunkElems,
+          "must match the shards' --chunk_elems");
+ABSL_FLAG(double, max_request_mib, 4, "payload MiB per request");
+ABSL_FLAG(int32_t, channels_per_shard, 1, "TCP connections per shard");
+ABSL_FLAG(std::string, namespace, "bench", "namespace to declare the model in");
+ABSL_FLAG(bool, json, false, "print one JSON object instead of text");
+
+namespace {
+
+int Fail(const std::string& msg) {
+  std::fprintf(stderr, "ps-bench: %s\n", msg.c_str());
+  return 2;
+}
+
+double Percentile(std::vector<double>& sorted, double p) {
+  if (sorted.empty()) return 0;
+  const size_t rank = static_cast<size_t>(std::ceil(p * sorted.size()));
+  return sorted[std::clamp<size_t>(rank, 1, sorted.size()) - 1];
+}
+
+}  // namespace
+
+int main(int argc, char** argv) {
+  absl::SetProgramUsageMessage(
+      "push/pull throughput and latency against a pskit cluster.\n"
+      "  ps-bench --shards h1:7000,h2:7000 --op pushpull --model_mib 64 "
+      "--clients 2 --seconds 20");
+  absl::ParseCommandLine(argc, argv);
+  if (absl::Status s = pskit::SetupLogging("ps-bench", "warn"); !s.ok()) {
+    return Fail(s.ToString());
+  }
+  const std::string op = absl::GetFlag(FLAGS_op);
+  if (op != "push" && op != "pull" && op != "pushpull") {
+    return Fail("--op must be push, pull or pushpull, got '" + op + "'");
+  }
+  std::vector<std::string> shards =
+      absl::StrSplit(absl::GetFlag(FLAGS_shards), ',', absl::SkipEmpty());
+  if (shards.empty()) return Fail("--shards is required (host:port,...)");
+  const int clients = absl::GetFlag(FLAGS_clients);
+  const double seconds = absl::GetFlag(FLAGS_seconds);
+  const double model_mib = absl::GetFlag(FLAGS_model_mib);
+  const double tensor_mib = absl::GetFlag(FLAGS_tensor_mib);
+  if (clients < 1) return Fail("--clients must be >= 1");
+  if (!(seconds > 0)) return Fail("--seconds must be > 0");
+  if (!(model_mib > 0) || !(tensor_mib > 0)) {
+    return Fail("--model_mib and --tensor_mib must be > 0");
+  }
+  pskit::ClientOptions options;
+  const std::string enc = absl::GetFlag(FLAGS_encoding);
+  if (enc == "f32") {
+    options.encoding = pskit::v1::ENCODING_F32;
+  } else if (enc == "f16") {
+    options.encoding = pskit::v1::ENCODING_F16;
+  } else if (enc == "bf16") {
+    options.encoding = pskit::v1::ENCODING_BF16;
+  } else {
+    return Fail("--encoding must be f32, f16 or bf16, got '" + enc + "'");
+  }
+  options.chunk_elems = absl::GetFlag(FLAGS_chunk_elems);
+  options.max_request_bytes =
+      static_cast<size_t>(absl::GetFlag(FLAGS_max_request_mib) * (1 << 20));
+  options.channels_per_shard = absl::GetFlag(FLAGS_channels_per_shard);
+  const std::string ns = absl::GetFlag(FLAGS_namespace);
+
+  // The model: tensors of tensor_mib, the last one smaller.
+  const uint64_t total = static_cast<uint64_t>(model_mib * (1 << 20) / 4);
+  const uint64_t per = std::max<uint64_t>(
+      1, static_cast<uint64_t>(tensor_mib * (1 << 20) / 4));
+  std::vector<pskit::TensorDecl> decls;
+  for (uint64_t off = 0, i = 0; off < total; off += per, ++i) {
+    pskit::TensorDecl d;
+    d.spec.set_name(absl::StrCat("t", i));
+    d.spec.add_shape(static_cast<int64_t>(std::min(per, total - off)));
+    d.spec.mutable_init()->set_kind(pskit::v1::INIT_ZEROS);
+    decls.push_back(std::move(d));
+  }
+  pskit::v1::NamespaceConfig config;
+  config.mutable_optimizer()->set_kind(pskit::v1::OPTIMIZER_SGD);
+  config.mutable_optimizer()->set_learning_rate(1e-6f);
+  {
+    auto c = pskit::Client::Connect(shards, options);
+    if (!c.ok()) return Fail(c.status().ToString());
+    if (absl::Status s = (*c)->Declare(ns, config, decls); !s.ok()) {
+      return Fail(s.ToString());
+    }
+  }
+
+  const size_t bpe = pskit::BytesPerElement(options.encoding);
+  const uint64_t bytes_per_op =
+      total * bpe * (op == "pushpull" ? 2 : 1);
+  absl::Mutex mu;
+  std::vector<double> latencies_ms;
+  uint64_t ops = 0;
+  absl::Status first_error;
+  const absl::Time start = absl::Now();
+  const absl::Time measure_from =
+      start + absl::Seconds(absl::GetFlag(FLAGS_warmup_s));
+  const absl::Time stop = measure_from + absl::Seconds(seconds);
+  std::vector<std::thread> threads;
+  for (int t = 0; t < clients; ++t) {
+    threads.emplace_back([&, t] {
+      auto client = pskit::Client::Connect(shards, options);
+      std::vector<std::vector<float>> grads, weights;
+      std::vector<pskit::ConstTensorBuffer> g;
+      std::vector<pskit::TensorBuffer> w;
+      for (const auto& d : decls) {
+        grads.emplace_back(d.spec.shape(0), 1e-3f * (t + 1));
+        weights.emplace_back(d.spec.shape(0));
+      }
+      for (size_t i = 0; i < decls.size(); ++i) {
+        g.push_back({decls[i].spec.name(), grads[i]});
+        w.push_back({decls[i].spec.name(), absl::MakeSpan(weights[i])});
+      }
+      std::vector<double> mine;
+      uint64_t my_ops = 0;
+      absl::Status err = client.status();
+      while (err.ok()) {
+        const absl::Time t0 = absl::Now();
+        if (t0 >= stop) break;
+        if (op == "push") {
+          err = client.value()->Push(ns, g).status();
+        } else if (op == "pull") {
+          err = client.value()->Pull(ns, w);
+        } else {
+          err = client.value()->PushPull(ns, g, w).status();
+        }
+        const absl::Time t1 = absl::Now();
+        if (err.ok() && t0 >= measure_from && t1 <= stop) {
+          mine.push_back(absl::ToDoubleMilliseconds(t1 - t0));
+          ++my_ops;
+        }
+      }
+      absl::MutexLock lock(&mu);
+      latencies_ms.insert(latencies_ms.end(), mine.begin(), mine.end());
+      ops += my_ops;
+      if (!err.ok() && first_error.ok()) first_error = err;
+    });
+  }
+  for (auto& th : threads) th.join();
+  if (!first_error.ok()) return Fail(first_error.ToString());
+
+  std::sort(latencies_ms.begin(), latencies_ms.end());
+  const double bytes = static_cast<double>(ops) * bytes_per_op;
+  const double gbps = bytes / seconds / 1e9;
+  const double ops_per_s = ops / seconds;
+  const double p50 = Percentile(latencies_ms, 0.50);
+  const double p99 = Percentile(latencies_ms, 0.99);
+  const double max = latencies_ms.empty() ? 0 : latencies_ms.back();
+  if (absl::GetFlag(FLAGS_json)) {
+    std::printf(
+        "{\"op\":\"%s\",\"encoding\":\"%s\",\"model_mib\":%.3f,\"shards\":%zu,"
+        "\"clients\":%d,\"seconds\":%.3f,\"ops\":%llu,\"ops_per_s\":%.3f,"
+        "\"bytes\":%.0f,\"gb_per_s\":%.4f,\"p50_ms\":%.3f,\"p99_ms\":%.3f,"
+        "\"max_ms\":%.3f}\n",
+        op.c_str(), enc.c_str(), model_mib, shards.size(), clients, seconds,
+        static_cast<unsigned long long>(ops), ops_per_s, bytes, gbps, p50, p99,
+        max);
+  } else {
+    std::printf("ps-bench: op=%s encoding=%s model=%.1f MiB shards=%zu "
+                "clients=%d measured %.1f s\n",
+                op.c_str(), enc.c_str(), model_mib, shards.size(), clients,
+                seconds);
+    std::printf("  throughput: %.3f GB/s (%s bytes counted), %.2f ops/s, "
+                "%llu ops\n",
+                gbps, op == "pushpull" ? "push+pull" : op.c_str(), ops_per_s,
+                static_cast<unsigned long long>(ops));
+    std::printf("  latency per op: p50 %.1f ms  p99 %.1f ms  max %.1f ms\n",
+                p50, p99, max);
+  }
+  return 0;
+}

@@ -1,0 +1,140 @@
+#include "common/encoding.h"
+
+#include <cstring>
+
+#include "absl/strings/str_cat.h"
+
+namespace pskit {
+
+size_t BytesPerElement(v1::Encoding encoding) {
+  switch (encoding) {
+    case v1::ENCODING_F32:
+      return 4;
+    case v1::ENCODING_F16:
+    case v1::ENCODING_BF16:
+      return 2;
+    default:
+      return 0;
+  }
+}
+
+std::string EncodingName(v1::Encoding encoding) {
+  switch (encoding) {
+    case v1::ENCODING_F32:
+      return "f32";
+    case v1::ENCODING_F16:
+      return "f16";
+    case v1::ENCODING_BF16:
+      return "bf16";
+    default:
+      return absl::StrCat("unknown(", static_cast<int>(encoding), ")");
+  }
+}
+
+uint16_t FloatToHalf(float f) {
+  uint32_t x = std::bit_cast<uint32_t>(f);
+  const uint16_t sign = static_cast<uint16_t>((x >> 16) & 0x8000);
+  x &= 0x7fffffff;
+  if (x >= 0x7f800000) {  // inf or NaN
+    if (x == 0x7f800000) return sign | 0x7c00;
+    return sign | 0x7e00 | static_cast<uint16_t>((x >> 13) & 0x3ff);
+  }
+  if (x >= 0x477ff000) return sign | 0x7c00;  // >= 65520 rounds to inf
+  if (x < 0x38800000) {                       // below 2^-14: subnormal half
+    const uint32_t e = x >> 23;
+    if (e < 102) return sign;  // below 2^-25: rounds to zero
+    const uint32_t m = (x & 0x7fffff) | 0x800000;
+    const uint32_t shift = 126 - e;  // in [14, 24]
+    uint32_t result = m >> shift;
+    const uint32_t rest = m & ((1u << shift) - 1);
+    const uint32_t half = 1u << (shift - 1);
+    if (rest > half || (rest == half && (result & 1))) ++result;
+    return sign | static_cast<uint16_t>(result);
+  }
+  uint32_t result = (x - 0x38000000) >> 13;  // exponent bias 127 -> 15
+  const uint32_t rest = x & 0x1fff;
+  if (rest > 0x1000 || (rest == 0x1000 && (result & 1))) ++result;
+  return sign | static_cast<uint16_t>(result);
+}
+
+float HalfToFloat(uint16_t h) {
+  const uint32_t sign = static_cast<uint32_t>(h & 0x8000) << 16;
+  const uint32_t e = (h >> 10) & 0x1f;
+  const uint32_t m = h & 0x3ff;
+  if (e == 0) {
+    // Zero or subnormal: m * 2^-24, exact in float.
+    const float v = static_cast<float>(m) * 5.9604644775390625e-8f;
+    return std::bit_cast<float>(std::bit_cast<uint32_t>(v) | sign);
+  }
+  if (e == 31) return std::bit_cast<float>(sign | 0x7f800000 | (m << 13));
+  return std::bit_cast<float>(sign | ((e + 112) << 23) | (m << 13));
+}
+
+uint16_t FloatToBf16(float f) {
+  const uint32_t x = std::bit_cast<uint32_t>(f);
+  if ((x & 0x7fffffff) > 0x7f800000) {  // NaN: keep it a quiet NaN
+    return static_cast<uint16_t>((x >> 16) | 0x40);
+  }
+  return static_cast<uint16_t>((x + 0x7fff + ((x >> 16) & 1)) >> 16);
+}
+
+float Bf16ToFloat(uint16_t b) {
+  return std::bit_cast<float>(static_cast<uint32_t>(b) << 16);
+}
+
+void EncodeFloats(v1::Encoding encoding, absl::Span<const float> in,
+                  char* out) {
+  switch (encoding) {
+    case v1::ENCODING_F32:
+      std::memcpy(out, in.data(), in.size() * sizeof(float));
+      return;
+    case v1::ENCODING_F16:
+      for (size_t i = 0; i < in.size(); ++i) {
+        const uint16_t h = FloatToHalf(in[i]);
+        std::memcpy(out + 2 * i, &h, 2);
+      }
+      return;
+    case v1::ENCODING_BF16:
+      for (size_t i = 0; i < in.size(); ++i) {
+        const uint16_t b = FloatToBf16(in[i]);
+        std::memcpy(out + 2 * i, &b, 2);
+      }
+      return;
+    default:
+      return;
+  }
+}
+
+void EncodeFloats(v1::Encoding encoding, absl::Span<const float> in,
+                  std::string* out) {
+  // resize() zero-fills; the cost is small next to the encode itself.
+  out->resize(in.size() * BytesPerElement(encoding));
+  EncodeFloats(encoding, in, out->data());
+}
+
+void DecodeFloats(v1::Encoding encoding, const char* in,
+                  absl::Span<float> out) {
+  switch (encoding) {
+    case v1::ENCODING_F32:
+      std::memcpy(out.data(), in, out.size() * sizeof(float));
+      return;
+    case v1::ENCODING_F16:
+      for (size_t i = 0; i < out.size(); ++i) {
+        uint16_t h;
+        std::memcpy(&h, in + 2 * i, 2);
+        out[i] = HalfToFloat(h);
+      }
+      return;
+    case v1::ENCODING_BF16:
+      for (size_t i = 0; i < out.size(); ++i) {
+        uint16_t b;
+        std::memcpy(&b, in + 2 * i, 2);
+        out[i] = Bf16ToFloat(b);
+      }
+      return;
+    default:
+      return;
+  }
+}
+
+}  // namespace pskit

@@ -1,0 +1,60 @@
+// common/validation.h
+//
+// Checks on wire messages, shared by the shard server (which validates every
+// request before it touches state) and the client (which checks answers).
+// Every error message names the tensor and chunk and says what was expected.
+//
+// Thread safety: pure functions.
+#ifndef PSKIT_COMMON_VALIDATION_H_
+#define PSKIT_COMMON_VALIDATION_H_
+
+#include <cstdint>
+#include <string>
+#include "absl/strings/string_view.h"
+#include <vector>
+
+#include "absl/status/status.h"
+#include "absl/status/statusor.h"
+#include "absl/types/span.h"
+#include "common/layout.h"
+#include "pskit/v1/ps.pb.h"
+
+namespace pskit {
+
+// Longest namespace or tensor name accepted, in bytes.
+inline constexpr size_t kMaxNameBytes = 256;
+// The namespace an empty namespace field means.
+inline constexpr absl::string_view kDefaultNamespace = "default";
+
+// "tensor 'fc1/w' chunk 3".
+std::string ChunkName(absl::string_view tensor, uint32_t chunk);
+
+// INVALID_ARGUMENT unless `name` is 1..kMaxNameBytes printable ASCII bytes.
+// `what` is "namespace" or "tensor name", for the message.
+[[nodiscard]] absl::Status ValidateName(absl::string_view what,
+                                        absl::string_view name);
+
+// INVALID_ARGUMENT for ENCODING_UNSPECIFIED or an unknown value.
+[[nodiscard]] absl::Status ValidateEncoding(v1::Encoding encoding);
+
+// FAILED_PRECONDITION when the sender's layout differs from this shard's
+// (`mine`, `shard_index`); INVALID_ARGUMENT when `got` is missing.
+[[nodiscard]] absl::Status CheckLayout(const v1::Layout& got, bool has_layout,
+                                       const Layout& mine,
+                                       uint32_t shard_index);
+
+// Index of the first NaN or +-inf in `values`, or -1 when all are finite.
+int64_t FirstNonFinite(absl::Span<const float> values);
+
+// Checks `chunk` (encoding known, payload of exactly `expected_elems`
+// elements, and, unless `allow_nonfinite`, every value finite) and returns its
+// values. An f32 payload is read in place (the view borrows chunk.data());
+// others are decoded into *scratch (the view borrows *scratch).
+// INVALID_ARGUMENT on any mismatch, naming the chunk.
+[[nodiscard]] absl::StatusOr<absl::Span<const float>> DecodeChunk(
+    const v1::ChunkData& chunk, uint64_t expected_elems, bool allow_nonfinite,
+    std::vector<float>* scratch);
+
+}  // namespace pskit
+
+#endif  // PSKIT_COMMON_VALIDATION_H_

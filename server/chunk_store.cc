@@ -1,0 +1,468 @@
+#include "server/chunk_store.h"
+
+#include <algorithm>
+#include <cmath>
+#include <utility>
+
+#include "absl/container/flat_hash_set.h"
+#include "absl/strings/str_cat.h"
+#include "absl/strings/str_join.h"
+#include "common/encoding.h"
+#include "common/status_macros.h"
+#include "common/validation.h"
+#include "google/protobuf/util/message_differencer.h"
+#include "server/initializer.h"
+
+namespace pskit {
+
+struct ChunkStore::Chunk {
+  Chunk(std::vector<float> initial, int num_slots, float slot_value)
+      : values(std::move(initial)),
+        slots(values.size() * num_slots, slot_value) {}
+  absl::Mutex mu;
+  std::vector<float> values ABSL_GUARDED_BY(mu);
+  std::vector<float> slots ABSL_GUARDED_BY(mu);  // slot after slot
+  uint64_t version ABSL_GUARDED_BY(mu) = 0;
+};
+
+// Constant once inserted into a Namespace.
+struct ChunkStore::Tensor {
+  v1::TensorSpec spec;
+  uint64_t numel = 0;
+  std::vector<ChunkSpan> spans;                // every chunk of the tensor
+  std::vector<std::unique_ptr<Chunk>> chunks;  // null: held by another shard
+};
+
+struct ChunkStore::Namespace {
+  // Constant after creation.
+  v1::NamespaceConfig config;
+  std::unique_ptr<const UpdateRule> rule;
+  // Guarded by ChunkStore::index_mu_ (insertions only; never erased).
+  absl::flat_hash_map<std::string, std::unique_ptr<Tensor>> tensors;
+};
+
+// A chunk a request names, found and checked.
+struct ChunkStore::Target {
+  Chunk* chunk;
+  uint64_t length;
+};
+
+struct ChunkStore::Resolved {
+  const Namespace* ns;
+  std::vector<Target> targets;
+};
+
+namespace {
+
+std::string NamespaceOf(const std::string& ns) {
+  return ns.empty() ? std::string(kDefaultNamespace) : ns;
+}
+
+std::string ShapeString(const google::protobuf::RepeatedField<int64_t>& shape) {
+  return absl::StrCat("[", absl::StrJoin(shape, ","), "]");
+}
+
+absl::StatusOr<uint64_t> NumElements(const v1::TensorSpec& spec) {
+  if (spec.shape_size() == 0) {
+    return absl::InvalidArgumentError(absl::StrCat(
+        "tensor '", spec.name(),
+        "' has an empty shape; give every dimension (a scalar is [1])"));
+  }
+  uint64_t n = 1;
+  for (int64_t d : spec.shape()) {
+    if (d <= 0) {
+      return absl::InvalidArgumentError(
+          absl::StrCat("tensor '", spec.name(), "' has shape ",
+                       ShapeString(spec.shape()),
+                       "; every dimension must be > 0"));
+    }
+    if (static_cast<uint64_t>(d) > kMaxTensorElems / n) {
+      return absl::InvalidArgumentError(absl::StrCat(
+          "tensor '", spec.name(), "' with shape ", ShapeString(spec.shape()),
+          " has more than ", kMaxTensorElems, " elements"));
+    }
+    n *= static_cast<uint64_t>(d);
+  }
+  return n;
+}
+
+// Bytes a ChunkData of `elems` elements takes on the wire, with room for
+// its tensor name and field tags.
+size_t WireBytes(uint64_t elems, v1::Encoding encoding, size_t name_bytes) {
+  return elems * BytesPerElement(encoding) + name_bytes + 32;
+}
+
+absl::Status CheckAnswerSize(size_t bytes, size_t limit) {
+  if (bytes <= limit) return absl::OkStatus();
+  return absl::ResourceExhaustedError(absl::StrCat(
+      "the answer would take ", bytes, " bytes, more than the ", limit,
+      "-byte message limit (ps-server --max_message_bytes); ask for fewer "
+      "chunks per request"));
+}
+
+}  // namespace
+
+ChunkStore::ChunkStore(const Layout& layout, uint32_t shard_index,
+                       bool allow_nonfinite, size_t max_message_bytes)
+    : layout_(layout),
+      shard_index_(shard_index),
+      allow_nonfinite_(allow_nonfinite),
+      max_message_bytes_(max_message_bytes) {}
+
+ChunkStore::~ChunkStore() = default;
+
+absl::Status ChunkStore::Declare(const v1::DeclareRequest& req,
+                                 v1::DeclareResponse* resp) {
+  const std::string ns = NamespaceOf(req.namespace_());
+  PSKIT_RETURN_IF_ERROR(ValidateName("namespace", ns));
+  PSKIT_RETURN_IF_ERROR(
+      CheckLayout(req.layout(), req.has_layout(), layout_, shard_index_));
+  if (req.tensors().empty()) {
+    return absl::InvalidArgumentError(
+        "Declare carries no tensors; send every tensor of the model");
+  }
+  PSKIT_ASSIGN_OR_RETURN(v1::NamespaceConfig config,
+                         NormalizeConfig(req.config()));
+
+  // Check every spec and the explicit values before touching anything.
+  absl::flat_hash_map<std::string, const v1::TensorSpec*> specs;
+  absl::flat_hash_map<std::string, uint64_t> numels;
+  for (const v1::TensorSpec& spec : req.tensors()) {
+    PSKIT_RETURN_IF_ERROR(ValidateName("tensor name", spec.name()));
+    PSKIT_ASSIGN_OR_RETURN(uint64_t numel, NumElements(spec));
+    PSKIT_RETURN_IF_ERROR(ValidateInitializer(spec));
+    if (!specs.emplace(spec.name(), &spec).second) {
+      return absl::InvalidArgumentError(absl::StrCat(
+          "tensor '", spec.name(), "' appears twice in one Declare"));
+    }
+    numels[spec.name()] = numel;
+  }
+  // Explicit values: exactly the chunks of INIT_EXPLICIT tensors held here.
+  absl::flat_hash_map<std::pair<std::string, uint32_t>, const v1::ChunkData*>
+      explicit_values;
+  for (const v1::ChunkData& c : req.initial_values()) {
+    auto it = specs.find(c.tensor());
+    if (it == specs.end() || it->second->init().kind() != v1::INIT_EXPLICIT) {
+      return absl::InvalidArgumentError(absl::StrCat(
+          "initial values sent for ", ChunkName(c.tensor(), c.chunk()),
+          ", which is not declared with INIT_EXPLICIT in this request"));
+    }
+    const uint64_t numel = numels[c.tensor()];
+    if (c.chunk() >= layout_.NumChunks(numel)) {
+      return absl::OutOfRangeError(absl::StrCat(
+          ChunkName(c.tensor(), c.chunk()), " does not exist: the tensor has ",
+          layout_.NumChunks(numel), " chunks with ", layout_.ToString()));
+    }
+    const ChunkSpan span = layout_.Chunk(ns, c.tensor(), numel, c.chunk());
+    if (span.shard != shard_index_) {
+      return absl::FailedPreconditionError(absl::StrCat(
+          ChunkName(c.tensor(), c.chunk()), " belongs to shard ", span.shard,
+          ", not to this shard ", shard_index_, " (", layout_.ToString(), ")"));
+    }
+    if (!explicit_values.emplace(std::make_pair(c.tensor(), c.chunk()), &c)
+             .second) {
+      return absl::InvalidArgumentError(absl::StrCat(
+          "initial values for ", ChunkName(c.tensor(), c.chunk()),
+          " appear twice"));
+    }
+  }
+
+  // Which tensors are new, and does anything clash with what is declared?
+  std::vector<const v1::TensorSpec*> fresh;
+  bool namespace_exists = false;
+  auto check_existing = [&]() ABSL_SHARED_LOCKS_REQUIRED(index_mu_)
+                            -> absl::Status {
+    fresh.clear();
+    auto it = namespaces_.find(ns);
+    namespace_exists = it != namespaces_.end();
+    if (!namespace_exists) {
+      for (const v1::TensorSpec& spec : req.tensors()) fresh.push_back(&spec);
+      return absl::OkStatus();
+    }
+    const Namespace& existing = *it->second;
+    if (!google::protobuf::util::MessageDifferencer::Equals(existing.config,
+                                                            config)) {
+      return absl::FailedPreconditionError(absl::StrCat(
+          "namespace '", ns, "' is declared with ",
+          DescribeConfig(existing.config), "; this Declare asks for ",
+          DescribeConfig(config),
+          ". Use the same config, or another namespace"));
+    }
+    for (const v1::TensorSpec& spec : req.tensors()) {
+      auto t = existing.tensors.find(spec.name());
+      if (t == existing.tensors.end()) {
+        fresh.push_back(&spec);
+        continue;
+      }
+      if (!std::equal(t->second->spec.shape().begin(),
+                      t->second->spec.shape().end(), spec.shape().begin(),
+                      spec.shape().end())) {
+        return absl::FailedPreconditionError(absl::StrCat(
+            "tensor '", spec.name(), "' in namespace '", ns,
+            "' is declared with shape ", ShapeString(t->second->spec.shape()),
+            "; this Declare asks for ", ShapeString(spec.shape())));
+      }
+    }
+    return absl::OkStatus();
+  };
+  {
+    absl::ReaderMutexLock lock(&index_mu_);
+    PSKIT_RETURN_IF_ERROR(check_existing());
+  }
+
+  // Build the new tensors without holding the index: filling a large
+  // tensor's values must not stall pulls and pushes.
+  std::unique_ptr<const UpdateRule> rule = UpdateRule::Create(config.optimizer());
+  std::vector<float> scratch;
+  std::vector<std::unique_ptr<Tensor>> built;
+  for (const v1::TensorSpec* spec : fresh) {
+    auto t = std::make_unique<Tensor>();
+    t->spec = *spec;
+    t->numel = numels[spec->name()];
+    t->spans = layout_.Chunks(ns, spec->name(), t->numel);
+    t->chunks.resize(t->spans.size());
+    for (const ChunkSpan& span : t->spans) {
+      if (span.shard != shard_index_) continue;
+      std::vector<float> values(span.length);
+      if (spec->init().kind() == v1::INIT_EXPLICIT) {
+        auto it = explicit_values.find(std::make_pair(spec->name(), span.index));
+        if (it == explicit_values.end()) {
+          return absl::InvalidArgumentError(absl::StrCat(
+              "tensor '", spec->name(), "' is INIT_EXPLICIT but its chunk ",
+              span.index, " (held by this shard) has no initial values"));
+        }
+        PSKIT_ASSIGN_OR_RETURN(
+            absl::Span<const float> v,
+            DecodeChunk(*it->second, span.length, allow_nonfinite_, &scratch));
+        std::copy(v.begin(), v.end(), values.begin());
+      } else {
+        FillInitialValues(ns, *spec, span.offset, absl::MakeSpan(values));
+      }
+      t->chunks[span.index] = std::make_unique<Chunk>(
+          std::move(values), rule->num_slots(), rule->initial_slot_value());
+    }
+    built.push_back(std::move(t));
+  }
+
+  uint32_t held = 0;
+  {
+    absl::MutexLock lock(&index_mu_);
+    // Another Declare may have run meanwhile: check again, then insert what
+    // is still missing. Nothing is inserted if anything clashes.
+    PSKIT_RETURN_IF_ERROR(check_existing());
+    Namespace* target;
+    if (!namespace_exists) {
+      auto fresh_ns = std::make_unique<Namespace>();
+      fresh_ns->config = config;
+      fresh_ns->rule = std::move(rule);
+      target = fresh_ns.get();
+      namespaces_.emplace(ns, std::move(fresh_ns));
+    } else {
+      target = namespaces_[ns].get();
+    }
+    for (auto& t : built) {
+      std::string name = t->spec.name();
+      target->tensors.try_emplace(name, std::move(t));
+    }
+    for (const v1::TensorSpec& spec : req.tensors()) {
+      const Tensor& t = *target->tensors[spec.name()];
+      for (const auto& c : t.chunks) held += c != nullptr;
+    }
+  }
+  *resp->mutable_config() = config;
+  resp->set_chunks_held(held);
+  return absl::OkStatus();
+}
+
+template <typename Refs>
+absl::StatusOr<ChunkStore::Resolved> ChunkStore::Resolve(
+    const std::string& ns_field, const Refs& refs, const char* what) const {
+  const std::string ns = NamespaceOf(ns_field);
+  if (refs.empty()) {
+    return absl::InvalidArgumentError(
+        absl::StrCat(what, " names no chunks; send at least one"));
+  }
+  Resolved out;
+  out.targets.reserve(refs.size());
+  absl::flat_hash_set<const Chunk*> seen;
+  absl::ReaderMutexLock lock(&index_mu_);
+  auto it = namespaces_.find(ns);
+  if (it == namespaces_.end()) {
+    PSKIT_RETURN_IF_ERROR(ValidateName("namespace", ns));
+    return absl::NotFoundError(absl::StrCat(
+        "namespace '", ns, "' is not declared on shard ", shard_index_,
+        "; call Declare first"));
+  }
+  out.ns = it->second.get();
+  for (const auto& ref : refs) {
+    auto t = out.ns->tensors.find(ref.tensor());
+    if (t == out.ns->tensors.end()) {
+      return absl::NotFoundError(absl::StrCat("tensor '", ref.tensor(),
+                                              "' is not declared in namespace '",
+                                              ns, "'"));
+    }
+    const Tensor& tensor = *t->second;
+    if (ref.chunk() >= tensor.spans.size()) {
+      return absl::OutOfRangeError(absl::StrCat(
+          ChunkName(ref.tensor(), ref.chunk()), " does not exist: the tensor has ",
+          tensor.spans.size(), " chunks with ", layout_.ToString()));
+    }
+    Chunk* chunk = tensor.chunks[ref.chunk()].get();
+    if (chunk == nullptr) {
+      return absl::FailedPreconditionError(absl::StrCat(
+          ChunkName(ref.tensor(), ref.chunk()), " belongs to shard ",
+          tensor.spans[ref.chunk()].shard, ", not to this shard ", shard_index_,
+          " (", layout_.ToString(), "); check the order of --shards"));
+    }
+    if (!seen.insert(chunk).second) {
+      return absl::InvalidArgumentError(absl::StrCat(
+          ChunkName(ref.tensor(), ref.chunk()), " appears twice in one ",
+          what));
+    }
+    out.targets.push_back({chunk, tensor.spans[ref.chunk()].length});
+  }
+  return out;
+}
+
+absl::Status ChunkStore::Pull(const v1::PullRequest& req,
+                              v1::PullResponse* resp) {
+  PSKIT_RETURN_IF_ERROR(
+      CheckLayout(req.layout(), req.has_layout(), layout_, shard_index_));
+  PSKIT_RETURN_IF_ERROR(ValidateEncoding(req.encoding()));
+  PSKIT_ASSIGN_OR_RETURN(Resolved r, Resolve(req.namespace_(), req.chunks(), "Pull"));
+  size_t bytes = 0;
+  for (int i = 0; i < req.chunks_size(); ++i) {
+    bytes += WireBytes(r.targets[i].length, req.encoding(),
+                       req.chunks(i).tensor().size());
+  }
+  PSKIT_RETURN_IF_ERROR(CheckAnswerSize(bytes, max_message_bytes_));
+  resp->mutable_chunks()->Reserve(req.chunks_size());
+  for (int i = 0; i < req.chunks_size(); ++i) {
+    v1::ChunkData* out = resp->add_chunks();
+    out->set_tensor(req.chunks(i).tensor());
+    out->set_chunk(req.chunks(i).chunk());
+    out->set_encoding(req.encoding());
+    Chunk& c = *r.targets[i].chunk;
+    absl::ReaderMutexLock lock(&c.mu);
+    out->set_version(c.version);
+    EncodeFloats(req.encoding(), c.values, out->mutable_data());
+  }
+  return absl::OkStatus();
+}
+
+absl::Status ChunkStore::ApplyGradients(
+    const v1::PushRequest& req,
+    google::protobuf::RepeatedPtrField<v1::ChunkAck>* acks,
+    google::protobuf::RepeatedPtrField<v1::ChunkData>* values,
+    v1::Encoding encoding) {
+  PSKIT_RETURN_IF_ERROR(
+      CheckLayout(req.layout(), req.has_layout(), layout_, shard_index_));
+  PSKIT_ASSIGN_OR_RETURN(Resolved r, Resolve(req.namespace_(), req.grads(), "Push"));
+  if (values != nullptr) {
+    PSKIT_RETURN_IF_ERROR(ValidateEncoding(encoding));
+    size_t bytes = 0;
+    for (int i = 0; i < req.grads_size(); ++i) {
+      bytes += WireBytes(r.targets[i].length, encoding,
+                         req.grads(i).tensor().size()) + 16;
+    }
+    PSKIT_RETURN_IF_ERROR(CheckAnswerSize(bytes, max_message_bytes_));
+  }
+  // Decode and check every gradient before the first update.
+  std::vector<absl::Span<const float>> grads(req.grads_size());
+  std::vector<std::vector<float>> scratch(req.grads_size());
+  for (int i = 0; i < req.grads_size(); ++i) {
+    PSKIT_ASSIGN_OR_RETURN(grads[i],
+                           DecodeChunk(req.grads(i), r.targets[i].length,
+                                       allow_nonfinite_, &scratch[i]));
+  }
+  const UpdateRule& rule = *r.ns->rule;
+  const v1::Compensation compensation = r.ns->config.compensation();
+  acks->Reserve(req.grads_size());
+  if (values != nullptr) values->Reserve(req.grads_size());
+  for (int i = 0; i < req.grads_size(); ++i) {
+    Chunk& c = *r.targets[i].chunk;
+    v1::ChunkAck* ack = acks->Add();
+    absl::MutexLock lock(&c.mu);
+    const uint64_t pulled = req.grads(i).version();
+    // A version from the future means this shard lost updates (a restart
+    // without a checkpoint): the gradient is as fresh as it can be.
+    const uint64_t staleness = c.version > pulled ? c.version - pulled : 0;
+    rule.Apply(c.values.data(), grads[i].data(), c.slots.data(),
+               c.values.size(), c.version + 1,
+               CompensatedRate(compensation, rule.learning_rate(), staleness));
+    ++c.version;
+    ack->set_version(c.version);
+    ack->set_staleness(staleness);
+    if (values != nullptr) {
+      v1::ChunkData* out = values->Add();
+      out->set_tensor(req.grads(i).tensor());
+      out->set_chunk(req.grads(i).chunk());
+      out->set_encoding(encoding);
+      out->set_version(c.version);
+      EncodeFloats(encoding, c.values, out->mutable_data());
+    }
+  }
+  return absl::OkStatus();
+}
+
+absl::Status ChunkStore::Push(const v1::PushRequest& req,
+                              v1::PushResponse* resp) {
+  return ApplyGradients(req, resp->mutable_acks(), nullptr,
+                        v1::ENCODING_UNSPECIFIED);
+}
+
+absl::Status ChunkStore::PushPull(const v1::PushRequest& req,
+                                  v1::PushPullResponse* resp) {
+  return ApplyGradients(req, resp->mutable_acks(), resp->mutable_chunks(),
+                        req.return_encoding());
+}
+
+absl::Status ChunkStore::Exchange(const v1::ExchangeRequest& req,
+                                  v1::ExchangeResponse* resp) {
+  PSKIT_RETURN_IF_ERROR(
+      CheckLayout(req.layout(), req.has_layout(), layout_, shard_index_));
+  if (!(req.alpha() > 0.0f && req.alpha() <= 1.0f)) {
+    return absl::InvalidArgumentError(
+        absl::StrCat("Exchange alpha is ", req.alpha(),
+                     "; it must be in (0, 1] (EASGD's moving rate, typically "
+                     "0.9 / number of workers)"));
+  }
+  PSKIT_ASSIGN_OR_RETURN(Resolved r,
+                         Resolve(req.namespace_(), req.params(), "Exchange"));
+  std::vector<absl::Span<const float>> params(req.params_size());
+  std::vector<std::vector<float>> scratch(req.params_size());
+  for (int i = 0; i < req.params_size(); ++i) {
+    PSKIT_ASSIGN_OR_RETURN(params[i],
+                           DecodeChunk(req.params(i), r.targets[i].length,
+                                       allow_nonfinite_, &scratch[i]));
+  }
+  const float alpha = req.alpha();
+  std::vector<float> diff;
+  resp->mutable_diffs()->Reserve(req.params_size());
+  for (int i = 0; i < req.params_size(); ++i) {
+    Chunk& c = *r.targets[i].chunk;
+    const size_t n = r.targets[i].length;
+    diff.resize(n);
+    uint64_t version;
+    {
+      absl::MutexLock lock(&c.mu);
+      float* __restrict centre = c.values.data();
+      const float* __restrict x = params[i].data();
+      float* __restrict e = diff.data();
+      for (size_t j = 0; j < n; ++j) {
+        e[j] = alpha * (x[j] - centre[j]);
+        centre[j] += e[j];
+      }
+      version = ++c.version;
+    }
+    v1::ChunkData* out = resp->add_diffs();
+    out->set_version(version);
+    out->set_tensor(req.params(i).tensor());
+    out->set_chunk(req.params(i).chunk());
+    out->set_encoding(req.params(i).encoding());
+    EncodeFloats(req.params(i).encoding(), diff, out->mutable_data());
+  }
+  return absl::OkStatus();
+}
+
+}  // namespace pskit

@@ -1,0 +1,119 @@
+// server/chunk_store.h
+//
+// ChunkStore owns this shard's part of every namespace: the namespace's
+// optimizer config and update rule, each tensor's spec, and for each chunk
+// this shard holds its values, optimizer slots and version (the number of
+// updates applied to it).
+//
+// Every request is validated in full before any state changes: unknown
+// namespace or tensor (NOT_FOUND), a chunk index past the tensor's end
+// (OUT_OF_RANGE), a chunk held by another shard or a layout mismatch
+// (FAILED_PRECONDITION), unknown encoding, wrong payload length, NaN/Inf,
+// duplicate chunks or an empty request (INVALID_ARGUMENT), an answer that
+// would pass the message limit (RESOURCE_EXHAUSTED). On error the store is
+// unchanged. Once validated, applying cannot fail.
+//
+// Thread safety: all public methods may be called concurrently. index_mu_ is
+// held (shared) only to find chunks and (exclusive) only to insert declared
+// tensors, never while values change; each chunk has its own mutex, so pushes
+// to different chunks run in parallel and pulls of one chunk share it.
+// Namespaces, tensors and chunks are never erased while the store is alive,
+// so pointers found under index_mu_ stay valid after it is released.
+#ifndef PSKIT_SERVER_CHUNK_STORE_H_
+#define PSKIT_SERVER_CHUNK_STORE_H_
+
+#include <cstdint>
+#include <memory>
+#include <string>
+#include <vector>
+
+#include "absl/base/thread_annotations.h"
+#include "absl/container/flat_hash_map.h"
+#include "absl/status/status.h"
+#include "absl/synchronization/mutex.h"
+#include "common/layout.h"
+#include "pskit/v1/ps.pb.h"
+#include "server/update_rule.h"
+
+namespace pskit {
+
+class ChunkStore {
+ public:
+  // `layout` and `shard_index` (< layout.num_shards()) identify this shard.
+  // `allow_nonfinite`: accept NaN/Inf in gradients and values.
+  // `max_message_bytes`: answers larger than this are refused up front.
+  ChunkStore(const Layout& layout, uint32_t shard_index, bool allow_nonfinite,
+             size_t max_message_bytes);
+  ~ChunkStore();
+
+  ChunkStore(const ChunkStore&) = delete;
+  ChunkStore& operator=(const ChunkStore&) = delete;
+
+  // Creates the namespace (if new) and the tensors not yet declared, with
+  // this shard's chunks initialised. Idempotent: a tensor declared again with
+  // the same shape is left as it is. FAILED_PRECONDITION when the namespace
+  // exists with another optimizer config or a tensor with another shape.
+  [[nodiscard]] absl::Status Declare(const v1::DeclareRequest& req,
+                                     v1::DeclareResponse* resp)
+      ABSL_LOCKS_EXCLUDED(index_mu_);
+
+  // Copies the requested chunks, with their versions, into `resp`.
+  [[nodiscard]] absl::Status Pull(const v1::PullRequest& req,
+                                  v1::PullResponse* resp)
+      ABSL_LOCKS_EXCLUDED(index_mu_);
+
+  // Applies each gradient with the namespace's rule and compensation; each
+  // ack carries the new version and the staleness.
+  [[nodiscard]] absl::Status Push(const v1::PushRequest& req,
+                                  v1::PushResponse* resp)
+      ABSL_LOCKS_EXCLUDED(index_mu_);
+
+  // Push, then the values of the same chunks right after their update.
+  [[nodiscard]] absl::Status PushPull(const v1::PushRequest& req,
+                                      v1::PushPullResponse* resp)
+      ABSL_LOCKS_EXCLUDED(index_mu_);
+
+  // EASGD: per chunk e = alpha * (x - centre); centre += e; answers e.
+  [[nodiscard]] absl::Status Exchange(const v1::ExchangeRequest& req,
+                                      v1::ExchangeResponse* resp)
+      ABSL_LOCKS_EXCLUDED(index_mu_);
+
+  const Layout& layout() const { return layout_; }
+  uint32_t shard_index() const { return shard_index_; }
+
+ private:
+  struct Chunk;
+  struct Tensor;
+  struct Namespace;
+  struct Target;
+  struct Resolved;
+
+  // Finds the namespace and the chunks named by `refs` (tensor, chunk pairs)
+  // and checks each is held here. Takes index_mu_ shared.
+  template <typename Refs>
+  absl::StatusOr<Resolved> Resolve(const std::string& ns, const Refs& refs,
+                                   const char* what) const
+      ABSL_LOCKS_EXCLUDED(index_mu_);
+
+  // The shared path of Push and PushPull; `values` (may be null) receives
+  // the updated values in `encoding`.
+  absl::Status ApplyGradients(const v1::PushRequest& req,
+                              google::protobuf::RepeatedPtrField<v1::ChunkAck>* acks,
+                              google::protobuf::RepeatedPtrField<v1::ChunkData>* values,
+                              v1::Encoding encoding)
+      ABSL_LOCKS_EXCLUDED(index_mu_);
+
+  // Constant after construction.
+  const Layout layout_;
+  const uint32_t shard_index_;
+  const bool allow_nonfinite_;
+  const size_t max_message_bytes_;
+
+  mutable absl::Mutex index_mu_;
+  absl::flat_hash_map<std::string, std::unique_ptr<Namespace>> namespaces_
+      ABSL_GUARDED_BY(index_mu_);
+};
+
+}  // namespace pskit
+
+#endif  // PSKIT_SERVER_CHUNK_STORE_H_

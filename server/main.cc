@@ -1,0 +1,82 @@
+// ps-server: one shard of a pskit cluster.
+//
+//   ps-server --listen 0.0.0.0:7000 --shard_index 0 --num_shards 2
+//
+// Prints "ps-server listening on HOST:PORT" on stdout once serving (scripts
+// read the port from it when --listen ends in :0). SIGTERM or SIGINT: health
+// goes NOT_SERVING, in-flight calls finish, exit 0.
+#include <signal.h>
+
+#include <cstdio>
+#include <string>
+
+#include "absl/flags/flag.h"
+#include "absl/flags/parse.h"
+#include "absl/flags/usage.h"
+#include "absl/time/time.h"
+#include "common/grpc_options.h"
+#include "common/layout.h"
+#include "common/logging.h"
+#include "server/server.h"
+#include "spdlog/spdlog.h"
+
+ABSL_FLAG(std::string, listen, "127.0.0.1:0",
+          "host:port to serve on; port 0 picks a free one");
+ABSL_FLAG(uint32_t, shard_index, 0, "this shard's index, 0..num_shards-1");
+ABSL_FLAG(uint32_t, num_shards, 1, "number of shards in the cluster");
+ABSL_FLAG(uint32_t, chunk_elems, pskit::kDefaultChunkElems,
+          "maximum floats per chunk; every process must agree");
+ABSL_FLAG(int32_t, max_message_bytes, pskit::kDefaultMaxMessageBytes,
+          "largest gRPC message accepted or sent");
+ABSL_FLAG(bool, allow_nonfinite, false,
+          "accept NaN/Inf in gradients (rejected by default)");
+ABSL_FLAG(double, lease_s, 30.0,
+          "seconds a worker's lease lasts without a heartbeat");
+ABSL_FLAG(double, shutdown_grace_s, 10.0,
+          "seconds in-flight calls get to finish on SIGTERM");
+ABSL_FLAG(std::string, log_level, "info",
+          "trace, debug, info, warn, error or off");
+
+int main(int argc, char** argv) {
+  absl::SetProgramUsageMessage(
+      "one shard of a pskit parameter-server cluster.\n"
+      "  ps-server --listen 0.0.0.0:7000 --shard_index 0 --num_shards 2");
+  absl::ParseCommandLine(argc, argv);
+  if (absl::Status s = pskit::SetupLogging(
+          "ps-server", absl::GetFlag(FLAGS_log_level));
+      !s.ok()) {
+    std::fprintf(stderr, "ps-server: %s\n", s.ToString().c_str());
+    return 2;
+  }
+
+  // Block the stop signals before gRPC starts its threads, so they all
+  // inherit the mask and only sigwait() below sees the signal.
+  sigset_t stop_signals;
+  sigemptyset(&stop_signals);
+  sigaddset(&stop_signals, SIGTERM);
+  sigaddset(&stop_signals, SIGINT);
+  pthread_sigmask(SIG_BLOCK, &stop_signals, nullptr);
+
+  pskit::ServerOptions options;
+  options.listen = absl::GetFlag(FLAGS_listen);
+  options.shard_index = absl::GetFlag(FLAGS_shard_index);
+  options.num_shards = absl::GetFlag(FLAGS_num_shards);
+  options.chunk_elems = absl::GetFlag(FLAGS_chunk_elems);
+  options.max_message_bytes = absl::GetFlag(FLAGS_max_message_bytes);
+  options.allow_nonfinite = absl::GetFlag(FLAGS_allow_nonfinite);
+  options.lease = absl::Seconds(absl::GetFlag(FLAGS_lease_s));
+  auto server = pskit::Server::Start(options);
+  if (!server.ok()) {
+    std::fprintf(stderr, "ps-server: %s\n",
+                 server.status().ToString().c_str());
+    return 1;
+  }
+  std::printf("ps-server listening on %s\n", (*server)->address().c_str());
+  std::fflush(stdout);
+
+  int sig = 0;
+  sigwait(&stop_signals, &sig);
+  spdlog::info("got {}; draining", sig == SIGTERM ? "SIGTERM" : "SIGINT");
+  (*server)->Shutdown(absl::Seconds(absl::GetFlag(FLAGS_shutdown_grace_s)));
+  return 0;
+}

@@ -1,0 +1,85 @@
+#include "server/ps_service.h"
+
+#include "absl/time/time.h"
+#include "common/grpc_status.h"
+#include "common/status_macros.h"
+
+namespace pskit {
+namespace {
+
+grpc::ServerUnaryReactor* FinishWith(grpc::CallbackServerContext* ctx,
+                                     const absl::Status& status) {
+  grpc::ServerUnaryReactor* reactor = ctx->DefaultReactor();
+  reactor->Finish(ToGrpcStatus(status));
+  return reactor;
+}
+
+}  // namespace
+
+absl::Status PsService::CheckWorker(uint64_t worker_id) {
+  if (worker_id == 0) return absl::OkStatus();
+  return workers_->CheckLive(worker_id);
+}
+
+grpc::ServerUnaryReactor* PsService::Declare(grpc::CallbackServerContext* ctx,
+                                             const v1::DeclareRequest* req,
+                                             v1::DeclareResponse* resp) {
+  return FinishWith(ctx, store_->Declare(*req, resp));
+}
+
+grpc::ServerUnaryReactor* PsService::Pull(grpc::CallbackServerContext* ctx,
+                                          const v1::PullRequest* req,
+                                          v1::PullResponse* resp) {
+  return FinishWith(ctx, store_->Pull(*req, resp));
+}
+
+grpc::ServerUnaryReactor* PsService::Push(grpc::CallbackServerContext* ctx,
+                                          const v1::PushRequest* req,
+                                          v1::PushResponse* resp) {
+  absl::Status s = CheckWorker(req->worker_id());
+  if (s.ok()) s = store_->Push(*req, resp);
+  return FinishWith(ctx, s);
+}
+
+grpc::ServerUnaryReactor* PsService::PushPull(grpc::CallbackServerContext* ctx,
+                                              const v1::PushRequest* req,
+                                              v1::PushPullResponse* resp) {
+  absl::Status s = CheckWorker(req->worker_id());
+  if (s.ok()) s = store_->PushPull(*req, resp);
+  return FinishWith(ctx, s);
+}
+
+grpc::ServerUnaryReactor* PsService::Exchange(grpc::CallbackServerContext* ctx,
+                                              const v1::ExchangeRequest* req,
+                                              v1::ExchangeResponse* resp) {
+  absl::Status s = CheckWorker(req->worker_id());
+  if (s.ok()) s = store_->Exchange(*req, resp);
+  return FinishWith(ctx, s);
+}
+
+grpc::ServerUnaryReactor* PsService::RegisterWorker(
+    grpc::CallbackServerContext* ctx, const v1::RegisterWorkerRequest* req,
+    v1::RegisterWorkerResponse* resp) {
+  resp->set_worker_id(workers_->Register(req->worker_id(), req->name()));
+  resp->set_lease_ms(absl::ToInt64Milliseconds(workers_->lease()));
+  return FinishWith(ctx, absl::OkStatus());
+}
+
+grpc::ServerUnaryReactor* PsService::Heartbeat(grpc::CallbackServerContext* ctx,
+                                               const v1::HeartbeatRequest* req,
+                                               v1::HeartbeatResponse* resp) {
+  absl::Status s = workers_->Heartbeat(req->worker_id());
+  if (s.ok()) {
+    resp->set_lease_ms(absl::ToInt64Milliseconds(workers_->lease()));
+    resp->set_live_workers(static_cast<uint32_t>(workers_->LiveCount()));
+  }
+  return FinishWith(ctx, s);
+}
+
+grpc::ServerUnaryReactor* PsService::Leave(grpc::CallbackServerContext* ctx,
+                                           const v1::LeaveRequest* req,
+                                           v1::LeaveResponse* resp) {
+  return FinishWith(ctx, workers_->Leave(req->worker_id()));
+}
+
+}  // namespace pskit

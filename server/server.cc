@@ -1,0 +1,81 @@
+#include "server/server.h"
+
+#include <grpcpp/ext/proto_server_reflection_plugin.h>
+#include <grpcpp/health_check_service_interface.h>
+#include <grpcpp/security/server_credentials.h>
+#include <grpcpp/server_builder.h>
+
+#include "absl/strings/str_cat.h"
+#include "common/status_macros.h"
+#include "spdlog/spdlog.h"
+
+namespace pskit {
+
+absl::StatusOr<std::unique_ptr<Server>> Server::Start(
+    const ServerOptions& options) {
+  PSKIT_ASSIGN_OR_RETURN(Layout layout,
+                         Layout::Create(options.num_shards, options.chunk_elems));
+  if (options.shard_index >= options.num_shards) {
+    return absl::InvalidArgumentError(absl::StrCat(
+        "shard_index ", options.shard_index, " is not below num_shards ",
+        options.num_shards, "; shards are numbered from 0"));
+  }
+  if (options.max_message_bytes < (1 << 16)) {
+    return absl::InvalidArgumentError(absl::StrCat(
+        "max_message_bytes ", options.max_message_bytes,
+        " is too small; use at least 65536"));
+  }
+  if (options.lease <= absl::ZeroDuration()) {
+    return absl::InvalidArgumentError("lease must be positive");
+  }
+  const size_t colon = options.listen.rfind(':');
+  if (colon == std::string::npos || colon == 0) {
+    return absl::InvalidArgumentError(absl::StrCat(
+        "listen address '", options.listen,
+        "' is not host:port (for example 127.0.0.1:0 or 0.0.0.0:7000)"));
+  }
+
+  auto server = std::unique_ptr<Server>(new Server());
+  server->options_ = options;
+  server->store_ = std::make_unique<ChunkStore>(
+      layout, options.shard_index, options.allow_nonfinite,
+      static_cast<size_t>(options.max_message_bytes));
+  server->workers_ =
+      std::make_unique<WorkerRegistry>(options.clock, options.lease);
+  server->service_ = std::make_unique<PsService>(server->store_.get(),
+                                                 server->workers_.get());
+
+  grpc::EnableDefaultHealthCheckService(true);
+  grpc::reflection::InitProtoReflectionServerBuilderPlugin();
+  grpc::ServerBuilder builder;
+  ConfigureServerBuilder(options.max_message_bytes, &builder);
+  builder.AddListeningPort(options.listen, grpc::InsecureServerCredentials(),
+                           &server->port_);
+  builder.RegisterService(server->service_.get());
+  server->server_ = builder.BuildAndStart();
+  if (server->server_ == nullptr || server->port_ == 0) {
+    return absl::UnavailableError(absl::StrCat(
+        "cannot listen on ", options.listen,
+        ": the port is in use or the host is not an address of this machine"));
+  }
+  server->address_ =
+      absl::StrCat(options.listen.substr(0, colon), ":", server->port_);
+  server->server_->GetHealthCheckService()->SetServingStatus(true);
+  spdlog::info("shard {} of {} serving on {} ({}, max message {} bytes)",
+               options.shard_index, options.num_shards, server->address_,
+               layout.ToString(), options.max_message_bytes);
+  return server;
+}
+
+Server::~Server() { Shutdown(absl::ZeroDuration()); }
+
+void Server::Shutdown(absl::Duration grace) {
+  if (shut_down_ || server_ == nullptr) return;
+  shut_down_ = true;
+  server_->GetHealthCheckService()->SetServingStatus(false);
+  server_->Shutdown(absl::ToChronoTime(absl::Now() + grace));
+  server_->Wait();
+  spdlog::info("shard {} on {} stopped", options_.shard_index, address_);
+}
+
+}  // namespace pskit

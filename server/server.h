@@ -1,0 +1,97 @@
+// server/server.h
+//
+// Server: one running shard (ChunkStore + WorkerRegistry + PsService) behind
+// a gRPC server with health checking and reflection. ps-server's main() is a
+// thin wrapper around Server::Start and Server::Shutdown; tests start shards
+// in-process the same way.
+//
+// Example:
+//   ServerOptions opts;
+//   opts.listen = "127.0.0.1:0";
+//   PSKIT_ASSIGN_OR_RETURN(std::unique_ptr<Server> s, Server::Start(opts));
+//   std::cout << "listening on " << s->address() << "\n";
+//   ...
+//   s->Shutdown(absl::Seconds(10));
+//
+// Thread safety: Start and Shutdown from one thread; accessors from any.
+#ifndef PSKIT_SERVER_SERVER_H_
+#define PSKIT_SERVER_SERVER_H_
+
+#include <cstdint>
+#include <memory>
+#include <string>
+
+#include <grpcpp/server.h>
+
+#include "absl/status/statusor.h"
+#include "absl/time/time.h"
+#include "common/clock.h"
+#include "common/grpc_options.h"
+#include "common/layout.h"
+#include "server/chunk_store.h"
+#include "server/ps_service.h"
+#include "server/worker_registry.h"
+
+namespace pskit {
+
+struct ServerOptions {
+  // host:port to listen on; port 0 picks a free port (read it back with
+  // address()). Default: 127.0.0.1:0. Fixed for the server's life.
+  std::string listen = "127.0.0.1:0";
+  // This shard's index in [0, num_shards). Default: 0.
+  uint32_t shard_index = 0;
+  // Shards in the cluster. Every client and shard must agree. Default: 1.
+  uint32_t num_shards = 1;
+  // Maximum floats per chunk (see common/layout.h). Smaller chunks spread
+  // small models better and pipeline finer, at more per-chunk overhead.
+  // Default: 262144 (1 MiB).
+  uint32_t chunk_elems = kDefaultChunkElems;
+  // Largest gRPC message received or sent; larger requests get
+  // RESOURCE_EXHAUSTED. Default: 64 MiB.
+  int max_message_bytes = kDefaultMaxMessageBytes;
+  // Accept NaN and Inf in gradients and values. Default: false (rejected
+  // with INVALID_ARGUMENT, so one diverged worker cannot poison the model).
+  bool allow_nonfinite = false;
+  // How long a worker's lease lasts without a heartbeat. Default: 30 s.
+  absl::Duration lease = absl::Seconds(30);
+  // Source of time for leases; borrowed, must outlive the server.
+  // Default: the system clock.
+  Clock* clock = SystemClock();
+};
+
+class Server {
+ public:
+  // Binds, starts serving and marks the health service SERVING.
+  // INVALID_ARGUMENT for bad options; UNAVAILABLE when the address cannot be
+  // bound (in use, or not an address of this host).
+  [[nodiscard]] static absl::StatusOr<std::unique_ptr<Server>> Start(
+      const ServerOptions& options);
+
+  // Shuts down if still running.
+  ~Server();
+
+  // The bound address, host:port, with the real port.
+  const std::string& address() const { return address_; }
+  int port() const { return port_; }
+  ChunkStore& store() { return *store_; }
+
+  // Marks health NOT_SERVING, stops accepting calls, lets in-flight calls
+  // finish for up to `grace`, then cancels the rest. Idempotent.
+  void Shutdown(absl::Duration grace);
+
+ private:
+  Server() = default;
+
+  ServerOptions options_;
+  std::string address_;
+  int port_ = 0;
+  std::unique_ptr<ChunkStore> store_;
+  std::unique_ptr<WorkerRegistry> workers_;
+  std::unique_ptr<PsService> service_;
+  std::unique_ptr<grpc::Server> server_;
+  bool shut_down_ = false;
+};
+
+}  // namespace pskit
+
+#endif  // PSKIT_SERVER_SERVER_H_

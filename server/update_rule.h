@@ -1,0 +1,77 @@
+// server/update_rule.h
+//
+// UpdateRule: one optimizer's per-chunk update, w <- f(w, g, slots, step).
+// Each optimizer is a small class behind this interface (update_rule.cc); the
+// unit tests check each against a scalar reference of its formula.
+//
+// Also here: NormalizeConfig (fills defaults, checks ranges) and
+// CompensatedRate (staleness compensation of the learning rate).
+//
+// Example:
+//   PSKIT_ASSIGN_OR_RETURN(v1::NamespaceConfig cfg, NormalizeConfig(req));
+//   PSKIT_ASSIGN_OR_RETURN(auto rule, UpdateRule::Create(cfg.optimizer()));
+//   rule->Apply(w, g, slots, n, version + 1,
+//               CompensatedRate(cfg, rule->learning_rate(), staleness));
+//
+// Thread safety: an UpdateRule is immutable; Apply may run concurrently on
+// different chunks (the caller holds the chunk's lock).
+#ifndef PSKIT_SERVER_UPDATE_RULE_H_
+#define PSKIT_SERVER_UPDATE_RULE_H_
+
+#include <cstddef>
+#include <cstdint>
+#include <memory>
+#include <string>
+
+#include "absl/status/statusor.h"
+#include "pskit/v1/ps.pb.h"
+
+namespace pskit {
+
+// Returns `config` with every optimizer default filled in and COMPENSATION_
+// UNSPECIFIED turned into COMPENSATION_NONE. INVALID_ARGUMENT for an
+// unspecified or unknown optimizer or compensation, a learning rate <= 0 or
+// not finite, momentum/beta/rho outside [0, 1), epsilon <= 0, weight decay
+// < 0, initial accumulator < 0.
+[[nodiscard]] absl::StatusOr<v1::NamespaceConfig> NormalizeConfig(
+    const v1::NamespaceConfig& config);
+
+// "adam lr=0.001 beta1=0.9 ...": for logs and error messages.
+std::string DescribeConfig(const v1::NamespaceConfig& config);
+
+// The learning rate to apply to a gradient `staleness` versions old:
+// `lr` for COMPENSATION_NONE, lr / max(1, staleness) for COMPENSATION_INVERSE.
+float CompensatedRate(v1::Compensation compensation, float lr,
+                      uint64_t staleness);
+
+class UpdateRule {
+ public:
+  // `config` must come from NormalizeConfig.
+  static std::unique_ptr<UpdateRule> Create(const v1::OptimizerConfig& config);
+
+  virtual ~UpdateRule() = default;
+
+  // Number of float slots per element (momentum: 1, adam: 2, ...).
+  virtual int num_slots() const = 0;
+  // Value a fresh slot starts at (adagrad's initial accumulator, else 0).
+  virtual float initial_slot_value() const { return 0.0f; }
+  float learning_rate() const { return lr_; }
+
+  // Applies one update of the chunk's `n` elements: `w` the values, `g` the
+  // gradient, `slots` num_slots() * n floats laid out slot after slot,
+  // `step` >= 1 the number of updates including this one (Adam's bias
+  // correction), `lr` the (compensated) learning rate. `w`, `g` and `slots`
+  // must not overlap. Cannot fail: the caller validated everything.
+  virtual void Apply(float* w, const float* g, float* slots, size_t n,
+                     uint64_t step, float lr) const = 0;
+
+ protected:
+  explicit UpdateRule(float lr) : lr_(lr) {}
+
+ private:
+  const float lr_;
+};
+
+}  // namespace pskit
+
+#endif  // PSKIT_SERVER_UPDATE_RULE_H_

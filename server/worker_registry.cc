@@ -1,0 +1,81 @@
+#include "server/worker_registry.h"
+
+#include "absl/strings/str_cat.h"
+#include "spdlog/spdlog.h"
+
+namespace pskit {
+
+WorkerRegistry::WorkerRegistry(Clock* clock, absl::Duration lease)
+    : clock_(clock), lease_(lease), rng_(std::random_device{}()) {}
+
+void WorkerRegistry::Sweep() {
+  const absl::Time now = clock_->Now();
+  absl::erase_if(workers_, [&](const auto& kv) {
+    if (kv.second.expiry > now) return false;
+    spdlog::warn("worker {} ({}) lease lapsed; dropped", kv.first,
+                 kv.second.name);
+    return true;
+  });
+}
+
+uint64_t WorkerRegistry::Register(uint64_t requested_id,
+                                  const std::string& name) {
+  absl::MutexLock lock(&mu_);
+  Sweep();
+  uint64_t id = requested_id;
+  while (id == 0 || (requested_id == 0 && workers_.contains(id))) {
+    // Keep ids below 2^53 so JSON tools print them exactly.
+    id = rng_() >> 11;
+  }
+  workers_[id] = Entry{name, clock_->Now() + lease_};
+  spdlog::info("worker {} ({}) registered; {} live", id, name,
+               workers_.size());
+  return id;
+}
+
+absl::Status WorkerRegistry::Lookup(uint64_t id, const char* call) {
+  // Only this id is checked: the push path calls this, and must stay O(1).
+  auto it = workers_.find(id);
+  if (it != workers_.end() && it->second.expiry <= clock_->Now()) {
+    spdlog::warn("worker {} ({}) lease lapsed; dropped", id, it->second.name);
+    workers_.erase(it);
+    it = workers_.end();
+  }
+  if (it == workers_.end()) {
+    return absl::NotFoundError(absl::StrCat(
+        call, ": worker id ", id,
+        " is not registered on this shard (never registered, left, or its "
+        "lease lapsed); call RegisterWorker again"));
+  }
+  return absl::OkStatus();
+}
+
+absl::Status WorkerRegistry::Heartbeat(uint64_t id) {
+  absl::MutexLock lock(&mu_);
+  absl::Status s = Lookup(id, "Heartbeat");
+  if (s.ok()) workers_[id].expiry = clock_->Now() + lease_;
+  return s;
+}
+
+absl::Status WorkerRegistry::Leave(uint64_t id) {
+  absl::MutexLock lock(&mu_);
+  absl::Status s = Lookup(id, "Leave");
+  if (s.ok()) {
+    spdlog::info("worker {} ({}) left", id, workers_[id].name);
+    workers_.erase(id);
+  }
+  return s;
+}
+
+absl::Status WorkerRegistry::CheckLive(uint64_t id) {
+  absl::MutexLock lock(&mu_);
+  return Lookup(id, "request");
+}
+
+size_t WorkerRegistry::LiveCount() {
+  absl::MutexLock lock(&mu_);
+  Sweep();
+  return workers_.size();
+}
+
+}  // namespace pskit

@@ -1,0 +1,75 @@
+// server/worker_registry.h
+//
+// WorkerRegistry: the shard's leases. RegisterWorker gives a worker an id and
+// a lease; Heartbeat renews it; Leave, or a lease that lapses, removes it.
+// A lapsed worker is gone for good: its next call gets NOT_FOUND and it must
+// register again (it may ask for its old id).
+//
+// Lapses are found lazily (on each call, against the injected clock), so no
+// thread is needed and tests move time without sleeping.
+//
+// Thread safety: all methods may be called concurrently (one mutex).
+#ifndef PSKIT_SERVER_WORKER_REGISTRY_H_
+#define PSKIT_SERVER_WORKER_REGISTRY_H_
+
+#include <cstdint>
+#include <random>
+#include <string>
+
+#include "absl/base/thread_annotations.h"
+#include "absl/container/flat_hash_map.h"
+#include "absl/status/status.h"
+#include "absl/synchronization/mutex.h"
+#include "absl/time/time.h"
+#include "common/clock.h"
+
+namespace pskit {
+
+class WorkerRegistry {
+ public:
+  // `clock` is borrowed and must outlive the registry. `lease` > 0.
+  WorkerRegistry(Clock* clock, absl::Duration lease);
+
+  // Registers (or re-registers) a worker and starts its lease. With
+  // `requested_id` 0 a fresh random nonzero id is chosen; otherwise that id
+  // is used, renewing it if live. Returns the id.
+  uint64_t Register(uint64_t requested_id, const std::string& name)
+      ABSL_LOCKS_EXCLUDED(mu_);
+
+  // Renews the lease. NOT_FOUND when the id is unknown or its lease lapsed.
+  [[nodiscard]] absl::Status Heartbeat(uint64_t id) ABSL_LOCKS_EXCLUDED(mu_);
+
+  // Removes the worker. NOT_FOUND when the id is unknown or lapsed.
+  [[nodiscard]] absl::Status Leave(uint64_t id) ABSL_LOCKS_EXCLUDED(mu_);
+
+  // OK when `id` holds a live lease; NOT_FOUND otherwise (and the lapsed
+  // entry is dropped). Does not renew.
+  [[nodiscard]] absl::Status CheckLive(uint64_t id) ABSL_LOCKS_EXCLUDED(mu_);
+
+  // Number of live leases.
+  size_t LiveCount() ABSL_LOCKS_EXCLUDED(mu_);
+
+  absl::Duration lease() const { return lease_; }
+
+ private:
+  struct Entry {
+    std::string name;
+    absl::Time expiry;
+  };
+  // Drops every lapsed lease.
+  void Sweep() ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_);
+  absl::Status Lookup(uint64_t id, const char* call)
+      ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_);
+
+  // Constant after construction.
+  Clock* const clock_;
+  const absl::Duration lease_;
+
+  absl::Mutex mu_;
+  absl::flat_hash_map<uint64_t, Entry> workers_ ABSL_GUARDED_BY(mu_);
+  std::mt19937_64 rng_ ABSL_GUARDED_BY(mu_);
+};
+
+}  // namespace pskit
+
+#endif  // PSKIT_SERVER_WORKER_REGISTRY_H_
