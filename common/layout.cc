@@ -59,7 +59,8 @@ uint32_t Layout::NumChunks(uint64_t numel) const {
     return static_cast<uint32_t>(std::max<uint64_t>(
         1, (numel + min_chunk - 1) / min_chunk));
   }
-  return static_cast<uint32_t>(s * per_shard);
+  // min(): with chunk_elems 1, S * per_shard can pass numel.
+  return static_cast<uint32_t>(std::min(s * per_shard, numel));
 }
 
 uint32_t Layout::FirstShard(absl::string_view ns,

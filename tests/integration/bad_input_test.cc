@@ -1,0 +1,412 @@
+// Every class of bad input gets its own gRPC code and a message naming what
+// was wrong, and leaves the shard's values bit-identical.
+#include <grpcpp/create_channel.h>
+
+#include <cmath>
+#include <cstring>
+#include <functional>
+#include <limits>
+#include <string>
+#include <vector>
+
+#include "common/encoding.h"
+#include "common/layout.h"
+#include "gtest/gtest.h"
+#include "pskit/v1/ps.grpc.pb.h"
+#include "tests/testing/cluster.h"
+#include "tests/testing/status_matchers.h"
+
+namespace pskit {
+namespace {
+
+using testing::TestCluster;
+
+constexpr uint32_t kChunk = 4096;
+constexpr int64_t kRows = 3;
+constexpr int64_t kN = kRows * kChunk;  // 4 chunks of 3072 on 2 shards
+
+class BadInputTest : public ::testing::Test {
+ protected:
+  void SetUp() override {
+    ServerOptions base;
+    base.chunk_elems = kChunk;
+    base.max_message_bytes = 1 << 20;
+    ASSERT_OK_AND_ASSIGN(cluster_, TestCluster::Start(2, base));
+    ClientOptions opts;
+    opts.max_request_bytes = 256 << 10;
+    ASSERT_OK_AND_ASSIGN(client_, cluster_->NewClient(opts));
+    config_.mutable_optimizer()->set_kind(v1::OPTIMIZER_ADAM);
+    TensorDecl w, big;
+    w.spec.set_name("w");
+    w.spec.add_shape(kRows);
+    w.spec.add_shape(kChunk);
+    w.spec.mutable_init()->set_kind(v1::INIT_GLOROT_UNIFORM);
+    big.spec.set_name("big");
+    big.spec.add_shape(600000);
+    big.spec.mutable_init()->set_kind(v1::INIT_HE_NORMAL);
+    decls_ = {w, big};
+    ASSERT_OK(client_->Declare("job", config_, decls_));
+    // One step so optimizer slots and versions are not at their start.
+    std::vector<float> g(kN, 0.5f);
+    ASSERT_OK(client_->Push("job", {{"w", g}}));
+
+    ASSERT_OK_AND_ASSIGN(Layout layout, Layout::Create(2, kChunk));
+    for (const ChunkSpan& s : layout.Chunks("job", "w", kN)) {
+      (s.shard == 0 ? mine_ : theirs_) = s;
+    }
+    stub_ = v1::ParameterServer::NewStub(grpc::CreateChannel(
+        cluster_->addresses()[0], grpc::InsecureChannelCredentials()));
+    before_ = Snapshot();
+  }
+
+  std::vector<float> Snapshot() {
+    std::vector<float> w(kN), big(600000);
+    EXPECT_OK(client_->Pull(
+        "job", {{"w", absl::MakeSpan(w)}, {"big", absl::MakeSpan(big)}}));
+    w.insert(w.end(), big.begin(), big.end());
+    return w;
+  }
+
+  void ExpectUnchanged(const std::string& what) {
+    const std::vector<float> after = Snapshot();
+    ASSERT_EQ(after.size(), before_.size());
+    EXPECT_EQ(std::memcmp(after.data(), before_.data(),
+                          after.size() * sizeof(float)),
+              0)
+        << what << " changed the values";
+  }
+
+  v1::Layout WireLayout() {
+    v1::Layout l;
+    l.set_num_shards(2);
+    l.set_chunk_elems(kChunk);
+    l.set_shard_index(0);
+    return l;
+  }
+
+  // A valid push to shard 0 of its chunk of "w".
+  v1::PushRequest ValidPush() {
+    v1::PushRequest r;
+    r.set_namespace_("job");
+    *r.mutable_layout() = WireLayout();
+    v1::ChunkData* c = r.add_grads();
+    c->set_tensor("w");
+    c->set_chunk(mine_.index);
+    c->set_encoding(v1::ENCODING_F32);
+    std::vector<float> ones(mine_.length, 1.0f);
+    EncodeFloats(v1::ENCODING_F32, ones, c->mutable_data());
+    return r;
+  }
+
+  void ExpectPushRejected(const std::string& what,
+                          std::function<void(v1::PushRequest*)> mutate,
+                          grpc::StatusCode code, const std::string& needle) {
+    v1::PushRequest req = ValidPush();
+    mutate(&req);
+    for (bool pushpull : {false, true}) {
+      grpc::ClientContext ctx;
+      grpc::Status s;
+      if (pushpull) {
+        req.set_return_encoding(v1::ENCODING_F32);
+        v1::PushPullResponse resp;
+        s = stub_->PushPull(&ctx, req, &resp);
+      } else {
+        v1::PushResponse resp;
+        s = stub_->Push(&ctx, req, &resp);
+      }
+      EXPECT_EQ(s.error_code(), code) << what << ": " << s.error_message();
+      EXPECT_NE(s.error_message().find(needle), std::string::npos)
+          << what << ": message '" << s.error_message() << "' lacks '"
+          << needle << "'";
+    }
+    ExpectUnchanged(what);
+  }
+
+  std::unique_ptr<TestCluster> cluster_;
+  std::unique_ptr<Client> client_;
+  std::unique_ptr<v1::ParameterServer::Stub> stub_;
+  v1::NamespaceConfig config_;
+  std::vector<TensorDecl> decls_;
+  ChunkSpan mine_, theirs_;
+  std::vector<float> before_;
+};
+
+TEST_F(BadInputTest, ValidPushChangesValues) {
+  // The control: the request every case below breaks is itself accepted.
+  grpc::ClientContext ctx;
+  v1::PushResponse resp;
+  ASSERT_TRUE(stub_->Push(&ctx, ValidPush(), &resp).ok());
+  EXPECT_NE(Snapshot(), before_);
+}
+
+TEST_F(BadInputTest, UnknownNamespace) {
+  ExpectPushRejected("unknown namespace",
+                     [](auto* r) { r->set_namespace_("nope"); },
+                     grpc::StatusCode::NOT_FOUND, "namespace 'nope'");
+}
+
+TEST_F(BadInputTest, UnknownTensor) {
+  ExpectPushRejected(
+      "unknown tensor",
+      [](auto* r) { r->mutable_grads(0)->set_tensor("fc9/w"); },
+      grpc::StatusCode::NOT_FOUND, "tensor 'fc9/w' is not declared");
+}
+
+TEST_F(BadInputTest, WrongElementCount) {
+  ExpectPushRejected(
+      "wrong element count",
+      [&](auto* r) {
+        r->mutable_grads(0)->mutable_data()->resize((mine_.length - 8) * 4);
+      },
+      grpc::StatusCode::INVALID_ARGUMENT,
+      "expected " + std::to_string(mine_.length * 4) + " bytes");
+}
+
+TEST_F(BadInputTest, ChunkOfAnotherShard) {
+  ExpectPushRejected(
+      "chunk not owned",
+      [&](auto* r) {
+        r->mutable_grads(0)->set_chunk(theirs_.index);
+        std::vector<float> ones(theirs_.length, 1.0f);
+        EncodeFloats(v1::ENCODING_F32, ones, r->mutable_grads(0)->mutable_data());
+      },
+      grpc::StatusCode::FAILED_PRECONDITION, "belongs to shard 1");
+}
+
+TEST_F(BadInputTest, ChunkPastTheEnd) {
+  ExpectPushRejected("chunk index past the end",
+                     [](auto* r) { r->mutable_grads(0)->set_chunk(99); },
+                     grpc::StatusCode::OUT_OF_RANGE, "chunk 99 does not exist");
+}
+
+TEST_F(BadInputTest, UnknownEncoding) {
+  ExpectPushRejected(
+      "unknown encoding",
+      [](auto* r) {
+        r->mutable_grads(0)->set_encoding(static_cast<v1::Encoding>(9));
+      },
+      grpc::StatusCode::INVALID_ARGUMENT, "encoding unknown(9)");
+  ExpectPushRejected(
+      "unspecified encoding",
+      [](auto* r) {
+        r->mutable_grads(0)->set_encoding(v1::ENCODING_UNSPECIFIED);
+      },
+      grpc::StatusCode::INVALID_ARGUMENT, "is not supported");
+}
+
+TEST_F(BadInputTest, PayloadLengthNotMatchingEncoding) {
+  ExpectPushRejected(
+      "f16 payload of f32 length",
+      [](auto* r) { r->mutable_grads(0)->set_encoding(v1::ENCODING_F16); },
+      grpc::StatusCode::INVALID_ARGUMENT, "of f16");
+  ExpectPushRejected(
+      "odd byte count",
+      [](auto* r) { r->mutable_grads(0)->mutable_data()->push_back('x'); },
+      grpc::StatusCode::INVALID_ARGUMENT, "not a whole number of elements");
+}
+
+TEST_F(BadInputTest, NanOrInfInGradient) {
+  for (float bad : {std::numeric_limits<float>::quiet_NaN(),
+                    std::numeric_limits<float>::infinity()}) {
+    ExpectPushRejected(
+        "non-finite gradient",
+        [&](auto* r) {
+          std::memcpy(r->mutable_grads(0)->mutable_data()->data() + 4 * 100,
+                      &bad, 4);
+        },
+        grpc::StatusCode::INVALID_ARGUMENT, "element 100");
+  }
+}
+
+TEST_F(BadInputTest, OneBadChunkRejectsTheWholeRequest) {
+  ExpectPushRejected(
+      "valid chunk followed by a NaN chunk",
+      [&](auto* r) {
+        // The first chunk of "big" held here is valid; the NaN is in "w".
+        ASSERT_OK_AND_ASSIGN(Layout layout, Layout::Create(2, kChunk));
+        for (const ChunkSpan& s : layout.Chunks("job", "big", 600000)) {
+          if (s.shard != 0) continue;
+          v1::ChunkData good;
+          good.set_tensor("big");
+          good.set_chunk(s.index);
+          good.set_encoding(v1::ENCODING_F32);
+          std::vector<float> ones(s.length, 1.0f);
+          EncodeFloats(v1::ENCODING_F32, ones, good.mutable_data());
+          *r->mutable_grads()->Add() = r->grads(0);
+          *r->mutable_grads(0) = good;
+          break;
+        }
+        const float nan = std::nanf("");
+        std::memcpy(r->mutable_grads(1)->mutable_data()->data(), &nan, 4);
+      },
+      grpc::StatusCode::INVALID_ARGUMENT, "tensor 'w'");
+}
+
+TEST_F(BadInputTest, DuplicateChunk) {
+  ExpectPushRejected(
+      "duplicate chunk",
+      [](auto* r) { *r->mutable_grads()->Add() = r->grads(0); },
+      grpc::StatusCode::INVALID_ARGUMENT, "appears twice");
+}
+
+TEST_F(BadInputTest, EmptyRequest) {
+  ExpectPushRejected("empty push", [](auto* r) { r->clear_grads(); },
+                     grpc::StatusCode::INVALID_ARGUMENT, "names no chunks");
+  grpc::ClientContext ctx;
+  v1::PullRequest pull;
+  pull.set_namespace_("job");
+  *pull.mutable_layout() = WireLayout();
+  pull.set_encoding(v1::ENCODING_F32);
+  v1::PullResponse resp;
+  EXPECT_EQ(stub_->Pull(&ctx, pull, &resp).error_code(),
+            grpc::StatusCode::INVALID_ARGUMENT);
+}
+
+TEST_F(BadInputTest, OversizedRequest) {
+  ExpectPushRejected(
+      "request over --max_message_bytes",
+      [](auto* r) { r->mutable_grads(0)->mutable_data()->resize(2 << 20); },
+      grpc::StatusCode::RESOURCE_EXHAUSTED, "larger than max");
+}
+
+TEST_F(BadInputTest, AnswerOverTheMessageLimit) {
+  ASSERT_OK_AND_ASSIGN(Layout layout, Layout::Create(2, kChunk));
+  v1::PullRequest pull;
+  pull.set_namespace_("job");
+  *pull.mutable_layout() = WireLayout();
+  pull.set_encoding(v1::ENCODING_F32);
+  for (const ChunkSpan& s : layout.Chunks("job", "big", 600000)) {
+    if (s.shard != 0) continue;
+    v1::ChunkRef* r = pull.add_chunks();
+    r->set_tensor("big");
+    r->set_chunk(s.index);
+  }
+  grpc::ClientContext ctx;
+  v1::PullResponse resp;
+  grpc::Status s = stub_->Pull(&ctx, pull, &resp);
+  EXPECT_EQ(s.error_code(), grpc::StatusCode::RESOURCE_EXHAUSTED);
+  EXPECT_NE(s.error_message().find("ask for fewer chunks"), std::string::npos)
+      << s.error_message();
+}
+
+TEST_F(BadInputTest, UnknownWorkerId) {
+  ExpectPushRejected("unknown worker", [](auto* r) { r->set_worker_id(77); },
+                     grpc::StatusCode::NOT_FOUND, "worker id 77");
+}
+
+TEST_F(BadInputTest, LayoutMismatch) {
+  ExpectPushRejected(
+      "wrong num_shards",
+      [](auto* r) { r->mutable_layout()->set_num_shards(3); },
+      grpc::StatusCode::FAILED_PRECONDITION, "layout mismatch");
+  ExpectPushRejected(
+      "wrong chunk_elems",
+      [](auto* r) { r->mutable_layout()->set_chunk_elems(1024); },
+      grpc::StatusCode::FAILED_PRECONDITION, "chunk_elems=4096");
+  ExpectPushRejected(
+      "wrong shard index (shards listed out of order)",
+      [](auto* r) { r->mutable_layout()->set_shard_index(1); },
+      grpc::StatusCode::FAILED_PRECONDITION, "this is shard 0");
+  ExpectPushRejected("no layout", [](auto* r) { r->clear_layout(); },
+                     grpc::StatusCode::INVALID_ARGUMENT, "carries no layout");
+}
+
+TEST_F(BadInputTest, BadExchangeAlpha) {
+  for (float alpha : {0.0f, -0.5f, 1.5f, std::nanf("")}) {
+    v1::ExchangeRequest req;
+    req.set_namespace_("job");
+    *req.mutable_layout() = WireLayout();
+    req.set_alpha(alpha);
+    *req.add_params() = ValidPush().grads(0);
+    grpc::ClientContext ctx;
+    v1::ExchangeResponse resp;
+    grpc::Status s = stub_->Exchange(&ctx, req, &resp);
+    EXPECT_EQ(s.error_code(), grpc::StatusCode::INVALID_ARGUMENT) << alpha;
+    EXPECT_NE(s.error_message().find("alpha"), std::string::npos);
+  }
+  ExpectUnchanged("bad alpha");
+}
+
+TEST_F(BadInputTest, ReDeclareWithAnotherShapeOrOptimizer) {
+  std::vector<TensorDecl> reshaped = decls_;
+  reshaped[0].spec.set_shape(1, kChunk + 1);
+  absl::Status s = client_->Declare("job", config_, reshaped);
+  EXPECT_EQ(s.code(), absl::StatusCode::kFailedPrecondition) << s;
+  EXPECT_NE(s.message().find("shape [3,4096]"), absl::string_view::npos) << s;
+
+  v1::NamespaceConfig sgd;
+  sgd.mutable_optimizer()->set_kind(v1::OPTIMIZER_SGD);
+  s = client_->Declare("job", sgd, decls_);
+  EXPECT_EQ(s.code(), absl::StatusCode::kFailedPrecondition) << s;
+  EXPECT_NE(s.message().find("OPTIMIZER_ADAM"), absl::string_view::npos) << s;
+
+  // The same declaration again is fine and changes nothing.
+  ASSERT_OK(client_->Declare("job", config_, decls_));
+  ExpectUnchanged("re-declare");
+}
+
+TEST_F(BadInputTest, BadDeclarations) {
+  auto declare = [&](std::function<void(v1::DeclareRequest*)> mutate) {
+    v1::DeclareRequest req;
+    req.set_namespace_("fresh");
+    *req.mutable_layout() = WireLayout();
+    req.mutable_config()->mutable_optimizer()->set_kind(v1::OPTIMIZER_SGD);
+    v1::TensorSpec* t = req.add_tensors();
+    t->set_name("x");
+    t->add_shape(10);
+    t->mutable_init()->set_kind(v1::INIT_ZEROS);
+    mutate(&req);
+    grpc::ClientContext ctx;
+    v1::DeclareResponse resp;
+    return stub_->Declare(&ctx, req, &resp);
+  };
+  EXPECT_TRUE(declare([](auto*) {}).ok());
+  EXPECT_EQ(declare([](auto* r) { r->mutable_tensors(0)->set_shape(0, 0); })
+                .error_code(),
+            grpc::StatusCode::INVALID_ARGUMENT);
+  EXPECT_EQ(declare([](auto* r) { r->mutable_tensors(0)->clear_shape(); })
+                .error_code(),
+            grpc::StatusCode::INVALID_ARGUMENT);
+  EXPECT_EQ(declare([](auto* r) {
+              r->mutable_config()->mutable_optimizer()->set_learning_rate(-1);
+            }).error_code(),
+            grpc::StatusCode::INVALID_ARGUMENT);
+  EXPECT_EQ(declare([](auto* r) { r->clear_tensors(); }).error_code(),
+            grpc::StatusCode::INVALID_ARGUMENT);
+  EXPECT_EQ(declare([](auto* r) { *r->add_tensors() = r->tensors(0); })
+                .error_code(),
+            grpc::StatusCode::INVALID_ARGUMENT);
+  // INIT_EXPLICIT without the values of the chunks this shard holds (a
+  // tensor of 4 chunks puts 2 on each shard).
+  EXPECT_EQ(declare([](auto* r) {
+              r->set_namespace_("fresh2");
+              r->mutable_tensors(0)->set_shape(0, 4 * kChunk);
+              r->mutable_tensors(0)->mutable_init()->set_kind(
+                  v1::INIT_EXPLICIT);
+            }).error_code(),
+            grpc::StatusCode::INVALID_ARGUMENT);
+  EXPECT_EQ(declare([](auto* r) { r->set_namespace_("has space"); })
+                .error_code(),
+            grpc::StatusCode::INVALID_ARGUMENT);
+  ExpectUnchanged("bad declarations");
+}
+
+TEST(AllowNonFinite, FlagLetsNanThrough) {
+  ServerOptions base;
+  base.allow_nonfinite = true;
+  ASSERT_OK_AND_ASSIGN(auto cluster, TestCluster::Start(1, base));
+  ASSERT_OK_AND_ASSIGN(auto c, cluster->NewClient());
+  v1::NamespaceConfig cfg;
+  cfg.mutable_optimizer()->set_kind(v1::OPTIMIZER_SGD);
+  TensorDecl d;
+  d.spec.set_name("w");
+  d.spec.add_shape(4);
+  d.spec.mutable_init()->set_kind(v1::INIT_ZEROS);
+  ASSERT_OK(c->Declare("", cfg, {d}));
+  std::vector<float> g = {1, std::nanf(""), 1, 1}, w(4);
+  ASSERT_OK(c->PushPull("", {{"w", g}}, {{"w", absl::MakeSpan(w)}}));
+  EXPECT_TRUE(std::isnan(w[1]));
+}
+
+}  // namespace
+}  // namespace pskit

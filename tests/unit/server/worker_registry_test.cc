@@ -1,0 +1,53 @@
+#include "server/worker_registry.h"
+
+#include "gtest/gtest.h"
+#include "tests/testing/fake_clock.h"
+#include "tests/testing/status_matchers.h"
+
+namespace pskit {
+namespace {
+
+TEST(WorkerRegistry, HeartbeatRenewsAndLapseRemoves) {
+  testing::FakeClock clock;
+  WorkerRegistry reg(&clock, absl::Seconds(10));
+  const uint64_t a = reg.Register(0, "a");
+  const uint64_t b = reg.Register(0, "b");
+  EXPECT_NE(a, 0u);
+  EXPECT_NE(a, b);
+  EXPECT_EQ(reg.LiveCount(), 2u);
+
+  clock.Advance(absl::Seconds(8));
+  EXPECT_OK(reg.Heartbeat(a));  // a renewed until t=18
+  clock.Advance(absl::Seconds(3));  // t=11: b lapsed
+  EXPECT_OK(reg.CheckLive(a));
+  EXPECT_EQ(reg.CheckLive(b).code(), absl::StatusCode::kNotFound);
+  EXPECT_EQ(reg.Heartbeat(b).code(), absl::StatusCode::kNotFound);
+  EXPECT_EQ(reg.LiveCount(), 1u);
+
+  clock.Advance(absl::Seconds(8));  // t=19: a lapsed too
+  EXPECT_EQ(reg.LiveCount(), 0u);
+  EXPECT_EQ(reg.Heartbeat(a).code(), absl::StatusCode::kNotFound);
+}
+
+TEST(WorkerRegistry, ReRegisterKeepsTheRequestedId) {
+  testing::FakeClock clock;
+  WorkerRegistry reg(&clock, absl::Seconds(10));
+  const uint64_t a = reg.Register(0, "a");
+  clock.Advance(absl::Seconds(11));
+  EXPECT_EQ(reg.CheckLive(a).code(), absl::StatusCode::kNotFound);
+  EXPECT_EQ(reg.Register(a, "a"), a);
+  EXPECT_OK(reg.CheckLive(a));
+}
+
+TEST(WorkerRegistry, LeaveRemoves) {
+  testing::FakeClock clock;
+  WorkerRegistry reg(&clock, absl::Seconds(10));
+  const uint64_t a = reg.Register(0, "a");
+  EXPECT_OK(reg.Leave(a));
+  EXPECT_EQ(reg.Leave(a).code(), absl::StatusCode::kNotFound);
+  EXPECT_EQ(reg.CheckLive(a).code(), absl::StatusCode::kNotFound);
+  EXPECT_EQ(reg.CheckLive(12345).code(), absl::StatusCode::kNotFound);
+}
+
+}  // namespace
+}  // namespace pskit
