@@ -17,6 +17,7 @@
 #include "common/grpc_options.h"
 #include "common/layout.h"
 #include "common/logging.h"
+#include "common/malloc_tuning.h"
 #include "server/server.h"
 #include "spdlog/spdlog.h"
 
@@ -42,6 +43,7 @@ int main(int argc, char** argv) {
       "one shard of a pskit parameter-server cluster.\n"
       "  ps-server --listen 0.0.0.0:7000 --shard_index 0 --num_shards 2");
   absl::ParseCommandLine(argc, argv);
+  pskit::TuneMallocForLargeMessages();
   if (absl::Status s = pskit::SetupLogging(
           "ps-server", absl::GetFlag(FLAGS_log_level));
       !s.ok()) {

@@ -27,6 +27,7 @@
 #include "client/client.h"
 #include "common/encoding.h"
 #include "common/logging.h"
+#include "common/malloc_tuning.h"
 
 ABSL_FLAG(std::string, shards, "",
           "comma-separated shard addresses, in shard order (required)");
@@ -65,6 +66,7 @@ int main(int argc, char** argv) {
       "  ps-bench --shards h1:7000,h2:7000 --op pushpull --model_mib 64 "
       "--clients 2 --seconds 20");
   absl::ParseCommandLine(argc, argv);
+  pskit::TuneMallocForLargeMessages();
   if (absl::Status s = pskit::SetupLogging("ps-bench", "warn"); !s.ok()) {
     return Fail(s.ToString());
   }
