@@ -1,6 +1,7 @@
 #include "client/client.h"
 
 #include <grpcpp/create_channel.h>
+#include <grpcpp/support/proto_buffer_reader.h>
 #include <grpcpp/security/credentials.h>
 
 #include <algorithm>
@@ -13,6 +14,7 @@
 #include "common/grpc_status.h"
 #include "common/status_macros.h"
 #include "common/validation.h"
+#include "client/internal/wire.h"
 #include "spdlog/spdlog.h"
 
 namespace pskit {
@@ -38,33 +40,13 @@ struct Client::Call {
   std::unique_ptr<grpc::ClientContext> ctx;
   grpc::Status status;
   absl::Status answer;  // what on_ok made of a successful answer
+  std::vector<char> storage;  // encoded payloads the request borrows
 };
 
 namespace {
 
 std::string NamespaceOf(absl::string_view ns) {
   return ns.empty() ? std::string(kDefaultNamespace) : std::string(ns);
-}
-
-// Checks an answer's chunk matches what was asked and returns its values.
-absl::StatusOr<absl::Span<const float>> AnswerValues(
-    const v1::ChunkData& got, absl::string_view tensor, uint32_t chunk,
-    uint64_t length, std::vector<float>* scratch) {
-  if (got.tensor() != tensor || got.chunk() != chunk) {
-    return absl::InternalError(absl::StrCat(
-        "the shard answered ", ChunkName(got.tensor(), got.chunk()),
-        " where ", ChunkName(tensor, chunk), " was asked for"));
-  }
-  // The shard already refused non-finite input; its answer may hold any
-  // value the model has reached.
-  absl::StatusOr<absl::Span<const float>> v =
-      DecodeChunk(got, length, /*allow_nonfinite=*/true, scratch);
-  if (!v.ok()) {
-    return absl::FailedPreconditionError(absl::StrCat(
-        v.status().message(),
-        ": the buffer size does not match the declared tensor"));
-  }
-  return v;
 }
 
 }  // namespace
@@ -109,12 +91,14 @@ Client::Client(std::vector<std::string> shards, const ClientOptions& options,
                Layout layout)
     : shards_(std::move(shards)), options_(options), layout_(layout) {
   stubs_.resize(shards_.size());
+  generic_.resize(shards_.size());
   for (size_t s = 0; s < shards_.size(); ++s) {
     for (int c = 0; c < options_.channels_per_shard; ++c) {
       auto channel = grpc::CreateCustomChannel(
           shards_[s], grpc::InsecureChannelCredentials(),
           ClientChannelArguments(options_.max_message_bytes, c));
       stubs_[s].push_back(v1::ParameterServer::NewStub(channel));
+      generic_[s].push_back(std::make_unique<grpc::GenericStub>(channel));
     }
   }
 }
@@ -182,9 +166,8 @@ absl::Status Client::Run(const char* op, std::vector<Call<Req, Resp>>& calls,
       c.ctx->set_wait_for_ready(true);
       c.resp.Clear();
       c.answer = absl::OkStatus();
-      auto& channels = stubs_[c.shard];
-      v1::ParameterServer::Stub* stub = channels[i % channels.size()].get();
-      send(stub, c.ctx.get(), &c.req, &c.resp,
+      const size_t channel = i % stubs_[c.shard].size();
+      send(c.shard, channel, c.ctx.get(), &c.req, &c.resp,
            [&c, &done, &on_ok](grpc::Status status) {
              c.status = std::move(status);
              if (c.status.ok()) c.answer = on_ok(c);
@@ -296,16 +279,43 @@ absl::Status Client::Declare(absl::string_view ns_in,
   }
   PSKIT_RETURN_IF_ERROR(Run(
       "Declare", calls,
-      [](v1::ParameterServer::Stub* stub, grpc::ClientContext* ctx,
+      [this](uint32_t shard, size_t channel, grpc::ClientContext* ctx,
          const v1::DeclareRequest* req, v1::DeclareResponse* resp,
          std::function<void(grpc::Status)> cb) {
-        stub->async()->Declare(ctx, req, resp, std::move(cb));
+        stubs_[shard][channel]->async()->Declare(ctx, req, resp, std::move(cb));
       },
       [](DeclareCall&) { return absl::OkStatus(); }));
   absl::MutexLock lock(&mu_);
   for (auto& [key, numel] : sizes) sizes_[key] = numel;
   return absl::OkStatus();
 }
+
+template <typename OnOk>
+absl::Status Client::RunGeneric(
+    const char* op, const std::string& method,
+    std::vector<Call<grpc::ByteBuffer, grpc::ByteBuffer>>& calls, OnOk on_ok) {
+  return Run(
+      op, calls,
+      [&](uint32_t shard, size_t channel, grpc::ClientContext* ctx,
+          const grpc::ByteBuffer* req, grpc::ByteBuffer* resp,
+          std::function<void(grpc::Status)> cb) {
+        generic_[shard][channel]->UnaryCall(ctx, method, grpc::StubOptions(),
+                                            req, resp, std::move(cb));
+      },
+      on_ok);
+}
+
+namespace {
+constexpr char kPullMethod[] = "/pskit.v1.ParameterServer/Pull";
+constexpr char kPushMethod[] = "/pskit.v1.ParameterServer/Push";
+constexpr char kPushPullMethod[] = "/pskit.v1.ParameterServer/PushPull";
+constexpr char kExchangeMethod[] = "/pskit.v1.ParameterServer/Exchange";
+
+grpc::ByteBuffer SerializeSmall(const google::protobuf::MessageLite& m) {
+  grpc::Slice slice(m.SerializeAsString());
+  return grpc::ByteBuffer(&slice, 1);
+}
+}  // namespace
 
 absl::Status Client::Pull(absl::string_view ns_in,
                           absl::Span<const TensorBuffer> tensors) {
@@ -317,85 +327,75 @@ absl::Status Client::Pull(absl::string_view ns_in,
     sizes.emplace_back(t.name, t.data.size());
     keys.push_back(TensorKey(ns, t.name));
   }
-  using PullCall = Call<v1::PullRequest, v1::PullResponse>;
+  using WireCall = Call<grpc::ByteBuffer, grpc::ByteBuffer>;
   std::vector<Batch> batches =
       Plan(ns, sizes, BytesPerElement(options_.encoding));
-  std::vector<PullCall> calls(batches.size());
+  std::vector<WireCall> calls(batches.size());
   for (size_t i = 0; i < batches.size(); ++i) {
-    PullCall& c = calls[i];
+    WireCall& c = calls[i];
     c.shard = batches[i].shard;
     c.pieces = std::move(batches[i].pieces);
-    c.req.set_namespace_(ns);
-    *c.req.mutable_layout() = WireLayout(c.shard);
-    c.req.set_encoding(options_.encoding);
+    v1::PullRequest req;
+    req.set_namespace_(ns);
+    *req.mutable_layout() = WireLayout(c.shard);
+    req.set_encoding(options_.encoding);
     for (const Piece& p : c.pieces) {
-      v1::ChunkRef* r = c.req.add_chunks();
+      v1::ChunkRef* r = req.add_chunks();
       r->set_tensor(std::string(tensors[p.tensor].name));
       r->set_chunk(p.span.index);
     }
+    c.req = SerializeSmall(req);
   }
-  return Run(
-      "Pull", calls,
-      [](v1::ParameterServer::Stub* stub, grpc::ClientContext* ctx,
-         const v1::PullRequest* req, v1::PullResponse* resp,
-         std::function<void(grpc::Status)> cb) {
-        stub->async()->Pull(ctx, req, resp, std::move(cb));
-      },
-      [&](PullCall& c) -> absl::Status {
-        if (c.resp.chunks_size() != static_cast<int>(c.pieces.size())) {
-          return absl::InternalError("the shard answered the wrong number of chunks");
-        }
-        std::vector<float> scratch;
-        for (size_t j = 0; j < c.pieces.size(); ++j) {
-          const Piece& p = c.pieces[j];
-          const v1::ChunkData& got = c.resp.chunks(static_cast<int>(j));
-          PSKIT_ASSIGN_OR_RETURN(
-              absl::Span<const float> v,
-              AnswerValues(got, tensors[p.tensor].name, p.span.index,
-                           p.span.length, &scratch));
-          std::copy(v.begin(), v.end(),
-                    tensors[p.tensor].data.begin() + p.span.offset);
-        }
-        absl::MutexLock lock(&mu_);
-        for (size_t j = 0; j < c.pieces.size(); ++j) {
-          const Piece& p = c.pieces[j];
-          RecordVersion(keys[p.tensor],
-                        layout_.NumChunks(tensors[p.tensor].data.size()),
-                        p.span.index, c.resp.chunks(static_cast<int>(j)).version());
-        }
-        return absl::OkStatus();
-      });
+  return RunGeneric("Pull", kPullMethod, calls, [&](WireCall& c) -> absl::Status {
+    std::vector<client_internal::ChunkSink> sinks;
+    sinks.reserve(c.pieces.size());
+    for (const Piece& p : c.pieces) {
+      sinks.push_back({tensors[p.tensor].name, p.span.index,
+                       tensors[p.tensor].data.data() + p.span.offset,
+                       p.span.length, false});
+    }
+    std::vector<client_internal::ChunkMeta> meta;
+    PSKIT_RETURN_IF_ERROR(
+        client_internal::ParseChunks(&c.resp, false, sinks, &meta));
+    absl::MutexLock lock(&mu_);
+    for (size_t j = 0; j < c.pieces.size(); ++j) {
+      const Piece& p = c.pieces[j];
+      RecordVersion(keys[p.tensor],
+                    layout_.NumChunks(tensors[p.tensor].data.size()),
+                    p.span.index, meta[j].version);
+    }
+    return absl::OkStatus();
+  });
 }
 
 absl::StatusOr<PushResult> Client::Push(
     absl::string_view ns, absl::Span<const ConstTensorBuffer> grads) {
-  return PushImpl<v1::PushResponse>("Push", ns, grads, {});
+  return PushImpl("Push", ns, grads, {});
 }
 
 absl::StatusOr<PushResult> Client::PushPull(
     absl::string_view ns, absl::Span<const ConstTensorBuffer> grads,
     absl::Span<const TensorBuffer> weights) {
-  if (weights.size() != grads.size()) {
+  if (weights.size() != grads.size() || grads.empty()) {
     return absl::InvalidArgumentError(absl::StrCat(
-        "PushPull got ", grads.size(), " gradients but ", weights.size(),
+        "PushPull got ", grads.size(), " gradients and ", weights.size(),
         " weight buffers; give one of each per tensor, in the same order"));
   }
-  return PushImpl<v1::PushPullResponse>("PushPull", ns, grads, weights);
+  return PushImpl("PushPull", ns, grads, weights);
 }
 
-template <typename Resp>
 absl::StatusOr<PushResult> Client::PushImpl(
     const char* op, absl::string_view ns_in,
     absl::Span<const ConstTensorBuffer> grads,
     absl::Span<const TensorBuffer> weights) {
-  constexpr bool kPull = std::is_same_v<Resp, v1::PushPullResponse>;
+  const bool pull = !weights.empty();
   const std::string ns = NamespaceOf(ns_in);
   std::vector<std::pair<absl::string_view, uint64_t>> sizes;
   std::vector<std::string> keys;
   for (size_t i = 0; i < grads.size(); ++i) {
     PSKIT_RETURN_IF_ERROR(CheckSize(ns, grads[i].name, grads[i].data.size()));
-    if (kPull && (weights[i].name != grads[i].name ||
-                  weights[i].data.size() != grads[i].data.size())) {
+    if (pull && (weights[i].name != grads[i].name ||
+                 weights[i].data.size() != grads[i].data.size())) {
       return absl::InvalidArgumentError(absl::StrCat(
           "PushPull: weight buffer ", i, " ('", weights[i].name, "', ",
           weights[i].data.size(), " elements) does not match gradient '",
@@ -404,80 +404,100 @@ absl::StatusOr<PushResult> Client::PushImpl(
     sizes.emplace_back(grads[i].name, grads[i].data.size());
     keys.push_back(TensorKey(ns, grads[i].name));
   }
-  using PushCall = Call<v1::PushRequest, Resp>;
-  std::vector<Batch> batches =
-      Plan(ns, sizes, BytesPerElement(options_.encoding));
-  std::vector<PushCall> calls(batches.size());
+  using WireCall = Call<grpc::ByteBuffer, grpc::ByteBuffer>;
+  const size_t bpe = BytesPerElement(options_.encoding);
+  std::vector<Batch> batches = Plan(ns, sizes, bpe);
+  // Declared before the calls so it outlives their buffers: its destructor
+  // waits until gRPC has let go of every slice borrowing `grads`.
+  client_internal::SliceTracker tracker;
+  std::vector<WireCall> calls(batches.size());
   {
     absl::MutexLock lock(&mu_);
     for (size_t i = 0; i < batches.size(); ++i) {
-      PushCall& c = calls[i];
+      WireCall& c = calls[i];
       c.shard = batches[i].shard;
       c.pieces = std::move(batches[i].pieces);
-      c.req.set_namespace_(ns);
-      *c.req.mutable_layout() = WireLayout(c.shard);
-      c.req.set_worker_id(worker_id_);
-      if (kPull) c.req.set_return_encoding(options_.encoding);
-      for (const Piece& p : c.pieces) {
-        v1::ChunkData* d = c.req.add_grads();
-        d->set_tensor(std::string(grads[p.tensor].name));
-        d->set_chunk(p.span.index);
-        d->set_version(PulledVersion(keys[p.tensor], p.span.index));
-        d->set_encoding(options_.encoding);
-        EncodeFloats(options_.encoding,
-                     grads[p.tensor].data.subspan(p.span.offset, p.span.length),
-                     d->mutable_data());
+      v1::PushRequest header;
+      header.set_namespace_(ns);
+      *header.mutable_layout() = WireLayout(c.shard);
+      header.set_worker_id(worker_id_);
+      if (pull) header.set_return_encoding(options_.encoding);
+      client_internal::OutgoingMessage msg;
+      msg.AppendMessageFields(header);
+      if (options_.encoding != v1::ENCODING_F32) {
+        size_t total = 0;
+        for (const Piece& p : c.pieces) total += p.span.length * bpe;
+        c.storage.resize(total);
       }
+      size_t at = 0;
+      for (const Piece& p : c.pieces) {
+        v1::ChunkData meta;
+        meta.set_tensor(std::string(grads[p.tensor].name));
+        meta.set_chunk(p.span.index);
+        meta.set_version(PulledVersion(keys[p.tensor], p.span.index));
+        meta.set_encoding(options_.encoding);
+        absl::Span<const float> values =
+            grads[p.tensor].data.subspan(p.span.offset, p.span.length);
+        const char* data = reinterpret_cast<const char*>(values.data());
+        if (options_.encoding != v1::ENCODING_F32) {
+          EncodeFloats(options_.encoding, values, c.storage.data() + at);
+          data = c.storage.data() + at;
+        }
+        msg.AppendChunk(/*field=*/4, meta, data, values.size() * bpe, &tracker);
+        at += values.size() * bpe;
+      }
+      c.req = msg.Finish();
     }
   }
-  auto send = [](v1::ParameterServer::Stub* stub, grpc::ClientContext* ctx,
-                 const v1::PushRequest* req, Resp* resp,
-                 std::function<void(grpc::Status)> cb) {
-    if constexpr (kPull) {
-      stub->async()->PushPull(ctx, req, resp, std::move(cb));
-    } else {
-      stub->async()->Push(ctx, req, resp, std::move(cb));
-    }
-  };
-  auto on_ok = [&](PushCall& c) -> absl::Status {
-    if (c.resp.acks_size() != static_cast<int>(c.pieces.size())) {
-      return absl::InternalError("the shard answered the wrong number of chunks");
-    }
-    if constexpr (kPull) {
-      if (c.resp.chunks_size() != c.resp.acks_size()) {
+  // Staleness per call, for the result (written on gRPC threads, read after
+  // Run has returned).
+  std::vector<std::vector<client_internal::ChunkMeta>> metas(calls.size());
+  auto on_ok = [&](WireCall& c) -> absl::Status {
+    std::vector<client_internal::ChunkMeta>& meta =
+        metas[&c - calls.data()];
+    if (!pull) {
+      v1::PushResponse resp;
+      grpc::ProtoBufferReader reader(&c.resp);
+      if (!resp.ParseFromZeroCopyStream(&reader) ||
+          resp.acks_size() != static_cast<int>(c.pieces.size())) {
         return absl::InternalError("the shard answered the wrong number of chunks");
       }
-      std::vector<float> scratch;
-      for (size_t j = 0; j < c.pieces.size(); ++j) {
-        const Piece& p = c.pieces[j];
-        PSKIT_ASSIGN_OR_RETURN(
-            absl::Span<const float> v,
-            AnswerValues(c.resp.chunks(static_cast<int>(j)),
-                         weights[p.tensor].name, p.span.index, p.span.length,
-                         &scratch));
-        std::copy(v.begin(), v.end(),
-                  weights[p.tensor].data.begin() + p.span.offset);
+      meta.resize(c.pieces.size());
+      for (int j = 0; j < resp.acks_size(); ++j) {
+        meta[j].version = resp.acks(j).version();
+        meta[j].staleness = resp.acks(j).staleness();
       }
-      // Only a pull brings the worker's copy up to date; a plain push
-      // leaves it as old as it was.
-      absl::MutexLock lock(&mu_);
-      for (size_t j = 0; j < c.pieces.size(); ++j) {
-        const Piece& p = c.pieces[j];
-        RecordVersion(keys[p.tensor],
-                      layout_.NumChunks(grads[p.tensor].data.size()),
-                      p.span.index, c.resp.acks(static_cast<int>(j)).version());
-      }
+      return absl::OkStatus();
+    }
+    std::vector<client_internal::ChunkSink> sinks;
+    sinks.reserve(c.pieces.size());
+    for (const Piece& p : c.pieces) {
+      sinks.push_back({weights[p.tensor].name, p.span.index,
+                       weights[p.tensor].data.data() + p.span.offset,
+                       p.span.length, false});
+    }
+    PSKIT_RETURN_IF_ERROR(
+        client_internal::ParseChunks(&c.resp, true, sinks, &meta));
+    // Only a pull brings the worker's copy up to date; a plain push leaves
+    // it as old as it was.
+    absl::MutexLock lock(&mu_);
+    for (size_t j = 0; j < c.pieces.size(); ++j) {
+      const Piece& p = c.pieces[j];
+      RecordVersion(keys[p.tensor],
+                    layout_.NumChunks(grads[p.tensor].data.size()),
+                    p.span.index, meta[j].version);
     }
     return absl::OkStatus();
   };
-  PSKIT_RETURN_IF_ERROR(Run(op, calls, send, on_ok));
+  PSKIT_RETURN_IF_ERROR(
+      RunGeneric(op, pull ? kPushPullMethod : kPushMethod, calls, on_ok));
   PushResult result;
   uint64_t total = 0;
-  for (const PushCall& c : calls) {
-    for (const v1::ChunkAck& ack : c.resp.acks()) {
+  for (const auto& meta : metas) {
+    for (const client_internal::ChunkMeta& m : meta) {
       ++result.chunks;
-      total += ack.staleness();
-      result.max_staleness = std::max(result.max_staleness, ack.staleness());
+      total += m.staleness;
+      result.max_staleness = std::max(result.max_staleness, m.staleness);
     }
   }
   if (result.chunks > 0) {
@@ -498,68 +518,70 @@ absl::Status Client::Exchange(absl::string_view ns_in, float alpha,
     PSKIT_RETURN_IF_ERROR(CheckSize(ns, t.name, t.data.size()));
     sizes.emplace_back(t.name, t.data.size());
   }
-  using ExchangeCall = Call<v1::ExchangeRequest, v1::ExchangeResponse>;
-  std::vector<Batch> batches =
-      Plan(ns, sizes, BytesPerElement(options_.encoding));
-  std::vector<ExchangeCall> calls(batches.size());
+  using WireCall = Call<grpc::ByteBuffer, grpc::ByteBuffer>;
+  const size_t bpe = BytesPerElement(options_.encoding);
+  std::vector<Batch> batches = Plan(ns, sizes, bpe);
   uint64_t worker_id;
   {
     absl::MutexLock lock(&mu_);
     worker_id = worker_id_;
   }
+  // The parameters are sent from a copy: the answers are subtracted from the
+  // caller's buffer while other requests may still be on the wire.
+  client_internal::SliceTracker tracker;
+  std::vector<WireCall> calls(batches.size());
   for (size_t i = 0; i < batches.size(); ++i) {
-    ExchangeCall& c = calls[i];
+    WireCall& c = calls[i];
     c.shard = batches[i].shard;
     c.pieces = std::move(batches[i].pieces);
-    c.req.set_namespace_(ns);
-    *c.req.mutable_layout() = WireLayout(c.shard);
-    c.req.set_worker_id(worker_id);
-    c.req.set_alpha(alpha);
+    v1::ExchangeRequest header;
+    header.set_namespace_(ns);
+    *header.mutable_layout() = WireLayout(c.shard);
+    header.set_worker_id(worker_id);
+    header.set_alpha(alpha);
+    client_internal::OutgoingMessage msg;
+    msg.AppendMessageFields(header);
+    size_t total = 0;
+    for (const Piece& p : c.pieces) total += p.span.length * bpe;
+    c.storage.resize(total);
+    size_t at = 0;
     for (const Piece& p : c.pieces) {
-      v1::ChunkData* d = c.req.add_params();
-      d->set_tensor(std::string(params[p.tensor].name));
-      d->set_chunk(p.span.index);
-      d->set_encoding(options_.encoding);
+      v1::ChunkData meta;
+      meta.set_tensor(std::string(params[p.tensor].name));
+      meta.set_chunk(p.span.index);
+      meta.set_encoding(options_.encoding);
       EncodeFloats(options_.encoding,
                    absl::Span<const float>(params[p.tensor].data)
                        .subspan(p.span.offset, p.span.length),
-                   d->mutable_data());
+                   c.storage.data() + at);
+      msg.AppendChunk(/*field=*/5, meta, c.storage.data() + at,
+                      p.span.length * bpe, &tracker);
+      at += p.span.length * bpe;
     }
+    c.req = msg.Finish();
   }
-  return Run(
-      "Exchange", calls,
-      [](v1::ParameterServer::Stub* stub, grpc::ClientContext* ctx,
-         const v1::ExchangeRequest* req, v1::ExchangeResponse* resp,
-         std::function<void(grpc::Status)> cb) {
-        stub->async()->Exchange(ctx, req, resp, std::move(cb));
-      },
-      [&](ExchangeCall& c) -> absl::Status {
-        if (c.resp.diffs_size() != static_cast<int>(c.pieces.size())) {
-          return absl::InternalError("the shard answered the wrong number of chunks");
+  return RunGeneric(
+      "Exchange", kExchangeMethod, calls, [&](WireCall& c) -> absl::Status {
+        std::vector<client_internal::ChunkSink> sinks;
+        sinks.reserve(c.pieces.size());
+        for (const Piece& p : c.pieces) {
+          sinks.push_back({params[p.tensor].name, p.span.index,
+                           params[p.tensor].data.data() + p.span.offset,
+                           p.span.length, /*subtract=*/true});
         }
-        std::vector<float> scratch;
-        for (size_t j = 0; j < c.pieces.size(); ++j) {
-          const Piece& p = c.pieces[j];
-          PSKIT_ASSIGN_OR_RETURN(
-              absl::Span<const float> e,
-              AnswerValues(c.resp.diffs(static_cast<int>(j)),
-                           params[p.tensor].name, p.span.index, p.span.length,
-                           &scratch));
-          float* x = params[p.tensor].data.data() + p.span.offset;
-          for (size_t k = 0; k < e.size(); ++k) x[k] -= e[k];
-        }
-        return absl::OkStatus();
+        std::vector<client_internal::ChunkMeta> meta;
+        return client_internal::ParseChunks(&c.resp, false, sinks, &meta);
       });
 }
 
 absl::StatusOr<uint64_t> Client::RegisterWorker(std::string name) {
   using RegisterCall =
       Call<v1::RegisterWorkerRequest, v1::RegisterWorkerResponse>;
-  auto send = [](v1::ParameterServer::Stub* stub, grpc::ClientContext* ctx,
+  auto send = [this](uint32_t shard, size_t channel, grpc::ClientContext* ctx,
                  const v1::RegisterWorkerRequest* req,
                  v1::RegisterWorkerResponse* resp,
                  std::function<void(grpc::Status)> cb) {
-    stub->async()->RegisterWorker(ctx, req, resp, std::move(cb));
+    stubs_[shard][channel]->async()->RegisterWorker(ctx, req, resp, std::move(cb));
   };
   auto ok = [](RegisterCall&) { return absl::OkStatus(); };
   // Shard 0 picks the id; the others are told to use it.
@@ -601,10 +623,10 @@ absl::Status Client::Heartbeat() {
   }
   absl::Status s = Run(
       "Heartbeat", calls,
-      [](v1::ParameterServer::Stub* stub, grpc::ClientContext* ctx,
+      [this](uint32_t shard, size_t channel, grpc::ClientContext* ctx,
          const v1::HeartbeatRequest* req, v1::HeartbeatResponse* resp,
          std::function<void(grpc::Status)> cb) {
-        stub->async()->Heartbeat(ctx, req, resp, std::move(cb));
+        stubs_[shard][channel]->async()->Heartbeat(ctx, req, resp, std::move(cb));
       },
       [](HeartbeatCall&) { return absl::OkStatus(); });
   if (s.ok() || s.code() != absl::StatusCode::kNotFound) return s;
@@ -621,11 +643,11 @@ absl::Status Client::Heartbeat() {
   }
   return Run(
       "RegisterWorker", again,
-      [](v1::ParameterServer::Stub* stub, grpc::ClientContext* ctx,
+      [this](uint32_t shard, size_t channel, grpc::ClientContext* ctx,
          const v1::RegisterWorkerRequest* req,
          v1::RegisterWorkerResponse* resp,
          std::function<void(grpc::Status)> cb) {
-        stub->async()->RegisterWorker(ctx, req, resp, std::move(cb));
+        stubs_[shard][channel]->async()->RegisterWorker(ctx, req, resp, std::move(cb));
       },
       [](RegisterCall&) { return absl::OkStatus(); });
 }
@@ -646,10 +668,10 @@ absl::Status Client::Leave() {
   }
   return Run(
       "Leave", calls,
-      [](v1::ParameterServer::Stub* stub, grpc::ClientContext* ctx,
+      [this](uint32_t shard, size_t channel, grpc::ClientContext* ctx,
          const v1::LeaveRequest* req, v1::LeaveResponse* resp,
          std::function<void(grpc::Status)> cb) {
-        stub->async()->Leave(ctx, req, resp, std::move(cb));
+        stubs_[shard][channel]->async()->Leave(ctx, req, resp, std::move(cb));
       },
       [](LeaveCall&) { return absl::OkStatus(); });
 }

@@ -50,6 +50,7 @@
 #include "common/grpc_options.h"
 #include "common/layout.h"
 #include "pskit/v1/ps.grpc.pb.h"
+#include <grpcpp/generic/generic_stub.h>
 
 namespace pskit {
 
@@ -163,19 +164,26 @@ class Client {
                               tensors,
                           size_t bytes_per_elem) const;
 
-  // Sends every call, retries UNAVAILABLE ones with backoff until the
-  // deadline, runs `on_ok` on each answer (on a gRPC thread).
+  // Sends every call with send(shard, channel, ctx, req, resp, done),
+  // retries UNAVAILABLE ones with backoff until the deadline, and runs
+  // `on_ok` on each answer (on a gRPC thread). Returns once every call has
+  // finished.
   template <typename Req, typename Resp, typename Send, typename OnOk>
   absl::Status Run(const char* op, std::vector<Call<Req, Resp>>& calls,
                    Send send, OnOk on_ok);
 
-  // Push (Resp = PushResponse) or PushPull (Resp = PushPullResponse).
-  template <typename Resp>
+  // Push (`weights` empty) or PushPull.
   absl::StatusOr<PushResult> PushImpl(const char* op, absl::string_view ns,
                                       absl::Span<const ConstTensorBuffer> grads,
                                       absl::Span<const TensorBuffer> weights);
 
   v1::Layout WireLayout(uint32_t shard) const;
+  // Sends `calls` (serialized requests) to data-plane method `method`, and
+  // parses each answer into the tensors' buffers; see Run.
+  template <typename OnOk>
+  absl::Status RunGeneric(const char* op, const std::string& method,
+                          std::vector<Call<grpc::ByteBuffer, grpc::ByteBuffer>>& calls,
+                          OnOk on_ok);
   absl::Status CheckSize(absl::string_view ns, absl::string_view tensor,
                          size_t size) ABSL_LOCKS_EXCLUDED(mu_);
   uint64_t PulledVersion(const std::string& key, uint32_t chunk)
@@ -188,8 +196,10 @@ class Client {
   const std::vector<std::string> shards_;
   const ClientOptions options_;
   const Layout layout_;
-  // stubs_[shard][channel]
+  // stubs_[shard][channel] for the control calls; generic_[shard][channel]
+  // on the same channels for the data plane (client/internal/wire.h).
   std::vector<std::vector<std::unique_ptr<v1::ParameterServer::Stub>>> stubs_;
+  std::vector<std::vector<std::unique_ptr<grpc::GenericStub>>> generic_;
 
   absl::Mutex mu_;
   // "ns/tensor" -> number of elements, from Declare.
