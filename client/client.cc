@@ -346,26 +346,36 @@ absl::Status Client::Pull(absl::string_view ns_in,
     }
     c.req = SerializeSmall(req);
   }
-  return RunGeneric("Pull", kPullMethod, calls, [&](WireCall& c) -> absl::Status {
-    std::vector<client_internal::ChunkSink> sinks;
-    sinks.reserve(c.pieces.size());
-    for (const Piece& p : c.pieces) {
-      sinks.push_back({tensors[p.tensor].name, p.span.index,
-                       tensors[p.tensor].data.data() + p.span.offset,
-                       p.span.length, false});
-    }
+  return RunGeneric("Pull", kPullMethod, calls, [&](WireCall& c) {
     std::vector<client_internal::ChunkMeta> meta;
-    PSKIT_RETURN_IF_ERROR(
-        client_internal::ParseChunks(&c.resp, false, sinks, &meta));
-    absl::MutexLock lock(&mu_);
-    for (size_t j = 0; j < c.pieces.size(); ++j) {
-      const Piece& p = c.pieces[j];
-      RecordVersion(keys[p.tensor],
-                    layout_.NumChunks(tensors[p.tensor].data.size()),
-                    p.span.index, meta[j].version);
-    }
-    return absl::OkStatus();
+    return ReceiveChunks(c, /*with_acks=*/false, /*subtract=*/false, tensors,
+                         &keys, &meta);
   });
+}
+
+absl::Status Client::ReceiveChunks(Call<grpc::ByteBuffer, grpc::ByteBuffer>& c,
+                                   bool with_acks, bool subtract,
+                                   absl::Span<const TensorBuffer> dest,
+                                   const std::vector<std::string>* keys,
+                                   std::vector<client_internal::ChunkMeta>* meta) {
+  std::vector<client_internal::ChunkSink> sinks;
+  sinks.reserve(c.pieces.size());
+  for (const Piece& p : c.pieces) {
+    sinks.push_back({dest[p.tensor].name, p.span.index,
+                     dest[p.tensor].data.data() + p.span.offset, p.span.length,
+                     subtract});
+  }
+  PSKIT_RETURN_IF_ERROR(
+      client_internal::ParseChunks(&c.resp, with_acks, sinks, meta));
+  if (keys == nullptr) return absl::OkStatus();
+  absl::MutexLock lock(&mu_);
+  for (size_t j = 0; j < c.pieces.size(); ++j) {
+    const Piece& p = c.pieces[j];
+    RecordVersion((*keys)[p.tensor],
+                  layout_.NumChunks(dest[p.tensor].data.size()), p.span.index,
+                  (*meta)[j].version);
+  }
+  return absl::OkStatus();
 }
 
 absl::StatusOr<PushResult> Client::Push(
@@ -469,25 +479,10 @@ absl::StatusOr<PushResult> Client::PushImpl(
       }
       return absl::OkStatus();
     }
-    std::vector<client_internal::ChunkSink> sinks;
-    sinks.reserve(c.pieces.size());
-    for (const Piece& p : c.pieces) {
-      sinks.push_back({weights[p.tensor].name, p.span.index,
-                       weights[p.tensor].data.data() + p.span.offset,
-                       p.span.length, false});
-    }
-    PSKIT_RETURN_IF_ERROR(
-        client_internal::ParseChunks(&c.resp, true, sinks, &meta));
-    // Only a pull brings the worker's copy up to date; a plain push leaves
-    // it as old as it was.
-    absl::MutexLock lock(&mu_);
-    for (size_t j = 0; j < c.pieces.size(); ++j) {
-      const Piece& p = c.pieces[j];
-      RecordVersion(keys[p.tensor],
-                    layout_.NumChunks(grads[p.tensor].data.size()),
-                    p.span.index, meta[j].version);
-    }
-    return absl::OkStatus();
+    // Only a pull brings the worker's copy up to date: a plain push leaves
+    // it as old as it was, and records nothing.
+    return ReceiveChunks(c, /*with_acks=*/true, /*subtract=*/false, weights,
+                         &keys, &meta);
   };
   PSKIT_RETURN_IF_ERROR(
       RunGeneric(op, pull ? kPushPullMethod : kPushMethod, calls, on_ok));
@@ -561,16 +556,10 @@ absl::Status Client::Exchange(absl::string_view ns_in, float alpha,
     c.req = msg.Finish();
   }
   return RunGeneric(
-      "Exchange", kExchangeMethod, calls, [&](WireCall& c) -> absl::Status {
-        std::vector<client_internal::ChunkSink> sinks;
-        sinks.reserve(c.pieces.size());
-        for (const Piece& p : c.pieces) {
-          sinks.push_back({params[p.tensor].name, p.span.index,
-                           params[p.tensor].data.data() + p.span.offset,
-                           p.span.length, /*subtract=*/true});
-        }
+      "Exchange", kExchangeMethod, calls, [&](WireCall& c) {
         std::vector<client_internal::ChunkMeta> meta;
-        return client_internal::ParseChunks(&c.resp, false, sinks, &meta);
+        return ReceiveChunks(c, /*with_acks=*/false, /*subtract=*/true, params,
+                             nullptr, &meta);
       });
 }
 

@@ -53,6 +53,9 @@
 #include <grpcpp/generic/generic_stub.h>
 
 namespace pskit {
+namespace client_internal {
+struct ChunkMeta;
+}  // namespace client_internal
 
 struct ClientOptions {
   // Maximum floats per chunk; must equal the shards' --chunk_elems.
@@ -178,6 +181,15 @@ class Client {
                                       absl::Span<const TensorBuffer> weights);
 
   v1::Layout WireLayout(uint32_t shard) const;
+  // Parses the answer of data-plane call `c` into `dest` (the buffers its
+  // pieces index; subtracted for Exchange) and fills `meta`. With `keys`
+  // (one "ns/tensor" per buffer) the versions are recorded as pulled.
+  absl::Status ReceiveChunks(Call<grpc::ByteBuffer, grpc::ByteBuffer>& c,
+                             bool with_acks, bool subtract,
+                             absl::Span<const TensorBuffer> dest,
+                             const std::vector<std::string>* keys,
+                             std::vector<client_internal::ChunkMeta>* meta)
+      ABSL_LOCKS_EXCLUDED(mu_);
   // Sends `calls` (serialized requests) to data-plane method `method`, and
   // parses each answer into the tensors' buffers; see Run.
   template <typename OnOk>
