@@ -97,6 +97,7 @@ Client::Client(std::vector<std::string> shards, const ClientOptions& options,
       auto channel = grpc::CreateCustomChannel(
           shards_[s], grpc::InsecureChannelCredentials(),
           ClientChannelArguments(options_.max_message_bytes, c));
+      if (c == 0) channels_.push_back(channel);
       stubs_[s].push_back(v1::ParameterServer::NewStub(channel));
       generic_[s].push_back(std::make_unique<grpc::GenericStub>(channel));
     }
@@ -188,10 +189,18 @@ absl::Status Client::Run(const char* op, std::vector<Call<Req, Resp>>& calls,
       std::string where = absl::StrCat("shard ", c.shard, " (",
                                        shards_[c.shard], ")");
       if (s.code() == absl::StatusCode::kDeadlineExceeded) {
+        const grpc_connectivity_state state =
+            channels_[c.shard]->GetState(/*try_to_connect=*/false);
+        if (state != GRPC_CHANNEL_READY && state != GRPC_CHANNEL_IDLE) {
+          return absl::DeadlineExceededError(absl::StrCat(
+              op, ": could not connect to ", where, " within ",
+              absl::FormatDuration(options_.timeout),
+              "; is ps-server running there, and is the address right?"));
+        }
         return absl::DeadlineExceededError(absl::StrCat(
             op, ": ", where, " did not answer within ",
             absl::FormatDuration(options_.timeout), " (attempt ", attempt,
-            "); is it running and reachable?"));
+            ")"));
       }
       return absl::Status(s.code(),
                           absl::StrCat(op, ": ", where, ": ", s.message()));

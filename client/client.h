@@ -212,6 +212,8 @@ class Client {
   // on the same channels for the data plane (client/internal/wire.h).
   std::vector<std::vector<std::unique_ptr<v1::ParameterServer::Stub>>> stubs_;
   std::vector<std::vector<std::unique_ptr<grpc::GenericStub>>> generic_;
+  // channels_[shard]: the first channel to each shard, to report its state.
+  std::vector<std::shared_ptr<grpc::Channel>> channels_;
 
   absl::Mutex mu_;
   // "ns/tensor" -> number of elements, from Declare.

@@ -43,6 +43,8 @@ ABSL_FLAG(uint32_t, chunk_elems, pskit::kDefaultChunkElems,
 ABSL_FLAG(double, max_request_mib, 4, "payload MiB per request");
 ABSL_FLAG(int32_t, channels_per_shard, 1, "TCP connections per shard");
 ABSL_FLAG(std::string, namespace, "bench", "namespace to declare the model in");
+ABSL_FLAG(double, timeout_s, 60,
+          "deadline of each operation; an unreachable shard fails after it");
 ABSL_FLAG(bool, json, false, "print one JSON object instead of text");
 
 namespace {
@@ -101,6 +103,7 @@ int main(int argc, char** argv) {
   options.max_request_bytes =
       static_cast<size_t>(absl::GetFlag(FLAGS_max_request_mib) * (1 << 20));
   options.channels_per_shard = absl::GetFlag(FLAGS_channels_per_shard);
+  options.timeout = absl::Seconds(absl::GetFlag(FLAGS_timeout_s));
   const std::string ns = absl::GetFlag(FLAGS_namespace);
 
   // The model: tensors of tensor_mib, the last one smaller.
