@@ -2,9 +2,65 @@
 
 #include <cstring>
 
+#if defined(__x86_64__)
+#include <immintrin.h>
+#endif
+
 #include "absl/strings/str_cat.h"
 
 namespace pskit {
+namespace {
+
+#if defined(__x86_64__)
+// F16C converts 8 floats per instruction with the same rounding (to nearest,
+// ties to even), subnormals, inf and NaN handling as FloatToHalf; the scalar
+// code is 10-20x slower. Chosen at run time, so the binary still runs on a
+// CPU without F16C.
+__attribute__((target("avx,f16c"))) void FloatsToHalvesF16c(const float* in,
+                                                           size_t n,
+                                                           char* out) {
+  size_t i = 0;
+  for (; i + 8 <= n; i += 8) {
+    const __m128i h = _mm256_cvtps_ph(_mm256_loadu_ps(in + i),
+                                      _MM_FROUND_TO_NEAREST_INT);
+    _mm_storeu_si128(reinterpret_cast<__m128i*>(out + 2 * i), h);
+  }
+  for (; i < n; ++i) {
+    const uint16_t h = FloatToHalf(in[i]);
+    std::memcpy(out + 2 * i, &h, 2);
+  }
+}
+
+__attribute__((target("avx,f16c"))) void HalvesToFloatsF16c(const char* in,
+                                                           size_t n,
+                                                           float* out) {
+  size_t i = 0;
+  for (; i + 8 <= n; i += 8) {
+    const __m128i h =
+        _mm_loadu_si128(reinterpret_cast<const __m128i*>(in + 2 * i));
+    _mm256_storeu_ps(out + i, _mm256_cvtph_ps(h));
+  }
+  for (; i < n; ++i) {
+    uint16_t h;
+    std::memcpy(&h, in + 2 * i, 2);
+    out[i] = HalfToFloat(h);
+  }
+}
+
+bool HasF16c() {
+  static const bool has = __builtin_cpu_supports("f16c") &&
+                          __builtin_cpu_supports("avx");
+  return has;
+}
+#else
+bool HasF16c() { return false; }
+void FloatsToHalvesF16c(const float*, size_t, char*) {}
+void HalvesToFloatsF16c(const char*, size_t, float*) {}
+#endif
+
+}  // namespace
+
+bool HalfConversionUsesF16c() { return HasF16c(); }
 
 size_t BytesPerElement(v1::Encoding encoding) {
   switch (encoding) {
@@ -89,6 +145,10 @@ void EncodeFloats(v1::Encoding encoding, absl::Span<const float> in,
       std::memcpy(out, in.data(), in.size() * sizeof(float));
       return;
     case v1::ENCODING_F16:
+      if (HasF16c()) {
+        FloatsToHalvesF16c(in.data(), in.size(), out);
+        return;
+      }
       for (size_t i = 0; i < in.size(); ++i) {
         const uint16_t h = FloatToHalf(in[i]);
         std::memcpy(out + 2 * i, &h, 2);
@@ -125,6 +185,10 @@ void DecodeFloats(v1::Encoding encoding, const char* in,
       std::memcpy(out.data(), in, out.size() * sizeof(float));
       return;
     case v1::ENCODING_F16:
+      if (HasF16c()) {
+        HalvesToFloatsF16c(in, out.size(), out.data());
+        return;
+      }
       for (size_t i = 0; i < out.size(); ++i) {
         uint16_t h;
         std::memcpy(&h, in + 2 * i, 2);

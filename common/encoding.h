@@ -36,6 +36,11 @@ float HalfToFloat(uint16_t h);
 uint16_t FloatToBf16(float f);
 float Bf16ToFloat(uint16_t b);
 
+// Whether EncodeFloats/DecodeFloats convert f16 with the CPU's F16C
+// instructions (x86-64 with F16C) rather than FloatToHalf/HalfToFloat. Both
+// give identical bits; tests compare them.
+bool HalfConversionUsesF16c();
+
 // Writes in.size() * BytesPerElement(encoding) bytes to `out`.
 // Precondition: `encoding` is known (BytesPerElement > 0).
 void EncodeFloats(v1::Encoding encoding, absl::Span<const float> in,

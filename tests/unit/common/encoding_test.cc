@@ -2,6 +2,7 @@
 
 #include <bit>
 #include <cmath>
+#include <cstring>
 #include <limits>
 #include <string>
 #include <vector>
@@ -121,6 +122,56 @@ TEST(Encode, BufferRoundTrip) {
   EXPECT_EQ(BytesPerElement(v1::ENCODING_UNSPECIFIED), 0u);
   EXPECT_EQ(BytesPerElement(static_cast<v1::Encoding>(99)), 0u);
   EXPECT_EQ(EncodingName(static_cast<v1::Encoding>(99)), "unknown(99)");
+}
+
+}  // namespace
+}  // namespace pskit
+
+namespace pskit {
+namespace {
+
+// The vector path (F16C, where the CPU has it) gives the scalar path's bits
+// for every half value, for values between them (rounding), subnormals,
+// overflow, inf and NaN.
+TEST(Encode, VectorHalfPathMatchesScalar) {
+  if (!HalfConversionUsesF16c()) {
+    GTEST_SKIP() << "this CPU has no F16C; only the scalar path runs";
+  }
+  std::vector<float> in;
+  for (uint32_t h = 0; h < 0x10000; ++h) {
+    const float f = HalfToFloat(static_cast<uint16_t>(h));
+    in.push_back(f);
+    in.push_back(std::nextafter(f, 0.0f));
+    in.push_back(std::nextafter(f, std::numeric_limits<float>::infinity()));
+  }
+  for (uint32_t bits : {0x477ff000u, 0x477fefffu, 0x33000000u, 0x33000001u,
+                        0x7f800001u, 0xffc00000u, 0x00000001u}) {
+    in.push_back(std::bit_cast<float>(bits));
+  }
+  std::string wire;
+  EncodeFloats(v1::ENCODING_F16, in, &wire);
+  for (size_t i = 0; i < in.size(); ++i) {
+    uint16_t h;
+    std::memcpy(&h, wire.data() + 2 * i, 2);
+    if (std::isnan(in[i])) {
+      ASSERT_TRUE(std::isnan(HalfToFloat(h))) << i;
+      continue;
+    }
+    ASSERT_EQ(h, FloatToHalf(in[i])) << "element " << i << " value " << in[i];
+  }
+  std::vector<float> back(in.size());
+  DecodeFloats(v1::ENCODING_F16, wire.data(), absl::MakeSpan(back));
+  for (size_t i = 0; i < in.size(); ++i) {
+    uint16_t h;
+    std::memcpy(&h, wire.data() + 2 * i, 2);
+    const float want = HalfToFloat(h);
+    if (std::isnan(want)) {
+      ASSERT_TRUE(std::isnan(back[i]));
+    } else {
+      ASSERT_EQ(std::bit_cast<uint32_t>(back[i]), std::bit_cast<uint32_t>(want))
+          << i;
+    }
+  }
 }
 
 }  // namespace
