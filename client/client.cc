@@ -8,6 +8,7 @@
 #include <type_traits>
 #include <utility>
 
+#include "absl/container/flat_hash_set.h"
 #include "absl/strings/str_cat.h"
 #include "absl/synchronization/blocking_counter.h"
 #include "common/encoding.h"
@@ -40,7 +41,6 @@ struct Client::Call {
   std::unique_ptr<grpc::ClientContext> ctx;
   grpc::Status status;
   absl::Status answer;  // what on_ok made of a successful answer
-  std::vector<char> storage;  // encoded payloads the request borrows
 };
 
 namespace {
@@ -223,19 +223,35 @@ absl::Status Client::Run(const char* op, std::vector<Call<Req, Resp>>& calls,
   }
 }
 
-absl::Status Client::CheckSize(absl::string_view ns, absl::string_view tensor,
-                               size_t size) {
-  PSKIT_RETURN_IF_ERROR(ValidateName("tensor name", tensor));
-  if (size == 0) {
-    return absl::InvalidArgumentError(
-        absl::StrCat("buffer for tensor '", tensor, "' is empty"));
+absl::Status Client::CheckBuffers(
+    absl::string_view ns,
+    absl::Span<const std::pair<absl::string_view, uint64_t>> buffers) {
+  absl::flat_hash_set<absl::string_view> names;
+  for (const auto& [tensor, size] : buffers) {
+    PSKIT_RETURN_IF_ERROR(ValidateName("tensor name", tensor));
+    if (size == 0) {
+      return absl::InvalidArgumentError(
+          absl::StrCat("buffer for tensor '", tensor, "' is empty"));
+    }
+    if (!names.insert(tensor).second) {
+      return absl::InvalidArgumentError(absl::StrCat(
+          "tensor '", tensor, "' is named twice in one call; give each once"));
+    }
   }
   absl::MutexLock lock(&mu_);
-  auto it = sizes_.find(TensorKey(ns, tensor));
-  if (it != sizes_.end() && it->second != size) {
-    return absl::InvalidArgumentError(
-        absl::StrCat("tensor '", tensor, "' has ", it->second,
-                     " elements; the buffer holds ", size));
+  for (const auto& [tensor, size] : buffers) {
+    auto it = sizes_.find(TensorKey(ns, tensor));
+    if (it != sizes_.end() && it->second != size) {
+      return absl::InvalidArgumentError(
+          absl::StrCat("tensor '", tensor, "' has ", it->second,
+                       " elements; the buffer holds ", size));
+    }
+    if (size > layout_.MaxTensorElems()) {
+      return absl::InvalidArgumentError(absl::StrCat(
+          "buffer for tensor '", tensor, "' holds ", size,
+          " elements, more than a tensor may have (", layout_.MaxTensorElems(),
+          ")"));
+    }
   }
   return absl::OkStatus();
 }
@@ -332,10 +348,10 @@ absl::Status Client::Pull(absl::string_view ns_in,
   std::vector<std::pair<absl::string_view, uint64_t>> sizes;
   std::vector<std::string> keys;
   for (const TensorBuffer& t : tensors) {
-    PSKIT_RETURN_IF_ERROR(CheckSize(ns, t.name, t.data.size()));
     sizes.emplace_back(t.name, t.data.size());
     keys.push_back(TensorKey(ns, t.name));
   }
+  PSKIT_RETURN_IF_ERROR(CheckBuffers(ns, sizes));
   using WireCall = Call<grpc::ByteBuffer, grpc::ByteBuffer>;
   std::vector<Batch> batches =
       Plan(ns, sizes, BytesPerElement(options_.encoding));
@@ -412,7 +428,6 @@ absl::StatusOr<PushResult> Client::PushImpl(
   std::vector<std::pair<absl::string_view, uint64_t>> sizes;
   std::vector<std::string> keys;
   for (size_t i = 0; i < grads.size(); ++i) {
-    PSKIT_RETURN_IF_ERROR(CheckSize(ns, grads[i].name, grads[i].data.size()));
     if (pull && (weights[i].name != grads[i].name ||
                  weights[i].data.size() != grads[i].data.size())) {
       return absl::InvalidArgumentError(absl::StrCat(
@@ -423,50 +438,64 @@ absl::StatusOr<PushResult> Client::PushImpl(
     sizes.emplace_back(grads[i].name, grads[i].data.size());
     keys.push_back(TensorKey(ns, grads[i].name));
   }
+  PSKIT_RETURN_IF_ERROR(CheckBuffers(ns, sizes));
   using WireCall = Call<grpc::ByteBuffer, grpc::ByteBuffer>;
   const size_t bpe = BytesPerElement(options_.encoding);
   std::vector<Batch> batches = Plan(ns, sizes, bpe);
-  // Declared before the calls so it outlives their buffers: its destructor
-  // waits until gRPC has let go of every slice borrowing `grads`.
-  client_internal::SliceTracker tracker;
-  std::vector<WireCall> calls(batches.size());
+  // The versions this worker pulled, and its id, read under mu_ once; the
+  // (possibly long) encoding below runs without it.
+  std::vector<std::vector<uint64_t>> pulled(batches.size());
+  uint64_t worker_id;
   {
     absl::MutexLock lock(&mu_);
+    worker_id = worker_id_;
     for (size_t i = 0; i < batches.size(); ++i) {
-      WireCall& c = calls[i];
-      c.shard = batches[i].shard;
-      c.pieces = std::move(batches[i].pieces);
-      v1::PushRequest header;
-      header.set_namespace_(ns);
-      *header.mutable_layout() = WireLayout(c.shard);
-      header.set_worker_id(worker_id_);
-      if (pull) header.set_return_encoding(options_.encoding);
-      client_internal::OutgoingMessage msg;
-      msg.AppendMessageFields(header);
-      if (options_.encoding != v1::ENCODING_F32) {
-        size_t total = 0;
-        for (const Piece& p : c.pieces) total += p.span.length * bpe;
-        c.storage.resize(total);
+      for (const Piece& p : batches[i].pieces) {
+        pulled[i].push_back(PulledVersion(keys[p.tensor], p.span.index));
       }
-      size_t at = 0;
-      for (const Piece& p : c.pieces) {
-        v1::ChunkData meta;
-        meta.set_tensor(std::string(grads[p.tensor].name));
-        meta.set_chunk(p.span.index);
-        meta.set_version(PulledVersion(keys[p.tensor], p.span.index));
-        meta.set_encoding(options_.encoding);
-        absl::Span<const float> values =
-            grads[p.tensor].data.subspan(p.span.offset, p.span.length);
-        const char* data = reinterpret_cast<const char*>(values.data());
-        if (options_.encoding != v1::ENCODING_F32) {
-          EncodeFloats(options_.encoding, values, c.storage.data() + at);
-          data = c.storage.data() + at;
-        }
-        msg.AppendChunk(/*field=*/4, meta, data, values.size() * bpe, &tracker);
-        at += values.size() * bpe;
-      }
-      c.req = msg.Finish();
     }
+  }
+  // Order matters: `storage` (f16/bf16 payloads) outlives `tracker`, whose
+  // destructor waits until gRPC lets go of every slice borrowing `storage`
+  // or `grads`; `tracker` outlives `calls`, whose buffers hold such slices.
+  std::vector<std::vector<char>> storage(batches.size());
+  client_internal::SliceTracker tracker;
+  std::vector<WireCall> calls(batches.size());
+  for (size_t i = 0; i < batches.size(); ++i) {
+    WireCall& c = calls[i];
+    c.shard = batches[i].shard;
+    c.pieces = std::move(batches[i].pieces);
+    v1::PushRequest header;
+    header.set_namespace_(ns);
+    *header.mutable_layout() = WireLayout(c.shard);
+    header.set_worker_id(worker_id);
+    if (pull) header.set_return_encoding(options_.encoding);
+    client_internal::OutgoingMessage msg;
+    msg.AppendMessageFields(header);
+    if (options_.encoding != v1::ENCODING_F32) {
+      size_t total = 0;
+      for (const Piece& p : c.pieces) total += p.span.length * bpe;
+      storage[i].resize(total);
+    }
+    size_t at = 0;
+    for (size_t j = 0; j < c.pieces.size(); ++j) {
+      const Piece& p = c.pieces[j];
+      v1::ChunkData meta;
+      meta.set_tensor(std::string(grads[p.tensor].name));
+      meta.set_chunk(p.span.index);
+      meta.set_version(pulled[i][j]);
+      meta.set_encoding(options_.encoding);
+      absl::Span<const float> values =
+          grads[p.tensor].data.subspan(p.span.offset, p.span.length);
+      const char* data = reinterpret_cast<const char*>(values.data());
+      if (options_.encoding != v1::ENCODING_F32) {
+        EncodeFloats(options_.encoding, values, storage[i].data() + at);
+        data = storage[i].data() + at;
+      }
+      msg.AppendChunk(/*field=*/4, meta, data, values.size() * bpe, &tracker);
+      at += values.size() * bpe;
+    }
+    c.req = msg.Finish();
   }
   // Staleness per call, for the result (written on gRPC threads, read after
   // Run has returned).
@@ -519,9 +548,9 @@ absl::Status Client::Exchange(absl::string_view ns_in, float alpha,
   }
   std::vector<std::pair<absl::string_view, uint64_t>> sizes;
   for (const TensorBuffer& t : params) {
-    PSKIT_RETURN_IF_ERROR(CheckSize(ns, t.name, t.data.size()));
     sizes.emplace_back(t.name, t.data.size());
   }
+  PSKIT_RETURN_IF_ERROR(CheckBuffers(ns, sizes));
   using WireCall = Call<grpc::ByteBuffer, grpc::ByteBuffer>;
   const size_t bpe = BytesPerElement(options_.encoding);
   std::vector<Batch> batches = Plan(ns, sizes, bpe);
@@ -532,6 +561,8 @@ absl::Status Client::Exchange(absl::string_view ns_in, float alpha,
   }
   // The parameters are sent from a copy: the answers are subtracted from the
   // caller's buffer while other requests may still be on the wire.
+  // Order matters, as in PushImpl: storage, then tracker, then calls.
+  std::vector<std::vector<char>> storage(batches.size());
   client_internal::SliceTracker tracker;
   std::vector<WireCall> calls(batches.size());
   for (size_t i = 0; i < batches.size(); ++i) {
@@ -547,7 +578,7 @@ absl::Status Client::Exchange(absl::string_view ns_in, float alpha,
     msg.AppendMessageFields(header);
     size_t total = 0;
     for (const Piece& p : c.pieces) total += p.span.length * bpe;
-    c.storage.resize(total);
+    storage[i].resize(total);
     size_t at = 0;
     for (const Piece& p : c.pieces) {
       v1::ChunkData meta;
@@ -557,8 +588,8 @@ absl::Status Client::Exchange(absl::string_view ns_in, float alpha,
       EncodeFloats(options_.encoding,
                    absl::Span<const float>(params[p.tensor].data)
                        .subspan(p.span.offset, p.span.length),
-                   c.storage.data() + at);
-      msg.AppendChunk(/*field=*/5, meta, c.storage.data() + at,
+                   storage[i].data() + at);
+      msg.AppendChunk(/*field=*/5, meta, storage[i].data() + at,
                       p.span.length * bpe, &tracker);
       at += p.span.length * bpe;
     }
@@ -655,7 +686,6 @@ absl::Status Client::Leave() {
   {
     absl::MutexLock lock(&mu_);
     id = worker_id_;
-    worker_id_ = 0;
   }
   if (id == 0) return absl::OkStatus();
   using LeaveCall = Call<v1::LeaveRequest, v1::LeaveResponse>;
@@ -664,14 +694,17 @@ absl::Status Client::Leave() {
     calls[s].shard = s;
     calls[s].req.set_worker_id(id);
   }
-  return Run(
+  PSKIT_RETURN_IF_ERROR(Run(
       "Leave", calls,
       [this](uint32_t shard, size_t channel, grpc::ClientContext* ctx,
          const v1::LeaveRequest* req, v1::LeaveResponse* resp,
          std::function<void(grpc::Status)> cb) {
         stubs_[shard][channel]->async()->Leave(ctx, req, resp, std::move(cb));
       },
-      [](LeaveCall&) { return absl::OkStatus(); });
+      [](LeaveCall&) { return absl::OkStatus(); }));
+  absl::MutexLock lock(&mu_);
+  if (worker_id_ == id) worker_id_ = 0;
+  return absl::OkStatus();
 }
 
 }  // namespace pskit

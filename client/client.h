@@ -196,8 +196,12 @@ class Client {
   absl::Status RunGeneric(const char* op, const std::string& method,
                           std::vector<Call<grpc::ByteBuffer, grpc::ByteBuffer>>& calls,
                           OnOk on_ok);
-  absl::Status CheckSize(absl::string_view ns, absl::string_view tensor,
-                         size_t size) ABSL_LOCKS_EXCLUDED(mu_);
+  // INVALID_ARGUMENT for a bad or repeated name, an empty or oversized
+  // buffer, or a size that differs from the declared tensor's.
+  absl::Status CheckBuffers(
+      absl::string_view ns,
+      absl::Span<const std::pair<absl::string_view, uint64_t>> buffers)
+      ABSL_LOCKS_EXCLUDED(mu_);
   uint64_t PulledVersion(const std::string& key, uint32_t chunk)
       ABSL_SHARED_LOCKS_REQUIRED(mu_);
   void RecordVersion(const std::string& key, uint32_t num_chunks,

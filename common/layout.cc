@@ -59,8 +59,16 @@ uint32_t Layout::NumChunks(uint64_t numel) const {
     return static_cast<uint32_t>(std::max<uint64_t>(
         1, (numel + min_chunk - 1) / min_chunk));
   }
-  // min(): with chunk_elems 1, S * per_shard can pass numel.
-  return static_cast<uint32_t>(std::min(s * per_shard, numel));
+  // min(): with chunk_elems 1, S * per_shard can pass numel. The clamp
+  // only matters past MaxTensorElems(), which callers refuse first; it keeps
+  // a caller that did not from dividing by zero.
+  return static_cast<uint32_t>(
+      std::min<uint64_t>(std::min(s * per_shard, numel), UINT32_MAX));
+}
+
+uint64_t Layout::MaxTensorElems() const {
+  return std::min<uint64_t>(kMaxTensorElems,
+                            uint64_t{chunk_elems_} << 31);
 }
 
 uint32_t Layout::FirstShard(absl::string_view ns,

@@ -75,7 +75,12 @@ class Layout {
   uint32_t num_shards() const { return num_shards_; }
   uint32_t chunk_elems() const { return chunk_elems_; }
 
-  // Number of chunks a tensor of `numel` (> 0) elements is cut into.
+  // Largest tensor this layout can cut: kMaxTensorElems, or fewer with a
+  // tiny chunk_elems (chunk indices are 32-bit). Larger tensors are refused.
+  uint64_t MaxTensorElems() const;
+
+  // Number of chunks a tensor of `numel` (0 < numel <= MaxTensorElems())
+  // elements is cut into.
   uint32_t NumChunks(uint64_t numel) const;
 
   // Chunk `index` (< NumChunks(numel)) of tensor `tensor` in `ns`.

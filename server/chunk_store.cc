@@ -62,7 +62,8 @@ std::string ShapeString(const google::protobuf::RepeatedField<int64_t>& shape) {
   return absl::StrCat("[", absl::StrJoin(shape, ","), "]");
 }
 
-absl::StatusOr<uint64_t> NumElements(const v1::TensorSpec& spec) {
+absl::StatusOr<uint64_t> NumElements(const v1::TensorSpec& spec,
+                                     uint64_t max_elems) {
   if (spec.shape_size() == 0) {
     return absl::InvalidArgumentError(absl::StrCat(
         "tensor '", spec.name(),
@@ -76,10 +77,12 @@ absl::StatusOr<uint64_t> NumElements(const v1::TensorSpec& spec) {
                        ShapeString(spec.shape()),
                        "; every dimension must be > 0"));
     }
-    if (static_cast<uint64_t>(d) > kMaxTensorElems / n) {
+    if (static_cast<uint64_t>(d) > max_elems / n) {
       return absl::InvalidArgumentError(absl::StrCat(
           "tensor '", spec.name(), "' with shape ", ShapeString(spec.shape()),
-          " has more than ", kMaxTensorElems, " elements"));
+          " has more than ", max_elems,
+          " elements, the most one tensor may have with this chunk_elems; "
+          "split it into several tensors"));
     }
     n *= static_cast<uint64_t>(d);
   }
@@ -103,11 +106,13 @@ absl::Status CheckAnswerSize(size_t bytes, size_t limit) {
 }  // namespace
 
 ChunkStore::ChunkStore(const Layout& layout, uint32_t shard_index,
-                       bool allow_nonfinite, size_t max_message_bytes)
+                       bool allow_nonfinite, size_t max_message_bytes,
+                       uint64_t max_memory_bytes)
     : layout_(layout),
       shard_index_(shard_index),
       allow_nonfinite_(allow_nonfinite),
-      max_message_bytes_(max_message_bytes) {}
+      max_message_bytes_(max_message_bytes),
+      max_memory_bytes_(max_memory_bytes) {}
 
 ChunkStore::~ChunkStore() = default;
 
@@ -129,7 +134,8 @@ absl::Status ChunkStore::Declare(const v1::DeclareRequest& req,
   absl::flat_hash_map<std::string, uint64_t> numels;
   for (const v1::TensorSpec& spec : req.tensors()) {
     PSKIT_RETURN_IF_ERROR(ValidateName("tensor name", spec.name()));
-    PSKIT_ASSIGN_OR_RETURN(uint64_t numel, NumElements(spec));
+    PSKIT_ASSIGN_OR_RETURN(uint64_t numel,
+                           NumElements(spec, layout_.MaxTensorElems()));
     PSKIT_RETURN_IF_ERROR(ValidateInitializer(spec));
     if (!specs.emplace(spec.name(), &spec).second) {
       return absl::InvalidArgumentError(absl::StrCat(
@@ -205,14 +211,47 @@ absl::Status ChunkStore::Declare(const v1::DeclareRequest& req,
     }
     return absl::OkStatus();
   };
+  // What the new tensors take here: values and optimizer slots of the
+  // chunks this shard holds.
+  std::unique_ptr<const UpdateRule> rule = UpdateRule::Create(config.optimizer());
+  const uint64_t floats_per_element = 1 + static_cast<uint64_t>(rule->num_slots());
+  auto needed_bytes = [&]() {
+    uint64_t bytes = 0;
+    for (const v1::TensorSpec* spec : fresh) {
+      const uint64_t numel = numels[spec->name()];
+      const uint64_t k = layout_.NumChunks(numel);
+      // Chunk i is here when (first + i) mod S == shard_index: count them.
+      const uint32_t first = layout_.Chunk(ns, spec->name(), numel, 0).shard;
+      const uint64_t s = layout_.num_shards();
+      const uint64_t skip = (shard_index_ + s - first) % s;
+      if (skip >= k) continue;
+      // Chunks below numel % k are one element longer (common/layout.h).
+      const uint64_t count = (k - skip + s - 1) / s;
+      const uint64_t rem = numel % k;
+      const uint64_t longer = rem > skip ? (rem - skip + s - 1) / s : 0;
+      bytes += (count * (numel / k) + longer) * 4 * floats_per_element;
+    }
+    return bytes;
+  };
+  auto check_memory = [&]() ABSL_SHARED_LOCKS_REQUIRED(index_mu_)
+                          -> absl::Status {
+    const uint64_t need = needed_bytes();
+    if (bytes_held_ + need <= max_memory_bytes_) return absl::OkStatus();
+    return absl::ResourceExhaustedError(absl::StrCat(
+        "Declare of namespace '", ns, "' needs ", need >> 20, " MiB on shard ",
+        shard_index_, " for values and optimizer slots; the shard holds ",
+        bytes_held_ >> 20, " MiB of its ", max_memory_bytes_ >> 20,
+        " MiB limit (ps-server --max_memory_mib). Use more shards or raise "
+        "the limit"));
+  };
   {
     absl::ReaderMutexLock lock(&index_mu_);
     PSKIT_RETURN_IF_ERROR(check_existing());
+    PSKIT_RETURN_IF_ERROR(check_memory());
   }
 
   // Build the new tensors without holding the index: filling a large
   // tensor's values must not stall pulls and pushes.
-  std::unique_ptr<const UpdateRule> rule = UpdateRule::Create(config.optimizer());
   std::vector<float> scratch;
   std::vector<std::unique_ptr<Tensor>> built;
   for (const v1::TensorSpec* spec : fresh) {
@@ -250,6 +289,7 @@ absl::Status ChunkStore::Declare(const v1::DeclareRequest& req,
     // Another Declare may have run meanwhile: check again, then insert what
     // is still missing. Nothing is inserted if anything clashes.
     PSKIT_RETURN_IF_ERROR(check_existing());
+    PSKIT_RETURN_IF_ERROR(check_memory());
     Namespace* target;
     if (!namespace_exists) {
       auto fresh_ns = std::make_unique<Namespace>();
@@ -262,7 +302,15 @@ absl::Status ChunkStore::Declare(const v1::DeclareRequest& req,
     }
     for (auto& t : built) {
       std::string name = t->spec.name();
-      target->tensors.try_emplace(name, std::move(t));
+      uint64_t bytes = 0;
+      for (const ChunkSpan& span : t->spans) {
+        if (span.shard == shard_index_) {
+          bytes += span.length * 4 * floats_per_element;
+        }
+      }
+      if (target->tensors.try_emplace(name, std::move(t)).second) {
+        bytes_held_ += bytes;
+      }
     }
     for (const v1::TensorSpec& spec : req.tensors()) {
       const Tensor& t = *target->tensors[spec.name()];
@@ -305,14 +353,18 @@ absl::StatusOr<ChunkStore::Resolved> ChunkStore::Resolve(
     if (ref.chunk() >= tensor.spans.size()) {
       return absl::OutOfRangeError(absl::StrCat(
           ChunkName(ref.tensor(), ref.chunk()), " does not exist: the tensor has ",
-          tensor.spans.size(), " chunks with ", layout_.ToString()));
+          tensor.spans.size(), " chunks with ", layout_.ToString(),
+          "; does the caller's buffer have the declared size (",
+          tensor.numel, " elements)?"));
     }
     Chunk* chunk = tensor.chunks[ref.chunk()].get();
     if (chunk == nullptr) {
       return absl::FailedPreconditionError(absl::StrCat(
           ChunkName(ref.tensor(), ref.chunk()), " belongs to shard ",
           tensor.spans[ref.chunk()].shard, ", not to this shard ", shard_index_,
-          " (", layout_.ToString(), "); check the order of --shards"));
+          " (", layout_.ToString(), "); check the order of --shards, and "
+          "that the caller's buffer has the declared size (",
+          tensor.numel, " elements)"));
     }
     if (!seen.insert(chunk).second) {
       return absl::InvalidArgumentError(absl::StrCat(

@@ -10,7 +10,8 @@
 // (OUT_OF_RANGE), a chunk held by another shard or a layout mismatch
 // (FAILED_PRECONDITION), unknown encoding, wrong payload length, NaN/Inf,
 // duplicate chunks or an empty request (INVALID_ARGUMENT), an answer that
-// would pass the message limit (RESOURCE_EXHAUSTED). On error the store is
+// would pass the message limit or a Declare that would pass the memory limit
+// (RESOURCE_EXHAUSTED). On error the store is
 // unchanged. Once validated, applying cannot fail.
 //
 // Thread safety: all public methods may be called concurrently. index_mu_ is
@@ -42,8 +43,10 @@ class ChunkStore {
   // `layout` and `shard_index` (< layout.num_shards()) identify this shard.
   // `allow_nonfinite`: accept NaN/Inf in gradients and values.
   // `max_message_bytes`: answers larger than this are refused up front.
+  // `max_memory_bytes`: values plus optimizer slots this shard may hold; a
+  // Declare that would pass it is refused with RESOURCE_EXHAUSTED.
   ChunkStore(const Layout& layout, uint32_t shard_index, bool allow_nonfinite,
-             size_t max_message_bytes);
+             size_t max_message_bytes, uint64_t max_memory_bytes);
   ~ChunkStore();
 
   ChunkStore(const ChunkStore&) = delete;
@@ -108,10 +111,13 @@ class ChunkStore {
   const uint32_t shard_index_;
   const bool allow_nonfinite_;
   const size_t max_message_bytes_;
+  const uint64_t max_memory_bytes_;
 
   mutable absl::Mutex index_mu_;
   absl::flat_hash_map<std::string, std::unique_ptr<Namespace>> namespaces_
       ABSL_GUARDED_BY(index_mu_);
+  // Bytes of values and optimizer slots held.
+  uint64_t bytes_held_ ABSL_GUARDED_BY(index_mu_) = 0;
 };
 
 }  // namespace pskit

@@ -59,17 +59,25 @@ absl::Status ValidateInitializer(const v1::TensorSpec& spec) {
       if (!std::isfinite(init.value())) return bad("needs a finite value");
       return absl::OkStatus();
     case v1::INIT_UNIFORM:
+      // high - low is computed in float when filling: it must not overflow.
       if (!std::isfinite(init.low()) || !std::isfinite(init.high()) ||
-          !(init.low() < init.high())) {
-        return bad(absl::StrCat("needs finite low < high, got [", init.low(),
+          !(init.low() < init.high()) ||
+          !std::isfinite(init.high() - init.low())) {
+        return bad(absl::StrCat("needs finite low < high with a finite "
+                                "high - low, got [", init.low(),
                                 ", ", init.high(), ")"));
       }
       return absl::OkStatus();
     case v1::INIT_NORMAL:
+      // Box-Muller draws stay within 9 standard deviations (|z| <=
+      // sqrt(-2 ln 2^-53) < 8.6): every value must be a finite float.
       if (!std::isfinite(init.mean()) || !std::isfinite(init.stddev()) ||
-          init.stddev() < 0) {
-        return bad(absl::StrCat("needs a finite mean and stddev >= 0, got ",
-                                init.mean(), " and ", init.stddev()));
+          init.stddev() < 0 ||
+          !std::isfinite(std::abs(init.mean()) + 9.0f * init.stddev())) {
+        return bad(absl::StrCat(
+            "needs a finite mean and 0 <= stddev with |mean| + 9 stddev "
+            "finite in float, got ",
+            init.mean(), " and ", init.stddev()));
       }
       return absl::OkStatus();
     default:

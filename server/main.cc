@@ -31,6 +31,9 @@ ABSL_FLAG(int32_t, max_message_bytes, pskit::kDefaultMaxMessageBytes,
           "largest gRPC message accepted or sent");
 ABSL_FLAG(bool, allow_nonfinite, false,
           "accept NaN/Inf in gradients (rejected by default)");
+ABSL_FLAG(uint64_t, max_memory_mib, 0,
+          "MiB of values and optimizer slots this shard may hold; a Declare "
+          "past it is refused. 0: 90% of physical memory");
 ABSL_FLAG(double, lease_s, 30.0,
           "seconds a worker's lease lasts without a heartbeat");
 ABSL_FLAG(double, shutdown_grace_s, 10.0,
@@ -67,6 +70,7 @@ int main(int argc, char** argv) {
   options.max_message_bytes = absl::GetFlag(FLAGS_max_message_bytes);
   options.allow_nonfinite = absl::GetFlag(FLAGS_allow_nonfinite);
   options.lease = absl::Seconds(absl::GetFlag(FLAGS_lease_s));
+  options.max_memory_bytes = absl::GetFlag(FLAGS_max_memory_mib) << 20;
   auto server = pskit::Server::Start(options);
   if (!server.ok()) {
     std::fprintf(stderr, "ps-server: %s\n",

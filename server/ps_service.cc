@@ -60,9 +60,12 @@ grpc::ServerUnaryReactor* PsService::Exchange(grpc::CallbackServerContext* ctx,
 grpc::ServerUnaryReactor* PsService::RegisterWorker(
     grpc::CallbackServerContext* ctx, const v1::RegisterWorkerRequest* req,
     v1::RegisterWorkerResponse* resp) {
-  resp->set_worker_id(workers_->Register(req->worker_id(), req->name()));
-  resp->set_lease_ms(absl::ToInt64Milliseconds(workers_->lease()));
-  return FinishWith(ctx, absl::OkStatus());
+  absl::StatusOr<uint64_t> id = workers_->Register(req->worker_id(), req->name());
+  if (id.ok()) {
+    resp->set_worker_id(*id);
+    resp->set_lease_ms(absl::ToInt64Milliseconds(workers_->lease()));
+  }
+  return FinishWith(ctx, id.status());
 }
 
 grpc::ServerUnaryReactor* PsService::Heartbeat(grpc::CallbackServerContext* ctx,

@@ -4,6 +4,7 @@
 #include <grpcpp/health_check_service_interface.h>
 #include <grpcpp/security/server_credentials.h>
 #include <grpcpp/server_builder.h>
+#include <unistd.h>
 
 #include "absl/strings/str_cat.h"
 #include "common/status_macros.h"
@@ -35,11 +36,20 @@ absl::StatusOr<std::unique_ptr<Server>> Server::Start(
         "' is not host:port (for example 127.0.0.1:0 or 0.0.0.0:7000)"));
   }
 
+  uint64_t max_memory = options.max_memory_bytes;
+  if (max_memory == 0) {
+    const long pages = sysconf(_SC_PHYS_PAGES);
+    const long page = sysconf(_SC_PAGESIZE);
+    max_memory = pages > 0 && page > 0
+                     ? static_cast<uint64_t>(pages) * page / 10 * 9
+                     : ~uint64_t{0};
+  }
+
   auto server = std::unique_ptr<Server>(new Server());
   server->options_ = options;
   server->store_ = std::make_unique<ChunkStore>(
       layout, options.shard_index, options.allow_nonfinite,
-      static_cast<size_t>(options.max_message_bytes));
+      static_cast<size_t>(options.max_message_bytes), max_memory);
   server->workers_ =
       std::make_unique<WorkerRegistry>(options.clock, options.lease);
   server->service_ = std::make_unique<PsService>(server->store_.get(),
@@ -61,9 +71,11 @@ absl::StatusOr<std::unique_ptr<Server>> Server::Start(
   server->address_ =
       absl::StrCat(options.listen.substr(0, colon), ":", server->port_);
   server->server_->GetHealthCheckService()->SetServingStatus(true);
-  spdlog::info("shard {} of {} serving on {} ({}, max message {} bytes)",
-               options.shard_index, options.num_shards, server->address_,
-               layout.ToString(), options.max_message_bytes);
+  spdlog::info(
+      "shard {} of {} serving on {} ({}, max message {} bytes, memory limit "
+      "{} MiB); memory only: state is lost when the process ends",
+      options.shard_index, options.num_shards, server->address_,
+      layout.ToString(), options.max_message_bytes, max_memory >> 20);
   return server;
 }
 

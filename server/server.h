@@ -52,6 +52,10 @@ struct ServerOptions {
   // Accept NaN and Inf in gradients and values. Default: false (rejected
   // with INVALID_ARGUMENT, so one diverged worker cannot poison the model).
   bool allow_nonfinite = false;
+  // Values plus optimizer slots the shard may hold; a Declare past it gets
+  // RESOURCE_EXHAUSTED instead of the process being killed for memory.
+  // 0 means 90% of the machine's physical memory. Default: 0.
+  uint64_t max_memory_bytes = 0;
   // How long a worker's lease lasts without a heartbeat. Default: 30 s.
   absl::Duration lease = absl::Seconds(30);
   // Source of time for leases; borrowed, must outlive the server.

@@ -1,6 +1,7 @@
 #include "server/worker_registry.h"
 
 #include "absl/strings/str_cat.h"
+#include "common/validation.h"
 #include "spdlog/spdlog.h"
 
 namespace pskit {
@@ -18,10 +19,18 @@ void WorkerRegistry::Sweep() {
   });
 }
 
-uint64_t WorkerRegistry::Register(uint64_t requested_id,
-                                  const std::string& name) {
+absl::StatusOr<uint64_t> WorkerRegistry::Register(uint64_t requested_id,
+                                                  const std::string& name) {
+  if (absl::Status s = ValidateName("worker name", name); !s.ok()) return s;
   absl::MutexLock lock(&mu_);
   Sweep();
+  if (auto it = workers_.find(requested_id);
+      requested_id != 0 && it != workers_.end() && it->second.name != name) {
+    return absl::AlreadyExistsError(absl::StrCat(
+        "worker id ", requested_id, " is held by live worker '",
+        it->second.name, "'; register '", name,
+        "' with worker_id 0 to get an id of its own"));
+  }
   uint64_t id = requested_id;
   while (id == 0 || (requested_id == 0 && workers_.contains(id))) {
     // Keep ids below 2^53 so JSON tools print them exactly.

@@ -19,6 +19,7 @@
 #include "absl/base/thread_annotations.h"
 #include "absl/container/flat_hash_map.h"
 #include "absl/status/status.h"
+#include "absl/status/statusor.h"
 #include "absl/synchronization/mutex.h"
 #include "absl/time/time.h"
 #include "common/clock.h"
@@ -32,8 +33,12 @@ class WorkerRegistry {
 
   // Registers (or re-registers) a worker and starts its lease. With
   // `requested_id` 0 a fresh random nonzero id is chosen; otherwise that id
-  // is used, renewing it if live. Returns the id.
-  uint64_t Register(uint64_t requested_id, const std::string& name)
+  // is used, renewing it if live under the same name. Returns the id.
+  // INVALID_ARGUMENT for a name that is empty, longer than 256 bytes or not
+  // printable ASCII; ALREADY_EXISTS when `requested_id` is live under
+  // another name (two workers would share one lease).
+  [[nodiscard]] absl::StatusOr<uint64_t> Register(uint64_t requested_id,
+                                                  const std::string& name)
       ABSL_LOCKS_EXCLUDED(mu_);
 
   // Renews the lease. NOT_FOUND when the id is unknown or its lease lapsed.

@@ -206,7 +206,9 @@ absl::Status ParseChunks(grpc::ByteBuffer* buffer, bool with_acks,
     if (delimited && field == chunk_field) {
       if (chunks >= sinks.size()) return Malformed("more chunks than asked");
       uint32_t len;
-      if (!in.ReadVarint32(&len)) return Malformed("bad chunk length");
+      if (!in.ReadVarint32(&len) || len > static_cast<uint32_t>(INT_MAX)) {
+        return Malformed("bad chunk length");
+      }
       const auto limit = in.PushLimit(static_cast<int>(len));
       absl::Status s =
           ParseChunk(&in, sinks[chunks], &(*meta)[chunks], &raw, &values);

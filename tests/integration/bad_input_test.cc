@@ -9,6 +9,7 @@
 #include <string>
 #include <vector>
 
+#include "absl/strings/str_cat.h"
 #include "common/encoding.h"
 #include "common/layout.h"
 #include "gtest/gtest.h"
@@ -389,6 +390,70 @@ TEST_F(BadInputTest, BadDeclarations) {
                 .error_code(),
             grpc::StatusCode::INVALID_ARGUMENT);
   ExpectUnchanged("bad declarations");
+}
+
+// A declaration the shard cannot hold is refused before anything is
+// allocated: too many elements for the chunk size (chunk indices are
+// 32-bit), or more memory than --max_memory_mib.
+TEST(DeclareLimits, TooManyElementsOrTooMuchMemory) {
+  ServerOptions base;
+  base.chunk_elems = 1;
+  base.max_memory_bytes = 1 << 20;
+  ASSERT_OK_AND_ASSIGN(auto cluster, TestCluster::Start(1, base));
+  auto stub = v1::ParameterServer::NewStub(grpc::CreateChannel(
+      cluster->addresses()[0], grpc::InsecureChannelCredentials()));
+  auto declare = [&](int64_t n, v1::OptimizerKind kind) {
+    v1::DeclareRequest req;
+    req.set_namespace_(absl::StrCat("n", n, "k", static_cast<int>(kind)));
+    req.mutable_layout()->set_num_shards(1);
+    req.mutable_layout()->set_chunk_elems(1);
+    req.mutable_config()->mutable_optimizer()->set_kind(kind);
+    v1::TensorSpec* t = req.add_tensors();
+    t->set_name("x");
+    t->add_shape(n);
+    t->mutable_init()->set_kind(v1::INIT_ZEROS);
+    grpc::ClientContext ctx;
+    v1::DeclareResponse resp;
+    return stub->Declare(&ctx, req, &resp);
+  };
+  grpc::Status s = declare(int64_t{1} << 32, v1::OPTIMIZER_SGD);
+  EXPECT_EQ(s.error_code(), grpc::StatusCode::INVALID_ARGUMENT);
+  EXPECT_NE(s.error_message().find("split it"), std::string::npos)
+      << s.error_message();
+  // 100k floats with Adam's two slots: 1.2 MB, over the 1 MiB limit...
+  s = declare(100000, v1::OPTIMIZER_ADAM);
+  EXPECT_EQ(s.error_code(), grpc::StatusCode::RESOURCE_EXHAUSTED);
+  EXPECT_NE(s.error_message().find("--max_memory_mib"), std::string::npos)
+      << s.error_message();
+  // ...while plain SGD's 0.4 MB fits, twice, and a third does not.
+  EXPECT_TRUE(declare(100000, v1::OPTIMIZER_SGD).ok());
+  EXPECT_TRUE(declare(100001, v1::OPTIMIZER_SGD).ok());
+  EXPECT_EQ(declare(100002, v1::OPTIMIZER_SGD).error_code(),
+            grpc::StatusCode::RESOURCE_EXHAUSTED);
+}
+
+TEST(ClientChecks, RepeatedTensorInOneCallIsRefused) {
+  ASSERT_OK_AND_ASSIGN(auto cluster, TestCluster::Start(1));
+  ASSERT_OK_AND_ASSIGN(auto c, cluster->NewClient());
+  v1::NamespaceConfig cfg;
+  cfg.mutable_optimizer()->set_kind(v1::OPTIMIZER_SGD);
+  TensorDecl d;
+  d.spec.set_name("w");
+  d.spec.add_shape(4);
+  d.spec.mutable_init()->set_kind(v1::INIT_ZEROS);
+  ASSERT_OK(c->Declare("", cfg, {d}));
+  std::vector<float> g(4, 1.0f), w(4, 0.0f);
+  EXPECT_EQ(c->Push("", {{"w", g}, {"w", g}}).status().code(),
+            absl::StatusCode::kInvalidArgument);
+  EXPECT_EQ(c->Pull("", {{"w", absl::MakeSpan(w)}, {"w", absl::MakeSpan(w)}})
+                .code(),
+            absl::StatusCode::kInvalidArgument);
+  std::vector<float> wrong(5);
+  absl::Status s = c->Pull("", {{"w", absl::MakeSpan(wrong)}});
+  EXPECT_EQ(s.code(), absl::StatusCode::kInvalidArgument);
+  EXPECT_NE(s.message().find("has 4 elements"), absl::string_view::npos) << s;
+  ASSERT_OK(c->Pull("", {{"w", absl::MakeSpan(w)}}));
+  EXPECT_EQ(w, std::vector<float>(4, 0.0f));
 }
 
 TEST(AllowNonFinite, FlagLetsNanThrough) {

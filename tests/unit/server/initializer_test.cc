@@ -111,6 +111,14 @@ TEST(Initializer, RejectsBadParameters) {
   s = Spec(v1::INIT_NORMAL, {4});
   s.mutable_init()->set_stddev(-1);
   EXPECT_EQ(ValidateInitializer(s).code(), absl::StatusCode::kInvalidArgument);
+  // Finite bounds whose difference overflows float would fill with inf.
+  s = Spec(v1::INIT_UNIFORM, {4});
+  s.mutable_init()->set_low(-3e38f);
+  s.mutable_init()->set_high(3e38f);
+  EXPECT_EQ(ValidateInitializer(s).code(), absl::StatusCode::kInvalidArgument);
+  s = Spec(v1::INIT_NORMAL, {4});
+  s.mutable_init()->set_stddev(1e38f);
+  EXPECT_EQ(ValidateInitializer(s).code(), absl::StatusCode::kInvalidArgument);
   s = Spec(v1::INIT_UNSPECIFIED, {4});
   EXPECT_EQ(ValidateInitializer(s).code(), absl::StatusCode::kInvalidArgument);
   s = Spec(v1::INIT_CONSTANT, {4});

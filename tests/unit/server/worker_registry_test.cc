@@ -10,8 +10,8 @@ namespace {
 TEST(WorkerRegistry, HeartbeatRenewsAndLapseRemoves) {
   testing::FakeClock clock;
   WorkerRegistry reg(&clock, absl::Seconds(10));
-  const uint64_t a = reg.Register(0, "a");
-  const uint64_t b = reg.Register(0, "b");
+  const uint64_t a = reg.Register(0, "a").value();
+  const uint64_t b = reg.Register(0, "b").value();
   EXPECT_NE(a, 0u);
   EXPECT_NE(a, b);
   EXPECT_EQ(reg.LiveCount(), 2u);
@@ -32,21 +32,37 @@ TEST(WorkerRegistry, HeartbeatRenewsAndLapseRemoves) {
 TEST(WorkerRegistry, ReRegisterKeepsTheRequestedId) {
   testing::FakeClock clock;
   WorkerRegistry reg(&clock, absl::Seconds(10));
-  const uint64_t a = reg.Register(0, "a");
+  const uint64_t a = reg.Register(0, "a").value();
   clock.Advance(absl::Seconds(11));
   EXPECT_EQ(reg.CheckLive(a).code(), absl::StatusCode::kNotFound);
-  EXPECT_EQ(reg.Register(a, "a"), a);
+  EXPECT_EQ(reg.Register(a, "a").value(), a);
   EXPECT_OK(reg.CheckLive(a));
 }
 
 TEST(WorkerRegistry, LeaveRemoves) {
   testing::FakeClock clock;
   WorkerRegistry reg(&clock, absl::Seconds(10));
-  const uint64_t a = reg.Register(0, "a");
+  const uint64_t a = reg.Register(0, "a").value();
   EXPECT_OK(reg.Leave(a));
   EXPECT_EQ(reg.Leave(a).code(), absl::StatusCode::kNotFound);
   EXPECT_EQ(reg.CheckLive(a).code(), absl::StatusCode::kNotFound);
   EXPECT_EQ(reg.CheckLive(12345).code(), absl::StatusCode::kNotFound);
+}
+
+TEST(WorkerRegistry, RefusesTakingOverALiveIdAndBadNames) {
+  testing::FakeClock clock;
+  WorkerRegistry reg(&clock, absl::Seconds(10));
+  const uint64_t a = reg.Register(0, "rank0").value();
+  EXPECT_EQ(reg.Register(a, "rank1").status().code(),
+            absl::StatusCode::kAlreadyExists);
+  EXPECT_EQ(reg.Register(a, "rank0").value(), a);  // renewing is fine
+  EXPECT_EQ(reg.Register(0, "").status().code(),
+            absl::StatusCode::kInvalidArgument);
+  EXPECT_EQ(reg.Register(0, "two\nlines").status().code(),
+            absl::StatusCode::kInvalidArgument);
+  // Once the lease lapsed, the id is free for anyone.
+  clock.Advance(absl::Seconds(11));
+  EXPECT_EQ(reg.Register(a, "rank1").value(), a);
 }
 
 }  // namespace
