@@ -419,6 +419,41 @@ absl::StatusOr<PushResult> Client::PushPull(
   return PushImpl("PushPull", ns, grads, weights);
 }
 
+grpc::ByteBuffer Client::EncodeChunks(
+    const google::protobuf::MessageLite& header, int field,
+    const std::vector<Piece>& pieces, absl::Span<const ConstTensorBuffer> src,
+    const std::vector<uint64_t>* versions, bool copy,
+    std::vector<char>* storage, client_internal::SliceTracker* tracker) const {
+  const size_t bpe = BytesPerElement(options_.encoding);
+  const bool borrow = options_.encoding == v1::ENCODING_F32 && !copy;
+  if (!borrow) {
+    size_t total = 0;
+    for (const Piece& p : pieces) total += p.span.length * bpe;
+    storage->resize(total);
+  }
+  client_internal::OutgoingMessage msg;
+  msg.AppendMessageFields(header);
+  size_t at = 0;
+  for (size_t j = 0; j < pieces.size(); ++j) {
+    const Piece& p = pieces[j];
+    v1::ChunkData meta;
+    meta.set_tensor(std::string(src[p.tensor].name));
+    meta.set_chunk(p.span.index);
+    if (versions != nullptr) meta.set_version((*versions)[j]);
+    meta.set_encoding(options_.encoding);
+    absl::Span<const float> values =
+        src[p.tensor].data.subspan(p.span.offset, p.span.length);
+    const char* data = reinterpret_cast<const char*>(values.data());
+    if (!borrow) {
+      EncodeFloats(options_.encoding, values, storage->data() + at);
+      data = storage->data() + at;
+      at += values.size() * bpe;
+    }
+    msg.AppendChunk(field, meta, data, values.size() * bpe, tracker);
+  }
+  return msg.Finish();
+}
+
 absl::StatusOr<PushResult> Client::PushImpl(
     const char* op, absl::string_view ns_in,
     absl::Span<const ConstTensorBuffer> grads,
@@ -470,32 +505,8 @@ absl::StatusOr<PushResult> Client::PushImpl(
     *header.mutable_layout() = WireLayout(c.shard);
     header.set_worker_id(worker_id);
     if (pull) header.set_return_encoding(options_.encoding);
-    client_internal::OutgoingMessage msg;
-    msg.AppendMessageFields(header);
-    if (options_.encoding != v1::ENCODING_F32) {
-      size_t total = 0;
-      for (const Piece& p : c.pieces) total += p.span.length * bpe;
-      storage[i].resize(total);
-    }
-    size_t at = 0;
-    for (size_t j = 0; j < c.pieces.size(); ++j) {
-      const Piece& p = c.pieces[j];
-      v1::ChunkData meta;
-      meta.set_tensor(std::string(grads[p.tensor].name));
-      meta.set_chunk(p.span.index);
-      meta.set_version(pulled[i][j]);
-      meta.set_encoding(options_.encoding);
-      absl::Span<const float> values =
-          grads[p.tensor].data.subspan(p.span.offset, p.span.length);
-      const char* data = reinterpret_cast<const char*>(values.data());
-      if (options_.encoding != v1::ENCODING_F32) {
-        EncodeFloats(options_.encoding, values, storage[i].data() + at);
-        data = storage[i].data() + at;
-      }
-      msg.AppendChunk(/*field=*/4, meta, data, values.size() * bpe, &tracker);
-      at += values.size() * bpe;
-    }
-    c.req = msg.Finish();
+    c.req = EncodeChunks(header, /*field=*/4, c.pieces, grads, &pulled[i],
+                         /*copy=*/false, &storage[i], &tracker);
   }
   // Staleness per call, for the result (written on gRPC threads, read after
   // Run has returned).
@@ -562,6 +573,8 @@ absl::Status Client::Exchange(absl::string_view ns_in, float alpha,
   // The parameters are sent from a copy: the answers are subtracted from the
   // caller's buffer while other requests may still be on the wire.
   // Order matters, as in PushImpl: storage, then tracker, then calls.
+  std::vector<ConstTensorBuffer> sources;
+  for (const TensorBuffer& t : params) sources.push_back({t.name, t.data});
   std::vector<std::vector<char>> storage(batches.size());
   client_internal::SliceTracker tracker;
   std::vector<WireCall> calls(batches.size());
@@ -574,26 +587,8 @@ absl::Status Client::Exchange(absl::string_view ns_in, float alpha,
     *header.mutable_layout() = WireLayout(c.shard);
     header.set_worker_id(worker_id);
     header.set_alpha(alpha);
-    client_internal::OutgoingMessage msg;
-    msg.AppendMessageFields(header);
-    size_t total = 0;
-    for (const Piece& p : c.pieces) total += p.span.length * bpe;
-    storage[i].resize(total);
-    size_t at = 0;
-    for (const Piece& p : c.pieces) {
-      v1::ChunkData meta;
-      meta.set_tensor(std::string(params[p.tensor].name));
-      meta.set_chunk(p.span.index);
-      meta.set_encoding(options_.encoding);
-      EncodeFloats(options_.encoding,
-                   absl::Span<const float>(params[p.tensor].data)
-                       .subspan(p.span.offset, p.span.length),
-                   storage[i].data() + at);
-      msg.AppendChunk(/*field=*/5, meta, storage[i].data() + at,
-                      p.span.length * bpe, &tracker);
-      at += p.span.length * bpe;
-    }
-    c.req = msg.Finish();
+    c.req = EncodeChunks(header, /*field=*/5, c.pieces, sources, nullptr,
+                         /*copy=*/true, &storage[i], &tracker);
   }
   return RunGeneric(
       "Exchange", kExchangeMethod, calls, [&](WireCall& c) {

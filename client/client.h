@@ -55,6 +55,7 @@
 namespace pskit {
 namespace client_internal {
 struct ChunkMeta;
+class SliceTracker;
 }  // namespace client_internal
 
 struct ClientOptions {
@@ -181,6 +182,16 @@ class Client {
                                       absl::Span<const TensorBuffer> weights);
 
   v1::Layout WireLayout(uint32_t shard) const;
+  // Serializes `header` and one ChunkData (repeated field `field`) per
+  // piece, with values from src[piece.tensor] and versions[j] (if given).
+  // f32 payloads borrow `src` unless `copy`; others are encoded into
+  // *storage. Borrowed memory must outlive `tracker`'s wait.
+  grpc::ByteBuffer EncodeChunks(const google::protobuf::MessageLite& header,
+                                int field, const std::vector<Piece>& pieces,
+                                absl::Span<const ConstTensorBuffer> src,
+                                const std::vector<uint64_t>* versions,
+                                bool copy, std::vector<char>* storage,
+                                client_internal::SliceTracker* tracker) const;
   // Parses the answer of data-plane call `c` into `dest` (the buffers its
   // pieces index; subtracted for Exchange) and fills `meta`. With `keys`
   // (one "ns/tensor" per buffer) the versions are recorded as pulled.
