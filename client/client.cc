@@ -97,7 +97,10 @@ Client::Client(std::vector<std::string> shards, const ClientOptions& options,
       auto channel = grpc::CreateCustomChannel(
           shards_[s], grpc::InsecureChannelCredentials(),
           ClientChannelArguments(options_.max_message_bytes, c));
-      if (c == 0) channels_.push_back(channel);
+      if (c == 0) {
+        channels_.push_back(channel);
+        admin_.push_back(v1::Admin::NewStub(channel));
+      }
       stubs_[s].push_back(v1::ParameterServer::NewStub(channel));
       generic_[s].push_back(std::make_unique<grpc::GenericStub>(channel));
     }
@@ -177,7 +180,11 @@ absl::Status Client::Run(const char* op, std::vector<Call<Req, Resp>>& calls,
     }
     done.Wait();
 
+    // Every failed shard is named, so one answer tells what to fix where;
+    // the first failure's code stands for all.
     std::vector<size_t> retry;
+    absl::Status failed;
+    absl::flat_hash_set<uint32_t> named;
     for (size_t i : pending) {
       Call<Req, Resp>& c = calls[i];
       absl::Status s = c.status.ok() ? c.answer : FromGrpcStatus(c.status);
@@ -186,25 +193,30 @@ absl::Status Client::Run(const char* op, std::vector<Call<Req, Resp>>& calls,
         retry.push_back(i);
         continue;
       }
-      std::string where = absl::StrCat("shard ", c.shard, " (",
-                                       shards_[c.shard], ")");
+      if (!named.insert(c.shard).second) continue;  // one line per shard
+      const std::string where =
+          absl::StrCat("shard ", c.shard, " (", shards_[c.shard], ")");
+      std::string line;
       if (s.code() == absl::StatusCode::kDeadlineExceeded) {
         const grpc_connectivity_state state =
             channels_[c.shard]->GetState(/*try_to_connect=*/false);
-        if (state != GRPC_CHANNEL_READY && state != GRPC_CHANNEL_IDLE) {
-          return absl::DeadlineExceededError(absl::StrCat(
-              op, ": could not connect to ", where, " within ",
-              absl::FormatDuration(options_.timeout),
-              "; is ps-server running there, and is the address right?"));
-        }
-        return absl::DeadlineExceededError(absl::StrCat(
-            op, ": ", where, " did not answer within ",
-            absl::FormatDuration(options_.timeout), " (attempt ", attempt,
-            ")"));
+        line = state != GRPC_CHANNEL_READY && state != GRPC_CHANNEL_IDLE
+                   ? absl::StrCat("could not connect to ", where, " within ",
+                                  absl::FormatDuration(options_.timeout),
+                                  "; is ps-server running there, and is the "
+                                  "address right?")
+                   : absl::StrCat(where, " did not answer within ",
+                                  absl::FormatDuration(options_.timeout),
+                                  " (attempt ", attempt, ")");
+      } else {
+        line = absl::StrCat(where, ": ", s.message());
       }
-      return absl::Status(s.code(),
-                          absl::StrCat(op, ": ", where, ": ", s.message()));
+      failed = failed.ok()
+                   ? absl::Status(s.code(), absl::StrCat(op, ": ", line))
+                   : absl::Status(failed.code(),
+                                  absl::StrCat(failed.message(), "; ", line));
     }
+    if (!failed.ok()) return failed;
     if (retry.empty()) return absl::OkStatus();
     const Call<Req, Resp>& first = calls[retry.front()];
     if (absl::Now() + backoff >= deadline) {
@@ -700,6 +712,54 @@ absl::Status Client::Leave() {
   absl::MutexLock lock(&mu_);
   if (worker_id_ == id) worker_id_ = 0;
   return absl::OkStatus();
+}
+
+absl::StatusOr<std::vector<v1::CheckpointInfo>> Client::Checkpoint(
+    std::string id) {
+  if (id.empty()) id = absl::StrCat("ckpt-", absl::ToUnixMillis(absl::Now()));
+  using CheckpointCall = Call<v1::CheckpointRequest, v1::CheckpointResponse>;
+  std::vector<CheckpointCall> calls(layout_.num_shards());
+  for (uint32_t s = 0; s < layout_.num_shards(); ++s) {
+    calls[s].shard = s;
+    calls[s].req.set_id(id);
+  }
+  PSKIT_RETURN_IF_ERROR(Run(
+      "Checkpoint", calls,
+      [this](uint32_t shard, size_t, grpc::ClientContext* ctx,
+             const v1::CheckpointRequest* req, v1::CheckpointResponse* resp,
+             std::function<void(grpc::Status)> cb) {
+        admin_[shard]->async()->Checkpoint(ctx, req, resp, std::move(cb));
+      },
+      [](CheckpointCall&) { return absl::OkStatus(); }));
+  std::vector<v1::CheckpointInfo> out;
+  for (const CheckpointCall& c : calls) out.push_back(c.resp.checkpoint());
+  return out;
+}
+
+absl::StatusOr<std::vector<v1::CheckpointInfo>> Client::Restore(
+    const std::string& id) {
+  using RestoreCall = Call<v1::RestoreRequest, v1::RestoreResponse>;
+  std::vector<RestoreCall> calls(layout_.num_shards());
+  for (uint32_t s = 0; s < layout_.num_shards(); ++s) {
+    calls[s].shard = s;
+    calls[s].req.set_id(id);
+  }
+  PSKIT_RETURN_IF_ERROR(Run(
+      "Restore", calls,
+      [this](uint32_t shard, size_t, grpc::ClientContext* ctx,
+             const v1::RestoreRequest* req, v1::RestoreResponse* resp,
+             std::function<void(grpc::Status)> cb) {
+        admin_[shard]->async()->Restore(ctx, req, resp, std::move(cb));
+      },
+      [](RestoreCall&) { return absl::OkStatus(); }));
+  // Versions pulled before the restore mean nothing now.
+  {
+    absl::MutexLock lock(&mu_);
+    versions_.clear();
+  }
+  std::vector<v1::CheckpointInfo> out;
+  for (const RestoreCall& c : calls) out.push_back(c.resp.checkpoint());
+  return out;
 }
 
 }  // namespace pskit

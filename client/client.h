@@ -49,6 +49,7 @@
 #include "absl/types/span.h"
 #include "common/grpc_options.h"
 #include "common/layout.h"
+#include "pskit/v1/admin.grpc.pb.h"
 #include "pskit/v1/ps.grpc.pb.h"
 #include <grpcpp/generic/generic_stub.h>
 
@@ -149,6 +150,15 @@ class Client {
   // Ends the lease on every shard.
   [[nodiscard]] absl::Status Leave();
 
+  // Takes checkpoint `id` on every shard ("" picks "ckpt-<unix ms>", one id
+  // for all); returns each shard's record, in shard order. Succeeds only if
+  // every shard did; otherwise the error names each failed shard and why.
+  [[nodiscard]] absl::StatusOr<std::vector<v1::CheckpointInfo>> Checkpoint(
+      std::string id);
+  // Restores checkpoint `id` on every shard; errors as for Checkpoint.
+  [[nodiscard]] absl::StatusOr<std::vector<v1::CheckpointInfo>> Restore(
+      const std::string& id);
+
   const Layout& layout() const { return layout_; }
   const std::vector<std::string>& shards() const { return shards_; }
 
@@ -227,6 +237,7 @@ class Client {
   // on the same channels for the data plane (client/internal/wire.h).
   std::vector<std::vector<std::unique_ptr<v1::ParameterServer::Stub>>> stubs_;
   std::vector<std::vector<std::unique_ptr<grpc::GenericStub>>> generic_;
+  std::vector<std::unique_ptr<v1::Admin::Stub>> admin_;  // [shard]
   // channels_[shard]: the first channel to each shard, to report its state.
   std::vector<std::shared_ptr<grpc::Channel>> channels_;
 

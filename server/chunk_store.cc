@@ -2,6 +2,7 @@
 
 #include <algorithm>
 #include <cmath>
+#include <cstring>
 #include <utility>
 
 #include "absl/container/flat_hash_set.h"
@@ -19,6 +20,8 @@ struct ChunkStore::Chunk {
   Chunk(std::vector<float> initial, int num_slots, float slot_value)
       : values(std::move(initial)),
         slots(values.size() * num_slots, slot_value) {}
+  Chunk(std::vector<float> v, std::vector<float> s, uint64_t ver)
+      : values(std::move(v)), slots(std::move(s)), version(ver) {}
   absl::Mutex mu;
   std::vector<float> values ABSL_GUARDED_BY(mu);
   std::vector<float> slots ABSL_GUARDED_BY(mu);  // slot after slot
@@ -333,7 +336,6 @@ absl::StatusOr<ChunkStore::Resolved> ChunkStore::Resolve(
   Resolved out;
   out.targets.reserve(refs.size());
   absl::flat_hash_set<const Chunk*> seen;
-  absl::ReaderMutexLock lock(&index_mu_);
   auto it = namespaces_.find(ns);
   if (it == namespaces_.end()) {
     PSKIT_RETURN_IF_ERROR(ValidateName("namespace", ns));
@@ -381,6 +383,7 @@ absl::Status ChunkStore::Pull(const v1::PullRequest& req,
   PSKIT_RETURN_IF_ERROR(
       CheckLayout(req.layout(), req.has_layout(), layout_, shard_index_));
   PSKIT_RETURN_IF_ERROR(ValidateEncoding(req.encoding()));
+  absl::ReaderMutexLock index_lock(&index_mu_);
   PSKIT_ASSIGN_OR_RETURN(Resolved r, Resolve(req.namespace_(), req.chunks(), "Pull"));
   size_t bytes = 0;
   for (int i = 0; i < req.chunks_size(); ++i) {
@@ -409,6 +412,7 @@ absl::Status ChunkStore::ApplyGradients(
     v1::Encoding encoding) {
   PSKIT_RETURN_IF_ERROR(
       CheckLayout(req.layout(), req.has_layout(), layout_, shard_index_));
+  absl::ReaderMutexLock index_lock(&index_mu_);
   PSKIT_ASSIGN_OR_RETURN(Resolved r, Resolve(req.namespace_(), req.grads(), "Push"));
   if (values != nullptr) {
     PSKIT_RETURN_IF_ERROR(ValidateEncoding(encoding));
@@ -443,6 +447,7 @@ absl::Status ChunkStore::ApplyGradients(
                c.values.size(), c.version + 1,
                CompensatedRate(compensation, rule.learning_rate(), staleness));
     ++c.version;
+    updates_applied_.fetch_add(1, std::memory_order_relaxed);
     ack->set_version(c.version);
     ack->set_staleness(staleness);
     if (values != nullptr) {
@@ -479,6 +484,7 @@ absl::Status ChunkStore::Exchange(const v1::ExchangeRequest& req,
                      "; it must be in (0, 1] (EASGD's moving rate, typically "
                      "0.9 / number of workers)"));
   }
+  absl::ReaderMutexLock index_lock(&index_mu_);
   PSKIT_ASSIGN_OR_RETURN(Resolved r,
                          Resolve(req.namespace_(), req.params(), "Exchange"));
   std::vector<absl::Span<const float>> params(req.params_size());
@@ -507,6 +513,7 @@ absl::Status ChunkStore::Exchange(const v1::ExchangeRequest& req,
       }
       version = ++c.version;
     }
+    updates_applied_.fetch_add(1, std::memory_order_relaxed);
     v1::ChunkData* out = resp->add_diffs();
     out->set_version(version);
     out->set_tensor(req.params(i).tensor());
@@ -515,6 +522,146 @@ absl::Status ChunkStore::Exchange(const v1::ExchangeRequest& req,
     EncodeFloats(req.params(i).encoding(), diff, out->mutable_data());
   }
   return absl::OkStatus();
+}
+
+ShardSnapshot ChunkStore::Snapshot() const {
+  ShardSnapshot out;
+  absl::ReaderMutexLock index_lock(&index_mu_);
+  out.updates_applied = updates_applied_.load();
+  for (const auto& [name, ns] : namespaces_) {
+    v1::NamespaceRecord& record = out.namespaces.emplace_back();
+    record.set_name(name);
+    *record.mutable_config() = ns->config;
+    for (const auto& [tensor_name, tensor] : ns->tensors) {
+      *record.add_tensors() = tensor->spec;
+      for (size_t i = 0; i < tensor->chunks.size(); ++i) {
+        Chunk* c = tensor->chunks[i].get();
+        if (c == nullptr) continue;
+        v1::ChunkRecord& chunk = out.chunks.emplace_back();
+        chunk.set_namespace_(name);
+        chunk.set_tensor(tensor_name);
+        chunk.set_chunk(static_cast<uint32_t>(i));
+        // The only work under the chunk's lock: two memcpys.
+        absl::ReaderMutexLock lock(&c->mu);
+        chunk.set_version(c->version);
+        chunk.mutable_values()->assign(
+            reinterpret_cast<const char*>(c->values.data()),
+            c->values.size() * sizeof(float));
+        chunk.mutable_slots()->assign(
+            reinterpret_cast<const char*>(c->slots.data()),
+            c->slots.size() * sizeof(float));
+      }
+    }
+  }
+  return out;
+}
+
+absl::Status ChunkStore::Replace(const ShardSnapshot& snapshot) {
+  // Build the whole new state first; nothing changes until the swap.
+  absl::flat_hash_map<std::string, std::unique_ptr<Namespace>> built;
+  uint64_t bytes = 0;
+  for (const v1::NamespaceRecord& record : snapshot.namespaces) {
+    auto ns = std::make_unique<Namespace>();
+    PSKIT_ASSIGN_OR_RETURN(ns->config, NormalizeConfig(record.config()));
+    ns->rule = UpdateRule::Create(ns->config.optimizer());
+    for (const v1::TensorSpec& spec : record.tensors()) {
+      auto t = std::make_unique<Tensor>();
+      t->spec = spec;
+      PSKIT_ASSIGN_OR_RETURN(t->numel,
+                             NumElements(spec, layout_.MaxTensorElems()));
+      t->spans = layout_.Chunks(record.name(), spec.name(), t->numel);
+      t->chunks.resize(t->spans.size());
+      ns->tensors.emplace(spec.name(), std::move(t));
+    }
+    if (!built.emplace(record.name(), std::move(ns)).second) {
+      return absl::DataLossError(absl::StrCat(
+          "the checkpoint holds namespace '", record.name(), "' twice"));
+    }
+  }
+  for (const v1::ChunkRecord& record : snapshot.chunks) {
+    const std::string where = absl::StrCat(
+        "checkpoint chunk ", record.namespace_(), "/",
+        ChunkName(record.tensor(), record.chunk()));
+    auto ns = built.find(record.namespace_());
+    if (ns == built.end()) {
+      return absl::DataLossError(absl::StrCat(where, ": no such namespace"));
+    }
+    auto t = ns->second->tensors.find(record.tensor());
+    if (t == ns->second->tensors.end() ||
+        record.chunk() >= t->second->spans.size()) {
+      return absl::DataLossError(absl::StrCat(where, ": no such chunk"));
+    }
+    Tensor& tensor = *t->second;
+    const ChunkSpan& span = tensor.spans[record.chunk()];
+    if (span.shard != shard_index_) {
+      return absl::FailedPreconditionError(absl::StrCat(
+          where, " belongs to shard ", span.shard, " under ",
+          layout_.ToString()));
+    }
+    const size_t num_slots = ns->second->rule->num_slots();
+    if (record.values().size() != span.length * sizeof(float) ||
+        record.slots().size() != span.length * num_slots * sizeof(float)) {
+      return absl::DataLossError(absl::StrCat(
+          where, ": ", record.values().size(), " value bytes and ",
+          record.slots().size(), " slot bytes, expected ",
+          span.length * sizeof(float), " and ",
+          span.length * num_slots * sizeof(float)));
+    }
+    if (tensor.chunks[record.chunk()] != nullptr) {
+      return absl::DataLossError(absl::StrCat(where, ": appears twice"));
+    }
+    std::vector<float> values(span.length), slots(span.length * num_slots);
+    std::memcpy(values.data(), record.values().data(), record.values().size());
+    std::memcpy(slots.data(), record.slots().data(), record.slots().size());
+    tensor.chunks[record.chunk()] = std::make_unique<Chunk>(
+        std::move(values), std::move(slots), record.version());
+    bytes += (1 + num_slots) * span.length * sizeof(float);
+  }
+  for (const auto& [ns_name, ns] : built) {
+    for (const auto& [name, t] : ns->tensors) {
+      for (const ChunkSpan& span : t->spans) {
+        if (span.shard == shard_index_ && t->chunks[span.index] == nullptr) {
+          return absl::DataLossError(absl::StrCat(
+              "the checkpoint lacks ", ns_name, "/",
+              ChunkName(name, span.index), ", which this shard holds"));
+        }
+      }
+    }
+  }
+  {
+    absl::MutexLock lock(&index_mu_);
+    namespaces_.swap(built);
+    bytes_held_ = bytes;
+    updates_applied_.store(snapshot.updates_applied);
+  }
+  // `built` now holds the old state; it is freed here, outside the lock.
+  return absl::OkStatus();
+}
+
+void ChunkStore::Describe(v1::StatusResponse* out) const {
+  out->set_shard_index(shard_index_);
+  out->set_num_shards(layout_.num_shards());
+  out->set_chunk_elems(layout_.chunk_elems());
+  out->set_updates_applied(updates_applied_.load());
+  absl::ReaderMutexLock index_lock(&index_mu_);
+  for (const auto& [name, ns] : namespaces_) {
+    v1::NamespaceStatus* n = out->add_namespaces();
+    n->set_name(name);
+    *n->mutable_config() = ns->config;
+    for (const auto& [tensor_name, t] : ns->tensors) {
+      v1::TensorStatus* ts = n->add_tensors();
+      ts->set_name(tensor_name);
+      *ts->mutable_shape() = t->spec.shape();
+      for (size_t i = 0; i < t->chunks.size(); ++i) {
+        Chunk* c = t->chunks[i].get();
+        if (c == nullptr) continue;
+        ts->set_chunks_here(ts->chunks_here() + 1);
+        ts->set_elements_here(ts->elements_here() + t->spans[i].length);
+        absl::ReaderMutexLock lock(&c->mu);
+        ts->set_max_version(std::max(ts->max_version(), c->version));
+      }
+    }
+  }
 }
 
 }  // namespace pskit

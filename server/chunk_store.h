@@ -14,15 +14,15 @@
 // (RESOURCE_EXHAUSTED). On error the store is
 // unchanged. Once validated, applying cannot fail.
 //
-// Thread safety: all public methods may be called concurrently. index_mu_ is
-// held (shared) only to find chunks and (exclusive) only to insert declared
-// tensors, never while values change; each chunk has its own mutex, so pushes
-// to different chunks run in parallel and pulls of one chunk share it.
-// Namespaces, tensors and chunks are never erased while the store is alive,
-// so pointers found under index_mu_ stay valid after it is released.
+// Thread safety: all public methods may be called concurrently. Every
+// request holds index_mu_ shared for its whole run, and each chunk has its
+// own mutex, so pushes to different chunks run in parallel and pulls of one
+// chunk share it. index_mu_ is held exclusively only to insert declared
+// tensors (built beforehand, outside it) and to swap in a restored state.
 #ifndef PSKIT_SERVER_CHUNK_STORE_H_
 #define PSKIT_SERVER_CHUNK_STORE_H_
 
+#include <atomic>
 #include <cstdint>
 #include <memory>
 #include <string>
@@ -34,6 +34,7 @@
 #include "absl/synchronization/mutex.h"
 #include "common/layout.h"
 #include "pskit/v1/ps.pb.h"
+#include "server/checkpoint_store.h"
 #include "server/update_rule.h"
 
 namespace pskit {
@@ -81,6 +82,26 @@ class ChunkStore {
                                       v1::ExchangeResponse* resp)
       ABSL_LOCKS_EXCLUDED(index_mu_);
 
+  // Copies the whole state: each chunk under its own (shared) lock, so
+  // pushes to other chunks go on meanwhile. Chunks are copied one by one, so
+  // the copy is per-chunk consistent, not a global instant.
+  ShardSnapshot Snapshot() const ABSL_LOCKS_EXCLUDED(index_mu_);
+
+  // Replaces the whole state with `snapshot`, atomically: the new state is
+  // built first, then swapped in while no request runs (requests that
+  // arrive meanwhile wait). DATA_LOSS or FAILED_PRECONDITION when the
+  // snapshot does not fit this shard's layout or is inconsistent; the state
+  // is unchanged then.
+  [[nodiscard]] absl::Status Replace(const ShardSnapshot& snapshot)
+      ABSL_LOCKS_EXCLUDED(index_mu_);
+
+  // Read-only view for the Admin Status call.
+  void Describe(v1::StatusResponse* out) const ABSL_LOCKS_EXCLUDED(index_mu_);
+
+  // Chunk updates (pushes and exchanges) applied since the shard started,
+  // carried over by checkpoints.
+  uint64_t updates_applied() const { return updates_applied_.load(); }
+
   const Layout& layout() const { return layout_; }
   uint32_t shard_index() const { return shard_index_; }
 
@@ -92,11 +113,12 @@ class ChunkStore {
   struct Resolved;
 
   // Finds the namespace and the chunks named by `refs` (tensor, chunk pairs)
-  // and checks each is held here. Takes index_mu_ shared.
+  // and checks each is held here. The pointers are valid while index_mu_ is
+  // held.
   template <typename Refs>
   absl::StatusOr<Resolved> Resolve(const std::string& ns, const Refs& refs,
                                    const char* what) const
-      ABSL_LOCKS_EXCLUDED(index_mu_);
+      ABSL_SHARED_LOCKS_REQUIRED(index_mu_);
 
   // The shared path of Push and PushPull; `values` (may be null) receives
   // the updated values in `encoding`.
@@ -118,6 +140,9 @@ class ChunkStore {
       ABSL_GUARDED_BY(index_mu_);
   // Bytes of values and optimizer slots held.
   uint64_t bytes_held_ ABSL_GUARDED_BY(index_mu_) = 0;
+
+  // Atomic: incremented by concurrent pushes that hold index_mu_ shared.
+  std::atomic<uint64_t> updates_applied_{0};
 };
 
 }  // namespace pskit

@@ -3,8 +3,10 @@
 //   ps-server --listen 0.0.0.0:7000 --shard_index 0 --num_shards 2
 //
 // Prints "ps-server listening on HOST:PORT" on stdout once serving (scripts
-// read the port from it when --listen ends in :0). SIGTERM or SIGINT: health
-// goes NOT_SERVING, in-flight calls finish, exit 0.
+// read the port from it when --listen ends in :0). With --data_dir the shard
+// first loads its newest complete checkpoint. SIGTERM or SIGINT: health goes
+// NOT_SERVING, in-flight calls finish, a final checkpoint is written (with
+// --data_dir), exit 0.
 #include <signal.h>
 
 #include <cstdio>
@@ -34,6 +36,12 @@ ABSL_FLAG(bool, allow_nonfinite, false,
 ABSL_FLAG(uint64_t, max_memory_mib, 0,
           "MiB of values and optimizer slots this shard may hold; a Declare "
           "past it is refused. 0: 90% of physical memory");
+ABSL_FLAG(std::string, data_dir, "",
+          "directory of this shard's checkpoint database (RocksDB); empty: "
+          "memory only");
+ABSL_FLAG(double, checkpoint_interval_s, 60,
+          "seconds between automatic checkpoints; 0 = none");
+ABSL_FLAG(int32_t, keep_checkpoints, 3, "newest checkpoints kept");
 ABSL_FLAG(double, lease_s, 30.0,
           "seconds a worker's lease lasts without a heartbeat");
 ABSL_FLAG(double, shutdown_grace_s, 10.0,
@@ -71,6 +79,10 @@ int main(int argc, char** argv) {
   options.allow_nonfinite = absl::GetFlag(FLAGS_allow_nonfinite);
   options.lease = absl::Seconds(absl::GetFlag(FLAGS_lease_s));
   options.max_memory_bytes = absl::GetFlag(FLAGS_max_memory_mib) << 20;
+  options.data_dir = absl::GetFlag(FLAGS_data_dir);
+  options.checkpoint_interval =
+      absl::Seconds(absl::GetFlag(FLAGS_checkpoint_interval_s));
+  options.keep_checkpoints = absl::GetFlag(FLAGS_keep_checkpoints);
   auto server = pskit::Server::Start(options);
   if (!server.ok()) {
     std::fprintf(stderr, "ps-server: %s\n",

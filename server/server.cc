@@ -52,8 +52,35 @@ absl::StatusOr<std::unique_ptr<Server>> Server::Start(
       static_cast<size_t>(options.max_message_bytes), max_memory);
   server->workers_ =
       std::make_unique<WorkerRegistry>(options.clock, options.lease);
+  if (!options.data_dir.empty()) {
+    PSKIT_ASSIGN_OR_RETURN(
+        server->checkpoints_,
+        CheckpointStore::Open(options.data_dir, layout, options.shard_index,
+                              options.keep_checkpoints));
+    v1::CheckpointInfo info;
+    absl::StatusOr<ShardSnapshot> newest =
+        server->checkpoints_->LoadNewest(&info);
+    if (newest.ok()) {
+      PSKIT_RETURN_IF_ERROR(server->store_->Replace(*newest));
+      spdlog::info(
+          "loaded checkpoint '{}' from {}: {} chunks, taken {:.1f} s ago",
+          info.id(), options.data_dir, info.chunks(),
+          absl::ToDoubleSeconds(absl::Now() -
+                                absl::FromUnixMillis(info.time_unix_ms())));
+    } else if (newest.status().code() == absl::StatusCode::kNotFound) {
+      spdlog::info("no checkpoint in {}; starting empty", options.data_dir);
+    } else {
+      return newest.status();
+    }
+    server->checkpointer_ = std::make_unique<Checkpointer>(
+        server->store_.get(), server->checkpoints_.get(),
+        options.checkpoint_interval);
+  }
   server->service_ = std::make_unique<PsService>(server->store_.get(),
                                                  server->workers_.get());
+  server->admin_ = std::make_unique<AdminService>(
+      server->store_.get(), server->workers_.get(), server->checkpoints_.get(),
+      server->checkpointer_.get());
 
   grpc::EnableDefaultHealthCheckService(true);
   grpc::reflection::InitProtoReflectionServerBuilderPlugin();
@@ -62,6 +89,7 @@ absl::StatusOr<std::unique_ptr<Server>> Server::Start(
   builder.AddListeningPort(options.listen, grpc::InsecureServerCredentials(),
                            &server->port_);
   builder.RegisterService(server->service_.get());
+  builder.RegisterService(server->admin_.get());
   server->server_ = builder.BuildAndStart();
   if (server->server_ == nullptr || server->port_ == 0) {
     return absl::UnavailableError(absl::StrCat(
@@ -73,9 +101,12 @@ absl::StatusOr<std::unique_ptr<Server>> Server::Start(
   server->server_->GetHealthCheckService()->SetServingStatus(true);
   spdlog::info(
       "shard {} of {} serving on {} ({}, max message {} bytes, memory limit "
-      "{} MiB); memory only: state is lost when the process ends",
+      "{} MiB); {}",
       options.shard_index, options.num_shards, server->address_,
-      layout.ToString(), options.max_message_bytes, max_memory >> 20);
+      layout.ToString(), options.max_message_bytes, max_memory >> 20,
+      options.data_dir.empty()
+          ? std::string("memory only: state is lost when the process ends")
+          : "checkpoints in " + options.data_dir);
   return server;
 }
 
@@ -87,6 +118,14 @@ void Server::Shutdown(absl::Duration grace) {
   server_->GetHealthCheckService()->SetServingStatus(false);
   server_->Shutdown(absl::ToChronoTime(absl::Now() + grace));
   server_->Wait();
+  if (checkpointer_ != nullptr) {
+    checkpointer_->Stop();
+    if (options_.checkpoint_on_shutdown) {
+      // No request runs any more: this checkpoint holds every update.
+      (void)checkpointer_->CheckpointNow(
+          absl::StrCat("final-", absl::ToUnixMillis(absl::Now())));
+    }
+  }
   spdlog::info("shard {} on {} stopped", options_.shard_index, address_);
 }
 

@@ -28,6 +28,9 @@
 #include "common/clock.h"
 #include "common/grpc_options.h"
 #include "common/layout.h"
+#include "server/admin_service.h"
+#include "server/checkpoint_store.h"
+#include "server/checkpointer.h"
 #include "server/chunk_store.h"
 #include "server/ps_service.h"
 #include "server/worker_registry.h"
@@ -58,6 +61,17 @@ struct ServerOptions {
   uint64_t max_memory_bytes = 0;
   // How long a worker's lease lasts without a heartbeat. Default: 30 s.
   absl::Duration lease = absl::Seconds(30);
+  // Directory of this shard's RocksDB checkpoint database; created if
+  // missing. Empty: memory-only (state is lost when the process ends).
+  // Default: empty.
+  std::string data_dir;
+  // Seconds between automatic checkpoints; 0 = none. Only with data_dir.
+  // Default: 60 s.
+  absl::Duration checkpoint_interval = absl::Seconds(60);
+  // Checkpoints kept; older ones are deleted. Default: 3.
+  int keep_checkpoints = 3;
+  // Take a final checkpoint in Shutdown (with data_dir). Default: true.
+  bool checkpoint_on_shutdown = true;
   // Source of time for leases; borrowed, must outlive the server.
   // Default: the system clock.
   Clock* clock = SystemClock();
@@ -78,9 +92,12 @@ class Server {
   const std::string& address() const { return address_; }
   int port() const { return port_; }
   ChunkStore& store() { return *store_; }
+  // Null for a memory-only shard.
+  CheckpointStore* checkpoints() { return checkpoints_.get(); }
 
   // Marks health NOT_SERVING, stops accepting calls, lets in-flight calls
-  // finish for up to `grace`, then cancels the rest. Idempotent.
+  // finish for up to `grace`, cancels the rest, then (with a data_dir)
+  // writes a final checkpoint. Idempotent.
   void Shutdown(absl::Duration grace);
 
  private:
@@ -91,7 +108,10 @@ class Server {
   int port_ = 0;
   std::unique_ptr<ChunkStore> store_;
   std::unique_ptr<WorkerRegistry> workers_;
+  std::unique_ptr<CheckpointStore> checkpoints_;
+  std::unique_ptr<Checkpointer> checkpointer_;
   std::unique_ptr<PsService> service_;
+  std::unique_ptr<AdminService> admin_;
   std::unique_ptr<grpc::Server> server_;
   bool shut_down_ = false;
 };

@@ -1,6 +1,11 @@
 #include "tests/testing/cluster.h"
 
+#include <stdlib.h>
+
+#include <filesystem>
+
 #include "common/status_macros.h"
+#include "gtest/gtest.h"
 
 namespace pskit::testing {
 
@@ -12,6 +17,9 @@ absl::StatusOr<std::unique_ptr<TestCluster>> TestCluster::Start(
     ServerOptions o = base;
     o.listen = "127.0.0.1:0";
     o.shard_index = i;
+    if (!base.data_dir.empty()) {
+      o.data_dir = base.data_dir + "/shard" + std::to_string(i);
+    }
     PSKIT_ASSIGN_OR_RETURN(std::unique_ptr<Server> s, Server::Start(o));
     cluster->addresses_.push_back(s->address());
     cluster->servers_.push_back(std::move(s));
@@ -28,6 +36,27 @@ absl::StatusOr<std::unique_ptr<Client>> TestCluster::NewClient(
   return Client::Connect(addresses_, options);
 }
 
+absl::Status TestCluster::RestartAll() {
+  for (size_t i = 0; i < servers_.size(); ++i) Stop(static_cast<int>(i));
+  for (size_t i = 0; i < servers_.size(); ++i) {
+    PSKIT_RETURN_IF_ERROR(Restart(static_cast<int>(i)));
+  }
+  return absl::OkStatus();
+}
+
+std::string MakeTempDir() {
+  std::string tmpl = ::testing::TempDir() + "pskit-XXXXXX";
+  const char* made = mkdtemp(tmpl.data());
+  return made == nullptr ? "" : std::string(made);
+}
+
+TempDir::TempDir() : path_(MakeTempDir()) {}
+
+TempDir::~TempDir() {
+  std::error_code ignored;
+  if (!path_.empty()) std::filesystem::remove_all(path_, ignored);
+}
+
 void TestCluster::Stop(int i) {
   if (servers_[i] != nullptr) servers_[i]->Shutdown(absl::ZeroDuration());
   servers_[i].reset();
@@ -38,6 +67,9 @@ absl::Status TestCluster::Restart(int i) {
   ServerOptions o = base_;
   o.listen = addresses_[i];
   o.shard_index = i;
+  if (!base_.data_dir.empty()) {
+    o.data_dir = base_.data_dir + "/shard" + std::to_string(i);
+  }
   PSKIT_ASSIGN_OR_RETURN(servers_[i], Server::Start(o));
   return absl::OkStatus();
 }

@@ -19,10 +19,23 @@
 
 namespace pskit::testing {
 
+// A fresh directory under the test's temp dir, removed with everything in
+// it when the object goes.
+class TempDir {
+ public:
+  TempDir();
+  ~TempDir();
+  const std::string& path() const { return path_; }
+
+ private:
+  std::string path_;
+};
+
 class TestCluster {
  public:
   // Starts `num_shards` shards; `base` supplies every other option
-  // (listen and shard_index are set per shard).
+  // (listen and shard_index are set per shard; a data_dir becomes
+  // <data_dir>/shard<i>).
   static absl::StatusOr<std::unique_ptr<TestCluster>> Start(
       uint32_t num_shards, ServerOptions base = {});
 
@@ -35,7 +48,12 @@ class TestCluster {
   absl::StatusOr<std::unique_ptr<Client>> NewClient(
       ClientOptions options = {}) const;
 
-  // Stops shard `i` (in-flight calls are cancelled).
+  // Stops every shard, then starts each again on its address (and, with a
+  // data_dir, from its newest checkpoint).
+  absl::Status RestartAll();
+
+  // Stops shard `i` (in-flight calls are cancelled; with a data_dir the shard
+  // writes its final checkpoint, as on SIGTERM).
   void Stop(int i);
   // Starts shard `i` again, on the address it had, with empty state.
   absl::Status Restart(int i);

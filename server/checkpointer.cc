@@ -1,0 +1,102 @@
+#include "server/checkpointer.h"
+
+#include "absl/strings/str_cat.h"
+#include "spdlog/spdlog.h"
+
+namespace pskit {
+
+Checkpointer::Checkpointer(ChunkStore* store, CheckpointStore* checkpoints,
+                           absl::Duration interval)
+    : store_(store),
+      checkpoints_(checkpoints),
+      interval_(interval),
+      thread_([this] { Loop(); }) {}
+
+Checkpointer::~Checkpointer() { Stop(); }
+
+void Checkpointer::CheckpointAsync(std::string id, Done done) {
+  absl::MutexLock lock(&mu_);
+  jobs_.push_back(Job{false, std::move(id), std::move(done)});
+}
+
+void Checkpointer::RestoreAsync(std::string id, Done done) {
+  absl::MutexLock lock(&mu_);
+  jobs_.push_back(Job{true, std::move(id), std::move(done)});
+}
+
+void Checkpointer::Stop() {
+  {
+    absl::MutexLock lock(&mu_);
+    if (stop_) return;
+    stop_ = true;
+  }
+  thread_.join();
+  std::deque<Job> left;
+  {
+    absl::MutexLock lock(&mu_);
+    left.swap(jobs_);
+  }
+  for (Job& job : left) {
+    job.done(absl::UnavailableError("the shard is shutting down"));
+  }
+}
+
+absl::StatusOr<v1::CheckpointInfo> Checkpointer::CheckpointNow(std::string id) {
+  const absl::Time taken = absl::Now();
+  if (id.empty()) id = absl::StrCat("auto-", absl::ToUnixMillis(taken));
+  ShardSnapshot snapshot = store_->Snapshot();
+  const absl::Duration copy_time = absl::Now() - taken;
+  absl::StatusOr<v1::CheckpointInfo> info =
+      checkpoints_->Write(id, snapshot, taken, copy_time);
+  if (info.ok()) {
+    spdlog::info(
+        "checkpoint '{}' written: {} chunks, {:.1f} MiB in {:.3f} s (copy "
+        "{:.3f} s)",
+        id, info->chunks(), info->bytes() / 1048576.0, info->duration_s(),
+        absl::ToDoubleSeconds(copy_time));
+  } else {
+    spdlog::error("checkpoint '{}' failed: {}", id, info.status().ToString());
+  }
+  return info;
+}
+
+absl::StatusOr<v1::CheckpointInfo> Checkpointer::Restore(const std::string& id) {
+  v1::CheckpointInfo info;
+  absl::StatusOr<ShardSnapshot> snapshot = checkpoints_->Load(id, &info);
+  if (!snapshot.ok()) return snapshot.status();
+  if (absl::Status s = store_->Replace(*snapshot); !s.ok()) return s;
+  spdlog::info("restored checkpoint '{}' ({} chunks)", id, info.chunks());
+  return info;
+}
+
+void Checkpointer::Loop() {
+  absl::Time next = interval_ > absl::ZeroDuration()
+                        ? absl::Now() + interval_
+                        : absl::InfiniteFuture();
+  while (true) {
+    Job job;
+    bool timed = false;
+    {
+      absl::MutexLock lock(&mu_);
+      auto ready = [this]() ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_) {
+        return stop_ || !jobs_.empty();
+      };
+      mu_.AwaitWithDeadline(absl::Condition(&ready), next);
+      if (stop_) return;
+      if (!jobs_.empty()) {
+        job = std::move(jobs_.front());
+        jobs_.pop_front();
+      } else {
+        timed = true;
+      }
+    }
+    if (timed) {
+      (void)CheckpointNow("");
+      next = absl::Now() + interval_;
+      continue;
+    }
+    job.done(job.restore ? Restore(job.id) : CheckpointNow(job.id));
+  }
+}
+
+}  // namespace pskit

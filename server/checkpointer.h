@@ -1,0 +1,74 @@
+// server/checkpointer.h
+//
+// Checkpointer: takes a shard's checkpoints on its own thread, so no gRPC
+// reactor ever waits on disk. Triggers: every `interval` (0 = never), a
+// request (the Admin Checkpoint RPC parks its reactor and is answered from
+// here), and a final one at shutdown (Server calls CheckpointNow after the
+// gRPC server has drained). Restore requests run here too, one at a time
+// with checkpoints.
+//
+// Thread safety: CheckpointAsync/RestoreAsync may be called from any thread;
+// `done` runs on the checkpointer's thread, exactly once. Stop() joins the
+// thread; requests still queued are answered UNAVAILABLE.
+#ifndef PSKIT_SERVER_CHECKPOINTER_H_
+#define PSKIT_SERVER_CHECKPOINTER_H_
+
+#include <deque>
+#include <functional>
+#include <string>
+#include <thread>
+
+#include "absl/base/thread_annotations.h"
+#include "absl/status/statusor.h"
+#include "absl/synchronization/mutex.h"
+#include "absl/time/time.h"
+#include "server/checkpoint_store.h"
+#include "server/chunk_store.h"
+
+namespace pskit {
+
+class Checkpointer {
+ public:
+  using Done = std::function<void(absl::StatusOr<v1::CheckpointInfo>)>;
+
+  // Borrows `store` and `checkpoints`, which must outlive it.
+  Checkpointer(ChunkStore* store, CheckpointStore* checkpoints,
+               absl::Duration interval);
+  ~Checkpointer();
+
+  // Queues a checkpoint with `id` ("" picks "auto-<unix ms>").
+  void CheckpointAsync(std::string id, Done done) ABSL_LOCKS_EXCLUDED(mu_);
+  // Queues a restore of checkpoint `id`.
+  void RestoreAsync(std::string id, Done done) ABSL_LOCKS_EXCLUDED(mu_);
+
+  // Takes a checkpoint on the calling thread (after Stop(), at shutdown).
+  absl::StatusOr<v1::CheckpointInfo> CheckpointNow(std::string id);
+
+  // Finishes the job in hand, answers the queued ones UNAVAILABLE, joins.
+  // Idempotent.
+  void Stop() ABSL_LOCKS_EXCLUDED(mu_);
+
+ private:
+  struct Job {
+    bool restore;
+    std::string id;
+    Done done;
+  };
+  void Loop() ABSL_LOCKS_EXCLUDED(mu_);
+  absl::StatusOr<v1::CheckpointInfo> Restore(const std::string& id);
+
+  // Constant after construction.
+  ChunkStore* const store_;
+  CheckpointStore* const checkpoints_;
+  const absl::Duration interval_;
+
+  absl::Mutex mu_;
+  std::deque<Job> jobs_ ABSL_GUARDED_BY(mu_);
+  bool stop_ ABSL_GUARDED_BY(mu_) = false;
+
+  std::thread thread_;  // started in the constructor, joined by Stop()
+};
+
+}  // namespace pskit
+
+#endif  // PSKIT_SERVER_CHECKPOINTER_H_
