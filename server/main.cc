@@ -10,11 +10,13 @@
 #include <signal.h>
 
 #include <cstdio>
+#include <memory>
 #include <string>
 
 #include "absl/flags/flag.h"
 #include "absl/flags/parse.h"
 #include "absl/flags/usage.h"
+#include "absl/synchronization/notification.h"
 #include "absl/time/time.h"
 #include "common/grpc_options.h"
 #include "common/layout.h"
@@ -46,6 +48,10 @@ ABSL_FLAG(double, lease_s, 30.0,
           "seconds a worker's lease lasts without a heartbeat");
 ABSL_FLAG(double, shutdown_grace_s, 10.0,
           "seconds in-flight calls get to finish on SIGTERM");
+ABSL_FLAG(int32_t, testonly_hold_checkpoint, 0,
+          "tests only: hold the N-th checkpoint between building its batch "
+          "and committing it, after printing 'ps-server: holding checkpoint' "
+          "on stdout (a test then kills the process there)");
 ABSL_FLAG(std::string, log_level, "info",
           "trace, debug, info, warn, error or off");
 
@@ -88,6 +94,17 @@ int main(int argc, char** argv) {
     std::fprintf(stderr, "ps-server: %s\n",
                  server.status().ToString().c_str());
     return 1;
+  }
+  if (const int hold = absl::GetFlag(FLAGS_testonly_hold_checkpoint);
+      hold > 0 && (*server)->checkpoints() != nullptr) {
+    auto count = std::make_shared<int>(0);
+    (*server)->checkpoints()->SetBeforeCommitHook([hold, count] {
+      if (++*count != hold) return;
+      std::printf("ps-server: holding checkpoint\n");
+      std::fflush(stdout);
+      absl::Notification never;
+      never.WaitForNotification();
+    });
   }
   std::printf("ps-server listening on %s\n", (*server)->address().c_str());
   std::fflush(stdout);

@@ -1,84 +1,19 @@
 // ps-server as a child process: the address line on stdout, real traffic,
 // and SIGTERM ending it with exit status 0.
 #include <signal.h>
-#include <spawn.h>
-#include <sys/wait.h>
-#include <unistd.h>
 
-#include <cstdio>
 #include <string>
 #include <vector>
 
 #include "client/client.h"
 #include "gtest/gtest.h"
+#include "tests/testing/child_server.h"
 #include "tests/testing/status_matchers.h"
-
-extern char** environ;
 
 namespace pskit {
 namespace {
 
-// build/bin/ps-server, next to this test binary.
-std::string ServerBinary() {
-  char buf[4096];
-  const ssize_t n = readlink("/proc/self/exe", buf, sizeof(buf) - 1);
-  std::string self(buf, n > 0 ? n : 0);
-  return self.substr(0, self.rfind('/')) + "/ps-server";
-}
-
-class ChildServer {
- public:
-  // Starts ps-server with `args`; reads the address it prints.
-  explicit ChildServer(std::vector<std::string> args) {
-    int out[2];
-    EXPECT_EQ(pipe(out), 0);
-    posix_spawn_file_actions_t actions;
-    posix_spawn_file_actions_init(&actions);
-    posix_spawn_file_actions_adddup2(&actions, out[1], 1);
-    posix_spawn_file_actions_addclose(&actions, out[0]);
-    args.insert(args.begin(), ServerBinary());
-    std::vector<char*> argv;
-    for (std::string& a : args) argv.push_back(a.data());
-    argv.push_back(nullptr);
-    EXPECT_EQ(posix_spawn(&pid_, argv[0], &actions, nullptr, argv.data(),
-                          environ),
-              0);
-    posix_spawn_file_actions_destroy(&actions);
-    close(out[1]);
-    out_ = fdopen(out[0], "r");
-    char line[512];
-    // Blocks until the server prints its line (or exits and closes stdout).
-    if (fgets(line, sizeof(line), out_) != nullptr) first_line_ = line;
-  }
-  ~ChildServer() {
-    if (pid_ > 0) {
-      kill(pid_, SIGKILL);
-      waitpid(pid_, nullptr, 0);
-    }
-    if (out_ != nullptr) fclose(out_);
-  }
-  const std::string& first_line() const { return first_line_; }
-  std::string address() const {
-    const std::string prefix = "ps-server listening on ";
-    if (first_line_.rfind(prefix, 0) != 0) return "";
-    std::string a = first_line_.substr(prefix.size());
-    while (!a.empty() && (a.back() == '\n' || a.back() == '\r')) a.pop_back();
-    return a;
-  }
-  // Sends `sig` and returns the exit status (-1 if killed by a signal).
-  int StopWith(int sig) {
-    kill(pid_, sig);
-    int status = 0;
-    waitpid(pid_, &status, 0);
-    pid_ = -1;
-    return WIFEXITED(status) ? WEXITSTATUS(status) : -1;
-  }
-
- private:
-  pid_t pid_ = -1;
-  FILE* out_ = nullptr;
-  std::string first_line_;
-};
+using testing::ChildServer;
 
 TEST(PsServerProcess, PrintsAddressServesAndExitsZeroOnSigterm) {
   ChildServer server({"--listen", "127.0.0.1:0", "--log_level", "warn"});

@@ -1,0 +1,75 @@
+#include "tests/testing/child_server.h"
+
+#include <signal.h>
+#include <spawn.h>
+#include <sys/wait.h>
+#include <unistd.h>
+
+extern char** environ;
+
+namespace pskit::testing {
+namespace {
+
+// build/bin/ps-server, next to the test binary.
+std::string ServerBinary() {
+  char buf[4096];
+  const ssize_t n = readlink("/proc/self/exe", buf, sizeof(buf) - 1);
+  std::string self(buf, n > 0 ? n : 0);
+  return self.substr(0, self.rfind('/')) + "/ps-server";
+}
+
+}  // namespace
+
+ChildServer::ChildServer(std::vector<std::string> args) {
+  int out[2];
+  if (pipe(out) != 0) return;
+  posix_spawn_file_actions_t actions;
+  posix_spawn_file_actions_init(&actions);
+  posix_spawn_file_actions_adddup2(&actions, out[1], 1);
+  posix_spawn_file_actions_addclose(&actions, out[0]);
+  args.insert(args.begin(), ServerBinary());
+  std::vector<char*> argv;
+  for (std::string& a : args) argv.push_back(a.data());
+  argv.push_back(nullptr);
+  if (posix_spawn(&pid_, argv[0], &actions, nullptr, argv.data(), environ) !=
+      0) {
+    pid_ = -1;
+  }
+  posix_spawn_file_actions_destroy(&actions);
+  close(out[1]);
+  out_ = fdopen(out[0], "r");
+  first_line_ = ReadLine();
+}
+
+ChildServer::~ChildServer() {
+  if (pid_ > 0) {
+    kill(pid_, SIGKILL);
+    waitpid(pid_, nullptr, 0);
+  }
+  if (out_ != nullptr) fclose(out_);
+}
+
+std::string ChildServer::ReadLine() {
+  char line[1024];
+  if (out_ == nullptr || fgets(line, sizeof(line), out_) == nullptr) return "";
+  std::string s = line;
+  while (!s.empty() && (s.back() == '\n' || s.back() == '\r')) s.pop_back();
+  return s;
+}
+
+std::string ChildServer::address() const {
+  const std::string prefix = "ps-server listening on ";
+  if (first_line_.rfind(prefix, 0) != 0) return "";
+  return first_line_.substr(prefix.size());
+}
+
+int ChildServer::StopWith(int sig) {
+  if (pid_ <= 0) return -1;
+  if (sig != 0) kill(pid_, sig);
+  int status = 0;
+  waitpid(pid_, &status, 0);
+  pid_ = -1;
+  return WIFEXITED(status) ? WEXITSTATUS(status) : -1;
+}
+
+}  // namespace pskit::testing

@@ -1,0 +1,42 @@
+// tests/testing/child_server.h
+//
+// ChildServer: build/bin/ps-server run as a child process, for tests of
+// what only a real process shows (the address line, signals, kill -9).
+// The destructor SIGKILLs the child if it is still running.
+//
+// Thread safety: one test thread drives it.
+#ifndef PSKIT_TESTS_TESTING_CHILD_SERVER_H_
+#define PSKIT_TESTS_TESTING_CHILD_SERVER_H_
+
+#include <sys/types.h>
+
+#include <cstdio>
+#include <string>
+#include <vector>
+
+namespace pskit::testing {
+
+class ChildServer {
+ public:
+  // Starts ps-server with `args` and reads its first stdout line.
+  explicit ChildServer(std::vector<std::string> args);
+  ~ChildServer();
+
+  const std::string& first_line() const { return first_line_; }
+  // HOST:PORT from "ps-server listening on HOST:PORT", or "".
+  std::string address() const;
+  // The next stdout line without its newline ("" at end of output). Blocks.
+  std::string ReadLine();
+  // Sends `sig` (0: none) and waits; the exit status, or -1 if a signal
+  // ended the process.
+  int StopWith(int sig);
+
+ private:
+  pid_t pid_ = -1;
+  FILE* out_ = nullptr;
+  std::string first_line_;
+};
+
+}  // namespace pskit::testing
+
+#endif  // PSKIT_TESTS_TESTING_CHILD_SERVER_H_
