@@ -26,6 +26,10 @@ absl::StatusOr<std::unique_ptr<Server>> Server::Start(
         "max_message_bytes ", options.max_message_bytes,
         " is too small; use at least 65536"));
   }
+  if (options.checkpoint_interval < absl::ZeroDuration()) {
+    return absl::InvalidArgumentError(
+        "checkpoint_interval must be >= 0 (0 turns automatic checkpoints off)");
+  }
   if (options.lease <= absl::ZeroDuration()) {
     return absl::InvalidArgumentError("lease must be positive");
   }
@@ -57,14 +61,18 @@ absl::StatusOr<std::unique_ptr<Server>> Server::Start(
         server->checkpoints_,
         CheckpointStore::Open(options.data_dir, layout, options.shard_index,
                               options.keep_checkpoints));
+    const absl::Time load_start = absl::Now();
     v1::CheckpointInfo info;
     absl::StatusOr<ShardSnapshot> newest =
         server->checkpoints_->LoadNewest(&info);
     if (newest.ok()) {
       PSKIT_RETURN_IF_ERROR(server->store_->Replace(*newest));
       spdlog::info(
-          "loaded checkpoint '{}' from {}: {} chunks, taken {:.1f} s ago",
-          info.id(), options.data_dir, info.chunks(),
+          "loaded checkpoint '{}' from {} in {:.2f} s: {} chunks, {:.1f} MiB, "
+          "taken {:.1f} s ago",
+          info.id(), options.data_dir,
+          absl::ToDoubleSeconds(absl::Now() - load_start), info.chunks(),
+          info.bytes() / 1048576.0,
           absl::ToDoubleSeconds(absl::Now() -
                                 absl::FromUnixMillis(info.time_unix_ms())));
     } else if (newest.status().code() == absl::StatusCode::kNotFound) {

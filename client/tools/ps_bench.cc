@@ -34,6 +34,13 @@ ABSL_FLAG(std::string, shards, "",
 ABSL_FLAG(std::string, op, "pushpull", "push, pull or pushpull");
 ABSL_FLAG(double, model_mib, 64, "model size in MiB of float32");
 ABSL_FLAG(double, tensor_mib, 16, "largest tensor in MiB");
+ABSL_FLAG(double, op_mib, 0,
+          "MiB each op pushes/pulls: consecutive tensors of the model, a "
+          "different window each op; 0 = the whole model");
+ABSL_FLAG(double, checkpoint_every_s, 0,
+          "while measuring, start a checkpoint on every shard this often "
+          "(back to back if they take longer); 0 = none. Needs --data_dir "
+          "on the shards");
 ABSL_FLAG(int32_t, clients, 1, "concurrent clients (threads)");
 ABSL_FLAG(double, seconds, 10, "how long to measure");
 ABSL_FLAG(double, warmup_s, 1, "unmeasured run-in before measuring");
@@ -130,11 +137,16 @@ int main(int argc, char** argv) {
   }
 
   const size_t bpe = pskit::BytesPerElement(options.encoding);
-  const uint64_t bytes_per_op =
-      total * bpe * (op == "pushpull" ? 2 : 1);
+  const size_t per_op = absl::GetFlag(FLAGS_op_mib) > 0
+                            ? std::clamp<size_t>(
+                                  static_cast<size_t>(std::lround(
+                                      absl::GetFlag(FLAGS_op_mib) / tensor_mib)),
+                                  1, decls.size())
+                            : decls.size();
   absl::Mutex mu;
   std::vector<double> latencies_ms;
   uint64_t ops = 0;
+  double bytes = 0;
   absl::Status first_error;
   const absl::Time start = absl::Now();
   const absl::Time measure_from =
@@ -157,34 +169,86 @@ int main(int argc, char** argv) {
       }
       std::vector<double> mine;
       uint64_t my_ops = 0;
+      double my_bytes = 0;
       absl::Status err = client.status();
+      // Clients start at different windows of the model.
+      size_t first = (t * per_op) % decls.size();
       while (err.ok()) {
         const absl::Time t0 = absl::Now();
         if (t0 >= stop) break;
+        std::vector<pskit::ConstTensorBuffer> gs;
+        std::vector<pskit::TensorBuffer> ws;
+        double op_bytes = 0;
+        for (size_t k = 0; k < per_op; ++k) {
+          const size_t i = (first + k) % decls.size();
+          gs.push_back(g[i]);
+          ws.push_back(w[i]);
+          op_bytes += static_cast<double>(g[i].data.size()) * bpe *
+                      (op == "pushpull" ? 2 : 1);
+        }
+        first = (first + per_op) % decls.size();
         if (op == "push") {
-          err = client.value()->Push(ns, g).status();
+          err = client.value()->Push(ns, gs).status();
         } else if (op == "pull") {
-          err = client.value()->Pull(ns, w);
+          err = client.value()->Pull(ns, ws);
         } else {
-          err = client.value()->PushPull(ns, g, w).status();
+          err = client.value()->PushPull(ns, gs, ws).status();
         }
         const absl::Time t1 = absl::Now();
         if (err.ok() && t0 >= measure_from && t1 <= stop) {
           mine.push_back(absl::ToDoubleMilliseconds(t1 - t0));
           ++my_ops;
+          my_bytes += op_bytes;
         }
       }
       absl::MutexLock lock(&mu);
       latencies_ms.insert(latencies_ms.end(), mine.begin(), mine.end());
       ops += my_ops;
+      bytes += my_bytes;
       if (!err.ok() && first_error.ok()) first_error = err;
     });
   }
+  // Checkpoints while measuring, to see what they cost the data path.
+  const double every = absl::GetFlag(FLAGS_checkpoint_every_s);
+  std::vector<double> checkpoint_s;
+  double checkpoint_busy_s = 0;
+  absl::Status checkpoint_error;
+  std::thread checkpointer;
+  if (every > 0) {
+    checkpointer = std::thread([&] {
+      auto client = pskit::Client::Connect(shards, options);
+      if (!client.ok()) {
+        checkpoint_error = client.status();
+        return;
+      }
+      absl::SleepFor(measure_from - absl::Now());
+      for (int n = 0;; ++n) {
+        const absl::Time t0 = absl::Now();
+        if (t0 >= stop) break;
+        auto done = (*client)->Checkpoint(
+            absl::StrCat("bench-", absl::ToUnixMillis(t0), "-", n));
+        const absl::Time t1 = absl::Now();
+        if (!done.ok()) {
+          checkpoint_error = done.status();
+          return;
+        }
+        checkpoint_s.push_back(absl::ToDoubleSeconds(t1 - t0));
+        checkpoint_busy_s += absl::ToDoubleSeconds(std::min(t1, stop) - t0);
+        absl::SleepFor(t0 + absl::Seconds(every) - absl::Now());
+      }
+    });
+  }
   for (auto& th : threads) th.join();
+  if (checkpointer.joinable()) checkpointer.join();
   if (!first_error.ok()) return Fail(first_error.ToString());
+  if (!checkpoint_error.ok()) return Fail(checkpoint_error.ToString());
+  double checkpoint_mean = 0, checkpoint_max = 0;
+  for (double d : checkpoint_s) {
+    checkpoint_mean += d / checkpoint_s.size();
+    checkpoint_max = std::max(checkpoint_max, d);
+  }
 
   std::sort(latencies_ms.begin(), latencies_ms.end());
-  const double bytes = static_cast<double>(ops) * bytes_per_op;
   const double gbps = bytes / seconds / 1e9;
   const double ops_per_s = ops / seconds;
   const double p50 = Percentile(latencies_ms, 0.50);
@@ -195,10 +259,13 @@ int main(int argc, char** argv) {
         "{\"op\":\"%s\",\"encoding\":\"%s\",\"model_mib\":%.3f,\"shards\":%zu,"
         "\"clients\":%d,\"seconds\":%.3f,\"ops\":%llu,\"ops_per_s\":%.3f,"
         "\"bytes\":%.0f,\"gb_per_s\":%.4f,\"p50_ms\":%.3f,\"p99_ms\":%.3f,"
-        "\"max_ms\":%.3f}\n",
+        "\"max_ms\":%.3f,\"op_tensors\":%zu,\"checkpoints\":%zu,"
+        "\"checkpoint_mean_s\":%.3f,\"checkpoint_max_s\":%.3f,"
+        "\"checkpoint_busy_fraction\":%.3f}\n",
         op.c_str(), enc.c_str(), model_mib, shards.size(), clients, seconds,
         static_cast<unsigned long long>(ops), ops_per_s, bytes, gbps, p50, p99,
-        max);
+        max, per_op, checkpoint_s.size(), checkpoint_mean, checkpoint_max,
+        checkpoint_busy_s / seconds);
   } else {
     std::printf("ps-bench: op=%s encoding=%s model=%.1f MiB shards=%zu "
                 "clients=%d measured %.1f s\n",
@@ -210,6 +277,12 @@ int main(int argc, char** argv) {
                 static_cast<unsigned long long>(ops));
     std::printf("  latency per op: p50 %.1f ms  p99 %.1f ms  max %.1f ms\n",
                 p50, p99, max);
+    if (every > 0) {
+      std::printf("  checkpoints: %zu, mean %.2f s, max %.2f s, running %.0f%% "
+                  "of the measured time\n",
+                  checkpoint_s.size(), checkpoint_mean, checkpoint_max,
+                  100 * checkpoint_busy_s / seconds);
+    }
   }
   return 0;
 }
