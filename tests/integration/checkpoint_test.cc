@@ -7,6 +7,8 @@
 
 #include "absl/strings/str_cat.h"
 #include "gtest/gtest.h"
+#include "grpcpp/create_channel.h"
+#include "pskit/v1/admin.grpc.pb.h"
 #include "rocksdb/db.h"
 #include "tests/testing/cluster.h"
 #include "tests/testing/status_matchers.h"
@@ -202,6 +204,40 @@ TEST(Checkpoint, AnotherLayoutIsRefusedAtStart) {
   EXPECT_EQ(s.status().code(), absl::StatusCode::kFailedPrecondition);
   other.num_shards = 2;
   ASSERT_OK(Server::Start(other));  // the right layout loads
+}
+
+TEST(Checkpoint, StatusShowsNamespacesVersionsWorkersAndCheckpoints) {
+  TempDir dir;
+  ASSERT_OK_AND_ASSIGN(auto cluster, TestCluster::Start(1, Durable(dir.path())));
+  ASSERT_OK_AND_ASSIGN(auto c, cluster->NewClient());
+  v1::NamespaceConfig cfg;
+  cfg.mutable_optimizer()->set_kind(v1::OPTIMIZER_SGD);
+  ASSERT_OK(c->Declare("job", cfg, Model()));
+  ASSERT_OK(c->RegisterWorker("rank0"));
+  PushSteps(c.get(), "job", 0, 3);
+  ASSERT_OK(c->Checkpoint("s1"));
+  auto admin = v1::Admin::NewStub(grpc::CreateChannel(
+      cluster->addresses()[0], grpc::InsecureChannelCredentials()));
+  grpc::ClientContext ctx;
+  v1::StatusResponse status;
+  ASSERT_TRUE(admin->Status(&ctx, v1::StatusRequest(), &status).ok());
+  EXPECT_TRUE(status.durable());
+  EXPECT_EQ(status.live_workers(), 1u);
+  EXPECT_EQ(status.num_shards(), 1u);
+  ASSERT_EQ(status.namespaces_size(), 1);
+  EXPECT_EQ(status.namespaces(0).name(), "job");
+  EXPECT_EQ(status.namespaces(0).config().optimizer().kind(),
+            v1::OPTIMIZER_SGD);
+  ASSERT_EQ(status.namespaces(0).tensors_size(), 2);
+  uint64_t elements = 0;
+  for (const v1::TensorStatus& t : status.namespaces(0).tensors()) {
+    EXPECT_EQ(t.max_version(), 3u) << t.name();
+    elements += t.elements_here();
+  }
+  EXPECT_EQ(elements, static_cast<uint64_t>(kRows * kCols + kBias));
+  ASSERT_EQ(status.checkpoints_size(), 1);
+  EXPECT_EQ(status.checkpoints(0).id(), "s1");
+  EXPECT_EQ(status.updates_applied(), status.checkpoints(0).chunks() * 3);
 }
 
 TEST(Checkpoint, MemoryOnlyShardSaysHowToGetCheckpoints) {
