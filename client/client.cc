@@ -51,6 +51,16 @@ std::string NamespaceOf(absl::string_view ns) {
 
 }  // namespace
 
+// A `send` for Run that calls `Method` on `stub`, an expression of `shard`
+// and `channel`.
+#define PSKIT_SEND(stub, Method)                                           \
+  [this](uint32_t shard, size_t channel, grpc::ClientContext* ctx,         \
+         const auto* req, auto* resp,                                      \
+         std::function<void(grpc::Status)> cb) {                           \
+    (void)channel;                                                         \
+    (stub)->async()->Method(ctx, req, resp, std::move(cb));                \
+  }
+
 absl::StatusOr<std::unique_ptr<Client>> Client::Connect(
     std::vector<std::string> shards, const ClientOptions& options) {
   if (shards.empty()) {
@@ -316,11 +326,7 @@ absl::Status Client::Declare(absl::string_view ns_in,
   }
   PSKIT_RETURN_IF_ERROR(Run(
       "Declare", calls,
-      [this](uint32_t shard, size_t channel, grpc::ClientContext* ctx,
-         const v1::DeclareRequest* req, v1::DeclareResponse* resp,
-         std::function<void(grpc::Status)> cb) {
-        stubs_[shard][channel]->async()->Declare(ctx, req, resp, std::move(cb));
-      },
+      PSKIT_SEND(stubs_[shard][channel], Declare),
       [](DeclareCall&) { return absl::OkStatus(); }));
   absl::MutexLock lock(&mu_);
   for (auto& [key, numel] : sizes) sizes_[key] = numel;
@@ -610,29 +616,38 @@ absl::Status Client::Exchange(absl::string_view ns_in, float alpha,
       });
 }
 
-absl::StatusOr<uint64_t> Client::RegisterWorker(std::string name) {
-  using RegisterCall =
-      Call<v1::RegisterWorkerRequest, v1::RegisterWorkerResponse>;
-  auto send = [this](uint32_t shard, size_t channel, grpc::ClientContext* ctx,
-                 const v1::RegisterWorkerRequest* req,
-                 v1::RegisterWorkerResponse* resp,
-                 std::function<void(grpc::Status)> cb) {
-    stubs_[shard][channel]->async()->RegisterWorker(ctx, req, resp, std::move(cb));
-  };
-  auto ok = [](RegisterCall&) { return absl::OkStatus(); };
-  // Shard 0 picks the id; the others are told to use it.
-  std::vector<RegisterCall> first(1);
-  first[0].shard = 0;
-  first[0].req.set_name(name);
-  PSKIT_RETURN_IF_ERROR(Run("RegisterWorker", first, send, ok));
-  const uint64_t id = first[0].resp.worker_id();
-  std::vector<RegisterCall> rest(layout_.num_shards() - 1);
-  for (uint32_t s = 1; s < layout_.num_shards(); ++s) {
-    rest[s - 1].shard = s;
-    rest[s - 1].req.set_name(name);
-    rest[s - 1].req.set_worker_id(id);
+template <typename Resp, typename Req, typename Send>
+absl::StatusOr<std::vector<Resp>> Client::Broadcast(const char* op,
+                                                    const Req& req,
+                                                    uint32_t begin,
+                                                    uint32_t end, Send send) {
+  std::vector<Call<Req, Resp>> calls(end - begin);
+  for (uint32_t s = begin; s < end; ++s) {
+    calls[s - begin].shard = s;
+    calls[s - begin].req = req;
   }
-  if (!rest.empty()) PSKIT_RETURN_IF_ERROR(Run("RegisterWorker", rest, send, ok));
+  PSKIT_RETURN_IF_ERROR(
+      Run(op, calls, send, [](Call<Req, Resp>&) { return absl::OkStatus(); }));
+  std::vector<Resp> out;
+  for (Call<Req, Resp>& c : calls) out.push_back(std::move(c.resp));
+  return out;
+}
+
+absl::StatusOr<uint64_t> Client::RegisterWorker(std::string name) {
+  // Shard 0 picks the id; the others are told to use it.
+  v1::RegisterWorkerRequest req;
+  req.set_name(name);
+  PSKIT_ASSIGN_OR_RETURN(
+      std::vector<v1::RegisterWorkerResponse> first,
+      Broadcast<v1::RegisterWorkerResponse>(
+          "RegisterWorker", req, 0, 1,
+          PSKIT_SEND(stubs_[shard][channel], RegisterWorker)));
+  const uint64_t id = first[0].worker_id();
+  req.set_worker_id(id);
+  PSKIT_RETURN_IF_ERROR(Broadcast<v1::RegisterWorkerResponse>(
+                            "RegisterWorker", req, 1, layout_.num_shards(),
+                            PSKIT_SEND(stubs_[shard][channel], RegisterWorker))
+                            .status());
   absl::MutexLock lock(&mu_);
   worker_id_ = id;
   worker_name_ = std::move(name);
@@ -640,126 +655,81 @@ absl::StatusOr<uint64_t> Client::RegisterWorker(std::string name) {
 }
 
 absl::Status Client::Heartbeat() {
-  uint64_t id;
-  std::string name;
+  v1::RegisterWorkerRequest again;
+  v1::HeartbeatRequest req;
   {
     absl::MutexLock lock(&mu_);
-    id = worker_id_;
-    name = worker_name_;
+    req.set_worker_id(worker_id_);
+    again.set_worker_id(worker_id_);
+    again.set_name(worker_name_);
   }
-  if (id == 0) {
+  if (req.worker_id() == 0) {
     return absl::FailedPreconditionError(
         "Heartbeat before RegisterWorker; register first");
   }
-  using HeartbeatCall = Call<v1::HeartbeatRequest, v1::HeartbeatResponse>;
-  std::vector<HeartbeatCall> calls(layout_.num_shards());
-  for (uint32_t s = 0; s < layout_.num_shards(); ++s) {
-    calls[s].shard = s;
-    calls[s].req.set_worker_id(id);
-  }
-  absl::Status s = Run(
-      "Heartbeat", calls,
-      [this](uint32_t shard, size_t channel, grpc::ClientContext* ctx,
-         const v1::HeartbeatRequest* req, v1::HeartbeatResponse* resp,
-         std::function<void(grpc::Status)> cb) {
-        stubs_[shard][channel]->async()->Heartbeat(ctx, req, resp, std::move(cb));
-      },
-      [](HeartbeatCall&) { return absl::OkStatus(); });
+  absl::Status s = Broadcast<v1::HeartbeatResponse>(
+                       "Heartbeat", req, 0, layout_.num_shards(),
+                       PSKIT_SEND(stubs_[shard][channel], Heartbeat))
+                       .status();
   if (s.ok() || s.code() != absl::StatusCode::kNotFound) return s;
-  // A shard forgot this worker: register the same id again everywhere (it is
-  // idempotent on the shards that still know it).
-  spdlog::warn("worker {}: {}; registering again", id, std::string(s.message()));
-  using RegisterCall =
-      Call<v1::RegisterWorkerRequest, v1::RegisterWorkerResponse>;
-  std::vector<RegisterCall> again(layout_.num_shards());
-  for (uint32_t sh = 0; sh < layout_.num_shards(); ++sh) {
-    again[sh].shard = sh;
-    again[sh].req.set_name(name);
-    again[sh].req.set_worker_id(id);
-  }
-  return Run(
-      "RegisterWorker", again,
-      [this](uint32_t shard, size_t channel, grpc::ClientContext* ctx,
-         const v1::RegisterWorkerRequest* req,
-         v1::RegisterWorkerResponse* resp,
-         std::function<void(grpc::Status)> cb) {
-        stubs_[shard][channel]->async()->RegisterWorker(ctx, req, resp, std::move(cb));
-      },
-      [](RegisterCall&) { return absl::OkStatus(); });
+  // A shard forgot this worker (it restarted, or the lease lapsed): register
+  // the same id again everywhere (a renewal where it is still known).
+  spdlog::warn("worker {}: {}; registering again", req.worker_id(),
+               std::string(s.message()));
+  return Broadcast<v1::RegisterWorkerResponse>(
+             "RegisterWorker", again, 0, layout_.num_shards(),
+             PSKIT_SEND(stubs_[shard][channel], RegisterWorker))
+      .status();
 }
 
 absl::Status Client::Leave() {
-  uint64_t id;
+  v1::LeaveRequest req;
   {
     absl::MutexLock lock(&mu_);
-    id = worker_id_;
+    req.set_worker_id(worker_id_);
   }
-  if (id == 0) return absl::OkStatus();
-  using LeaveCall = Call<v1::LeaveRequest, v1::LeaveResponse>;
-  std::vector<LeaveCall> calls(layout_.num_shards());
-  for (uint32_t s = 0; s < layout_.num_shards(); ++s) {
-    calls[s].shard = s;
-    calls[s].req.set_worker_id(id);
-  }
-  PSKIT_RETURN_IF_ERROR(Run(
-      "Leave", calls,
-      [this](uint32_t shard, size_t channel, grpc::ClientContext* ctx,
-         const v1::LeaveRequest* req, v1::LeaveResponse* resp,
-         std::function<void(grpc::Status)> cb) {
-        stubs_[shard][channel]->async()->Leave(ctx, req, resp, std::move(cb));
-      },
-      [](LeaveCall&) { return absl::OkStatus(); }));
+  if (req.worker_id() == 0) return absl::OkStatus();
+  PSKIT_RETURN_IF_ERROR(Broadcast<v1::LeaveResponse>(
+                            "Leave", req, 0, layout_.num_shards(),
+                            PSKIT_SEND(stubs_[shard][channel], Leave))
+                            .status());
   absl::MutexLock lock(&mu_);
-  if (worker_id_ == id) worker_id_ = 0;
+  if (worker_id_ == req.worker_id()) worker_id_ = 0;
   return absl::OkStatus();
 }
 
 absl::StatusOr<std::vector<v1::CheckpointInfo>> Client::Checkpoint(
     std::string id) {
-  if (id.empty()) id = absl::StrCat("ckpt-", absl::ToUnixMillis(absl::Now()));
-  using CheckpointCall = Call<v1::CheckpointRequest, v1::CheckpointResponse>;
-  std::vector<CheckpointCall> calls(layout_.num_shards());
-  for (uint32_t s = 0; s < layout_.num_shards(); ++s) {
-    calls[s].shard = s;
-    calls[s].req.set_id(id);
-  }
-  PSKIT_RETURN_IF_ERROR(Run(
-      "Checkpoint", calls,
-      [this](uint32_t shard, size_t, grpc::ClientContext* ctx,
-             const v1::CheckpointRequest* req, v1::CheckpointResponse* resp,
-             std::function<void(grpc::Status)> cb) {
-        admin_[shard]->async()->Checkpoint(ctx, req, resp, std::move(cb));
-      },
-      [](CheckpointCall&) { return absl::OkStatus(); }));
+  v1::CheckpointRequest req;
+  req.set_id(id.empty() ? absl::StrCat("ckpt-", absl::ToUnixMillis(absl::Now()))
+                        : std::move(id));
+  PSKIT_ASSIGN_OR_RETURN(std::vector<v1::CheckpointResponse> got,
+                         Broadcast<v1::CheckpointResponse>(
+                             "Checkpoint", req, 0, layout_.num_shards(),
+                             PSKIT_SEND(admin_[shard], Checkpoint)));
   std::vector<v1::CheckpointInfo> out;
-  for (const CheckpointCall& c : calls) out.push_back(c.resp.checkpoint());
+  for (const v1::CheckpointResponse& r : got) out.push_back(r.checkpoint());
   return out;
 }
 
 absl::StatusOr<std::vector<v1::CheckpointInfo>> Client::Restore(
     const std::string& id) {
-  using RestoreCall = Call<v1::RestoreRequest, v1::RestoreResponse>;
-  std::vector<RestoreCall> calls(layout_.num_shards());
-  for (uint32_t s = 0; s < layout_.num_shards(); ++s) {
-    calls[s].shard = s;
-    calls[s].req.set_id(id);
-  }
-  PSKIT_RETURN_IF_ERROR(Run(
-      "Restore", calls,
-      [this](uint32_t shard, size_t, grpc::ClientContext* ctx,
-             const v1::RestoreRequest* req, v1::RestoreResponse* resp,
-             std::function<void(grpc::Status)> cb) {
-        admin_[shard]->async()->Restore(ctx, req, resp, std::move(cb));
-      },
-      [](RestoreCall&) { return absl::OkStatus(); }));
+  v1::RestoreRequest req;
+  req.set_id(id);
+  PSKIT_ASSIGN_OR_RETURN(std::vector<v1::RestoreResponse> got,
+                         Broadcast<v1::RestoreResponse>(
+                             "Restore", req, 0, layout_.num_shards(),
+                             PSKIT_SEND(admin_[shard], Restore)));
   // Versions pulled before the restore mean nothing now.
   {
     absl::MutexLock lock(&mu_);
     versions_.clear();
   }
   std::vector<v1::CheckpointInfo> out;
-  for (const RestoreCall& c : calls) out.push_back(c.resp.checkpoint());
+  for (const v1::RestoreResponse& r : got) out.push_back(r.checkpoint());
   return out;
 }
+
+#undef PSKIT_SEND
 
 }  // namespace pskit

@@ -191,6 +191,13 @@ class Client {
                                       absl::Span<const ConstTensorBuffer> grads,
                                       absl::Span<const TensorBuffer> weights);
 
+  // Sends `req` to shards [begin, end) with `send` (as for Run) and returns
+  // their answers in shard order.
+  template <typename Resp, typename Req, typename Send>
+  absl::StatusOr<std::vector<Resp>> Broadcast(const char* op, const Req& req,
+                                              uint32_t begin, uint32_t end,
+                                              Send send);
+
   v1::Layout WireLayout(uint32_t shard) const;
   // Serializes `header` and one ChunkData (repeated field `field`) per
   // piece, with values from src[piece.tensor] and versions[j] (if given).
