@@ -1,6 +1,7 @@
 #include "server/admin_service.h"
 
 #include "common/grpc_status.h"
+#include "server/finish.h"
 
 namespace pskit {
 namespace {
@@ -10,22 +11,16 @@ absl::Status NotDurable() {
       "this shard keeps no checkpoints: start ps-server with --data_dir");
 }
 
-grpc::ServerUnaryReactor* Finished(grpc::CallbackServerContext* ctx,
-                                   const absl::Status& status) {
-  grpc::ServerUnaryReactor* reactor = ctx->DefaultReactor();
-  reactor->Finish(ToGrpcStatus(status));
-  return reactor;
-}
 
 }  // namespace
 
 grpc::ServerUnaryReactor* AdminService::Checkpoint(
     grpc::CallbackServerContext* ctx, const v1::CheckpointRequest* req,
     v1::CheckpointResponse* resp) {
-  if (checkpointer_ == nullptr) return Finished(ctx, NotDurable());
+  if (checkpointer_ == nullptr) return FinishNow(ctx, NotDurable());
   if (!req->id().empty()) {
     if (absl::Status s = ValidateCheckpointId(req->id()); !s.ok()) {
-      return Finished(ctx, s);
+      return FinishNow(ctx, s);
     }
   }
   grpc::ServerUnaryReactor* reactor = ctx->DefaultReactor();
@@ -40,19 +35,19 @@ grpc::ServerUnaryReactor* AdminService::Checkpoint(
 grpc::ServerUnaryReactor* AdminService::ListCheckpoints(
     grpc::CallbackServerContext* ctx, const v1::ListCheckpointsRequest* req,
     v1::ListCheckpointsResponse* resp) {
-  if (checkpoints_ == nullptr) return Finished(ctx, NotDurable());
+  if (checkpoints_ == nullptr) return FinishNow(ctx, NotDurable());
   for (v1::CheckpointInfo& c : checkpoints_->List()) {
     *resp->add_checkpoints() = std::move(c);
   }
-  return Finished(ctx, absl::OkStatus());
+  return FinishNow(ctx, absl::OkStatus());
 }
 
 grpc::ServerUnaryReactor* AdminService::Restore(
     grpc::CallbackServerContext* ctx, const v1::RestoreRequest* req,
     v1::RestoreResponse* resp) {
-  if (checkpointer_ == nullptr) return Finished(ctx, NotDurable());
+  if (checkpointer_ == nullptr) return FinishNow(ctx, NotDurable());
   if (absl::Status s = ValidateCheckpointId(req->id()); !s.ok()) {
-    return Finished(ctx, s);
+    return FinishNow(ctx, s);
   }
   grpc::ServerUnaryReactor* reactor = ctx->DefaultReactor();
   checkpointer_->RestoreAsync(
@@ -74,7 +69,7 @@ grpc::ServerUnaryReactor* AdminService::Status(grpc::CallbackServerContext* ctx,
       *resp->add_checkpoints() = std::move(c);
     }
   }
-  return Finished(ctx, absl::OkStatus());
+  return FinishNow(ctx, absl::OkStatus());
 }
 
 }  // namespace pskit

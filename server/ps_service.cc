@@ -2,20 +2,10 @@
 
 #include "absl/time/time.h"
 #include "common/grpc_status.h"
+#include "server/finish.h"
 #include "common/status_macros.h"
 
 namespace pskit {
-namespace {
-
-grpc::ServerUnaryReactor* FinishWith(grpc::CallbackServerContext* ctx,
-                                     const absl::Status& status) {
-  grpc::ServerUnaryReactor* reactor = ctx->DefaultReactor();
-  reactor->Finish(ToGrpcStatus(status));
-  return reactor;
-}
-
-}  // namespace
-
 absl::Status PsService::CheckWorker(uint64_t worker_id) {
   if (worker_id == 0) return absl::OkStatus();
   return workers_->CheckLive(worker_id);
@@ -24,13 +14,13 @@ absl::Status PsService::CheckWorker(uint64_t worker_id) {
 grpc::ServerUnaryReactor* PsService::Declare(grpc::CallbackServerContext* ctx,
                                              const v1::DeclareRequest* req,
                                              v1::DeclareResponse* resp) {
-  return FinishWith(ctx, store_->Declare(*req, resp));
+  return FinishNow(ctx, store_->Declare(*req, resp));
 }
 
 grpc::ServerUnaryReactor* PsService::Pull(grpc::CallbackServerContext* ctx,
                                           const v1::PullRequest* req,
                                           v1::PullResponse* resp) {
-  return FinishWith(ctx, store_->Pull(*req, resp));
+  return FinishNow(ctx, store_->Pull(*req, resp));
 }
 
 grpc::ServerUnaryReactor* PsService::Push(grpc::CallbackServerContext* ctx,
@@ -38,7 +28,7 @@ grpc::ServerUnaryReactor* PsService::Push(grpc::CallbackServerContext* ctx,
                                           v1::PushResponse* resp) {
   absl::Status s = CheckWorker(req->worker_id());
   if (s.ok()) s = store_->Push(*req, resp);
-  return FinishWith(ctx, s);
+  return FinishNow(ctx, s);
 }
 
 grpc::ServerUnaryReactor* PsService::PushPull(grpc::CallbackServerContext* ctx,
@@ -46,7 +36,7 @@ grpc::ServerUnaryReactor* PsService::PushPull(grpc::CallbackServerContext* ctx,
                                               v1::PushPullResponse* resp) {
   absl::Status s = CheckWorker(req->worker_id());
   if (s.ok()) s = store_->PushPull(*req, resp);
-  return FinishWith(ctx, s);
+  return FinishNow(ctx, s);
 }
 
 grpc::ServerUnaryReactor* PsService::Exchange(grpc::CallbackServerContext* ctx,
@@ -54,7 +44,7 @@ grpc::ServerUnaryReactor* PsService::Exchange(grpc::CallbackServerContext* ctx,
                                               v1::ExchangeResponse* resp) {
   absl::Status s = CheckWorker(req->worker_id());
   if (s.ok()) s = store_->Exchange(*req, resp);
-  return FinishWith(ctx, s);
+  return FinishNow(ctx, s);
 }
 
 grpc::ServerUnaryReactor* PsService::RegisterWorker(
@@ -65,7 +55,7 @@ grpc::ServerUnaryReactor* PsService::RegisterWorker(
     resp->set_worker_id(*id);
     resp->set_lease_ms(absl::ToInt64Milliseconds(workers_->lease()));
   }
-  return FinishWith(ctx, id.status());
+  return FinishNow(ctx, id.status());
 }
 
 grpc::ServerUnaryReactor* PsService::Heartbeat(grpc::CallbackServerContext* ctx,
@@ -76,13 +66,13 @@ grpc::ServerUnaryReactor* PsService::Heartbeat(grpc::CallbackServerContext* ctx,
     resp->set_lease_ms(absl::ToInt64Milliseconds(workers_->lease()));
     resp->set_live_workers(static_cast<uint32_t>(workers_->LiveCount()));
   }
-  return FinishWith(ctx, s);
+  return FinishNow(ctx, s);
 }
 
 grpc::ServerUnaryReactor* PsService::Leave(grpc::CallbackServerContext* ctx,
                                            const v1::LeaveRequest* req,
                                            v1::LeaveResponse* resp) {
-  return FinishWith(ctx, workers_->Leave(req->worker_id()));
+  return FinishNow(ctx, workers_->Leave(req->worker_id()));
 }
 
 }  // namespace pskit
