@@ -1,6 +1,5 @@
 #include "server/admin_service.h"
 
-#include "common/grpc_status.h"
 #include "server/finish.h"
 
 namespace pskit {

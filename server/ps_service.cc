@@ -2,10 +2,11 @@
 
 #include "absl/time/time.h"
 #include "common/grpc_status.h"
-#include "server/finish.h"
 #include "common/status_macros.h"
+#include "server/finish.h"
 
 namespace pskit {
+
 absl::Status PsService::CheckWorker(uint64_t worker_id) {
   if (worker_id == 0) return absl::OkStatus();
   return workers_->CheckLive(worker_id);
