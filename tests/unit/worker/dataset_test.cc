@@ -1,0 +1,120 @@
+#include "worker/data/dataset.h"
+
+#include <zlib.h>
+
+#include <cstdio>
+#include <fstream>
+#include <set>
+#include <string>
+
+#include "gtest/gtest.h"
+#include "tests/testing/cluster.h"
+#include "tests/testing/status_matchers.h"
+
+namespace pskit::worker {
+namespace {
+
+std::string Header(uint8_t rank, std::vector<uint32_t> dims) {
+  std::string h = {0, 0, 0x08, static_cast<char>(rank)};
+  for (uint32_t d : dims) {
+    for (int s = 24; s >= 0; s -= 8) h.push_back(static_cast<char>(d >> s));
+  }
+  return h;
+}
+
+void WritePlain(const std::string& path, const std::string& bytes) {
+  std::ofstream(path, std::ios::binary) << bytes;
+}
+
+void WriteGzip(const std::string& path, const std::string& bytes) {
+  gzFile f = gzopen(path.c_str(), "wb");
+  ASSERT_NE(f, nullptr);
+  ASSERT_EQ(gzwrite(f, bytes.data(), bytes.size()), static_cast<int>(bytes.size()));
+  gzclose(f);
+}
+
+// Three 2x2 images and their labels.
+const std::string kImages = Header(3, {3, 2, 2}) +
+                            std::string("\x00\xff\x80\x01\x02\x03\x04\x05"
+                                        "\x06\x07\x08\x09", 12);
+const std::string kLabels = Header(1, {3}) + std::string("\x02\x00\x07", 3);
+
+void ExpectTheThreeImages(const Dataset& ds) {
+  ASSERT_EQ(ds.size(), 3);
+  EXPECT_EQ(ds.feature_dim, 4);
+  EXPECT_EQ(ds.num_classes, 8);
+  EXPECT_EQ(ds.labels, (std::vector<int32_t>{2, 0, 7}));
+  EXPECT_EQ(ds.row(0)[0], 0.0f);
+  EXPECT_EQ(ds.row(0)[1], 1.0f);
+  EXPECT_FLOAT_EQ(ds.row(0)[2], 128.0f / 255);
+  EXPECT_FLOAT_EQ(ds.row(2)[3], 9.0f / 255);
+}
+
+TEST(Idx, PlainAndGzipFilesInADirectory) {
+  testing::TempDir plain, gz;
+  WritePlain(plain.path() + "/train-images-idx3-ubyte", kImages);
+  WritePlain(plain.path() + "/train-labels-idx1-ubyte", kLabels);
+  ASSERT_OK_AND_ASSIGN(Dataset a, ReadIdxDir(plain.path(), /*train=*/true));
+  ExpectTheThreeImages(a);
+  WriteGzip(gz.path() + "/t10k-images-idx3-ubyte.gz", kImages);
+  WriteGzip(gz.path() + "/t10k-labels-idx1-ubyte.gz", kLabels);
+  ASSERT_OK_AND_ASSIGN(Dataset b, ReadIdxDir(gz.path(), /*train=*/false));
+  ExpectTheThreeImages(b);
+  EXPECT_EQ(ReadIdxDir(gz.path(), /*train=*/true).status().code(),
+            absl::StatusCode::kNotFound);
+}
+
+TEST(Idx, BadFilesNameTheFileAndTheProblem) {
+  testing::TempDir dir;
+  const std::string im = dir.path() + "/im", lb = dir.path() + "/lb";
+  WritePlain(lb, kLabels);
+  WritePlain(im, kImages.substr(0, kImages.size() - 1));  // truncated
+  absl::Status s = ReadIdx(im, lb).status();
+  EXPECT_EQ(s.code(), absl::StatusCode::kInvalidArgument);
+  EXPECT_NE(s.message().find("truncated"), absl::string_view::npos) << s;
+  WritePlain(im, "not an idx file at all");
+  EXPECT_EQ(ReadIdx(im, lb).status().code(), absl::StatusCode::kInvalidArgument);
+  WritePlain(im, Header(3, {2, 2, 2}) + std::string(8, '\0'));  // 2 images
+  s = ReadIdx(im, lb).status();
+  EXPECT_EQ(s.code(), absl::StatusCode::kInvalidArgument);
+  EXPECT_NE(s.message().find("3 labels"), absl::string_view::npos) << s;
+  WriteGzip(im, kImages);
+  std::string damaged;
+  {
+    std::ifstream in(im, std::ios::binary);
+    damaged.assign(std::istreambuf_iterator<char>(in), {});
+  }
+  damaged.resize(damaged.size() - 6);  // cut the gzip trailer and data
+  WritePlain(im, damaged);
+  EXPECT_FALSE(ReadIdx(im, lb).ok());
+}
+
+TEST(Teacher, DeterministicAndUsesEveryClass) {
+  const Dataset a = MakeTeacherDataset(7, 1, 2000, 10, 5);
+  const Dataset b = MakeTeacherDataset(7, 1, 2000, 10, 5);
+  const Dataset c = MakeTeacherDataset(7, 2, 2000, 10, 5);
+  EXPECT_EQ(a.features, b.features);
+  EXPECT_EQ(a.labels, b.labels);
+  EXPECT_NE(a.features, c.features);
+  std::set<int32_t> classes(a.labels.begin(), a.labels.end());
+  EXPECT_EQ(classes.size(), 5u);
+}
+
+TEST(SliceOf, RanksCoverEverySampleExactlyOnce) {
+  for (int64_t n : {0, 1, 7, 60000, 60001}) {
+    for (int world : {1, 2, 3, 8, 13}) {
+      int64_t next = 0;
+      for (int rank = 0; rank < world; ++rank) {
+        auto [begin, end] = SliceOf(n, rank, world);
+        EXPECT_EQ(begin, next) << n << " " << world << " " << rank;
+        EXPECT_LE(end - begin, n / world + 1);
+        EXPECT_GE(end - begin, n / world);
+        next = end;
+      }
+      EXPECT_EQ(next, n);
+    }
+  }
+}
+
+}  // namespace
+}  // namespace pskit::worker

@@ -1,0 +1,178 @@
+#include "worker/data/dataset.h"
+
+#include <zlib.h>
+
+#include <cmath>
+#include <filesystem>
+#include <random>
+
+#include "absl/strings/str_cat.h"
+#include "common/status_macros.h"
+
+namespace pskit::worker {
+namespace {
+
+// The whole file, decompressed if it is gzip (gzread passes plain files
+// through unchanged).
+absl::StatusOr<std::string> ReadMaybeGzip(const std::string& path) {
+  if (!std::filesystem::exists(path)) {
+    return absl::NotFoundError(absl::StrCat("no file '", path, "'"));
+  }
+  gzFile f = gzopen(path.c_str(), "rb");
+  if (f == nullptr) {
+    return absl::PermissionDeniedError(absl::StrCat("cannot open '", path, "'"));
+  }
+  std::string out;
+  char buf[1 << 16];
+  int n;
+  while ((n = gzread(f, buf, sizeof(buf))) > 0) out.append(buf, n);
+  int err = 0;
+  const char* msg = gzerror(f, &err);
+  const std::string what = msg != nullptr ? msg : "";
+  gzclose(f);
+  if (n < 0 || (err != Z_OK && err != Z_STREAM_END)) {
+    return absl::InvalidArgumentError(
+        absl::StrCat("'", path, "' is damaged: ", what));
+  }
+  return out;
+}
+
+uint32_t BigEndian32(const std::string& s, size_t at) {
+  const auto* p = reinterpret_cast<const unsigned char*>(s.data() + at);
+  return (uint32_t{p[0]} << 24) | (uint32_t{p[1]} << 16) |
+         (uint32_t{p[2]} << 8) | p[3];
+}
+
+struct Idx {
+  std::vector<uint32_t> dims;
+  size_t data_offset = 0;
+};
+
+// Checks the header of an unsigned-byte IDX file.
+absl::StatusOr<Idx> ParseIdx(const std::string& bytes,
+                             const std::string& path) {
+  if (bytes.size() < 4 || bytes[0] != 0 || bytes[1] != 0) {
+    return absl::InvalidArgumentError(
+        absl::StrCat("'", path, "' is not an IDX file (bad magic number)"));
+  }
+  if (static_cast<unsigned char>(bytes[2]) != 0x08) {
+    return absl::InvalidArgumentError(absl::StrCat(
+        "'", path, "' holds IDX type 0x", absl::Hex(bytes[2] & 0xff),
+        "; only unsigned bytes (0x08) are supported"));
+  }
+  Idx idx;
+  const int rank = static_cast<unsigned char>(bytes[3]);
+  if (rank < 1 || bytes.size() < 4 + 4 * static_cast<size_t>(rank)) {
+    return absl::InvalidArgumentError(
+        absl::StrCat("'", path, "' has a truncated IDX header"));
+  }
+  uint64_t count = 1;
+  for (int d = 0; d < rank; ++d) {
+    idx.dims.push_back(BigEndian32(bytes, 4 + 4 * d));
+    count *= idx.dims.back();
+  }
+  idx.data_offset = 4 + 4 * static_cast<size_t>(rank);
+  if (bytes.size() != idx.data_offset + count) {
+    return absl::InvalidArgumentError(absl::StrCat(
+        "'", path, "' should hold ", count, " bytes of data after its header, "
+        "it holds ", bytes.size() - idx.data_offset,
+        " (truncated or not IDX)"));
+  }
+  return idx;
+}
+
+}  // namespace
+
+absl::StatusOr<Dataset> ReadIdx(const std::string& images_path,
+                                const std::string& labels_path) {
+  PSKIT_ASSIGN_OR_RETURN(std::string images, ReadMaybeGzip(images_path));
+  PSKIT_ASSIGN_OR_RETURN(std::string labels, ReadMaybeGzip(labels_path));
+  PSKIT_ASSIGN_OR_RETURN(Idx im, ParseIdx(images, images_path));
+  PSKIT_ASSIGN_OR_RETURN(Idx lb, ParseIdx(labels, labels_path));
+  if (im.dims.size() < 2) {
+    return absl::InvalidArgumentError(absl::StrCat(
+        "'", images_path, "' has ", im.dims.size(),
+        " dimension(s); images need [n, rows, cols] or [n, features]"));
+  }
+  if (lb.dims.size() != 1) {
+    return absl::InvalidArgumentError(absl::StrCat(
+        "'", labels_path, "' has ", lb.dims.size(),
+        " dimensions; labels need one, [n]"));
+  }
+  if (im.dims[0] != lb.dims[0]) {
+    return absl::InvalidArgumentError(absl::StrCat(
+        "'", images_path, "' holds ", im.dims[0], " images but '",
+        labels_path, "' holds ", lb.dims[0], " labels"));
+  }
+  Dataset ds;
+  uint64_t dim = 1;
+  for (size_t d = 1; d < im.dims.size(); ++d) dim *= im.dims[d];
+  ds.feature_dim = static_cast<int>(dim);
+  const size_t n = im.dims[0];
+  ds.features.resize(n * dim);
+  const auto* px = reinterpret_cast<const unsigned char*>(images.data() +
+                                                          im.data_offset);
+  for (size_t i = 0; i < n * dim; ++i) ds.features[i] = px[i] * (1.0f / 255);
+  ds.labels.resize(n);
+  int max_label = -1;
+  for (size_t i = 0; i < n; ++i) {
+    ds.labels[i] = static_cast<unsigned char>(labels[lb.data_offset + i]);
+    max_label = std::max(max_label, ds.labels[i]);
+  }
+  ds.num_classes = max_label + 1;
+  return ds;
+}
+
+absl::StatusOr<Dataset> ReadIdxDir(const std::string& dir, bool train) {
+  const std::string prefix = train ? "train" : "t10k";
+  auto find = [&](const std::string& base) {
+    const std::string plain = absl::StrCat(dir, "/", base);
+    return std::filesystem::exists(plain) ? plain : plain + ".gz";
+  };
+  return ReadIdx(find(prefix + "-images-idx3-ubyte"),
+                 find(prefix + "-labels-idx1-ubyte"));
+}
+
+Dataset MakeTeacherDataset(uint64_t teacher_seed, uint64_t sample_seed,
+                           int64_t n, int dim, int classes) {
+  constexpr int kHidden = 32;
+  std::mt19937_64 teacher_rng(teacher_seed);
+  std::normal_distribution<float> normal(0.0f, 1.0f);
+  std::vector<float> w1(static_cast<size_t>(dim) * kHidden), w2(kHidden * classes);
+  for (float& w : w1) w = normal(teacher_rng) / std::sqrt(static_cast<float>(dim));
+  for (float& w : w2) w = normal(teacher_rng) / std::sqrt(float{kHidden});
+  Dataset ds;
+  ds.feature_dim = dim;
+  ds.num_classes = classes;
+  ds.features.resize(static_cast<size_t>(n) * dim);
+  ds.labels.resize(n);
+  std::mt19937_64 rng(sample_seed);
+  std::uniform_real_distribution<float> uniform(-1.0f, 1.0f);
+  std::vector<float> h(kHidden), out(classes);
+  for (int64_t i = 0; i < n; ++i) {
+    float* x = ds.features.data() + static_cast<size_t>(i) * dim;
+    for (int d = 0; d < dim; ++d) x[d] = uniform(rng);
+    for (int j = 0; j < kHidden; ++j) {
+      float s = 0;
+      for (int d = 0; d < dim; ++d) s += x[d] * w1[static_cast<size_t>(d) * kHidden + j];
+      h[j] = std::tanh(2.0f * s);
+    }
+    int best = 0;
+    for (int c = 0; c < classes; ++c) {
+      float s = 0;
+      for (int j = 0; j < kHidden; ++j) s += h[j] * w2[j * classes + c];
+      out[c] = s;
+      if (s > out[best]) best = c;
+    }
+    ds.labels[i] = best;
+  }
+  return ds;
+}
+
+std::pair<int64_t, int64_t> SliceOf(int64_t n, int rank, int world) {
+  const int64_t base = n / world, extra = n % world;
+  const int64_t begin = rank * base + std::min<int64_t>(rank, extra);
+  return {begin, begin + base + (rank < extra ? 1 : 0)};
+}
+
+}  // namespace pskit::worker

@@ -1,0 +1,58 @@
+// worker/data/dataset.h
+//
+// Dataset: samples in memory (features as float rows, integer labels), and
+// the readers that fill it: IDX files (MNIST, Fashion-MNIST; plain or gzip,
+// detected by content) and a synthetic teacher-network set. Each worker
+// trains on its own slice (SliceOf).
+//
+// Thread safety: a Dataset is immutable once built; readers are pure.
+#ifndef PSKIT_WORKER_DATA_DATASET_H_
+#define PSKIT_WORKER_DATA_DATASET_H_
+
+#include <cstdint>
+#include <string>
+#include <utility>
+#include <vector>
+
+#include "absl/status/statusor.h"
+
+namespace pskit::worker {
+
+struct Dataset {
+  int64_t size() const { return static_cast<int64_t>(labels.size()); }
+  const float* row(int64_t i) const {
+    return features.data() + static_cast<size_t>(i) * feature_dim;
+  }
+
+  int feature_dim = 0;
+  int num_classes = 0;          // max label + 1
+  std::vector<float> features;  // size() rows of feature_dim
+  std::vector<int32_t> labels;
+};
+
+// Reads an IDX image file (ubyte, [n, rows, cols] or [n, dim]; values scaled
+// to [0, 1]) and its label file (ubyte, [n]). Either may be gzip-compressed.
+// NOT_FOUND when a file is missing; INVALID_ARGUMENT, naming the file, when
+// it is not IDX, is truncated, or the counts differ.
+absl::StatusOr<Dataset> ReadIdx(const std::string& images_path,
+                                const std::string& labels_path);
+
+// The standard file names in `dir`: train-images-idx3-ubyte and
+// train-labels-idx1-ubyte (or t10k-... for the test set), each as is or
+// with .gz.
+absl::StatusOr<Dataset> ReadIdxDir(const std::string& dir, bool train);
+
+// A teacher network's data: features uniform in [-1, 1), labels the argmax
+// of a fixed random 2-layer tanh network (hidden width 32), all from `seed`.
+// The same (seed, n, dim, classes) always gives the same set; train and test
+// sets come from different seeds with the same teacher_seed.
+Dataset MakeTeacherDataset(uint64_t teacher_seed, uint64_t sample_seed,
+                           int64_t n, int dim, int classes);
+
+// [begin, end) of rank's share of n samples among `world` ranks: the ranks'
+// shares are disjoint, cover all n, and differ in size by at most one.
+std::pair<int64_t, int64_t> SliceOf(int64_t n, int rank, int world);
+
+}  // namespace pskit::worker
+
+#endif  // PSKIT_WORKER_DATA_DATASET_H_
