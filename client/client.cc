@@ -654,9 +654,10 @@ absl::StatusOr<uint64_t> Client::RegisterWorker(std::string name) {
   return id;
 }
 
-absl::Status Client::Heartbeat() {
+absl::StatusOr<bool> Client::Heartbeat(absl::string_view ns) {
   v1::RegisterWorkerRequest again;
   v1::HeartbeatRequest req;
+  req.set_namespace_(NamespaceOf(ns));
   {
     absl::MutexLock lock(&mu_);
     req.set_worker_id(worker_id_);
@@ -667,18 +668,39 @@ absl::Status Client::Heartbeat() {
     return absl::FailedPreconditionError(
         "Heartbeat before RegisterWorker; register first");
   }
-  absl::Status s = Broadcast<v1::HeartbeatResponse>(
-                       "Heartbeat", req, 0, layout_.num_shards(),
-                       PSKIT_SEND(stubs_[shard][channel], Heartbeat))
-                       .status();
-  if (s.ok() || s.code() != absl::StatusCode::kNotFound) return s;
+  absl::StatusOr<std::vector<v1::HeartbeatResponse>> beats =
+      Broadcast<v1::HeartbeatResponse>(
+          "Heartbeat", req, 0, layout_.num_shards(),
+          PSKIT_SEND(stubs_[shard][channel], Heartbeat));
+  if (beats.ok()) {
+    for (const v1::HeartbeatResponse& b : *beats) {
+      if (b.job_done()) return true;
+    }
+    return false;
+  }
+  if (beats.status().code() != absl::StatusCode::kNotFound) {
+    return beats.status();
+  }
   // A shard forgot this worker (it restarted, or the lease lapsed): register
   // the same id again everywhere (a renewal where it is still known).
   spdlog::warn("worker {}: {}; registering again", req.worker_id(),
-               std::string(s.message()));
-  return Broadcast<v1::RegisterWorkerResponse>(
-             "RegisterWorker", again, 0, layout_.num_shards(),
-             PSKIT_SEND(stubs_[shard][channel], RegisterWorker))
+               std::string(beats.status().message()));
+  PSKIT_RETURN_IF_ERROR(
+      Broadcast<v1::RegisterWorkerResponse>(
+          "RegisterWorker", again, 0, layout_.num_shards(),
+          PSKIT_SEND(stubs_[shard][channel], RegisterWorker))
+          .status());
+  return false;
+}
+
+absl::Status Client::ReportEvaluation(absl::string_view ns,
+                                      const v1::Evaluation& eval) {
+  v1::ReportEvaluationRequest req;
+  req.set_namespace_(NamespaceOf(ns));
+  *req.mutable_evaluation() = eval;
+  return Broadcast<v1::ReportEvaluationResponse>(
+             "ReportEvaluation", req, 0, layout_.num_shards(),
+             PSKIT_SEND(stubs_[shard][channel], ReportEvaluation))
       .status();
 }
 

@@ -145,8 +145,12 @@ class Client {
   // returns the id; pushes and exchanges then carry it.
   [[nodiscard]] absl::StatusOr<uint64_t> RegisterWorker(std::string name);
   // Renews the lease on every shard; a shard that forgot the worker (it
-  // restarted, or the lease lapsed) gets it registered again.
-  [[nodiscard]] absl::Status Heartbeat();
+  // restarted, or the lease lapsed) gets it registered again. Returns
+  // whether the evaluator has ended namespace `ns`'s job.
+  [[nodiscard]] absl::StatusOr<bool> Heartbeat(absl::string_view ns = "");
+  // Reports an evaluation of namespace `ns` to every shard.
+  [[nodiscard]] absl::Status ReportEvaluation(absl::string_view ns,
+                                              const v1::Evaluation& eval);
   // Ends the lease on every shard.
   [[nodiscard]] absl::Status Leave();
 

@@ -42,6 +42,10 @@ struct ChunkStore::Namespace {
   std::unique_ptr<const UpdateRule> rule;
   // Guarded by ChunkStore::index_mu_ (insertions only; never erased).
   absl::flat_hash_map<std::string, std::unique_ptr<Tensor>> tensors;
+  // The evaluator's latest report; `done` never goes back to false.
+  mutable absl::Mutex eval_mu;
+  v1::Evaluation evaluation ABSL_GUARDED_BY(eval_mu);
+  bool has_evaluation ABSL_GUARDED_BY(eval_mu) = false;
 };
 
 // A chunk a request names, found and checked.
@@ -532,6 +536,10 @@ ShardSnapshot ChunkStore::Snapshot() const {
     v1::NamespaceRecord& record = out.namespaces.emplace_back();
     record.set_name(name);
     *record.mutable_config() = ns->config;
+    {
+      absl::MutexLock lock(&ns->eval_mu);
+      if (ns->has_evaluation) *record.mutable_last_evaluation() = ns->evaluation;
+    }
     for (const auto& [tensor_name, tensor] : ns->tensors) {
       *record.add_tensors() = tensor->spec;
       for (size_t i = 0; i < tensor->chunks.size(); ++i) {
@@ -564,6 +572,11 @@ absl::Status ChunkStore::Replace(const ShardSnapshot& snapshot) {
     auto ns = std::make_unique<Namespace>();
     PSKIT_ASSIGN_OR_RETURN(ns->config, NormalizeConfig(record.config()));
     ns->rule = UpdateRule::Create(ns->config.optimizer());
+    if (record.has_last_evaluation()) {
+      absl::MutexLock lock(&ns->eval_mu);
+      ns->evaluation = record.last_evaluation();
+      ns->has_evaluation = true;
+    }
     for (const v1::TensorSpec& spec : record.tensors()) {
       auto t = std::make_unique<Tensor>();
       t->spec = spec;
@@ -648,6 +661,10 @@ void ChunkStore::Describe(v1::StatusResponse* out) const {
     v1::NamespaceStatus* n = out->add_namespaces();
     n->set_name(name);
     *n->mutable_config() = ns->config;
+    {
+      absl::MutexLock lock(&ns->eval_mu);
+      if (ns->has_evaluation) *n->mutable_last_evaluation() = ns->evaluation;
+    }
     for (const auto& [tensor_name, t] : ns->tensors) {
       v1::TensorStatus* ts = n->add_tensors();
       ts->set_name(tensor_name);
@@ -662,6 +679,42 @@ void ChunkStore::Describe(v1::StatusResponse* out) const {
       }
     }
   }
+}
+
+absl::Status ChunkStore::ReportEvaluation(
+    const v1::ReportEvaluationRequest& req) {
+  const std::string ns = NamespaceOf(req.namespace_());
+  const v1::Evaluation& e = req.evaluation();
+  if (!std::isfinite(e.loss()) || !(e.accuracy() >= 0 && e.accuracy() <= 1)) {
+    return absl::InvalidArgumentError(absl::StrCat(
+        "evaluation of namespace '", ns, "' has loss ", e.loss(),
+        " and accuracy ", e.accuracy(),
+        "; the loss must be finite and the accuracy in [0, 1]"));
+  }
+  absl::ReaderMutexLock index_lock(&index_mu_);
+  auto it = namespaces_.find(ns);
+  if (it == namespaces_.end()) {
+    return absl::NotFoundError(absl::StrCat(
+        "namespace '", ns, "' is not declared on shard ", shard_index_));
+  }
+  Namespace& n = *it->second;
+  absl::MutexLock lock(&n.eval_mu);
+  const bool was_done = n.has_evaluation && n.evaluation.done();
+  n.evaluation = e;
+  if (was_done && !e.done()) {
+    n.evaluation.set_done(true);  // a job once ended stays ended
+  }
+  n.has_evaluation = true;
+  return absl::OkStatus();
+}
+
+bool ChunkStore::JobDone(const std::string& ns_field) const {
+  const std::string ns = NamespaceOf(ns_field);
+  absl::ReaderMutexLock index_lock(&index_mu_);
+  auto it = namespaces_.find(ns);
+  if (it == namespaces_.end()) return false;
+  absl::MutexLock lock(&it->second->eval_mu);
+  return it->second->has_evaluation && it->second->evaluation.done();
 }
 
 }  // namespace pskit

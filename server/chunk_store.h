@@ -95,6 +95,15 @@ class ChunkStore {
   [[nodiscard]] absl::Status Replace(const ShardSnapshot& snapshot)
       ABSL_LOCKS_EXCLUDED(index_mu_);
 
+  // Records the evaluator's report for the namespace. NOT_FOUND for an
+  // undeclared namespace; INVALID_ARGUMENT for a non-finite loss or an
+  // accuracy outside [0, 1]. Once a report said done, the job stays done.
+  [[nodiscard]] absl::Status ReportEvaluation(
+      const v1::ReportEvaluationRequest& req) ABSL_LOCKS_EXCLUDED(index_mu_);
+
+  // Whether the evaluator ended namespace `ns`'s job (false if unknown).
+  bool JobDone(const std::string& ns) const ABSL_LOCKS_EXCLUDED(index_mu_);
+
   // Read-only view for the Admin Status call.
   void Describe(v1::StatusResponse* out) const ABSL_LOCKS_EXCLUDED(index_mu_);
 

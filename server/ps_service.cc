@@ -66,6 +66,7 @@ grpc::ServerUnaryReactor* PsService::Heartbeat(grpc::CallbackServerContext* ctx,
   if (s.ok()) {
     resp->set_lease_ms(absl::ToInt64Milliseconds(workers_->lease()));
     resp->set_live_workers(static_cast<uint32_t>(workers_->LiveCount()));
+    resp->set_job_done(store_->JobDone(req->namespace_()));
   }
   return FinishNow(ctx, s);
 }
@@ -74,6 +75,12 @@ grpc::ServerUnaryReactor* PsService::Leave(grpc::CallbackServerContext* ctx,
                                            const v1::LeaveRequest* req,
                                            v1::LeaveResponse* resp) {
   return FinishNow(ctx, workers_->Leave(req->worker_id()));
+}
+
+grpc::ServerUnaryReactor* PsService::ReportEvaluation(
+    grpc::CallbackServerContext* ctx, const v1::ReportEvaluationRequest* req,
+    v1::ReportEvaluationResponse* resp) {
+  return FinishNow(ctx, store_->ReportEvaluation(*req));
 }
 
 }  // namespace pskit

@@ -45,6 +45,10 @@ class PsService final : public v1::ParameterServer::CallbackService {
   grpc::ServerUnaryReactor* Leave(grpc::CallbackServerContext* ctx,
                                   const v1::LeaveRequest* req,
                                   v1::LeaveResponse* resp) override;
+  grpc::ServerUnaryReactor* ReportEvaluation(
+      grpc::CallbackServerContext* ctx,
+      const v1::ReportEvaluationRequest* req,
+      v1::ReportEvaluationResponse* resp) override;
 
  private:
   // OK for worker id 0 (anonymous) or a live lease.
