@@ -117,6 +117,11 @@ class Backend {
   virtual absl::Status MomentumStep(float lr, float mu, bool nesterov,
                                     const float* g, float* v, float* w,
                                     size_t n) = 0;
+  // Adam (Kingma & Ba): m = b1 m + (1-b1) g; v = b2 v + (1-b2) g^2;
+  // w -= lr (m / (1-b1^t)) / (sqrt(v / (1-b2^t)) + eps), t = step >= 1.
+  virtual absl::Status AdamStep(float lr, float beta1, float beta2, float eps,
+                                int64_t step, const float* g, float* m,
+                                float* v, float* w, size_t n) = 0;
   // Waits for every queued op.
   virtual absl::Status Synchronize() = 0;
 

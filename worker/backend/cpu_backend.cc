@@ -191,6 +191,22 @@ class CpuBackend final : public Backend {
     return absl::OkStatus();
   }
 
+  absl::Status AdamStep(float lr, float beta1, float beta2, float eps,
+                        int64_t step, const float* g, float* m, float* v,
+                        float* w, size_t n) override {
+    const double t = static_cast<double>(step);
+    const float c1 = static_cast<float>(1.0 / (1.0 - std::pow(double{beta1}, t)));
+    const float c2 = static_cast<float>(1.0 / (1.0 - std::pow(double{beta2}, t)));
+    for (size_t i = 0; i < n; ++i) {
+      const float mi = beta1 * m[i] + (1.0f - beta1) * g[i];
+      const float vi = beta2 * v[i] + (1.0f - beta2) * g[i] * g[i];
+      m[i] = mi;
+      v[i] = vi;
+      w[i] -= lr * (mi * c1) / (std::sqrt(vi * c2) + eps);
+    }
+    return absl::OkStatus();
+  }
+
   absl::Status Synchronize() override { return absl::OkStatus(); }
 
  protected:

@@ -1,0 +1,114 @@
+// Real shards, workers and an evaluator in one process, on the synthetic
+// teacher set: the cluster learns, and the evaluator ends the job.
+#include <thread>
+#include <vector>
+
+#include "gtest/gtest.h"
+#include "tests/testing/cluster.h"
+#include "tests/testing/status_matchers.h"
+#include "worker/trainer.h"
+
+namespace pskit::worker {
+namespace {
+
+using pskit::testing::TestCluster;
+
+struct Run {
+  std::vector<absl::StatusOr<TrainSummary>> workers;
+  absl::StatusOr<EvalSummary> eval;
+};
+
+Run TrainCluster(TestCluster* cluster, const std::string& algorithm,
+                 double target) {
+  const Dataset train = MakeTeacherDataset(11, 1, 6000, 16, 4);
+  const Dataset test = MakeTeacherDataset(11, 2, 1000, 16, 4);
+  JobOptions job;
+  job.shards = cluster->addresses();
+  job.ns = algorithm;
+  job.client.timeout = absl::Seconds(30);
+  job.model = ParseMlpConfig("16,64,4", "relu", "xent").value();
+  job.server_config.mutable_optimizer()->set_kind(
+      algorithm == "easgd" ? v1::OPTIMIZER_SGD : v1::OPTIMIZER_ADAM);
+  job.server_config.mutable_optimizer()->set_learning_rate(
+      algorithm == "easgd" ? 0.01f : 0.003f);
+  job.log_interval_s = 0;
+  job.max_seconds = 120;  // a safety net; the evaluator ends it far sooner
+
+  Run run;
+  run.workers.resize(2);
+  std::vector<std::thread> threads;
+  for (int r = 0; r < 2; ++r) {
+    threads.emplace_back([&, r] {
+      TrainOptions o;
+      o.job = job;
+      o.algorithm = algorithm;
+      o.batch_size = 32;
+      o.epochs = 1000;
+      o.tau = 4;
+      o.local_lr = 0.05f;
+      o.local_momentum = 0.9f;
+      o.rank = r;
+      o.world = 2;
+      std::unique_ptr<Backend> be = MakeCpuBackend(1);
+      run.workers[r] = Train(o, be.get(), train);
+    });
+  }
+  EvalOptions e;
+  e.job = job;
+  e.eval_interval_s = 0.2;
+  e.target_accuracy = target;
+  std::unique_ptr<Backend> be = MakeCpuBackend(1);
+  run.eval = Evaluate(e, be.get(), test);
+  for (auto& t : threads) t.join();
+  return run;
+}
+
+void ExpectLearnedAndEnded(const Run& run, double target) {
+  ASSERT_OK(run.eval);
+  EXPECT_GE(run.eval->last_accuracy, target);
+  EXPECT_GE(run.eval->seconds_to_target, 0);
+  for (const auto& w : run.workers) {
+    ASSERT_OK(w);
+    EXPECT_TRUE(w->ended_by_evaluator);
+    EXPECT_GT(w->steps, 10);
+  }
+}
+
+TEST(Training, DownpourWorkersReachTheTargetAndTheEvaluatorEndsTheJob) {
+  ASSERT_OK_AND_ASSIGN(auto cluster, TestCluster::Start(2));
+  ExpectLearnedAndEnded(TrainCluster(cluster.get(), "downpour", 0.8), 0.8);
+}
+
+TEST(Training, EasgdWorkersReachTheTarget) {
+  ASSERT_OK_AND_ASSIGN(auto cluster, TestCluster::Start(2));
+  ExpectLearnedAndEnded(TrainCluster(cluster.get(), "easgd", 0.8), 0.8);
+}
+
+TEST(Training, BadOptionsSayWhatIsWrong) {
+  const Dataset data = MakeTeacherDataset(1, 1, 100, 8, 3);
+  std::unique_ptr<Backend> be = MakeCpuBackend(1);
+  TrainOptions o;
+  o.algorithm = "local";
+  o.job.model = ParseMlpConfig("9,3", "relu", "xent").value();
+  absl::StatusOr<TrainSummary> r = Train(o, be.get(), data);
+  EXPECT_EQ(r.status().code(), absl::StatusCode::kInvalidArgument);
+  EXPECT_NE(r.status().message().find("start with 8"), absl::string_view::npos)
+      << r.status();
+  o.job.model = ParseMlpConfig("8,2", "relu", "xent").value();
+  EXPECT_EQ(Train(o, be.get(), data).status().code(),
+            absl::StatusCode::kInvalidArgument);  // 3 classes, 2 outputs
+  o.job.model = ParseMlpConfig("8,3", "relu", "xent").value();
+  o.algorithm = "hogwild";
+  EXPECT_EQ(Train(o, be.get(), data).status().code(),
+            absl::StatusCode::kInvalidArgument);
+  o.algorithm = "downpour";  // no shards
+  EXPECT_EQ(Train(o, be.get(), data).status().code(),
+            absl::StatusCode::kInvalidArgument);
+  o.algorithm = "local";
+  o.epochs = 3;
+  o.batch_size = 10;
+  EXPECT_OK(Train(o, be.get(), data));
+}
+
+}  // namespace
+}  // namespace pskit::worker
