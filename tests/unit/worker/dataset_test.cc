@@ -4,6 +4,7 @@
 
 #include <cstdio>
 #include <fstream>
+#include <map>
 #include <set>
 #include <string>
 
@@ -114,6 +115,57 @@ TEST(SliceOf, RanksCoverEverySampleExactlyOnce) {
       EXPECT_EQ(next, n);
     }
   }
+}
+
+}  // namespace
+}  // namespace pskit::worker
+
+#include "worker/launch_env.h"
+
+namespace pskit::worker {
+namespace {
+
+EnvLookup Env(std::map<std::string, std::string> vars) {
+  return [vars](const char* name) -> const char* {
+    auto it = vars.find(name);
+    return it == vars.end() ? nullptr : it->second.c_str();
+  };
+}
+
+TEST(RankAndWorld, FlagsThenSlurmThenOpenMpiThenPmi) {
+  ASSERT_OK_AND_ASSIGN(RankWorld rw, RankAndWorld(-1, -1, Env({})));
+  EXPECT_EQ(rw.rank, 0);
+  EXPECT_EQ(rw.world, 1);
+  ASSERT_OK_AND_ASSIGN(rw, RankAndWorld(2, 4, Env({{"SLURM_PROCID", "1"},
+                                                   {"SLURM_NTASKS", "8"}})));
+  EXPECT_EQ(rw.rank, 2);
+  EXPECT_EQ(rw.source, "flags");
+  ASSERT_OK_AND_ASSIGN(rw, RankAndWorld(-1, -1, Env({{"SLURM_PROCID", "3"},
+                                                     {"SLURM_NTASKS", "8"},
+                                                     {"PMI_RANK", "0"},
+                                                     {"PMI_SIZE", "2"}})));
+  EXPECT_EQ(rw.rank, 3);
+  EXPECT_EQ(rw.world, 8);
+  EXPECT_EQ(rw.source, "SLURM");
+  ASSERT_OK_AND_ASSIGN(rw, RankAndWorld(-1, -1,
+                                        Env({{"OMPI_COMM_WORLD_RANK", "5"},
+                                             {"OMPI_COMM_WORLD_SIZE", "6"}})));
+  EXPECT_EQ(rw.source, "Open MPI");
+  EXPECT_EQ(rw.rank, 5);
+  ASSERT_OK_AND_ASSIGN(rw, RankAndWorld(-1, -1, Env({{"PMI_RANK", "1"},
+                                                     {"PMI_SIZE", "2"}})));
+  EXPECT_EQ(rw.source, "PMI");
+}
+
+TEST(RankAndWorld, RefusesHalfGivenOrOutOfRange) {
+  EXPECT_FALSE(RankAndWorld(1, -1, Env({})).ok());
+  EXPECT_FALSE(RankAndWorld(4, 4, Env({})).ok());
+  EXPECT_FALSE(RankAndWorld(-1, -1, Env({{"SLURM_PROCID", "x"},
+                                         {"SLURM_NTASKS", "2"}}))
+                   .ok());
+  EXPECT_FALSE(RankAndWorld(-1, -1, Env({{"PMI_RANK", "2"},
+                                         {"PMI_SIZE", "2"}}))
+                   .ok());
 }
 
 }  // namespace
