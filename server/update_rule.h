@@ -4,8 +4,9 @@
 // Each optimizer is a small class behind this interface (update_rule.cc); the
 // unit tests check each against a scalar reference of its formula.
 //
-// Also here: NormalizeConfig (fills defaults, checks ranges) and
-// CompensatedRate (staleness compensation of the learning rate).
+// Also here: CompensatedRate (staleness compensation of the learning rate).
+// NormalizeConfig, which fills an optimizer config's defaults, is in
+// common/optimizer_config.h (the worker's local baseline needs it too).
 //
 // Example:
 //   PSKIT_ASSIGN_OR_RETURN(v1::NamespaceConfig cfg, NormalizeConfig(req));
@@ -24,20 +25,10 @@
 #include <string>
 
 #include "absl/status/statusor.h"
+#include "common/optimizer_config.h"
 #include "pskit/v1/ps.pb.h"
 
 namespace pskit {
-
-// Returns `config` with every optimizer default filled in and COMPENSATION_
-// UNSPECIFIED turned into COMPENSATION_NONE. INVALID_ARGUMENT for an
-// unspecified or unknown optimizer or compensation, a learning rate <= 0 or
-// not finite, momentum/beta/rho outside [0, 1), epsilon <= 0, weight decay
-// < 0, initial accumulator < 0.
-[[nodiscard]] absl::StatusOr<v1::NamespaceConfig> NormalizeConfig(
-    const v1::NamespaceConfig& config);
-
-// "adam lr=0.001 beta1=0.9 ...": for logs and error messages.
-std::string DescribeConfig(const v1::NamespaceConfig& config);
 
 // The learning rate to apply to a gradient `staleness` versions old:
 // `lr` for COMPENSATION_NONE, lr / max(1, staleness) for COMPENSATION_INVERSE.

@@ -67,7 +67,8 @@ ABSL_FLAG(std::string, backend, "auto", "auto, cpu or cuda");
 ABSL_FLAG(int32_t, threads, 1, "OpenBLAS threads for the CPU backend");
 ABSL_FLAG(double, log_interval_s, 5, "seconds between progress lines");
 ABSL_FLAG(double, eval_interval_s, 2, "evaluator: seconds between evaluations");
-ABSL_FLAG(double, target_accuracy, 0, "evaluator: end the job at this test accuracy");
+ABSL_FLAG(double, target_accuracy, 0,
+          "evaluator (and --algorithm local): end at this test accuracy");
 ABSL_FLAG(int32_t, patience, 0,
           "evaluator: end the job after this many evaluations without a new "
           "best; 0 = never");
@@ -136,6 +137,11 @@ int main(int argc, char** argv) {
     absl::StatusOr<pw::Dataset> d = pw::ReadIdxDir(data_path, role == "worker");
     if (!d.ok()) return Usage(d.status().ToString());
     (role == "worker" ? train : test) = std::move(*d);
+    if (role == "worker" && absl::GetFlag(FLAGS_algorithm) == "local") {
+      absl::StatusOr<pw::Dataset> t = pw::ReadIdxDir(data_path, false);
+      if (!t.ok()) return Usage(t.status().ToString());
+      test = std::move(*t);
+    }
   } else if (dataset == "synthetic") {
     const int64_t n = role == "worker" ? absl::GetFlag(FLAGS_synthetic_train)
                                        : absl::GetFlag(FLAGS_synthetic_test);
@@ -149,6 +155,12 @@ int main(int argc, char** argv) {
         absl::GetFlag(FLAGS_seed), absl::GetFlag(FLAGS_seed) +
                                        (role == "worker" ? 1000 : 2000),
         n, dim, classes);
+    if (role == "worker" && absl::GetFlag(FLAGS_algorithm) == "local") {
+      test = pw::MakeTeacherDataset(absl::GetFlag(FLAGS_seed),
+                                    absl::GetFlag(FLAGS_seed) + 2000,
+                                    absl::GetFlag(FLAGS_synthetic_test), dim,
+                                    classes);
+    }
   } else {
     return Usage("--dataset must be idx or synthetic, got '" + dataset + "'");
   }
@@ -227,6 +239,11 @@ int main(int argc, char** argv) {
   o.nesterov = absl::GetFlag(FLAGS_nesterov);
   o.rank = rw->rank;
   o.world = rw->world;
+  if (o.algorithm == "local" && test.size() > 0) {
+    o.local_test = &test;
+    o.local_eval_interval_s = absl::GetFlag(FLAGS_eval_interval_s);
+    o.local_target_accuracy = absl::GetFlag(FLAGS_target_accuracy);
+  }
   spdlog::info("rank {} of {} ({}), {} on {} samples, model {}, backend {}",
                rw->rank, rw->world, rw->source, o.algorithm, train.size(),
                layers, (*backend)->name());
@@ -238,9 +255,14 @@ int main(int argc, char** argv) {
   }
   std::printf(
       "worker summary: rank %d: %lld steps, %lld samples in %.1f s, %.0f "
-      "samples/s, last loss %.4f%s\n",
+      "samples/s, last loss %.4f%s%s\n",
       rw->rank, static_cast<long long>(s->steps),
       static_cast<long long>(s->samples), s->seconds, s->samples_per_s,
-      s->last_loss, s->ended_by_evaluator ? ", ended by the evaluator" : "");
+      s->last_loss, s->ended_by_evaluator ? ", ended by the evaluator" : "",
+      s->seconds_to_target >= 0
+          ? absl::StrCat(", test accuracy ", s->local_accuracy,
+                         " reached after ", s->seconds_to_target, " s")
+                .c_str()
+          : "");
   return 0;
 }

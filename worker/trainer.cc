@@ -9,6 +9,7 @@
 #include "absl/strings/str_cat.h"
 #include "absl/synchronization/notification.h"
 #include "absl/time/clock.h"
+#include "common/optimizer_config.h"
 #include "common/status_macros.h"
 #include "spdlog/spdlog.h"
 
@@ -208,10 +209,36 @@ absl::StatusOr<TrainSummary> Train(const TrainOptions& o, Backend* be,
   std::vector<int32_t> yb(o.batch_size);
   PSKIT_ASSIGN_OR_RETURN(DeviceBuffer x, be->Allocate(xb.size()));
 
-  const v1::OptimizerConfig& opt = o.job.server_config.optimizer();
+  PSKIT_ASSIGN_OR_RETURN(const v1::NamespaceConfig normalized,
+                         NormalizeConfig(o.job.server_config));
+  const v1::OptimizerConfig& opt = normalized.optimizer();
+  if (local && opt.kind() != v1::OPTIMIZER_SGD &&
+      opt.kind() != v1::OPTIMIZER_MOMENTUM &&
+      opt.kind() != v1::OPTIMIZER_NESTEROV && opt.kind() != v1::OPTIMIZER_ADAM) {
+    return absl::InvalidArgumentError(absl::StrCat(
+        "--algorithm local runs sgd, momentum, nesterov or adam, not ",
+        v1::OptimizerKind_Name(opt.kind())));
+  }
+  if (o.local_test != nullptr) PSKIT_RETURN_IF_ERROR(CheckFits(*o.local_test, o.job.model));
+  // Scores the current model on local_test, batch by batch.
+  auto local_accuracy = [&]() -> absl::StatusOr<double> {
+    const Dataset& t = *o.local_test;
+    int64_t correct = 0;
+    for (int64_t b = 0; b < t.size(); b += o.batch_size) {
+      const int rows = static_cast<int>(std::min<int64_t>(o.batch_size, t.size() - b));
+      PSKIT_RETURN_IF_ERROR(be->CopyToDevice(
+          t.row(b), x.data(), static_cast<size_t>(rows) * t.feature_dim));
+      PSKIT_ASSIGN_OR_RETURN(
+          StepResult r,
+          mlp->Evaluate(x.data(), absl::MakeConstSpan(t.labels).subspan(b, rows)));
+      correct += r.correct;
+    }
+    return static_cast<double>(correct) / t.size();
+  };
   TrainSummary summary;
   const absl::Time start = absl::Now();
   absl::Time next_log = start + absl::Seconds(o.job.log_interval_s);
+  absl::Time next_eval = start + absl::Seconds(o.local_eval_interval_s);
   HostParams grad_host(*mlp);  // the gradient on its way to the shards
   double loss_sum = 0;
   int loss_count = 0;
@@ -237,10 +264,18 @@ absl::StatusOr<TrainSummary> Train(const TrainOptions& o, Backend* be,
 
       if (local) {
         for (size_t i = 0; i < params.size(); ++i) {
-          PSKIT_RETURN_IF_ERROR(be->AdamStep(
-              opt.learning_rate(), opt.beta1(), opt.beta2(), opt.epsilon(),
-              summary.steps, grads[i], slot1[i].data(), slot2[i].data(),
-              params[i], mlp->param_size(i)));
+          if (opt.kind() == v1::OPTIMIZER_ADAM) {
+            PSKIT_RETURN_IF_ERROR(be->AdamStep(
+                opt.learning_rate(), opt.beta1(), opt.beta2(), opt.epsilon(),
+                summary.steps, grads[i], slot1[i].data(), slot2[i].data(),
+                params[i], mlp->param_size(i)));
+          } else {
+            const float mu =
+                opt.kind() == v1::OPTIMIZER_SGD ? 0.0f : opt.momentum();
+            PSKIT_RETURN_IF_ERROR(be->MomentumStep(
+                opt.learning_rate(), mu, opt.kind() == v1::OPTIMIZER_NESTEROV,
+                grads[i], slot1[i].data(), params[i], mlp->param_size(i)));
+          }
         }
       } else if (easgd) {
         for (size_t i = 0; i < params.size(); ++i) {
@@ -303,6 +338,18 @@ absl::StatusOr<TrainSummary> Train(const TrainOptions& o, Backend* be,
         loss_sum = 0;
         loss_count = 0;
         next_log = now + absl::Seconds(o.job.log_interval_s);
+      }
+      if (local && o.local_test != nullptr && now >= next_eval) {
+        PSKIT_ASSIGN_OR_RETURN(summary.local_accuracy, local_accuracy());
+        const double secs = absl::ToDoubleSeconds(absl::Now() - start);
+        spdlog::info("{}: {:.1f} s test accuracy {:.4f}", name, secs,
+                     summary.local_accuracy);
+        if (o.local_target_accuracy > 0 &&
+            summary.local_accuracy >= o.local_target_accuracy) {
+          summary.seconds_to_target = secs;
+          stop = true;
+        }
+        next_eval = absl::Now() + absl::Seconds(o.local_eval_interval_s);
       }
       if (lease != nullptr && lease->job_done()) {
         summary.ended_by_evaluator = true;

@@ -60,6 +60,11 @@ struct TrainOptions {
   int rank = 0;
   int world = 1;
   std::string name;  // for the lease and logs; default "rank<r>"
+  // local only: score the model on `local_test` every local_eval_interval_s
+  // and stop at local_target_accuracy (0 = never), as the evaluator would.
+  const Dataset* local_test = nullptr;
+  double local_eval_interval_s = 1;
+  double local_target_accuracy = 0;
 };
 
 struct TrainSummary {
@@ -69,6 +74,9 @@ struct TrainSummary {
   double samples_per_s = 0;
   float last_loss = 0;
   bool ended_by_evaluator = false;
+  // local with a test set: the last accuracy and when the target was met.
+  double local_accuracy = -1;
+  double seconds_to_target = -1;
 };
 
 // Trains on `train` (this rank's slice of it). INVALID_ARGUMENT for bad
