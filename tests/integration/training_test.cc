@@ -107,7 +107,17 @@ TEST(Training, BadOptionsSayWhatIsWrong) {
   o.algorithm = "local";
   o.epochs = 3;
   o.batch_size = 10;
-  EXPECT_OK(Train(o, be.get(), data));
+  EXPECT_EQ(Train(o, be.get(), data).status().code(),
+            absl::StatusCode::kInvalidArgument);  // no optimizer given
+  o.job.server_config.mutable_optimizer()->set_kind(v1::OPTIMIZER_ADAGRAD);
+  EXPECT_EQ(Train(o, be.get(), data).status().code(),
+            absl::StatusCode::kInvalidArgument);  // not run locally
+  o.job.server_config.mutable_optimizer()->set_kind(v1::OPTIMIZER_ADAM);
+  o.local_test = &data;
+  o.local_eval_interval_s = 0;
+  o.local_target_accuracy = 0.5;
+  ASSERT_OK_AND_ASSIGN(TrainSummary s, Train(o, be.get(), data));
+  EXPECT_GE(s.local_accuracy, 0.0);
 }
 
 }  // namespace
