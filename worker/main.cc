@@ -53,11 +53,16 @@ ABSL_FLAG(bool, nesterov, false, "easgd: Nesterov momentum (EAMSGD)");
 ABSL_FLAG(int32_t, rank, -1, "this worker's rank; -1: from the launcher");
 ABSL_FLAG(int32_t, world, -1, "number of workers; -1: from the launcher");
 ABSL_FLAG(std::string, dataset, "",
-          "idx or synthetic; empty: idx when --data_path is given, else "
+          "idx, csv or synthetic; empty: idx when --data_path is given, else "
           "synthetic");
 ABSL_FLAG(std::string, data_path, "",
           "directory with train-images-idx3-ubyte[.gz] and the other three "
           "standard IDX files");
+ABSL_FLAG(std::string, test_path, "",
+          "csv: the test-set file (the evaluator's data; --data_path is the "
+          "training file)");
+ABSL_FLAG(std::string, label_column, "last",
+          "csv: the label's column: a 0-based index, a header name, or last");
 ABSL_FLAG(int64_t, synthetic_train, 60000, "synthetic: training samples");
 ABSL_FLAG(int64_t, synthetic_test, 10000, "synthetic: test samples");
 ABSL_FLAG(int32_t, synthetic_dim, 32, "synthetic: features per sample");
@@ -142,6 +147,24 @@ int main(int argc, char** argv) {
       if (!t.ok()) return Usage(t.status().ToString());
       test = std::move(*t);
     }
+  } else if (dataset == "csv") {
+    const std::string label = absl::GetFlag(FLAGS_label_column);
+    const std::string test_path = absl::GetFlag(FLAGS_test_path);
+    const bool local = absl::GetFlag(FLAGS_algorithm) == "local";
+    if (role == "worker") {
+      if (data_path.empty()) return Usage("--dataset csv needs --data_path FILE");
+      absl::StatusOr<pw::Dataset> d = pw::ReadCsv(data_path, label);
+      if (!d.ok()) return Usage(d.status().ToString());
+      train = std::move(*d);
+    }
+    if (role == "evaluator" || (local && !test_path.empty())) {
+      if (test_path.empty()) {
+        return Usage("the evaluator with --dataset csv needs --test_path FILE");
+      }
+      absl::StatusOr<pw::Dataset> t = pw::ReadCsv(test_path, label);
+      if (!t.ok()) return Usage(t.status().ToString());
+      test = std::move(*t);
+    }
   } else if (dataset == "synthetic") {
     const int64_t n = role == "worker" ? absl::GetFlag(FLAGS_synthetic_train)
                                        : absl::GetFlag(FLAGS_synthetic_test);
@@ -162,7 +185,8 @@ int main(int argc, char** argv) {
                                     classes);
     }
   } else {
-    return Usage("--dataset must be idx or synthetic, got '" + dataset + "'");
+    return Usage("--dataset must be idx, csv or synthetic, got '" + dataset +
+                 "'");
   }
   const pw::Dataset& data = role == "worker" ? train : test;
 

@@ -6,7 +6,10 @@
 #include <filesystem>
 #include <random>
 
+#include "absl/strings/ascii.h"
+#include "absl/strings/numbers.h"
 #include "absl/strings/str_cat.h"
+#include "absl/strings/str_split.h"
 #include "common/status_macros.h"
 
 namespace pskit::worker {
@@ -131,6 +134,88 @@ absl::StatusOr<Dataset> ReadIdxDir(const std::string& dir, bool train) {
   };
   return ReadIdx(find(prefix + "-images-idx3-ubyte"),
                  find(prefix + "-labels-idx1-ubyte"));
+}
+
+absl::StatusOr<Dataset> ReadCsv(const std::string& path,
+                                const std::string& label_column) {
+  PSKIT_ASSIGN_OR_RETURN(std::string text, ReadMaybeGzip(path));
+  std::vector<std::string> lines = absl::StrSplit(text, '\n');
+  Dataset ds;
+  int label_at = -1;
+  size_t columns = 0;
+  bool first = true;
+  std::vector<float> row;
+  for (size_t ln = 0; ln < lines.size(); ++ln) {
+    absl::string_view line = absl::StripAsciiWhitespace(lines[ln]);
+    if (line.empty()) continue;
+    std::vector<absl::string_view> fields = absl::StrSplit(line, ',');
+    row.clear();
+    bool numeric = true;
+    for (absl::string_view f : fields) {
+      float v;
+      if (!absl::SimpleAtof(absl::StripAsciiWhitespace(f), &v)) {
+        numeric = false;
+        break;
+      }
+      row.push_back(v);
+    }
+    if (first) {
+      first = false;
+      columns = fields.size();
+      if (columns < 2) {
+        return absl::InvalidArgumentError(absl::StrCat(
+            "'", path, "' line ", ln + 1,
+            ": a sample needs at least one feature and a label"));
+      }
+      if (label_column == "last") {
+        label_at = static_cast<int>(columns) - 1;
+      } else if (!absl::SimpleAtoi(label_column, &label_at)) {
+        label_at = -1;
+        for (size_t c = 0; c < fields.size() && !numeric; ++c) {
+          if (absl::StripAsciiWhitespace(fields[c]) == label_column) {
+            label_at = static_cast<int>(c);
+          }
+        }
+        if (label_at < 0) {
+          return absl::InvalidArgumentError(absl::StrCat(
+              "'", path, "' has no column named '", label_column,
+              "' in its header; give --label_column as a name, an index or "
+              "last"));
+        }
+      }
+      if (label_at < 0 || label_at >= static_cast<int>(columns)) {
+        return absl::InvalidArgumentError(absl::StrCat(
+            "label column ", label_at, " is outside the ", columns,
+            " columns of '", path, "'"));
+      }
+      ds.feature_dim = static_cast<int>(columns) - 1;
+      if (!numeric) continue;  // a header
+    } else if (!numeric) {
+      return absl::InvalidArgumentError(absl::StrCat(
+          "'", path, "' line ", ln + 1, ": a field is not a number"));
+    }
+    if (row.size() != columns) {
+      return absl::InvalidArgumentError(absl::StrCat(
+          "'", path, "' line ", ln + 1, " has ", row.size(),
+          " columns, the first row ", columns));
+    }
+    const float label = row[label_at];
+    if (!(label >= 0) || label != std::floor(label) || label > 1e6f) {
+      return absl::InvalidArgumentError(absl::StrCat(
+          "'", path, "' line ", ln + 1, ": label ", label,
+          " is not a class index (an integer >= 0)"));
+    }
+    ds.labels.push_back(static_cast<int32_t>(label));
+    ds.num_classes = std::max(ds.num_classes, static_cast<int>(label) + 1);
+    for (size_t c = 0; c < columns; ++c) {
+      if (static_cast<int>(c) != label_at) ds.features.push_back(row[c]);
+    }
+  }
+  if (ds.labels.empty()) {
+    return absl::InvalidArgumentError(
+        absl::StrCat("'", path, "' holds no samples"));
+  }
+  return ds;
 }
 
 Dataset MakeTeacherDataset(uint64_t teacher_seed, uint64_t sample_seed,

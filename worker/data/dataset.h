@@ -42,6 +42,15 @@ absl::StatusOr<Dataset> ReadIdx(const std::string& images_path,
 // with .gz.
 absl::StatusOr<Dataset> ReadIdxDir(const std::string& dir, bool train);
 
+// Reads a CSV file: one sample per line, comma-separated numbers, the label
+// (an integer >= 0) in column `label_column`: a 0-based index, a header
+// name, or "last". A first line holding any non-number is a header. Blank
+// lines are skipped. NOT_FOUND for a missing file; INVALID_ARGUMENT naming
+// the line and column for anything malformed (a field not a number, a row
+// with another column count, a negative or fractional label).
+absl::StatusOr<Dataset> ReadCsv(const std::string& path,
+                                const std::string& label_column);
+
 // A teacher network's data: features uniform in [-1, 1), labels the argmax
 // of a fixed random 2-layer tanh network (hidden width 32), all from `seed`.
 // The same (seed, n, dim, classes) always gives the same set; train and test

@@ -170,3 +170,46 @@ TEST(RankAndWorld, RefusesHalfGivenOrOutOfRange) {
 
 }  // namespace
 }  // namespace pskit::worker
+
+namespace pskit::worker {
+namespace {
+
+TEST(Csv, HeaderNamedLabelAndPlainFiles) {
+  testing::TempDir dir;
+  const std::string a = dir.path() + "/a.csv", b = dir.path() + "/b.csv";
+  WritePlain(a, "x1,label,x2\n0.5,1,2\n\n-1,0,3.5\n");
+  ASSERT_OK_AND_ASSIGN(Dataset ds, ReadCsv(a, "label"));
+  ASSERT_EQ(ds.size(), 2);
+  EXPECT_EQ(ds.feature_dim, 2);
+  EXPECT_EQ(ds.num_classes, 2);
+  EXPECT_EQ(ds.labels, (std::vector<int32_t>{1, 0}));
+  EXPECT_EQ(ds.features, (std::vector<float>{0.5f, 2, -1, 3.5f}));
+  ASSERT_OK_AND_ASSIGN(ds, ReadCsv(a, "1"));  // by index, header skipped
+  EXPECT_EQ(ds.size(), 2);
+  WriteGzip(b, "1,2,3\n4,5,6\n");
+  ASSERT_OK_AND_ASSIGN(ds, ReadCsv(b, "last"));
+  EXPECT_EQ(ds.labels, (std::vector<int32_t>{3, 6}));
+  EXPECT_EQ(ds.num_classes, 7);
+}
+
+TEST(Csv, MalformedFilesNameTheLine) {
+  testing::TempDir dir;
+  const std::string p = dir.path() + "/bad.csv";
+  WritePlain(p, "1,2,0\n3,4\n");
+  absl::Status s = ReadCsv(p, "last").status();
+  EXPECT_EQ(s.code(), absl::StatusCode::kInvalidArgument);
+  EXPECT_NE(s.message().find("line 2"), absl::string_view::npos) << s;
+  WritePlain(p, "1,2,0\n3,x,1\n");
+  EXPECT_EQ(ReadCsv(p, "last").status().code(), absl::StatusCode::kInvalidArgument);
+  WritePlain(p, "1,2,0.5\n");
+  EXPECT_EQ(ReadCsv(p, "last").status().code(), absl::StatusCode::kInvalidArgument);
+  WritePlain(p, "a,b\n1,2\n");
+  EXPECT_EQ(ReadCsv(p, "c").status().code(), absl::StatusCode::kInvalidArgument);
+  WritePlain(p, "a,b\n");
+  EXPECT_EQ(ReadCsv(p, "b").status().code(), absl::StatusCode::kInvalidArgument);
+  EXPECT_EQ(ReadCsv(dir.path() + "/none.csv", "last").status().code(),
+            absl::StatusCode::kNotFound);
+}
+
+}  // namespace
+}  // namespace pskit::worker
