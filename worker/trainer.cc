@@ -12,6 +12,7 @@
 #include "common/optimizer_config.h"
 #include "common/status_macros.h"
 #include "spdlog/spdlog.h"
+#include "worker/data/batcher.h"
 
 namespace pskit::worker {
 namespace {
@@ -202,12 +203,15 @@ absl::StatusOr<TrainSummary> Train(const TrainOptions& o, Backend* be,
   };
 
   const auto [begin, end] = SliceOf(train.size(), o.rank, o.world);
-  std::vector<int64_t> order(end - begin);
-  std::iota(order.begin(), order.end(), begin);
-  const int dim = train.feature_dim;
-  std::vector<float> xb(static_cast<size_t>(o.batch_size) * dim);
-  std::vector<int32_t> yb(o.batch_size);
-  PSKIT_ASSIGN_OR_RETURN(DeviceBuffer x, be->Allocate(xb.size()));
+  if (end - begin < o.batch_size) {
+    return absl::InvalidArgumentError(absl::StrCat(
+        "rank ", o.rank, " has ", end - begin, " samples, fewer than one batch of ",
+        o.batch_size, "; use a smaller --batch_size or fewer workers"));
+  }
+  Batcher batches(train, begin, end, o.batch_size, o.job.seed * 7919 + o.rank,
+                  o.prefetch);
+  const size_t batch_floats = static_cast<size_t>(o.batch_size) * train.feature_dim;
+  PSKIT_ASSIGN_OR_RETURN(DeviceBuffer x, be->Allocate(batch_floats));
 
   PSKIT_ASSIGN_OR_RETURN(const v1::NamespaceConfig normalized,
                          NormalizeConfig(o.job.server_config));
@@ -243,19 +247,13 @@ absl::StatusOr<TrainSummary> Train(const TrainOptions& o, Backend* be,
   double loss_sum = 0;
   int loss_count = 0;
   bool stop = false;
-  for (int epoch = 0; epoch < o.epochs && !stop; ++epoch) {
-    std::mt19937_64 shuffle(o.job.seed * 1000003 + o.rank * 7919 + epoch);
-    std::shuffle(order.begin(), order.end(), shuffle);
-    for (size_t b = 0; b + o.batch_size <= order.size() && !stop;
-         b += o.batch_size) {
-      for (int r = 0; r < o.batch_size; ++r) {
-        const int64_t idx = order[b + r];
-        std::copy(train.row(idx), train.row(idx) + dim,
-                  xb.begin() + static_cast<size_t>(r) * dim);
-        yb[r] = train.labels[idx];
-      }
-      PSKIT_RETURN_IF_ERROR(be->CopyToDevice(xb.data(), x.data(), xb.size()));
-      PSKIT_ASSIGN_OR_RETURN(StepResult step, mlp->ForwardBackward(x.data(), yb));
+  while (!stop) {
+    const Batch& batch = batches.Next();
+    if (batch.epoch >= o.epochs) break;
+    const int epoch = batch.epoch;
+    {
+      PSKIT_RETURN_IF_ERROR(be->CopyToDevice(batch.x.data(), x.data(), batch_floats));
+      PSKIT_ASSIGN_OR_RETURN(StepResult step, mlp->ForwardBackward(x.data(), batch.y));
       ++summary.steps;
       summary.samples += o.batch_size;
       loss_sum += step.loss;

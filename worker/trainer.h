@@ -60,6 +60,8 @@ struct TrainOptions {
   int rank = 0;
   int world = 1;
   std::string name;  // for the lease and logs; default "rank<r>"
+  // Assemble the next batch on a prefetch thread (see worker/data/batcher.h).
+  bool prefetch = false;
   // local only: score the model on `local_test` every local_eval_interval_s
   // and stop at local_target_accuracy (0 = never), as the evaluator would.
   const Dataset* local_test = nullptr;

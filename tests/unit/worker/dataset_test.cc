@@ -213,3 +213,39 @@ TEST(Csv, MalformedFilesNameTheLine) {
 
 }  // namespace
 }  // namespace pskit::worker
+
+#include "worker/data/batcher.h"
+
+namespace pskit::worker {
+namespace {
+
+// With or without the prefetch thread, the same batches in the same order;
+// each epoch visits every sample of the slice once (the last partial batch
+// dropped), reshuffled.
+TEST(Batcher, PrefetchGivesTheSameBatchesAndCoversTheSlice) {
+  const Dataset data = MakeTeacherDataset(3, 4, 1000, 3, 2);
+  Batcher plain(data, 100, 203, 10, 9, /*prefetch=*/false);
+  Batcher ahead(data, 100, 203, 10, 9, /*prefetch=*/true);
+  std::vector<std::vector<float>> epoch_rows(3);
+  for (int step = 0; step < 30; ++step) {
+    const Batch& a = plain.Next();
+    const Batch& b = ahead.Next();
+    ASSERT_EQ(a.epoch, step / 10);
+    ASSERT_EQ(a.epoch, b.epoch);
+    ASSERT_EQ(a.x, b.x);
+    ASSERT_EQ(a.y, b.y);
+    epoch_rows[a.epoch].insert(epoch_rows[a.epoch].end(), a.x.begin(), a.x.end());
+  }
+  std::set<float> firsts;  // first feature identifies a row here
+  for (size_t i = 0; i < epoch_rows[0].size(); i += 3) firsts.insert(epoch_rows[0][i]);
+  EXPECT_EQ(firsts.size(), 100u);  // 103 rows, 10 batches of 10
+  for (float f : firsts) {
+    bool in_slice = false;
+    for (int64_t r = 100; r < 203; ++r) in_slice |= data.row(r)[0] == f;
+    EXPECT_TRUE(in_slice);
+  }
+  EXPECT_NE(epoch_rows[0], epoch_rows[1]);  // reshuffled
+}
+
+}  // namespace
+}  // namespace pskit::worker
