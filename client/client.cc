@@ -199,7 +199,11 @@ absl::Status Client::Run(const char* op, std::vector<Call<Req, Resp>>& calls,
       Call<Req, Resp>& c = calls[i];
       absl::Status s = c.status.ok() ? c.answer : FromGrpcStatus(c.status);
       if (s.ok()) continue;
-      if (s.code() == absl::StatusCode::kUnavailable) {
+      // This client never cancels its own calls, so CANCELLED comes from the
+      // shard's side (a shutdown cancelling what was in flight): like
+      // UNAVAILABLE, the shard may be back soon.
+      if (s.code() == absl::StatusCode::kUnavailable ||
+          s.code() == absl::StatusCode::kCancelled) {
         retry.push_back(i);
         continue;
       }

@@ -6,16 +6,17 @@
 // at once, and copies the answers into caller-owned float buffers.
 //
 // Every operation has one deadline (`timeout` from its start). A shard that
-// answers UNAVAILABLE (down, restarting, unreachable) is retried with
-// exponential backoff until that deadline, so a restarted shard is picked up
+// answers UNAVAILABLE (down, restarting, unreachable) or CANCELLED (it shut
+// down with the call in flight) is retried with exponential backoff until
+// that deadline, so a restarted shard is picked up
 // again by the same Client. Other errors are returned at once, prefixed with
 // the shard's index and address.
 //
 // The Client remembers, per chunk, the version it last pulled; a push sends
 // it so the shard can measure staleness.
 //
-// Caveat: a push that failed with UNAVAILABLE after the shard received it is
-// applied again by the retry. Asynchronous SGD tolerates this; it is rare
+// Caveat: a push that failed with UNAVAILABLE or CANCELLED after the shard
+// received it is applied again by the retry. Asynchronous SGD tolerates this; it is rare
 // (the connection must break mid-call).
 //
 // Example:

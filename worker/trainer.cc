@@ -192,14 +192,18 @@ absl::StatusOr<TrainSummary> Train(const TrainOptions& o, Backend* be,
     PSKIT_RETURN_IF_ERROR(ToDevice(be, host, params));
   }
 
-  // Re-declares the model after a shard restarted without a checkpoint (it
-  // answers NOT_FOUND), then repeats `op` once.
-  auto with_redeclare = [&](auto op) -> absl::Status {
-    absl::Status s = op();
+  // A shard that restarted without a checkpoint answers NOT_FOUND (the
+  // namespace, or this worker's lease, is gone). Declare the model and renew
+  // the lease again, then start over from fresh weights. The failed update is
+  // not repeated: the shards that did take it must not take it twice.
+  auto recover = [&](absl::Status s) -> absl::Status {
     if (s.code() != absl::StatusCode::kNotFound) return s;
-    spdlog::warn("{}: {}; declaring the model again", name, s.ToString());
+    spdlog::warn("{}: {}; declaring the model and registering again", name,
+                 s.ToString());
     PSKIT_RETURN_IF_ERROR(client->Declare(o.job.ns, o.job.server_config, decls));
-    return op();
+    PSKIT_RETURN_IF_ERROR(client->Heartbeat(o.job.ns).status());
+    PSKIT_RETURN_IF_ERROR(client->Pull(o.job.ns, host.mutable_views));
+    return ToDevice(be, host, params);
   };
 
   const auto [begin, end] = SliceOf(train.size(), o.rank, o.world);
@@ -283,8 +287,8 @@ absl::StatusOr<TrainSummary> Train(const TrainOptions& o, Backend* be,
         }
         if (summary.steps % o.tau == 0) {
           PSKIT_RETURN_IF_ERROR(ToHost(be, params, &host));
-          PSKIT_RETURN_IF_ERROR(with_redeclare(
-              [&] { return client->Exchange(o.job.ns, alpha, host.mutable_views); }));
+          PSKIT_RETURN_IF_ERROR(
+              recover(client->Exchange(o.job.ns, alpha, host.mutable_views)));
           PSKIT_RETURN_IF_ERROR(ToDevice(be, host, params));
         }
       } else {  // downpour
@@ -306,14 +310,13 @@ absl::StatusOr<TrainSummary> Train(const TrainOptions& o, Backend* be,
                 be->CopyToHost(src, g.values[i].data(), g.values[i].size()));
           }
           if (fetch) {
-            PSKIT_RETURN_IF_ERROR(with_redeclare([&] {
-              return client->PushPull(o.job.ns, g.const_views, host.mutable_views)
-                  .status();
-            }));
+            PSKIT_RETURN_IF_ERROR(recover(
+                client->PushPull(o.job.ns, g.const_views, host.mutable_views)
+                    .status()));
             PSKIT_RETURN_IF_ERROR(ToDevice(be, host, params));
           } else {
-            PSKIT_RETURN_IF_ERROR(with_redeclare(
-                [&] { return client->Push(o.job.ns, g.const_views).status(); }));
+            PSKIT_RETURN_IF_ERROR(
+                recover(client->Push(o.job.ns, g.const_views).status()));
           }
           if (o.n_push > 1) {  // start the next sum from zero
             for (size_t i = 0; i < params.size(); ++i) {
@@ -322,11 +325,12 @@ absl::StatusOr<TrainSummary> Train(const TrainOptions& o, Backend* be,
           }
         } else if (fetch) {
           PSKIT_RETURN_IF_ERROR(
-              with_redeclare([&] { return client->Pull(o.job.ns, host.mutable_views); }));
+              recover(client->Pull(o.job.ns, host.mutable_views)));
           PSKIT_RETURN_IF_ERROR(ToDevice(be, host, params));
         }
       }
 
+      if (o.after_step) o.after_step(summary.steps);
       const absl::Time now = absl::Now();
       if (o.job.log_interval_s > 0 && now >= next_log) {
         const double secs = absl::ToDoubleSeconds(now - start);

@@ -15,6 +15,7 @@
 #define PSKIT_WORKER_TRAINER_H_
 
 #include <cstdint>
+#include <functional>
 #include <string>
 #include <vector>
 
@@ -62,6 +63,9 @@ struct TrainOptions {
   std::string name;  // for the lease and logs; default "rank<r>"
   // Assemble the next batch on a prefetch thread (see worker/data/batcher.h).
   bool prefetch = false;
+  // Tests only: called on the training thread after every step with the
+  // step count (to act at an exact point, such as restarting a shard).
+  std::function<void(int64_t)> after_step;
   // local only: score the model on `local_test` every local_eval_interval_s
   // and stop at local_target_accuracy (0 = never), as the evaluator would.
   const Dataset* local_test = nullptr;

@@ -13,13 +13,14 @@ namespace {
 
 using pskit::testing::TestCluster;
 
-struct Run {
+struct ClusterRun {
   std::vector<absl::StatusOr<TrainSummary>> workers;
   absl::StatusOr<EvalSummary> eval;
 };
 
-Run TrainCluster(TestCluster* cluster, const std::string& algorithm,
-                 double target) {
+ClusterRun TrainCluster(TestCluster* cluster, const std::string& algorithm,
+                 double target,
+                 std::function<void(int64_t)> rank0_after_step = nullptr) {
   const Dataset train = MakeTeacherDataset(11, 1, 6000, 16, 4);
   const Dataset test = MakeTeacherDataset(11, 2, 1000, 16, 4);
   JobOptions job;
@@ -34,7 +35,7 @@ Run TrainCluster(TestCluster* cluster, const std::string& algorithm,
   job.log_interval_s = 0;
   job.max_seconds = 120;  // a safety net; the evaluator ends it far sooner
 
-  Run run;
+  ClusterRun run;
   run.workers.resize(2);
   std::vector<std::thread> threads;
   for (int r = 0; r < 2; ++r) {
@@ -49,6 +50,7 @@ Run TrainCluster(TestCluster* cluster, const std::string& algorithm,
       o.local_momentum = 0.9f;
       o.rank = r;
       o.world = 2;
+      if (r == 0) o.after_step = rank0_after_step;
       std::unique_ptr<Backend> be = MakeCpuBackend(1);
       run.workers[r] = Train(o, be.get(), train);
     });
@@ -63,7 +65,7 @@ Run TrainCluster(TestCluster* cluster, const std::string& algorithm,
   return run;
 }
 
-void ExpectLearnedAndEnded(const Run& run, double target) {
+void ExpectLearnedAndEnded(const ClusterRun& run, double target) {
   ASSERT_OK(run.eval);
   EXPECT_GE(run.eval->last_accuracy, target);
   EXPECT_GE(run.eval->seconds_to_target, 0);
@@ -82,6 +84,19 @@ TEST(Training, DownpourWorkersReachTheTargetAndTheEvaluatorEndsTheJob) {
 TEST(Training, EasgdWorkersReachTheTarget) {
   ASSERT_OK_AND_ASSIGN(auto cluster, TestCluster::Start(2));
   ExpectLearnedAndEnded(TrainCluster(cluster.get(), "easgd", 0.8), 0.8);
+}
+
+// Shard 1 is stopped and started again (memory-only, so it comes back
+// empty) at rank 0's 30th step, while both workers train: the workers wait
+// for it, declare the model again, and the job still reaches its target.
+TEST(Training, ShardRestartedMidRunDoesNotStopTraining) {
+  ASSERT_OK_AND_ASSIGN(auto cluster, TestCluster::Start(2));
+  absl::Status restarted = absl::UnknownError("never restarted");
+  ClusterRun run = TrainCluster(cluster.get(), "downpour", 0.8, [&](int64_t step) {
+    if (step == 30) restarted = cluster->Restart(1);
+  });
+  ASSERT_OK(restarted);
+  ExpectLearnedAndEnded(run, 0.8);
 }
 
 TEST(Training, BadOptionsSayWhatIsWrong) {
