@@ -47,6 +47,10 @@ uint32_t Crc32(const char* data, size_t size) {
 
 absl::Status FromRocks(const rocksdb::Status& s, absl::string_view what) {
   if (s.ok()) return absl::OkStatus();
+  // RocksDB's own checksums failed: the data is damaged, as with ours.
+  if (s.IsCorruption()) {
+    return absl::DataLossError(absl::StrCat(what, ": rocksdb: ", s.ToString()));
+  }
   return absl::InternalError(absl::StrCat(what, ": rocksdb: ", s.ToString()));
 }
 
@@ -150,9 +154,16 @@ absl::StatusOr<v1::CheckpointInfo> CheckpointStore::Write(
   manifest.set_updates_applied(snapshot.updates_applied);
   uint64_t bytes = 0;
   std::string value;
-  for (const v1::NamespaceRecord& ns : snapshot.namespaces) {
-    ns.SerializeToString(&value);
-    batch.Put(NamespacePrefix(id) + ns.name(), value);
+  // Keys sort by name, and Load reads them in key order: the CRCs follow
+  // that order.
+  std::vector<const v1::NamespaceRecord*> by_name;
+  for (const v1::NamespaceRecord& ns : snapshot.namespaces) by_name.push_back(&ns);
+  std::sort(by_name.begin(), by_name.end(),
+            [](const auto* a, const auto* b) { return a->name() < b->name(); });
+  for (const v1::NamespaceRecord* ns : by_name) {
+    ns->SerializeToString(&value);
+    manifest.add_namespace_crc32(Crc32(value.data(), value.size()));
+    batch.Put(NamespacePrefix(id) + ns->name(), value);
   }
   for (size_t i = 0; i < snapshot.chunks.size(); ++i) {
     const v1::ChunkRecord& c = snapshot.chunks[i];
@@ -249,22 +260,37 @@ absl::StatusOr<ShardSnapshot> CheckpointStore::Load(
   std::unique_ptr<rocksdb::Iterator> it(
       db_->NewIterator(rocksdb::ReadOptions()));
   const std::string ns_prefix = NamespacePrefix(id);
+  size_t n = 0;
   for (it->Seek(ns_prefix); it->Valid() && it->key().starts_with(ns_prefix);
-       it->Next()) {
+       it->Next(), ++n) {
+    const rocksdb::Slice v = it->value();
+    if (n >= static_cast<size_t>(manifest.namespace_crc32_size()) ||
+        Crc32(v.data(), v.size()) != manifest.namespace_crc32(static_cast<int>(n))) {
+      return absl::DataLossError(absl::StrCat(
+          "checkpoint '", id, "': namespace record ", n,
+          " does not match its checksum"));
+    }
     v1::NamespaceRecord& ns = snapshot.namespaces.emplace_back();
-    if (!ns.ParseFromArray(it->value().data(),
-                           static_cast<int>(it->value().size()))) {
+    if (!ns.ParseFromArray(v.data(), static_cast<int>(v.size()))) {
       return absl::DataLossError(absl::StrCat(
           "checkpoint '", id, "': unreadable namespace record"));
     }
   }
-  if (snapshot.namespaces.size() != manifest.namespaces()) {
+  if (snapshot.namespaces.size() != manifest.namespaces() ||
+      static_cast<int>(n) != manifest.namespace_crc32_size()) {
     return absl::DataLossError(absl::StrCat(
         "checkpoint '", id, "': ", snapshot.namespaces.size(),
         " namespace records, the manifest says ", manifest.namespaces()));
   }
+  // The manifest's counts are checked against each other before anything is
+  // sized by them: a damaged count must not become a huge allocation.
+  if (m.chunks() != static_cast<uint64_t>(manifest.chunk_crc32_size())) {
+    return absl::DataLossError(absl::StrCat(
+        "checkpoint '", id, "': the manifest lists ", m.chunks(),
+        " chunks but ", manifest.chunk_crc32_size(), " checksums"));
+  }
   const std::string chunk_prefix = ChunkPrefix(id);
-  snapshot.chunks.reserve(m.chunks());
+  snapshot.chunks.reserve(manifest.chunk_crc32_size());
   size_t i = 0;
   for (it->Seek(chunk_prefix);
        it->Valid() && it->key().starts_with(chunk_prefix); it->Next(), ++i) {
@@ -294,14 +320,17 @@ absl::StatusOr<ShardSnapshot> CheckpointStore::Load(
   return snapshot;
 }
 
-absl::StatusOr<ShardSnapshot> CheckpointStore::LoadNewest(
-    v1::CheckpointInfo* info) const {
+absl::StatusOr<v1::CheckpointInfo> CheckpointStore::LoadNewest(
+    const std::function<absl::Status(const ShardSnapshot&)>& apply) const {
   for (const v1::CheckpointInfo& c : List()) {
-    absl::StatusOr<ShardSnapshot> s = Load(c.id(), info);
-    if (s.ok() || s.status().code() != absl::StatusCode::kDataLoss) return s;
+    v1::CheckpointInfo info;
+    absl::StatusOr<ShardSnapshot> s = Load(c.id(), &info);
+    absl::Status applied = s.ok() ? apply(*s) : s.status();
+    if (applied.ok()) return info;
+    if (applied.code() != absl::StatusCode::kDataLoss) return applied;
     spdlog::error("shard {}: checkpoint '{}' is damaged ({}); trying the one "
                   "before it",
-                  shard_index_, c.id(), s.status().ToString());
+                  shard_index_, c.id(), applied.ToString());
   }
   return absl::NotFoundError(
       absl::StrCat("shard ", shard_index_, " has no loadable checkpoint"));

@@ -5,7 +5,7 @@
 // A checkpoint is one atomic, synced WriteBatch holding the namespaces
 // (config and tensor specs), one record per chunk (version, values,
 // optimizer slots) and, written last, a manifest (id, time, sequence, the
-// shard's layout, a CRC-32 per chunk record, counters). A checkpoint is
+// shard's layout, a CRC-32 per namespace and chunk record, counters). A checkpoint is
 // complete or absent: loading only considers checkpoints with a manifest,
 // and a chunk whose CRC does not match makes the checkpoint unloadable (the
 // previous one is used). The newest `keep` are kept.
@@ -74,11 +74,13 @@ class CheckpointStore {
   [[nodiscard]] absl::StatusOr<ShardSnapshot> Load(
       const std::string& id, v1::CheckpointInfo* info) const;
 
-  // The newest checkpoint that loads, skipping (with an error log) those
-  // that fail with DATA_LOSS. NOT_FOUND when there is none;
-  // FAILED_PRECONDITION when the newest readable one has another layout.
-  [[nodiscard]] absl::StatusOr<ShardSnapshot> LoadNewest(
-      v1::CheckpointInfo* info) const;
+  // Loads checkpoints newest first and hands each to `apply` until one
+  // loads and applies; one that fails either with DATA_LOSS is skipped with
+  // an error log. Returns the applied checkpoint's record. NOT_FOUND when
+  // none is left; any other error (FAILED_PRECONDITION for another layout)
+  // is returned at once.
+  [[nodiscard]] absl::StatusOr<v1::CheckpointInfo> LoadNewest(
+      const std::function<absl::Status(const ShardSnapshot&)>& apply) const;
 
   // Test only: runs `hook` after the batch is built and before it is
   // committed (a test can hold or kill the process there).

@@ -19,13 +19,22 @@ Checkpointer::Checkpointer(ChunkStore* store, CheckpointStore* checkpoints,
 Checkpointer::~Checkpointer() { Stop(); }
 
 void Checkpointer::CheckpointAsync(std::string id, Done done) {
-  absl::MutexLock lock(&mu_);
-  jobs_.push_back(Job{false, std::move(id), std::move(done)});
+  Enqueue(Job{false, std::move(id), std::move(done)});
 }
 
 void Checkpointer::RestoreAsync(std::string id, Done done) {
-  absl::MutexLock lock(&mu_);
-  jobs_.push_back(Job{true, std::move(id), std::move(done)});
+  Enqueue(Job{true, std::move(id), std::move(done)});
+}
+
+void Checkpointer::Enqueue(Job job) {
+  {
+    absl::MutexLock lock(&mu_);
+    if (!stop_) {
+      jobs_.push_back(std::move(job));
+      return;
+    }
+  }
+  job.done(absl::UnavailableError("the shard is shutting down"));
 }
 
 void Checkpointer::Stop() {

@@ -8,8 +8,9 @@
 // with checkpoints.
 //
 // Thread safety: CheckpointAsync/RestoreAsync may be called from any thread;
-// `done` runs on the checkpointer's thread, exactly once. Stop() joins the
-// thread; requests still queued are answered UNAVAILABLE.
+// `done` runs exactly once: on the checkpointer's thread, or at once on the
+// caller's after Stop(). Stop() joins the thread; requests still queued are
+// answered UNAVAILABLE.
 #ifndef PSKIT_SERVER_CHECKPOINTER_H_
 #define PSKIT_SERVER_CHECKPOINTER_H_
 
@@ -55,6 +56,8 @@ class Checkpointer {
     Done done;
   };
   void Loop() ABSL_LOCKS_EXCLUDED(mu_);
+  // Queues `job`, or answers it UNAVAILABLE at once after Stop().
+  void Enqueue(Job job) ABSL_LOCKS_EXCLUDED(mu_);
   absl::StatusOr<v1::CheckpointInfo> Restore(const std::string& id);
 
   // Constant after construction.

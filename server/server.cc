@@ -62,23 +62,23 @@ absl::StatusOr<std::unique_ptr<Server>> Server::Start(
         CheckpointStore::Open(options.data_dir, layout, options.shard_index,
                               options.keep_checkpoints));
     const absl::Time load_start = absl::Now();
-    v1::CheckpointInfo info;
-    absl::StatusOr<ShardSnapshot> newest =
-        server->checkpoints_->LoadNewest(&info);
-    if (newest.ok()) {
-      PSKIT_RETURN_IF_ERROR(server->store_->Replace(*newest));
+    ChunkStore* store = server->store_.get();
+    absl::StatusOr<v1::CheckpointInfo> info = server->checkpoints_->LoadNewest(
+        [store](const ShardSnapshot& s) { return store->Replace(s); });
+    if (info.ok()) {
       spdlog::info(
           "loaded checkpoint '{}' from {} in {:.2f} s: {} chunks, {:.1f} MiB, "
           "taken {:.1f} s ago",
-          info.id(), options.data_dir,
-          absl::ToDoubleSeconds(absl::Now() - load_start), info.chunks(),
-          info.bytes() / 1048576.0,
+          info->id(), options.data_dir,
+          absl::ToDoubleSeconds(absl::Now() - load_start), info->chunks(),
+          info->bytes() / 1048576.0,
           absl::ToDoubleSeconds(absl::Now() -
-                                absl::FromUnixMillis(info.time_unix_ms())));
-    } else if (newest.status().code() == absl::StatusCode::kNotFound) {
-      spdlog::info("no checkpoint in {}; starting empty", options.data_dir);
+                                absl::FromUnixMillis(info->time_unix_ms())));
+    } else if (info.status().code() == absl::StatusCode::kNotFound) {
+      spdlog::info("no loadable checkpoint in {}; starting empty",
+                   options.data_dir);
     } else {
-      return newest.status();
+      return info.status();
     }
     server->checkpointer_ = std::make_unique<Checkpointer>(
         server->store_.get(), server->checkpoints_.get(),
@@ -124,10 +124,13 @@ void Server::Shutdown(absl::Duration grace) {
   if (shut_down_ || server_ == nullptr) return;
   shut_down_ = true;
   server_->GetHealthCheckService()->SetServingStatus(false);
+  // The checkpointer stops first: it finishes the job in hand and answers
+  // queued Checkpoint/Restore calls UNAVAILABLE, so gRPC's Shutdown has no
+  // parked call to wait for (it would wait for every queued checkpoint).
+  if (checkpointer_ != nullptr) checkpointer_->Stop();
   server_->Shutdown(absl::ToChronoTime(absl::Now() + grace));
   server_->Wait();
   if (checkpointer_ != nullptr) {
-    checkpointer_->Stop();
     if (options_.checkpoint_on_shutdown) {
       // No request runs any more: this checkpoint holds every update.
       (void)checkpointer_->CheckpointNow(

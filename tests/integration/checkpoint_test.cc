@@ -182,6 +182,52 @@ TEST(Checkpoint, DamagedCheckpointIsSkippedForThePreviousOne) {
   EXPECT_EQ(r.status().code(), absl::StatusCode::kDataLoss) << r.status();
 }
 
+// Damage of any record of the newest checkpoint (a namespace record, or a
+// manifest whose counts no longer agree) falls back to the one before it.
+TEST(Checkpoint, DamagedNamespaceRecordOrManifestFallsBack) {
+  for (int what = 0; what < 2; ++what) {
+    SCOPED_TRACE(what == 0 ? "namespace record" : "manifest");
+    TempDir dir;
+    ServerOptions o = Durable(dir.path());
+    o.checkpoint_on_shutdown = false;
+    std::vector<float> at_c1;
+    {
+      ASSERT_OK_AND_ASSIGN(auto cluster, TestCluster::Start(1, o));
+      ASSERT_OK_AND_ASSIGN(auto c, cluster->NewClient());
+      v1::NamespaceConfig cfg;
+      cfg.mutable_optimizer()->set_kind(v1::OPTIMIZER_SGD);
+      ASSERT_OK(c->Declare("job", cfg, Model()));
+      PushSteps(c.get(), "job", 0, 1);
+      ASSERT_OK(c->Checkpoint("c1"));
+      at_c1 = PullAll(c.get(), "job");
+      PushSteps(c.get(), "job", 1, 1);
+      ASSERT_OK(c->Checkpoint("c2"));
+    }
+    {
+      rocksdb::DB* raw = nullptr;
+      ASSERT_TRUE(rocksdb::DB::Open(rocksdb::Options(), dir.path() + "/shard0", &raw).ok());
+      std::unique_ptr<rocksdb::DB> db(raw);
+      std::string value;
+      if (what == 0) {
+        ASSERT_TRUE(db->Get(rocksdb::ReadOptions(), "n/c2/job", &value).ok());
+        v1::NamespaceRecord ns;
+        ASSERT_TRUE(ns.ParseFromString(value));
+        ns.mutable_tensors(0)->set_shape(0, 3);  // parses, but is wrong
+        ASSERT_TRUE(db->Put(rocksdb::WriteOptions(), "n/c2/job", ns.SerializeAsString()).ok());
+      } else {
+        ASSERT_TRUE(db->Get(rocksdb::ReadOptions(), "m/c2", &value).ok());
+        v1::ManifestRecord m;
+        ASSERT_TRUE(m.ParseFromString(value));
+        m.mutable_info()->set_chunks(uint64_t{1} << 42);
+        ASSERT_TRUE(db->Put(rocksdb::WriteOptions(), "m/c2", m.SerializeAsString()).ok());
+      }
+    }
+    ASSERT_OK_AND_ASSIGN(auto cluster, TestCluster::Start(1, o));
+    ASSERT_OK_AND_ASSIGN(auto c, cluster->NewClient());
+    EXPECT_TRUE(BitIdentical(PullAll(c.get(), "job"), at_c1));
+  }
+}
+
 TEST(Checkpoint, AnotherLayoutIsRefusedAtStart) {
   TempDir dir;
   {
