@@ -42,8 +42,11 @@ class Checkpointer {
   // Queues a restore of checkpoint `id`.
   void RestoreAsync(std::string id, Done done) ABSL_LOCKS_EXCLUDED(mu_);
 
-  // Takes a checkpoint on the calling thread (after Stop(), at shutdown).
-  absl::StatusOr<v1::CheckpointInfo> CheckpointNow(std::string id);
+  // Takes a checkpoint: copies on the calling thread, then writes there or,
+  // with `background`, on a short-lived thread at the lowest CPU priority.
+  // Server calls it with background = false after Stop(), at shutdown.
+  absl::StatusOr<v1::CheckpointInfo> CheckpointNow(std::string id,
+                                                   bool background = false);
 
   // Finishes the job in hand, answers the queued ones UNAVAILABLE, joins.
   // Idempotent.

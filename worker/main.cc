@@ -195,6 +195,12 @@ int main(int argc, char** argv) {
 
   // Model and job.
   std::string layers = absl::GetFlag(FLAGS_layers);
+  if (layers.empty() && dataset == "csv") {
+    // Training and test files may not show the same classes, and the worker
+    // and the evaluator must declare the same model.
+    return Usage("--dataset csv needs --layers (e.g. 20,64,3): the model "
+                 "cannot be read off one CSV file");
+  }
   if (layers.empty()) {
     layers = absl::StrCat(data.feature_dim, ",256,128,", data.num_classes);
   }

@@ -139,6 +139,16 @@ absl::StatusOr<TrainSummary> Train(const TrainOptions& o, Backend* be,
         "--algorithm ", o.algorithm, " needs --shards (or use local)"));
   }
   PSKIT_RETURN_IF_ERROR(CheckFits(train, o.job.model));
+  if (o.local_test != nullptr) {
+    PSKIT_RETURN_IF_ERROR(CheckFits(*o.local_test, o.job.model));
+  }
+  // Everything is checked before the worker registers anywhere.
+  const auto [begin, end] = SliceOf(train.size(), o.rank, o.world);
+  if (end - begin < o.batch_size) {
+    return absl::InvalidArgumentError(absl::StrCat(
+        "rank ", o.rank, " has ", end - begin, " samples, fewer than one batch of ",
+        o.batch_size, "; use a smaller --batch_size or fewer workers"));
+  }
   const float alpha = o.alpha > 0 ? o.alpha : 0.9f / static_cast<float>(o.world);
   if (easgd && !(alpha > 0 && alpha <= 1)) {
     return absl::InvalidArgumentError(
@@ -206,12 +216,6 @@ absl::StatusOr<TrainSummary> Train(const TrainOptions& o, Backend* be,
     return ToDevice(be, host, params);
   };
 
-  const auto [begin, end] = SliceOf(train.size(), o.rank, o.world);
-  if (end - begin < o.batch_size) {
-    return absl::InvalidArgumentError(absl::StrCat(
-        "rank ", o.rank, " has ", end - begin, " samples, fewer than one batch of ",
-        o.batch_size, "; use a smaller --batch_size or fewer workers"));
-  }
   Batcher batches(train, begin, end, o.batch_size, o.job.seed * 7919 + o.rank,
                   o.prefetch);
   const size_t batch_floats = static_cast<size_t>(o.batch_size) * train.feature_dim;
@@ -227,7 +231,6 @@ absl::StatusOr<TrainSummary> Train(const TrainOptions& o, Backend* be,
         "--algorithm local runs sgd, momentum, nesterov or adam, not ",
         v1::OptimizerKind_Name(opt.kind())));
   }
-  if (o.local_test != nullptr) PSKIT_RETURN_IF_ERROR(CheckFits(*o.local_test, o.job.model));
   // Scores the current model on local_test, batch by batch.
   auto local_accuracy = [&]() -> absl::StatusOr<double> {
     const Dataset& t = *o.local_test;
@@ -388,6 +391,11 @@ absl::StatusOr<EvalSummary> Evaluate(const EvalOptions& o, Backend* be,
     return absl::InvalidArgumentError(
         "eval_interval_s must be > 0 and the batch size >= 1");
   }
+  if (!(o.target_accuracy > 0) && o.patience < 1 && !(o.job.max_seconds > 0)) {
+    return absl::InvalidArgumentError(
+        "the evaluator needs a way to end the job: give --target_accuracy, "
+        "--patience or --max_seconds");
+  }
   PSKIT_RETURN_IF_ERROR(CheckFits(test, o.job.model));
   const int batch = static_cast<int>(std::min<int64_t>(o.batch_size, test.size()));
   PSKIT_ASSIGN_OR_RETURN(std::unique_ptr<Mlp> mlp,
@@ -406,7 +414,16 @@ absl::StatusOr<EvalSummary> Evaluate(const EvalOptions& o, Backend* be,
   int since_best = 0;
   while (true) {
     const absl::Time round = absl::Now();
-    PSKIT_RETURN_IF_ERROR(client->Pull(o.job.ns, host.mutable_views));
+    absl::Status pulled = client->Pull(o.job.ns, host.mutable_views);
+    if (pulled.code() == absl::StatusCode::kNotFound) {
+      // A shard came back empty: declare the model again (its values there
+      // start over) and score what is there.
+      spdlog::warn("eval: {}; declaring the model again", pulled.ToString());
+      PSKIT_RETURN_IF_ERROR(
+          client->Declare(o.job.ns, o.job.server_config, Decls(*mlp)));
+      pulled = client->Pull(o.job.ns, host.mutable_views);
+    }
+    PSKIT_RETURN_IF_ERROR(pulled);
     PSKIT_RETURN_IF_ERROR(ToDevice(be, host, params));
     double loss = 0;
     int64_t correct = 0;

@@ -133,6 +133,19 @@ TEST(Training, BadOptionsSayWhatIsWrong) {
   o.local_target_accuracy = 0.5;
   ASSERT_OK_AND_ASSIGN(TrainSummary s, Train(o, be.get(), data));
   EXPECT_GE(s.local_accuracy, 0.0);
+  // A rank whose slice is smaller than a batch is refused up front.
+  o.world = 20;
+  o.rank = 19;
+  EXPECT_EQ(Train(o, be.get(), data).status().code(),
+            absl::StatusCode::kInvalidArgument);
+  // An evaluator without a way to end the job is refused.
+  EvalOptions e;
+  e.job = o.job;
+  e.job.shards = {"127.0.0.1:1"};
+  absl::StatusOr<EvalSummary> ev = Evaluate(e, be.get(), data);
+  EXPECT_EQ(ev.status().code(), absl::StatusCode::kInvalidArgument);
+  EXPECT_NE(ev.status().message().find("--target_accuracy"),
+            absl::string_view::npos);
 }
 
 }  // namespace
