@@ -8,7 +8,6 @@ set -euo pipefail
 cd "$(dirname "$0")/.."
 bash scripts/install-deps.sh
 bash scripts/build.sh
-bin=build/bin
 
 data=/usr/share/datasets/fashion-mnist
 if [ -f "$data/train-images-idx3-ubyte.gz" ] || [ -f "$data/train-images-idx3-ubyte" ]; then
@@ -20,31 +19,8 @@ else
   target=0.90
 fi
 
-tmp=$(mktemp -d)
-pids=()
-cleanup() {
-  for p in "${pids[@]}"; do kill -TERM "$p" 2>/dev/null || true; done
-  wait 2>/dev/null || true
-  rm -rf "$tmp"
-}
-trap cleanup EXIT INT TERM
-
-addrs=()
-for i in 0 1; do
-  "$bin/ps-server" --listen 127.0.0.1:0 --shard_index $i --num_shards 2 \
-    --log_level warn >"$tmp/s$i.out" 2> >(sed -u "s/^/[shard$i] /" >&2) &
-  pids+=($!)
-done
-for i in 0 1; do
-  for _ in $(seq 100); do
-    grep -q 'listening on' "$tmp/s$i.out" 2>/dev/null && break
-    sleep 0.1
-  done
-  addr=$(awk '/listening on/ {print $4}' "$tmp/s$i.out")
-  [ -n "$addr" ] || { echo "shard $i did not start"; exit 1; }
-  addrs+=("$addr")
-done
-shards=$(IFS=,; echo "${addrs[*]}")
+source scripts/lib/cluster.sh
+start_shards 2 --log_level warn
 echo "cluster: 2 shards at $shards; 2 workers + evaluator, target accuracy $target"
 
 start=$(date +%s.%N)

@@ -13,17 +13,9 @@
 set -euo pipefail
 cd "$(dirname "$0")/../.."
 seconds=${1:-20}
-bin=build/bin
-tmp=$(mktemp -d)
-pids=()
-cleanup() {
-  for p in "${pids[@]}"; do kill -TERM "$p" 2>/dev/null || true; done
-  wait 2>/dev/null || true
-  rm -rf "$tmp"
-}
-trap cleanup EXIT
+source scripts/lib/cluster.sh
 
-start_shards() {  # $1: run label; sets addrs, pids
+start_durable() {  # $1: run label; times each shard until it serves
   addrs=()
   for i in 0 1; do
     local out="$tmp/$1.s$i.out" err="$tmp/$1.s$i.err" t0
@@ -44,7 +36,7 @@ start_shards() {  # $1: run label; sets addrs, pids
   shards=$(IFS=,; echo "${addrs[*]}")
 }
 
-start_shards first
+start_durable first
 bench=("$bin/ps-bench" --shards "$shards" --op pushpull --model_mib 1024 \
        --op_mib 64 --clients 1 --seconds "$seconds")
 echo "== without checkpoints"
@@ -58,4 +50,4 @@ for p in "${pids[@]}"; do kill -TERM "$p"; done
 wait
 pids=()
 grep -h "checkpoint 'final" "$tmp"/first.s*.err
-start_shards second
+start_durable second

@@ -13,43 +13,8 @@ set -euo pipefail
 cd "$(dirname "$0")/../.."
 rounds=${1:-1}
 seconds=${2:-20}
-bin=build/bin
-
-tmp=$(mktemp -d)
-pids=()
-cleanup() {
-  for p in "${pids[@]}"; do kill -TERM "$p" 2>/dev/null || true; done
-  wait 2>/dev/null || true
-  rm -rf "$tmp"
-}
-trap cleanup EXIT
-
-free_port() {
-  local p
-  for p in $(shuf -i 20000-60000 -n 50); do
-    # A refused connection means nothing listens there.
-    if ! (exec 3<>"/dev/tcp/127.0.0.1/$p") 2>/dev/null; then echo "$p"; return; fi
-  done
-  echo "no free port found" >&2
-  return 1
-}
-
-addrs=()
-for i in 0 1; do
-  "$bin/ps-server" --listen 127.0.0.1:0 --shard_index $i --num_shards 2 \
-    >"$tmp/s$i.out" 2>"$tmp/s$i.err" &
-  pids+=($!)
-done
-for i in 0 1; do
-  for _ in $(seq 100); do
-    grep -q 'listening on' "$tmp/s$i.out" 2>/dev/null && break
-    sleep 0.1
-  done
-  addr=$(awk '/listening on/ {print $4}' "$tmp/s$i.out")
-  [ -n "$addr" ] || { echo "shard $i did not start:"; cat "$tmp/s$i.err"; exit 1; }
-  addrs+=("$addr")
-done
-shards=$(IFS=,; echo "${addrs[*]}")
+source scripts/lib/cluster.sh
+start_shards 2
 echo "cluster: 2 ps-server shards at $shards"
 
 for r in $(seq "$rounds"); do
