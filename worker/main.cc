@@ -68,6 +68,9 @@ ABSL_FLAG(int64_t, synthetic_test, 10000, "synthetic: test samples");
 ABSL_FLAG(int32_t, synthetic_dim, 32, "synthetic: features per sample");
 ABSL_FLAG(int32_t, synthetic_classes, 10, "synthetic: classes");
 ABSL_FLAG(uint64_t, seed, 1, "shuffling and synthetic-data seed");
+ABSL_FLAG(std::string, trace_file, "",
+          "write a Chrome trace (chrome://tracing, Perfetto) of every step's "
+          "data, compute, push/pull/exchange spans to this file");
 ABSL_FLAG(bool, prefetch, false,
           "assemble the next batch on a prefetch thread; off by default: with "
           "the data in memory it made no measurable difference");
@@ -271,6 +274,7 @@ int main(int argc, char** argv) {
   o.local_momentum = static_cast<float>(absl::GetFlag(FLAGS_local_momentum));
   o.nesterov = absl::GetFlag(FLAGS_nesterov);
   o.prefetch = absl::GetFlag(FLAGS_prefetch);
+  o.trace_file = absl::GetFlag(FLAGS_trace_file);
   o.rank = rw->rank;
   o.world = rw->world;
   if (o.algorithm == "local" && test.size() > 0) {

@@ -3,6 +3,7 @@
 #include <algorithm>
 #include <atomic>
 #include <numeric>
+#include <optional>
 #include <random>
 #include <thread>
 
@@ -13,6 +14,7 @@
 #include "common/status_macros.h"
 #include "spdlog/spdlog.h"
 #include "worker/data/batcher.h"
+#include "worker/trace.h"
 
 namespace pskit::worker {
 namespace {
@@ -218,6 +220,11 @@ absl::StatusOr<TrainSummary> Train(const TrainOptions& o, Backend* be,
 
   Batcher batches(train, begin, end, o.batch_size, o.job.seed * 7919 + o.rank,
                   o.prefetch);
+  std::unique_ptr<TraceWriter> trace;
+  if (!o.trace_file.empty()) {
+    PSKIT_ASSIGN_OR_RETURN(trace, TraceWriter::Open(o.trace_file, o.rank));
+  }
+  TraceWriter* const tw = trace.get();
   const size_t batch_floats = static_cast<size_t>(o.batch_size) * train.feature_dim;
   PSKIT_ASSIGN_OR_RETURN(DeviceBuffer x, be->Allocate(batch_floats));
 
@@ -255,10 +262,13 @@ absl::StatusOr<TrainSummary> Train(const TrainOptions& o, Backend* be,
   int loss_count = 0;
   bool stop = false;
   while (!stop) {
+    const absl::Time wait_start = absl::Now();
     const Batch& batch = batches.Next();
+    if (tw != nullptr) tw->Add("data", wait_start, absl::Now());
     if (batch.epoch >= o.epochs) break;
     const int epoch = batch.epoch;
     {
+      std::optional<TraceWriter::Span> compute(std::in_place, tw, "compute");
       PSKIT_RETURN_IF_ERROR(be->CopyToDevice(batch.x.data(), x.data(), batch_floats));
       PSKIT_ASSIGN_OR_RETURN(StepResult step, mlp->ForwardBackward(x.data(), batch.y));
       ++summary.steps;
@@ -289,6 +299,8 @@ absl::StatusOr<TrainSummary> Train(const TrainOptions& o, Backend* be,
               slot1[i].data(), params[i], mlp->param_size(i)));
         }
         if (summary.steps % o.tau == 0) {
+          compute.reset();
+          TraceWriter::Span span(tw, "exchange");
           PSKIT_RETURN_IF_ERROR(ToHost(be, params, &host));
           PSKIT_RETURN_IF_ERROR(
               recover(client->Exchange(o.job.ns, alpha, host.mutable_views)));
@@ -312,6 +324,8 @@ absl::StatusOr<TrainSummary> Train(const TrainOptions& o, Backend* be,
             PSKIT_RETURN_IF_ERROR(
                 be->CopyToHost(src, g.values[i].data(), g.values[i].size()));
           }
+          compute.reset();
+          TraceWriter::Span span(tw, fetch ? "pushpull" : "push");
           if (fetch) {
             PSKIT_RETURN_IF_ERROR(recover(
                 client->PushPull(o.job.ns, g.const_views, host.mutable_views)
@@ -327,6 +341,8 @@ absl::StatusOr<TrainSummary> Train(const TrainOptions& o, Backend* be,
             }
           }
         } else if (fetch) {
+          compute.reset();
+          TraceWriter::Span span(tw, "pull");
           PSKIT_RETURN_IF_ERROR(
               recover(client->Pull(o.job.ns, host.mutable_views)));
           PSKIT_RETURN_IF_ERROR(ToDevice(be, host, params));

@@ -63,6 +63,8 @@ struct TrainOptions {
   std::string name;  // for the lease and logs; default "rank<r>"
   // Assemble the next batch on a prefetch thread (see worker/data/batcher.h).
   bool prefetch = false;
+  // Write a Chrome trace of every step's spans here ("" = none).
+  std::string trace_file;
   // Tests only: called on the training thread after every step with the
   // step count (to act at an exact point, such as restarting a shard).
   std::function<void(int64_t)> after_step;

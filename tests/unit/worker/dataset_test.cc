@@ -249,3 +249,34 @@ TEST(Batcher, PrefetchGivesTheSameBatchesAndCoversTheSlice) {
 
 }  // namespace
 }  // namespace pskit::worker
+
+#include "worker/trace.h"
+
+namespace pskit::worker {
+namespace {
+
+TEST(TraceWriter, WritesAChromeTraceArray) {
+  testing::TempDir dir;
+  const std::string path = dir.path() + "/t.json";
+  {
+    ASSERT_OK_AND_ASSIGN(auto w, TraceWriter::Open(path, 3));
+    const absl::Time t0 = absl::FromUnixMicros(1000);
+    w->Add("compute", t0, t0 + absl::Microseconds(250));
+    { TraceWriter::Span s(w.get(), "push"); }
+    TraceWriter::Span nothing(nullptr, "ignored");  // a null writer is fine
+  }
+  std::ifstream in(path);
+  std::string text((std::istreambuf_iterator<char>(in)), {});
+  EXPECT_EQ(text.rfind("[\n", 0), 0u);
+  EXPECT_NE(text.find("{\"name\":\"compute\",\"cat\":\"step\",\"ph\":\"X\","
+                      "\"ts\":1000,\"dur\":250,\"pid\":3,\"tid\":0},\n"
+                      "{\"name\":\"push\""),
+            std::string::npos)
+      << text;
+  EXPECT_EQ(text.substr(text.size() - 3), "\n]\n");
+  EXPECT_EQ(TraceWriter::Open(dir.path() + "/no/such/dir/t.json", 0).status().code(),
+            absl::StatusCode::kInvalidArgument);
+}
+
+}  // namespace
+}  // namespace pskit::worker
