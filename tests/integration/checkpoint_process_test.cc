@@ -2,6 +2,7 @@
 // writing a 256 MiB checkpoint, and SIGTERM's final checkpoint.
 #include <signal.h>
 
+#include <cstdlib>
 #include <string>
 #include <thread>
 #include <vector>
@@ -134,6 +135,68 @@ TEST(CheckpointProcess, SigtermWritesAFinalCheckpointAndLosesNothing) {
   auto c = Connect(server.address(), absl::Seconds(20));
   ASSERT_OK(c->Pull("", {{"w", absl::MakeSpan(w)}}));
   for (float v : w) ASSERT_EQ(v, -37.0f);
+}
+
+}  // namespace
+}  // namespace pskit
+
+#include "tests/testing/cluster.h"
+#include "worker/trainer.h"
+
+namespace pskit {
+namespace {
+
+// A ps-worker killed with SIGKILL mid-training and started again with the
+// same rank registers again, pulls the shards' model (not a fresh one) and
+// carries on to a clean exit.
+TEST(WorkerProcess, KilledWorkerRestartsAndCarriesOn) {
+  ASSERT_OK_AND_ASSIGN(auto cluster, testing::TestCluster::Start(2));
+  const std::string shards =
+      cluster->addresses()[0] + "," + cluster->addresses()[1];
+  const std::vector<std::string> flags = {
+      "--shards", shards, "--rank", "0", "--world", "1",
+      "--synthetic_train", "20000", "--synthetic_dim", "16",
+      "--synthetic_classes", "4", "--layers", "16,64,4",
+      "--log_interval_s", "0.01", "--backend", "cpu"};
+  {
+    std::vector<std::string> f = flags;
+    f.insert(f.end(), {"--epochs", "1000"});
+    ChildServer worker("ps-worker", f, /*merge_stderr=*/true);
+    // Wait (by reading its progress lines, not by sleeping) for 300 steps.
+    std::string line = worker.first_line();
+    long step = 0;
+    while (!line.empty() && step < 300) {
+      const size_t at = line.find(" step ");
+      if (at != std::string::npos) step = std::atol(line.c_str() + at + 6);
+      if (step < 300) line = worker.ReadLine();
+    }
+    ASSERT_GE(step, 300) << "the worker stopped before 300 steps";
+    EXPECT_EQ(worker.StopWith(SIGKILL), -1);
+  }
+  // What the shards hold now: trained, well above chance (0.25).
+  worker::EvalOptions e;
+  e.job.shards = cluster->addresses();
+  e.job.model = worker::ParseMlpConfig("16,64,4", "relu", "xent").value();
+  e.job.server_config.mutable_optimizer()->set_kind(v1::OPTIMIZER_ADAM);
+  e.job.server_config.mutable_optimizer()->set_learning_rate(0.001f);
+  e.target_accuracy = 0.01;  // one evaluation
+  const worker::Dataset test = worker::MakeTeacherDataset(1, 2001, 2000, 16, 4);
+  std::unique_ptr<worker::Backend> be = worker::MakeCpuBackend(1);
+  ASSERT_OK_AND_ASSIGN(worker::EvalSummary before, worker::Evaluate(e, be.get(), test));
+  EXPECT_GT(before.last_accuracy, 0.5);
+
+  std::vector<std::string> f = flags;
+  f.insert(f.end(), {"--epochs", "1", "--log_interval_s", "0"});
+  ChildServer again("ps-worker", f, /*merge_stderr=*/true);
+  std::string summary;
+  for (std::string line = again.first_line(); !line.empty(); line = again.ReadLine()) {
+    if (line.rfind("worker summary", 0) == 0) summary = line;
+  }
+  EXPECT_EQ(again.StopWith(0), 0);
+  EXPECT_NE(summary.find("rank 0"), std::string::npos) << summary;
+  ASSERT_OK_AND_ASSIGN(worker::EvalSummary after, worker::Evaluate(e, be.get(), test));
+  EXPECT_GT(after.last_accuracy, before.last_accuracy - 0.05)
+      << "the restarted worker started the model over";
 }
 
 }  // namespace

@@ -10,24 +10,26 @@ extern char** environ;
 namespace pskit::testing {
 namespace {
 
-// build/bin/ps-server, next to the test binary.
-std::string ServerBinary() {
+// build/bin/<name>, next to the test binary.
+std::string Binary(const std::string& name) {
   char buf[4096];
   const ssize_t n = readlink("/proc/self/exe", buf, sizeof(buf) - 1);
   std::string self(buf, n > 0 ? n : 0);
-  return self.substr(0, self.rfind('/')) + "/ps-server";
+  return self.substr(0, self.rfind('/')) + "/" + name;
 }
 
 }  // namespace
 
-ChildServer::ChildServer(std::vector<std::string> args) {
+ChildServer::ChildServer(const std::string& binary,
+                         std::vector<std::string> args, bool merge_stderr) {
   int out[2];
   if (pipe(out) != 0) return;
   posix_spawn_file_actions_t actions;
   posix_spawn_file_actions_init(&actions);
   posix_spawn_file_actions_adddup2(&actions, out[1], 1);
+  if (merge_stderr) posix_spawn_file_actions_adddup2(&actions, out[1], 2);
   posix_spawn_file_actions_addclose(&actions, out[0]);
-  args.insert(args.begin(), ServerBinary());
+  args.insert(args.begin(), Binary(binary));
   std::vector<char*> argv;
   for (std::string& a : args) argv.push_back(a.data());
   argv.push_back(nullptr);

@@ -1,7 +1,8 @@
 // tests/testing/child_server.h
 //
-// ChildServer: build/bin/ps-server run as a child process, for tests of
-// what only a real process shows (the address line, signals, kill -9).
+// ChildServer: build/bin/ps-server (or another pskit binary) run as a child
+// process, for tests of what only a real process shows (the address line,
+// signals, kill -9).
 // The destructor SIGKILLs the child if it is still running.
 //
 // Thread safety: one test thread drives it.
@@ -19,7 +20,13 @@ namespace pskit::testing {
 class ChildServer {
  public:
   // Starts ps-server with `args` and reads its first stdout line.
-  explicit ChildServer(std::vector<std::string> args);
+  explicit ChildServer(std::vector<std::string> args)
+      : ChildServer("ps-server", std::move(args), /*merge_stderr=*/false) {}
+  // Starts `binary` (a program next to the test binary, e.g. "ps-worker")
+  // with `args`; with `merge_stderr` its stderr joins the stdout lines
+  // ReadLine returns. Reads the first line.
+  ChildServer(const std::string& binary, std::vector<std::string> args,
+              bool merge_stderr);
   ~ChildServer();
 
   const std::string& first_line() const { return first_line_; }
