@@ -7,7 +7,7 @@ PACKAGES=(
   build-essential cmake pkg-config ccache git
   libgrpc++-dev protobuf-compiler-grpc libprotobuf-dev protobuf-compiler
   libabsl-dev librocksdb-dev prometheus-cpp-dev libspdlog-dev
-  libopenblas-dev zlib1g-dev
+  libopenblas-dev zlib1g-dev libhdf5-dev
   libgtest-dev libgmock-dev libbenchmark-dev
   iperf3 dataset-fashion-mnist
 )

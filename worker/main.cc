@@ -53,14 +53,19 @@ ABSL_FLAG(bool, nesterov, false, "easgd: Nesterov momentum (EAMSGD)");
 ABSL_FLAG(int32_t, rank, -1, "this worker's rank; -1: from the launcher");
 ABSL_FLAG(int32_t, world, -1, "number of workers; -1: from the launcher");
 ABSL_FLAG(std::string, dataset, "",
-          "idx, csv or synthetic; empty: idx when --data_path is given, else "
+          "idx, csv, hdf5 or synthetic; empty: idx when --data_path is given, "
+          "else "
           "synthetic");
 ABSL_FLAG(std::string, data_path, "",
           "directory with train-images-idx3-ubyte[.gz] and the other three "
           "standard IDX files");
 ABSL_FLAG(std::string, test_path, "",
-          "csv: the test-set file (the evaluator's data; --data_path is the "
-          "training file)");
+          "csv/hdf5: the test-set file (the evaluator's data; --data_path is "
+          "the training file)");
+ABSL_FLAG(std::string, features, "features",
+          "hdf5: name of the features dataset, shape [n, ...]");
+ABSL_FLAG(std::string, labels, "labels",
+          "hdf5: name of the labels dataset, shape [n]");
 ABSL_FLAG(std::string, label_column, "last",
           "csv: the label's column: a 0-based index, a header name, or last");
 ABSL_FLAG(int64_t, synthetic_train, 60000, "synthetic: training samples");
@@ -153,21 +158,29 @@ int main(int argc, char** argv) {
       if (!t.ok()) return Usage(t.status().ToString());
       test = std::move(*t);
     }
-  } else if (dataset == "csv") {
-    const std::string label = absl::GetFlag(FLAGS_label_column);
+  } else if (dataset == "csv" || dataset == "hdf5") {
+    auto read = [&](const std::string& path) {
+      return dataset == "csv"
+                 ? pw::ReadCsv(path, absl::GetFlag(FLAGS_label_column))
+                 : pw::ReadHdf5(path, absl::GetFlag(FLAGS_features),
+                                absl::GetFlag(FLAGS_labels));
+    };
     const std::string test_path = absl::GetFlag(FLAGS_test_path);
     const bool local = absl::GetFlag(FLAGS_algorithm) == "local";
     if (role == "worker") {
-      if (data_path.empty()) return Usage("--dataset csv needs --data_path FILE");
-      absl::StatusOr<pw::Dataset> d = pw::ReadCsv(data_path, label);
+      if (data_path.empty()) {
+        return Usage("--dataset " + dataset + " needs --data_path FILE");
+      }
+      absl::StatusOr<pw::Dataset> d = read(data_path);
       if (!d.ok()) return Usage(d.status().ToString());
       train = std::move(*d);
     }
     if (role == "evaluator" || (local && !test_path.empty())) {
       if (test_path.empty()) {
-        return Usage("the evaluator with --dataset csv needs --test_path FILE");
+        return Usage("the evaluator with --dataset " + dataset +
+                     " needs --test_path FILE");
       }
-      absl::StatusOr<pw::Dataset> t = pw::ReadCsv(test_path, label);
+      absl::StatusOr<pw::Dataset> t = read(test_path);
       if (!t.ok()) return Usage(t.status().ToString());
       test = std::move(*t);
     }
@@ -191,18 +204,19 @@ int main(int argc, char** argv) {
                                     classes);
     }
   } else {
-    return Usage("--dataset must be idx, csv or synthetic, got '" + dataset +
-                 "'");
+    return Usage("--dataset must be idx, csv, hdf5 or synthetic, got '" +
+                 dataset + "'");
   }
   const pw::Dataset& data = role == "worker" ? train : test;
 
   // Model and job.
   std::string layers = absl::GetFlag(FLAGS_layers);
-  if (layers.empty() && dataset == "csv") {
+  if (layers.empty() && (dataset == "csv" || dataset == "hdf5")) {
     // Training and test files may not show the same classes, and the worker
     // and the evaluator must declare the same model.
-    return Usage("--dataset csv needs --layers (e.g. 20,64,3): the model "
-                 "cannot be read off one CSV file");
+    return Usage("--dataset " + dataset +
+                 " needs --layers (e.g. 20,64,3): the model cannot be read "
+                 "off one file");
   }
   if (layers.empty()) {
     layers = absl::StrCat(data.feature_dim, ",256,128,", data.num_classes);

@@ -51,6 +51,15 @@ absl::StatusOr<Dataset> ReadIdxDir(const std::string& dir, bool train);
 absl::StatusOr<Dataset> ReadCsv(const std::string& path,
                                 const std::string& label_column);
 
+// Reads an HDF5 file laid out as HEP files usually are: a features dataset
+// of shape [n, ...] (any numeric type; converted to float) and a labels
+// dataset of shape [n] (integers >= 0), both named. NOT_FOUND for a missing
+// file or dataset; INVALID_ARGUMENT naming the dataset for a bad shape,
+// mismatched counts or negative labels.
+absl::StatusOr<Dataset> ReadHdf5(const std::string& path,
+                                 const std::string& features,
+                                 const std::string& labels);
+
 // A teacher network's data: features uniform in [-1, 1), labels the argmax
 // of a fixed random 2-layer tanh network (hidden width 32), all from `seed`.
 // The same (seed, n, dim, classes) always gives the same set; train and test

@@ -280,3 +280,57 @@ TEST(TraceWriter, WritesAChromeTraceArray) {
 
 }  // namespace
 }  // namespace pskit::worker
+
+#include <hdf5.h>
+
+namespace pskit::worker {
+namespace {
+
+// Writes `name` into `file` as a dataset of `type` with `dims`.
+void WriteDataset(hid_t file, const char* name, hid_t type,
+                  std::vector<hsize_t> dims, const void* data) {
+  hid_t space = H5Screate_simple(static_cast<int>(dims.size()), dims.data(), nullptr);
+  hid_t ds = H5Dcreate2(file, name, type, space, H5P_DEFAULT, H5P_DEFAULT, H5P_DEFAULT);
+  ASSERT_GE(ds, 0);
+  ASSERT_GE(H5Dwrite(ds, type, H5S_ALL, H5S_ALL, H5P_DEFAULT, data), 0);
+  H5Dclose(ds);
+  H5Sclose(space);
+}
+
+TEST(Hdf5, NamedFeatureAndLabelDatasetsOfAnyNumericType) {
+  testing::TempDir dir;
+  const std::string path = dir.path() + "/events.h5";
+  {
+    hid_t f = H5Fcreate(path.c_str(), H5F_ACC_TRUNC, H5P_DEFAULT, H5P_DEFAULT);
+    ASSERT_GE(f, 0);
+    const std::vector<double> x = {1, 2, 3, 4, 5, 6, -1, -2, -3, -4, -5, -6.5};
+    const std::vector<int64_t> y = {3, 1};
+    const std::vector<int64_t> bad = {0, -1};
+    WriteDataset(f, "jets", H5T_NATIVE_DOUBLE, {2, 2, 3}, x.data());
+    WriteDataset(f, "is_signal", H5T_NATIVE_INT64, {2}, y.data());
+    WriteDataset(f, "negative", H5T_NATIVE_INT64, {2}, bad.data());
+    WriteDataset(f, "three", H5T_NATIVE_INT64, {3}, x.data());
+    H5Fclose(f);
+  }
+  ASSERT_OK_AND_ASSIGN(Dataset ds, ReadHdf5(path, "jets", "is_signal"));
+  ASSERT_EQ(ds.size(), 2);
+  EXPECT_EQ(ds.feature_dim, 6);
+  EXPECT_EQ(ds.num_classes, 4);
+  EXPECT_EQ(ds.labels, (std::vector<int32_t>{3, 1}));
+  EXPECT_EQ(ds.row(1)[5], -6.5f);
+  EXPECT_EQ(ReadHdf5(path, "nope", "is_signal").status().code(),
+            absl::StatusCode::kNotFound);
+  EXPECT_EQ(ReadHdf5(path, "jets", "negative").status().code(),
+            absl::StatusCode::kInvalidArgument);
+  absl::Status s = ReadHdf5(path, "jets", "three").status();
+  EXPECT_EQ(s.code(), absl::StatusCode::kInvalidArgument);
+  EXPECT_NE(s.message().find("3 labels"), absl::string_view::npos) << s;
+  WritePlain(dir.path() + "/not.h5", "plain text");
+  EXPECT_EQ(ReadHdf5(dir.path() + "/not.h5", "a", "b").status().code(),
+            absl::StatusCode::kInvalidArgument);
+  EXPECT_EQ(ReadHdf5(dir.path() + "/none.h5", "a", "b").status().code(),
+            absl::StatusCode::kNotFound);
+}
+
+}  // namespace
+}  // namespace pskit::worker
