@@ -1,6 +1,7 @@
 // Durable shards: checkpoints survive restarts bit-exactly, are complete or
 // absent, and damaged or mismatched ones are never loaded.
 #include <cstring>
+#include <functional>
 #include <memory>
 #include <string>
 #include <vector>
@@ -142,51 +143,46 @@ TEST(Checkpoint, KeepsTheNewestKAndRestoresById) {
   PushSteps(c.get(), "job", 20, 1);
 }
 
-TEST(Checkpoint, DamagedCheckpointIsSkippedForThePreviousOne) {
-  TempDir dir;
-  ServerOptions o = Durable(dir.path());
-  o.checkpoint_on_shutdown = false;
-  std::vector<float> at_c1;
-  {
-    ASSERT_OK_AND_ASSIGN(auto cluster, TestCluster::Start(1, o));
-    ASSERT_OK_AND_ASSIGN(auto c, cluster->NewClient());
-    v1::NamespaceConfig cfg;
-    cfg.mutable_optimizer()->set_kind(v1::OPTIMIZER_MOMENTUM);
-    ASSERT_OK(c->Declare("job", cfg, Model()));
-    PushSteps(c.get(), "job", 0, 2);
-    ASSERT_OK(c->Checkpoint("c1"));
-    at_c1 = PullAll(c.get(), "job");
-    PushSteps(c.get(), "job", 2, 2);
-    ASSERT_OK(c->Checkpoint("c2"));
-  }
-  {
-    // Flip one byte in the middle of c2's third chunk record.
-    rocksdb::DB* raw = nullptr;
-    ASSERT_TRUE(rocksdb::DB::Open(rocksdb::Options(), dir.path() + "/shard0", &raw).ok());
-    std::unique_ptr<rocksdb::DB> db(raw);
-    std::unique_ptr<rocksdb::Iterator> it(db->NewIterator(rocksdb::ReadOptions()));
-    it->Seek("c/c2/");
-    it->Next();
-    it->Next();
-    ASSERT_TRUE(it->Valid() && it->key().starts_with("c/c2/"));
-    std::string key = it->key().ToString(), value = it->value().ToString();
-    value[value.size() / 2] ^= 0x40;
-    it.reset();
-    ASSERT_TRUE(db->Put(rocksdb::WriteOptions(), key, value).ok());
-  }
-  ASSERT_OK_AND_ASSIGN(auto cluster, TestCluster::Start(1, o));
-  ASSERT_OK_AND_ASSIGN(auto c, cluster->NewClient());
-  EXPECT_TRUE(BitIdentical(PullAll(c.get(), "job"), at_c1));
-  // Asking for the damaged one by name says what is wrong.
-  absl::StatusOr<std::vector<v1::CheckpointInfo>> r = c->Restore("c2");
-  EXPECT_EQ(r.status().code(), absl::StatusCode::kDataLoss) << r.status();
-}
-
-// Damage of any record of the newest checkpoint (a namespace record, or a
-// manifest whose counts no longer agree) falls back to the one before it.
-TEST(Checkpoint, DamagedNamespaceRecordOrManifestFallsBack) {
-  for (int what = 0; what < 2; ++what) {
-    SCOPED_TRACE(what == 0 ? "namespace record" : "manifest");
+// Damage to any record of the newest checkpoint c2 (a byte of a chunk
+// record, a namespace record that still parses, a manifest whose counts no
+// longer agree) makes the shard start from c1; asking for c2 by name says
+// DATA_LOSS.
+TEST(Checkpoint, DamagedCheckpointFallsBackToThePreviousOne) {
+  using Damage = std::function<void(rocksdb::DB*)>;
+  const std::vector<std::pair<const char*, Damage>> damages = {
+      {"a byte of a chunk record",
+       [](rocksdb::DB* db) {
+         std::unique_ptr<rocksdb::Iterator> it(db->NewIterator(rocksdb::ReadOptions()));
+         it->Seek("c/c2/");
+         it->Next();
+         it->Next();
+         ASSERT_TRUE(it->Valid() && it->key().starts_with("c/c2/"));
+         std::string key = it->key().ToString(), value = it->value().ToString();
+         value[value.size() / 2] ^= 0x40;
+         it.reset();
+         ASSERT_TRUE(db->Put(rocksdb::WriteOptions(), key, value).ok());
+       }},
+      {"a namespace record",
+       [](rocksdb::DB* db) {
+         std::string value;
+         ASSERT_TRUE(db->Get(rocksdb::ReadOptions(), "n/c2/job", &value).ok());
+         v1::NamespaceRecord ns;
+         ASSERT_TRUE(ns.ParseFromString(value));
+         ns.mutable_tensors(0)->set_shape(0, 3);  // parses, but is wrong
+         ASSERT_TRUE(db->Put(rocksdb::WriteOptions(), "n/c2/job", ns.SerializeAsString()).ok());
+       }},
+      {"the manifest's chunk count",
+       [](rocksdb::DB* db) {
+         std::string value;
+         ASSERT_TRUE(db->Get(rocksdb::ReadOptions(), "m/c2", &value).ok());
+         v1::ManifestRecord m;
+         ASSERT_TRUE(m.ParseFromString(value));
+         m.mutable_info()->set_chunks(uint64_t{1} << 42);  // once a bad_alloc
+         ASSERT_TRUE(db->Put(rocksdb::WriteOptions(), "m/c2", m.SerializeAsString()).ok());
+       }},
+  };
+  for (const auto& [what, damage] : damages) {
+    SCOPED_TRACE(what);
     TempDir dir;
     ServerOptions o = Durable(dir.path());
     o.checkpoint_on_shutdown = false;
@@ -195,36 +191,25 @@ TEST(Checkpoint, DamagedNamespaceRecordOrManifestFallsBack) {
       ASSERT_OK_AND_ASSIGN(auto cluster, TestCluster::Start(1, o));
       ASSERT_OK_AND_ASSIGN(auto c, cluster->NewClient());
       v1::NamespaceConfig cfg;
-      cfg.mutable_optimizer()->set_kind(v1::OPTIMIZER_SGD);
+      cfg.mutable_optimizer()->set_kind(v1::OPTIMIZER_MOMENTUM);
       ASSERT_OK(c->Declare("job", cfg, Model()));
-      PushSteps(c.get(), "job", 0, 1);
+      PushSteps(c.get(), "job", 0, 2);
       ASSERT_OK(c->Checkpoint("c1"));
       at_c1 = PullAll(c.get(), "job");
-      PushSteps(c.get(), "job", 1, 1);
+      PushSteps(c.get(), "job", 2, 2);
       ASSERT_OK(c->Checkpoint("c2"));
     }
     {
       rocksdb::DB* raw = nullptr;
       ASSERT_TRUE(rocksdb::DB::Open(rocksdb::Options(), dir.path() + "/shard0", &raw).ok());
       std::unique_ptr<rocksdb::DB> db(raw);
-      std::string value;
-      if (what == 0) {
-        ASSERT_TRUE(db->Get(rocksdb::ReadOptions(), "n/c2/job", &value).ok());
-        v1::NamespaceRecord ns;
-        ASSERT_TRUE(ns.ParseFromString(value));
-        ns.mutable_tensors(0)->set_shape(0, 3);  // parses, but is wrong
-        ASSERT_TRUE(db->Put(rocksdb::WriteOptions(), "n/c2/job", ns.SerializeAsString()).ok());
-      } else {
-        ASSERT_TRUE(db->Get(rocksdb::ReadOptions(), "m/c2", &value).ok());
-        v1::ManifestRecord m;
-        ASSERT_TRUE(m.ParseFromString(value));
-        m.mutable_info()->set_chunks(uint64_t{1} << 42);
-        ASSERT_TRUE(db->Put(rocksdb::WriteOptions(), "m/c2", m.SerializeAsString()).ok());
-      }
+      damage(db.get());
     }
     ASSERT_OK_AND_ASSIGN(auto cluster, TestCluster::Start(1, o));
     ASSERT_OK_AND_ASSIGN(auto c, cluster->NewClient());
     EXPECT_TRUE(BitIdentical(PullAll(c.get(), "job"), at_c1));
+    absl::StatusOr<std::vector<v1::CheckpointInfo>> r = c->Restore("c2");
+    EXPECT_EQ(r.status().code(), absl::StatusCode::kDataLoss) << r.status();
   }
 }
 
