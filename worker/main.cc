@@ -246,11 +246,8 @@ int main(int argc, char** argv) {
   job.log_interval_s = absl::GetFlag(FLAGS_log_interval_s);
   job.max_seconds = absl::GetFlag(FLAGS_max_seconds);
 
-  absl::StatusOr<std::unique_ptr<pw::Backend>> backend =
-      absl::GetFlag(FLAGS_backend) == "cpu"
-          ? absl::StatusOr<std::unique_ptr<pw::Backend>>(
-                pw::MakeCpuBackend(absl::GetFlag(FLAGS_threads)))
-          : pw::MakeBackend(absl::GetFlag(FLAGS_backend));
+  absl::StatusOr<std::unique_ptr<pw::Backend>> backend = pw::MakeBackend(
+      absl::GetFlag(FLAGS_backend), absl::GetFlag(FLAGS_threads));
   if (!backend.ok()) return Usage(backend.status().ToString());
 
   if (role == "evaluator") {

@@ -11,7 +11,7 @@
 // CopyToHost and Synchronize wait.
 //
 // Example:
-//   PSKIT_ASSIGN_OR_RETURN(std::unique_ptr<Backend> be, MakeBackend("auto"));
+//   PSKIT_ASSIGN_OR_RETURN(std::unique_ptr<Backend> be, MakeBackend("auto", 1));
 //   PSKIT_ASSIGN_OR_RETURN(DeviceBuffer x, be->Allocate(rows * cols));
 //   PSKIT_RETURN_IF_ERROR(be->CopyToDevice(host.data(), x.data(), host.size()));
 //
@@ -131,9 +131,12 @@ class Backend {
 };
 
 // "cpu", "cuda" or "auto" (CUDA when it is built in and a device is present,
-// else the CPU, with a log line saying why). INVALID_ARGUMENT for another
-// name; FAILED_PRECONDITION for "cuda" when this build or machine has none.
-absl::StatusOr<std::unique_ptr<Backend>> MakeBackend(absl::string_view name);
+// else the CPU, with a log line saying why). The CPU backend gets
+// `cpu_threads` OpenBLAS threads (0: OpenBLAS's default, every core).
+// INVALID_ARGUMENT for another name; FAILED_PRECONDITION for "cuda" when
+// this build or machine has none.
+absl::StatusOr<std::unique_ptr<Backend>> MakeBackend(absl::string_view name,
+                                                     int cpu_threads);
 
 // The CPU backend; `threads` OpenBLAS threads (0: leave OpenBLAS's default).
 std::unique_ptr<Backend> MakeCpuBackend(int threads);
