@@ -91,6 +91,9 @@ ABSL_FLAG(int32_t, patience, 0,
 ABSL_FLAG(uint32_t, chunk_elems, pskit::kDefaultChunkElems,
           "must match the shards' --chunk_elems");
 ABSL_FLAG(double, timeout_s, 60, "deadline of each call to the shards");
+ABSL_FLAG(std::string, encoding, "f32",
+          "wire encoding of gradients and weights: f32, f16 or bf16 (half "
+          "the bytes, rounded)");
 ABSL_FLAG(std::string, log_level, "info", "trace, debug, info, warn, error");
 
 namespace pw = pskit::worker;
@@ -232,6 +235,14 @@ int main(int argc, char** argv) {
   job.ns = absl::GetFlag(FLAGS_namespace);
   job.client.chunk_elems = absl::GetFlag(FLAGS_chunk_elems);
   job.client.timeout = absl::Seconds(absl::GetFlag(FLAGS_timeout_s));
+  const std::string encoding = absl::GetFlag(FLAGS_encoding);
+  if (encoding == "f16") {
+    job.client.encoding = pskit::v1::ENCODING_F16;
+  } else if (encoding == "bf16") {
+    job.client.encoding = pskit::v1::ENCODING_BF16;
+  } else if (encoding != "f32") {
+    return Usage("--encoding must be f32, f16 or bf16, got '" + encoding + "'");
+  }
   job.model = *model;
   job.server_config.mutable_optimizer()->set_kind(*kind);
   job.server_config.mutable_optimizer()->set_learning_rate(
