@@ -118,14 +118,8 @@ TEST(CheckpointProcess, SigtermWritesAFinalCheckpointAndLosesNothing) {
     ChildServer server(Flags(dir.path(), 0));
     ASSERT_FALSE(server.address().empty()) << server.first_line();
     auto c = Connect(server.address(), absl::Seconds(20));
-    v1::NamespaceConfig cfg;
-    cfg.mutable_optimizer()->set_kind(v1::OPTIMIZER_SGD);
-    cfg.mutable_optimizer()->set_learning_rate(1.0f);
-    TensorDecl d;
-    d.spec.set_name("w");
-    d.spec.add_shape(1000);
-    d.spec.mutable_init()->set_kind(v1::INIT_ZEROS);
-    ASSERT_OK(c->Declare("", cfg, {d}));
+    ASSERT_OK(c->Declare("", testing::SgdConfig(1.0f),
+                         {testing::ZerosTensor("w", 1000)}));
     std::vector<float> ones(1000, 1.0f);
     for (int i = 0; i < 37; ++i) ASSERT_OK(c->Push("", {{"w", ones}}));
     EXPECT_EQ(server.StopWith(SIGTERM), 0);

@@ -8,6 +8,7 @@
 #include "client/client.h"
 #include "gtest/gtest.h"
 #include "tests/testing/child_server.h"
+#include "tests/testing/cluster.h"
 #include "tests/testing/status_matchers.h"
 
 namespace pskit {
@@ -24,14 +25,8 @@ TEST(PsServerProcess, PrintsAddressServesAndExitsZeroOnSigterm) {
   ClientOptions opts;
   opts.timeout = absl::Seconds(20);
   ASSERT_OK_AND_ASSIGN(auto client, Client::Connect({address}, opts));
-  v1::NamespaceConfig cfg;
-  cfg.mutable_optimizer()->set_kind(v1::OPTIMIZER_SGD);
-  cfg.mutable_optimizer()->set_learning_rate(1.0f);
-  TensorDecl d;
-  d.spec.set_name("w");
-  d.spec.add_shape(1000);
-  d.spec.mutable_init()->set_kind(v1::INIT_ZEROS);
-  ASSERT_OK(client->Declare("", cfg, {d}));
+  ASSERT_OK(client->Declare("", testing::SgdConfig(1.0f),
+                            {testing::ZerosTensor("w", 1000)}));
   std::vector<float> g(1000, 2.0f), w(1000);
   ASSERT_OK(client->PushPull("", {{"w", g}}, {{"w", absl::MakeSpan(w)}}));
   EXPECT_EQ(w[999], -2.0f);

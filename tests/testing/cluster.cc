@@ -44,6 +44,21 @@ absl::Status TestCluster::RestartAll() {
   return absl::OkStatus();
 }
 
+v1::NamespaceConfig SgdConfig(float lr) {
+  v1::NamespaceConfig cfg;
+  cfg.mutable_optimizer()->set_kind(v1::OPTIMIZER_SGD);
+  cfg.mutable_optimizer()->set_learning_rate(lr);
+  return cfg;
+}
+
+TensorDecl ZerosTensor(const std::string& name, int64_t n) {
+  TensorDecl d;
+  d.spec.set_name(name);
+  d.spec.add_shape(n);
+  d.spec.mutable_init()->set_kind(v1::INIT_ZEROS);
+  return d;
+}
+
 std::string MakeTempDir() {
   std::string tmpl = ::testing::TempDir() + "pskit-XXXXXX";
   const char* made = mkdtemp(tmpl.data());

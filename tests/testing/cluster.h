@@ -19,6 +19,12 @@
 
 namespace pskit::testing {
 
+// SGD with learning rate `lr`, the simplest config whose effect a test can
+// compute exactly.
+v1::NamespaceConfig SgdConfig(float lr);
+// A 1-D tensor `name` of `n` zeros.
+TensorDecl ZerosTensor(const std::string& name, int64_t n);
+
 // A fresh directory under the test's temp dir, removed with everything in
 // it when the object goes.
 class TempDir {

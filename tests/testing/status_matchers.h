@@ -3,6 +3,8 @@
 // ASSERT_OK / EXPECT_OK / ASSERT_OK_AND_ASSIGN for absl::Status and
 // absl::StatusOr (this Abseil release has no status matchers). Failures print
 // the status.
+//
+// Thread safety: macros and pure functions.
 #ifndef PSKIT_TESTS_TESTING_STATUS_MATCHERS_H_
 #define PSKIT_TESTS_TESTING_STATUS_MATCHERS_H_
 
