@@ -10,10 +10,11 @@
 namespace pskit {
 
 Checkpointer::Checkpointer(ChunkStore* store, CheckpointStore* checkpoints,
-                           absl::Duration interval)
+                           absl::Duration interval, Observer observer)
     : store_(store),
       checkpoints_(checkpoints),
       interval_(interval),
+      observer_(std::move(observer)),
       thread_([this] { Loop(); }) {}
 
 Checkpointer::~Checkpointer() { Stop(); }
@@ -89,6 +90,7 @@ absl::StatusOr<v1::CheckpointInfo> Checkpointer::CheckpointNow(std::string id,
   } else {
     spdlog::error("checkpoint '{}' failed: {}", id, info.status().ToString());
   }
+  if (observer_) observer_(info);
   return info;
 }
 

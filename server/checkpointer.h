@@ -32,9 +32,15 @@ class Checkpointer {
  public:
   using Done = std::function<void(absl::StatusOr<v1::CheckpointInfo>)>;
 
-  // Borrows `store` and `checkpoints`, which must outlive it.
+  // Called after every checkpoint this object takes, with its result (on
+  // the thread that took it); for metrics.
+  using Observer =
+      std::function<void(const absl::StatusOr<v1::CheckpointInfo>&)>;
+
+  // Borrows `store` and `checkpoints`, which must outlive it. `observer`
+  // may be empty.
   Checkpointer(ChunkStore* store, CheckpointStore* checkpoints,
-               absl::Duration interval);
+               absl::Duration interval, Observer observer = nullptr);
   ~Checkpointer();
 
   // Queues a checkpoint with `id` ("" picks "auto-<unix ms>").
@@ -67,6 +73,7 @@ class Checkpointer {
   ChunkStore* const store_;
   CheckpointStore* const checkpoints_;
   const absl::Duration interval_;
+  const Observer observer_;
 
   absl::Mutex mu_;
   std::deque<Job> jobs_ ABSL_GUARDED_BY(mu_);

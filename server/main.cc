@@ -52,6 +52,11 @@ ABSL_FLAG(int32_t, testonly_hold_checkpoint, 0,
           "tests only: hold the N-th checkpoint between building its batch "
           "and committing it, after printing 'ps-server: holding checkpoint' "
           "on stdout (a test then kills the process there)");
+ABSL_FLAG(int32_t, metrics_port, -1,
+          "port of the Prometheus endpoint (/metrics); 0 picks a free one, "
+          "-1 serves none");
+ABSL_FLAG(std::string, metrics_host, "",
+          "address the metrics endpoint binds; empty: the host of --listen");
 ABSL_FLAG(std::string, log_level, "info",
           "trace, debug, info, warn, error or off");
 
@@ -89,6 +94,8 @@ int main(int argc, char** argv) {
   options.checkpoint_interval =
       absl::Seconds(absl::GetFlag(FLAGS_checkpoint_interval_s));
   options.keep_checkpoints = absl::GetFlag(FLAGS_keep_checkpoints);
+  options.metrics_port = absl::GetFlag(FLAGS_metrics_port);
+  options.metrics_host = absl::GetFlag(FLAGS_metrics_host);
   auto server = pskit::Server::Start(options);
   if (!server.ok()) {
     std::fprintf(stderr, "ps-server: %s\n",
@@ -105,6 +112,9 @@ int main(int argc, char** argv) {
       absl::Notification never;
       never.WaitForNotification();
     });
+  }
+  if ((*server)->metrics_port() != 0) {
+    std::printf("ps-server metrics on %s\n", (*server)->metrics_url().c_str());
   }
   std::printf("ps-server listening on %s\n", (*server)->address().c_str());
   std::fflush(stdout);

@@ -56,6 +56,8 @@ absl::StatusOr<std::unique_ptr<Server>> Server::Start(
       static_cast<size_t>(options.max_message_bytes), max_memory);
   server->workers_ =
       std::make_unique<WorkerRegistry>(options.clock, options.lease);
+  server->metrics_ = std::make_shared<ServerMetrics>(
+      options.shard_index, server->store_.get(), server->workers_.get());
   if (!options.data_dir.empty()) {
     PSKIT_ASSIGN_OR_RETURN(
         server->checkpoints_,
@@ -66,6 +68,7 @@ absl::StatusOr<std::unique_ptr<Server>> Server::Start(
     absl::StatusOr<v1::CheckpointInfo> info = server->checkpoints_->LoadNewest(
         [store](const ShardSnapshot& s) { return store->Replace(s); });
     if (info.ok()) {
+      server->metrics_->SetLastCheckpoint(*info);
       spdlog::info(
           "loaded checkpoint '{}' from {} in {:.2f} s: {} chunks, {:.1f} MiB, "
           "taken {:.1f} s ago",
@@ -82,7 +85,11 @@ absl::StatusOr<std::unique_ptr<Server>> Server::Start(
     }
     server->checkpointer_ = std::make_unique<Checkpointer>(
         server->store_.get(), server->checkpoints_.get(),
-        options.checkpoint_interval);
+        options.checkpoint_interval,
+        [metrics = server->metrics_.get()](
+            const absl::StatusOr<v1::CheckpointInfo>& result) {
+          metrics->RecordCheckpoint(result);
+        });
   }
   server->service_ = std::make_unique<PsService>(server->store_.get(),
                                                  server->workers_.get());
@@ -98,6 +105,10 @@ absl::StatusOr<std::unique_ptr<Server>> Server::Start(
                            &server->port_);
   builder.RegisterService(server->service_.get());
   builder.RegisterService(server->admin_.get());
+  std::vector<std::unique_ptr<grpc::experimental::ServerInterceptorFactoryInterface>>
+      interceptors;
+  interceptors.push_back(server->metrics_->InterceptorFactory());
+  builder.experimental().SetInterceptorCreators(std::move(interceptors));
   server->server_ = builder.BuildAndStart();
   if (server->server_ == nullptr || server->port_ == 0) {
     return absl::UnavailableError(absl::StrCat(
@@ -106,6 +117,14 @@ absl::StatusOr<std::unique_ptr<Server>> Server::Start(
   }
   server->address_ =
       absl::StrCat(options.listen.substr(0, colon), ":", server->port_);
+  if (options.metrics_port >= 0) {
+    const std::string host = options.metrics_host.empty()
+                                 ? options.listen.substr(0, colon)
+                                 : options.metrics_host;
+    PSKIT_ASSIGN_OR_RETURN(
+        server->metrics_endpoint_,
+        MetricsEndpoint::Start(host, options.metrics_port, server->metrics_));
+  }
   server->server_->GetHealthCheckService()->SetServingStatus(true);
   spdlog::info(
       "shard {} of {} serving on {} ({}, max message {} bytes, memory limit "
@@ -119,6 +138,14 @@ absl::StatusOr<std::unique_ptr<Server>> Server::Start(
 }
 
 Server::~Server() { Shutdown(absl::ZeroDuration()); }
+
+int Server::metrics_port() const {
+  return metrics_endpoint_ == nullptr ? 0 : metrics_endpoint_->port();
+}
+
+std::string Server::metrics_url() const {
+  return metrics_endpoint_ == nullptr ? "" : metrics_endpoint_->url();
+}
 
 void Server::Shutdown(absl::Duration grace) {
   if (shut_down_ || server_ == nullptr) return;

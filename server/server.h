@@ -33,6 +33,8 @@
 #include "server/checkpointer.h"
 #include "server/chunk_store.h"
 #include "server/ps_service.h"
+#include "server/server_metrics.h"
+#include "common/metrics.h"
 #include "server/worker_registry.h"
 
 namespace pskit {
@@ -72,6 +74,13 @@ struct ServerOptions {
   int keep_checkpoints = 3;
   // Take a final checkpoint in Shutdown (with data_dir). Default: true.
   bool checkpoint_on_shutdown = true;
+  // Port of the Prometheus endpoint (http://metrics_host:PORT/metrics);
+  // 0 picks a free one (read it back with metrics_port()), -1 serves none.
+  // Default: -1.
+  int metrics_port = -1;
+  // Address the metrics endpoint binds; empty: the host of `listen`.
+  // Default: empty.
+  std::string metrics_host;
   // Source of time for leases; borrowed, must outlive the server.
   // Default: the system clock.
   Clock* clock = SystemClock();
@@ -91,6 +100,9 @@ class Server {
   // The bound address, host:port, with the real port.
   const std::string& address() const { return address_; }
   int port() const { return port_; }
+  // The metrics endpoint's port and URL; 0 and "" without one.
+  int metrics_port() const;
+  std::string metrics_url() const;
   ChunkStore& store() { return *store_; }
   // Null for a memory-only shard.
   CheckpointStore* checkpoints() { return checkpoints_.get(); }
@@ -108,11 +120,14 @@ class Server {
   int port_ = 0;
   std::unique_ptr<ChunkStore> store_;
   std::unique_ptr<WorkerRegistry> workers_;
+  // Outlives server_ (its interceptor factory) and the endpoint (scrapes).
+  std::shared_ptr<ServerMetrics> metrics_;
   std::unique_ptr<CheckpointStore> checkpoints_;
   std::unique_ptr<Checkpointer> checkpointer_;
   std::unique_ptr<PsService> service_;
   std::unique_ptr<AdminService> admin_;
   std::unique_ptr<grpc::Server> server_;
+  std::unique_ptr<MetricsEndpoint> metrics_endpoint_;  // destroyed first
   bool shut_down_ = false;
 };
 

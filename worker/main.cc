@@ -10,6 +10,8 @@
 // flags.
 #include <cstdio>
 #include <cstdlib>
+#include <memory>
+#include <unistd.h>
 #include <string>
 #include <vector>
 
@@ -20,9 +22,11 @@
 #include "absl/strings/str_split.h"
 #include "common/logging.h"
 #include "common/malloc_tuning.h"
+#include "common/metrics.h"
 #include "spdlog/spdlog.h"
 #include "worker/launch_env.h"
 #include "worker/trainer.h"
+#include "worker/worker_metrics.h"
 
 ABSL_FLAG(std::string, shards, "",
           "comma-separated shard addresses in shard order (not for "
@@ -94,6 +98,17 @@ ABSL_FLAG(double, timeout_s, 60, "deadline of each call to the shards");
 ABSL_FLAG(std::string, encoding, "f32",
           "wire encoding of gradients and weights: f32, f16 or bf16 (half "
           "the bytes, rounded)");
+ABSL_FLAG(int32_t, metrics_port, -1,
+          "port of the Prometheus endpoint (/metrics); 0 picks a free one, "
+          "-1 serves none");
+ABSL_FLAG(std::string, metrics_host, "0.0.0.0",
+          "address the metrics endpoint binds");
+ABSL_FLAG(std::string, pushgateway, "",
+          "push metrics to this Prometheus Pushgateway, http://HOST:PORT "
+          "(for nodes nobody can scrape); job pskit-worker, grouped by "
+          "instance, role and rank");
+ABSL_FLAG(double, pushgateway_interval_s, 10,
+          "seconds between pushes to --pushgateway (and one at the end)");
 ABSL_FLAG(std::string, log_level, "info", "trace, debug, info, warn, error");
 
 namespace pw = pskit::worker;
@@ -256,6 +271,40 @@ int main(int argc, char** argv) {
   job.seed = absl::GetFlag(FLAGS_seed);
   job.log_interval_s = absl::GetFlag(FLAGS_log_interval_s);
   job.max_seconds = absl::GetFlag(FLAGS_max_seconds);
+
+  // Metrics: scraped at --metrics_port and/or pushed to --pushgateway.
+  const std::string metrics_role = role == "evaluator" ? "evaluator" : "worker";
+  const int metrics_rank = role == "evaluator" ? 0 : rw->rank;
+  pw::WorkerMetrics metrics(metrics_role, metrics_rank);
+  job.metrics = &metrics;
+  std::unique_ptr<pskit::MetricsEndpoint> metrics_endpoint;
+  if (const int port = absl::GetFlag(FLAGS_metrics_port); port >= 0) {
+    absl::StatusOr<std::unique_ptr<pskit::MetricsEndpoint>> e =
+        pskit::MetricsEndpoint::Start(absl::GetFlag(FLAGS_metrics_host), port,
+                                      metrics.registry());
+    if (!e.ok()) {
+      std::fprintf(stderr, "ps-worker: %s\n", e.status().ToString().c_str());
+      return e.status().code() == absl::StatusCode::kInvalidArgument ? 2 : 1;
+    }
+    metrics_endpoint = *std::move(e);
+    std::printf("ps-worker metrics on %s\n", metrics_endpoint->url().c_str());
+    std::fflush(stdout);
+  }
+  std::unique_ptr<pskit::MetricsPusher> metrics_pusher;  // pushes at the end
+  if (const std::string url = absl::GetFlag(FLAGS_pushgateway); !url.empty()) {
+    char host[256] = {};
+    gethostname(host, sizeof(host) - 1);
+    absl::StatusOr<std::unique_ptr<pskit::MetricsPusher>> p =
+        pskit::MetricsPusher::Start(
+            url, "pskit-worker",
+            {{"instance", host},
+             {"role", metrics_role},
+             {"rank", std::to_string(metrics_rank)}},
+            metrics.registry(),
+            absl::Seconds(absl::GetFlag(FLAGS_pushgateway_interval_s)));
+    if (!p.ok()) return Usage(p.status().ToString());
+    metrics_pusher = *std::move(p);
+  }
 
   absl::StatusOr<std::unique_ptr<pw::Backend>> backend = pw::MakeBackend(
       absl::GetFlag(FLAGS_backend), absl::GetFlag(FLAGS_threads));

@@ -6,7 +6,9 @@
 //
 // Example:
 //   PSKIT_ASSIGN_OR_RETURN(auto trace, TraceWriter::Open("w0.json", /*rank=*/0));
-//   { TraceWriter::Span s(trace.get(), "compute"); ... }
+//   trace->Add("compute", start, absl::Now());
+// (The training loop marks phases through PhaseSink, worker/worker_metrics.h,
+// which feeds this file and the metrics.)
 //
 // Thread safety: one thread (the training loop) writes.
 #ifndef PSKIT_WORKER_TRACE_H_
@@ -33,22 +35,6 @@ class TraceWriter {
 
   // Records a span [start, end) named `name`.
   void Add(const char* name, absl::Time start, absl::Time end);
-
-  // Records the span from construction to destruction; a null writer
-  // records nothing, so call sites need no branches.
-  class Span {
-   public:
-    Span(TraceWriter* w, const char* name)
-        : w_(w), name_(name), start_(w ? absl::Now() : absl::Time()) {}
-    ~Span() {
-      if (w_ != nullptr) w_->Add(name_, start_, absl::Now());
-    }
-
-   private:
-    TraceWriter* const w_;
-    const char* const name_;
-    const absl::Time start_;
-  };
 
  private:
   TraceWriter(FILE* f, int rank) : f_(f), rank_(rank) {}

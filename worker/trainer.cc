@@ -224,7 +224,9 @@ absl::StatusOr<TrainSummary> Train(const TrainOptions& o, Backend* be,
   if (!o.trace_file.empty()) {
     PSKIT_ASSIGN_OR_RETURN(trace, TraceWriter::Open(o.trace_file, o.rank));
   }
-  TraceWriter* const tw = trace.get();
+  PhaseSink phases(trace.get(), o.job.metrics);
+  PhaseSink* const tw =
+      trace != nullptr || o.job.metrics != nullptr ? &phases : nullptr;
   const size_t batch_floats = static_cast<size_t>(o.batch_size) * train.feature_dim;
   PSKIT_ASSIGN_OR_RETURN(DeviceBuffer x, be->Allocate(batch_floats));
 
@@ -268,7 +270,7 @@ absl::StatusOr<TrainSummary> Train(const TrainOptions& o, Backend* be,
     if (batch.epoch >= o.epochs) break;
     const int epoch = batch.epoch;
     {
-      std::optional<TraceWriter::Span> compute(std::in_place, tw, "compute");
+      std::optional<PhaseSink::Span> compute(std::in_place, tw, "compute");
       PSKIT_RETURN_IF_ERROR(be->CopyToDevice(batch.x.data(), x.data(), batch_floats));
       PSKIT_ASSIGN_OR_RETURN(StepResult step, mlp->ForwardBackward(x.data(), batch.y));
       ++summary.steps;
@@ -276,6 +278,7 @@ absl::StatusOr<TrainSummary> Train(const TrainOptions& o, Backend* be,
       loss_sum += step.loss;
       ++loss_count;
       summary.last_loss = step.loss;
+      if (o.job.metrics != nullptr) o.job.metrics->AddStep(o.batch_size, step.loss);
 
       if (local) {
         for (size_t i = 0; i < params.size(); ++i) {
@@ -300,7 +303,7 @@ absl::StatusOr<TrainSummary> Train(const TrainOptions& o, Backend* be,
         }
         if (summary.steps % o.tau == 0) {
           compute.reset();
-          TraceWriter::Span span(tw, "exchange");
+          PhaseSink::Span span(tw, "exchange");
           PSKIT_RETURN_IF_ERROR(ToHost(be, params, &host));
           PSKIT_RETURN_IF_ERROR(
               recover(client->Exchange(o.job.ns, alpha, host.mutable_views)));
@@ -325,7 +328,7 @@ absl::StatusOr<TrainSummary> Train(const TrainOptions& o, Backend* be,
                 be->CopyToHost(src, g.values[i].data(), g.values[i].size()));
           }
           compute.reset();
-          TraceWriter::Span span(tw, fetch ? "pushpull" : "push");
+          PhaseSink::Span span(tw, fetch ? "pushpull" : "push");
           if (fetch) {
             PSKIT_RETURN_IF_ERROR(recover(
                 client->PushPull(o.job.ns, g.const_views, host.mutable_views)
@@ -342,7 +345,7 @@ absl::StatusOr<TrainSummary> Train(const TrainOptions& o, Backend* be,
           }
         } else if (fetch) {
           compute.reset();
-          TraceWriter::Span span(tw, "pull");
+          PhaseSink::Span span(tw, "pull");
           PSKIT_RETURN_IF_ERROR(
               recover(client->Pull(o.job.ns, host.mutable_views)));
           PSKIT_RETURN_IF_ERROR(ToDevice(be, host, params));
@@ -478,6 +481,9 @@ absl::StatusOr<EvalSummary> Evaluate(const EvalOptions& o, Backend* be,
     spdlog::info("eval: {:.1f} s accuracy {:.4f} loss {:.4f} (best {:.4f})",
                  secs, summary.last_accuracy, summary.last_loss,
                  summary.best_accuracy);
+    if (o.job.metrics != nullptr) {
+      o.job.metrics->AddEvaluation(summary.last_accuracy, summary.last_loss);
+    }
     v1::Evaluation e;
     e.set_time_unix_ms(absl::ToUnixMillis(absl::Now()));
     e.set_loss(summary.last_loss);

@@ -24,6 +24,7 @@
 #include "worker/backend/backend.h"
 #include "worker/data/dataset.h"
 #include "worker/model/mlp.h"
+#include "worker/worker_metrics.h"
 
 namespace pskit::worker {
 
@@ -37,6 +38,9 @@ struct JobOptions {
   uint64_t seed = 1;
   double log_interval_s = 5;  // progress lines; 0 = none
   double max_seconds = 0;     // stop after this long; 0 = no limit
+  // Steps, samples, phases, loss and evaluations go here (borrowed; may be
+  // null).
+  WorkerMetrics* metrics = nullptr;
 };
 
 struct TrainOptions {

@@ -1,0 +1,104 @@
+// worker/worker_metrics.h
+//
+// WorkerMetrics: a ps-worker's Prometheus metrics, every family with the
+// constant labels role (worker, evaluator) and rank:
+//
+//   pskit_worker_steps_total                     counter (training steps)
+//   pskit_worker_samples_total                   counter (samples trained on)
+//   pskit_worker_phase_duration_seconds{phase}   histogram: data (waiting for
+//       the next batch), compute, push, pull, pushpull, exchange
+//   pskit_worker_loss                            gauge (training loss, moving
+//                                                average over ~100 steps)
+//   pskit_worker_evaluations_total               counter (evaluator)
+//   pskit_worker_eval_accuracy_ratio             gauge (evaluator: last test
+//   pskit_worker_eval_loss                       gauge  accuracy and loss)
+//
+// PhaseSink sends each step's phases to the trace file and the metrics
+// (either may be absent), so the training loop marks a phase once.
+//
+// Thread safety: WorkerMetrics may be updated from any thread (prometheus-cpp
+// metrics are atomic) and scraped meanwhile; PhaseSink is used by one thread.
+#ifndef PSKIT_WORKER_WORKER_METRICS_H_
+#define PSKIT_WORKER_WORKER_METRICS_H_
+
+#include <memory>
+#include <string>
+
+#include "absl/container/flat_hash_map.h"
+#include "absl/time/clock.h"
+#include "absl/time/time.h"
+#include "prometheus/counter.h"
+#include "prometheus/family.h"
+#include "prometheus/gauge.h"
+#include "prometheus/histogram.h"
+#include "prometheus/registry.h"
+#include "worker/trace.h"
+
+namespace pskit::worker {
+
+class WorkerMetrics {
+ public:
+  // `role`: "worker" or "evaluator".
+  WorkerMetrics(const std::string& role, int rank);
+
+  std::shared_ptr<prometheus::Registry> registry() const { return registry_; }
+
+  void AddStep(int samples, float loss);
+  // `phase` is one of the names above (others get their own series).
+  void ObservePhase(const std::string& phase, double seconds);
+  void AddEvaluation(double accuracy, double loss);
+
+ private:
+  std::shared_ptr<prometheus::Registry> registry_;
+  prometheus::Counter* steps_;
+  prometheus::Counter* samples_;
+  prometheus::Family<prometheus::Histogram>* phases_;
+  prometheus::Gauge* loss_;
+  prometheus::Counter* evaluations_;
+  prometheus::Gauge* eval_accuracy_;
+  prometheus::Gauge* eval_loss_;
+  // Only the training thread reads or writes these.
+  absl::flat_hash_map<std::string, prometheus::Histogram*> phase_by_name_;
+  double loss_average_ = 0;
+  bool have_loss_ = false;
+};
+
+class PhaseSink {
+ public:
+  // Borrows both; either may be null.
+  PhaseSink(TraceWriter* trace, WorkerMetrics* metrics)
+      : trace_(trace), metrics_(metrics) {}
+
+  void Add(const char* phase, absl::Time start, absl::Time end) {
+    if (trace_ != nullptr) trace_->Add(phase, start, end);
+    if (metrics_ != nullptr) {
+      metrics_->ObservePhase(phase, absl::ToDoubleSeconds(end - start));
+    }
+  }
+
+  // Records the span from construction to destruction; a null sink records
+  // nothing, so call sites need no branches.
+  class Span {
+   public:
+    Span(PhaseSink* sink, const char* phase)
+        : sink_(sink), phase_(phase), start_(absl::Now()) {}
+    ~Span() {
+      if (sink_ != nullptr) sink_->Add(phase_, start_, absl::Now());
+    }
+    Span(const Span&) = delete;
+    Span& operator=(const Span&) = delete;
+
+   private:
+    PhaseSink* const sink_;
+    const char* const phase_;
+    const absl::Time start_;
+  };
+
+ private:
+  TraceWriter* const trace_;
+  WorkerMetrics* const metrics_;
+};
+
+}  // namespace pskit::worker
+
+#endif  // PSKIT_WORKER_WORKER_METRICS_H_
