@@ -113,10 +113,11 @@ int main(int argc, char** argv) {
       never.WaitForNotification();
     });
   }
+  // The address line comes first: scripts and tests read it as line one.
+  std::printf("ps-server listening on %s\n", (*server)->address().c_str());
   if ((*server)->metrics_port() != 0) {
     std::printf("ps-server metrics on %s\n", (*server)->metrics_url().c_str());
   }
-  std::printf("ps-server listening on %s\n", (*server)->address().c_str());
   std::fflush(stdout);
 
   int sig = 0;

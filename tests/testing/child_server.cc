@@ -10,8 +10,9 @@ extern char** environ;
 namespace pskit::testing {
 namespace {
 
-// build/bin/<name>, next to the test binary.
+// build/bin/<name>, next to the test binary; an absolute path as it is.
 std::string Binary(const std::string& name) {
+  if (!name.empty() && name[0] == '/') return name;
   char buf[4096];
   const ssize_t n = readlink("/proc/self/exe", buf, sizeof(buf) - 1);
   std::string self(buf, n > 0 ? n : 0);

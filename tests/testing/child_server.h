@@ -22,7 +22,8 @@ class ChildServer {
   // Starts ps-server with `args` and reads its first stdout line.
   explicit ChildServer(std::vector<std::string> args)
       : ChildServer("ps-server", std::move(args), /*merge_stderr=*/false) {}
-  // Starts `binary` (a program next to the test binary, e.g. "ps-worker")
+  // Starts `binary` (a program next to the test binary, e.g. "ps-worker",
+  // or an absolute path such as /usr/bin/prometheus)
   // with `args`; with `merge_stderr` its stderr joins the stdout lines
   // ReadLine returns. Reads the first line.
   ChildServer(const std::string& binary, std::vector<std::string> args,

@@ -251,6 +251,7 @@ TEST(Batcher, PrefetchGivesTheSameBatchesAndCoversTheSlice) {
 }  // namespace pskit::worker
 
 #include "worker/trace.h"
+#include "worker/worker_metrics.h"
 
 namespace pskit::worker {
 namespace {
@@ -262,8 +263,9 @@ TEST(TraceWriter, WritesAChromeTraceArray) {
     ASSERT_OK_AND_ASSIGN(auto w, TraceWriter::Open(path, 3));
     const absl::Time t0 = absl::FromUnixMicros(1000);
     w->Add("compute", t0, t0 + absl::Microseconds(250));
-    { TraceWriter::Span s(w.get(), "push"); }
-    TraceWriter::Span nothing(nullptr, "ignored");  // a null writer is fine
+    PhaseSink sink(w.get(), nullptr);
+    { PhaseSink::Span s(&sink, "push"); }
+    PhaseSink::Span nothing(nullptr, "ignored");  // a null sink is fine
   }
   std::ifstream in(path);
   std::string text((std::istreambuf_iterator<char>(in)), {});
@@ -276,6 +278,56 @@ TEST(TraceWriter, WritesAChromeTraceArray) {
   EXPECT_EQ(text.substr(text.size() - 3), "\n]\n");
   EXPECT_EQ(TraceWriter::Open(dir.path() + "/no/such/dir/t.json", 0).status().code(),
             absl::StatusCode::kInvalidArgument);
+}
+
+// The value of the series of `family` whose labels include `label`=`value`
+// (a histogram answers its sample count); -1 when there is none.
+double SeriesValue(const std::vector<prometheus::MetricFamily>& families,
+                   const std::string& family, const std::string& label,
+                   const std::string& value) {
+  for (const prometheus::MetricFamily& f : families) {
+    if (f.name != family) continue;
+    for (const prometheus::ClientMetric& m : f.metric) {
+      for (const auto& l : m.label) {
+        if (l.name != label || l.value != value) continue;
+        switch (f.type) {
+          case prometheus::MetricType::Counter: return m.counter.value;
+          case prometheus::MetricType::Gauge: return m.gauge.value;
+          case prometheus::MetricType::Histogram:
+            return static_cast<double>(m.histogram.sample_count);
+          default: return -1;
+        }
+      }
+    }
+  }
+  return -1;
+}
+
+TEST(WorkerMetrics, PhaseSinkFeedsTheHistogramsAndStepsCount) {
+  WorkerMetrics metrics("worker", 2);
+  PhaseSink sink(nullptr, &metrics);
+  const absl::Time t0 = absl::FromUnixMicros(1000);
+  sink.Add("compute", t0, t0 + absl::Milliseconds(3));
+  sink.Add("compute", t0, t0 + absl::Milliseconds(5));
+  { PhaseSink::Span s(&sink, "pushpull"); }
+  metrics.AddStep(64, 2.0f);
+  metrics.AddStep(64, 1.0f);
+  metrics.AddEvaluation(0.75, 0.5);
+  const auto families = metrics.registry()->Collect();
+  EXPECT_EQ(SeriesValue(families, "pskit_worker_phase_duration_seconds",
+                        "phase", "compute"), 2);
+  EXPECT_EQ(SeriesValue(families, "pskit_worker_phase_duration_seconds",
+                        "phase", "pushpull"), 1);
+  EXPECT_EQ(SeriesValue(families, "pskit_worker_steps_total", "rank", "2"), 2);
+  EXPECT_EQ(SeriesValue(families, "pskit_worker_samples_total", "role",
+                        "worker"), 128);
+  // Moving average: 0.99 * 2 + 0.01 * 1.
+  EXPECT_NEAR(SeriesValue(families, "pskit_worker_loss", "rank", "2"), 1.99,
+              1e-9);
+  EXPECT_EQ(SeriesValue(families, "pskit_worker_eval_accuracy_ratio", "rank",
+                        "2"), 0.75);
+  EXPECT_EQ(SeriesValue(families, "pskit_worker_evaluations_total", "rank",
+                        "2"), 1);
 }
 
 }  // namespace
