@@ -19,6 +19,7 @@
 #include "absl/strings/str_cat.h"
 #include "absl/strings/str_split.h"
 #include "absl/time/clock.h"
+#include "client/client.h"
 #include "common/http_get.h"
 #include "gtest/gtest.h"
 #include "tests/testing/child_server.h"
@@ -110,6 +111,14 @@ TEST(Metrics, ShardAndWorkerAreScrapedWhileTheyTrain) {
     absl::SleepFor(absl::Milliseconds(50));
   }
   ASSERT_OK_AND_ASSIGN(const std::string s1, Scrape(server_port));
+  {  // An evaluator's report, so that the shard's eval gauges appear.
+    ASSERT_OK_AND_ASSIGN(auto client, Client::Connect({address}, {}));
+    v1::Evaluation e;
+    e.set_time_unix_ms(absl::ToUnixMillis(absl::Now()));
+    e.set_accuracy(0.5);
+    e.set_loss(1.25);
+    ASSERT_OK(client->ReportEvaluation("default", e));
+  }
   absl::SleepFor(absl::Milliseconds(500));
   ASSERT_OK_AND_ASSIGN(const std::string w2, Scrape(worker_port));
   ASSERT_OK_AND_ASSIGN(const std::string s2, Scrape(server_port));
@@ -146,10 +155,42 @@ TEST(Metrics, ShardAndWorkerAreScrapedWhileTheyTrain) {
   EXPECT_EQ(Sample(s2, "pskit_server_active_workers"), 1);
   EXPECT_GT(Sample(s2, "pskit_server_parameters", {"namespace=\"default\""}), 0);
   EXPECT_GT(Sample(w2, "pskit_worker_loss"), 0);
+  EXPECT_EQ(Sample(s2, "pskit_server_eval_accuracy_ratio"), 0.5);
+  EXPECT_EQ(Sample(s2, "pskit_server_eval_loss"), 1.25);
 
   std::set<std::string> names;
   ExpectConventionalNames(s2, "server", &names);
   ExpectConventionalNames(w2, "worker", &names);
+
+  // Every metric a Grafana panel asks for is one the processes export.
+  std::ifstream in(std::string(PSKIT_SOURCE_DIR) +
+                   "/deploy/grafana/pskit-dashboard.json");
+  ASSERT_TRUE(in.good()) << "deploy/grafana/pskit-dashboard.json is missing";
+  const std::string dashboard((std::istreambuf_iterator<char>(in)), {});
+  const std::regex expr_re("\"expr\": \"([^\"\\\\]|\\\\.)*\"");
+  const std::regex metric_re("pskit_[a-z0-9_]+");
+  int exprs = 0;
+  for (auto e = std::sregex_iterator(dashboard.begin(), dashboard.end(), expr_re);
+       e != std::sregex_iterator(); ++e) {
+    ++exprs;
+    const std::string expr = e->str();
+    int metrics_named = 0;
+    for (auto m = std::sregex_iterator(expr.begin(), expr.end(), metric_re);
+         m != std::sregex_iterator(); ++m) {
+      ++metrics_named;
+      std::string name = m->str();
+      for (const char* suffix : {"_bucket", "_count", "_sum"}) {
+        if (!names.contains(name) && absl::EndsWith(name, suffix)) {
+          name.resize(name.size() - std::strlen(suffix));
+        }
+      }
+      EXPECT_TRUE(names.contains(name))
+          << "the dashboard asks for " << m->str()
+          << ", which no pskit process exports (in " << expr << ")";
+    }
+    EXPECT_GT(metrics_named, 0) << expr;
+  }
+  EXPECT_GE(exprs, 15);
 
   // Anything but /metrics is a 404 that says where the metrics are.
   EXPECT_EQ(HttpGet("127.0.0.1", server_port, "/", absl::Seconds(5))
@@ -175,6 +216,24 @@ TEST(Metrics, BusyMetricsPortIsAClearError) {
       << second.first_line();
   EXPECT_EQ(second.StopWith(0), 1);
   EXPECT_EQ(first.StopWith(SIGTERM), 0);
+}
+
+TEST(Metrics, PrometheusConfigIsValid) {
+  const std::string promtool = "/usr/bin/promtool";
+  if (access(promtool.c_str(), X_OK) != 0) {
+    GTEST_SKIP() << "promtool (Debian's prometheus package) is not installed";
+  }
+  ChildServer check(promtool,
+                    {"check", "config",
+                     std::string(PSKIT_SOURCE_DIR) +
+                         "/deploy/prometheus/prometheus.yml"},
+                    /*merge_stderr=*/true);
+  std::string all = check.first_line();
+  for (std::string l = check.ReadLine(); !l.empty(); l = check.ReadLine()) {
+    all += "\n" + l;
+  }
+  EXPECT_EQ(check.StopWith(0), 0) << all;
+  EXPECT_TRUE(absl::StrContains(all, "SUCCESS")) << all;
 }
 
 TEST(Metrics, RealPrometheusScrapesAShard) {
