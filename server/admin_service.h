@@ -1,9 +1,10 @@
 // server/admin_service.h
 //
-// AdminService: pskit.v1.Admin for one shard (checkpoints, restore, status).
-// Checkpoint and Restore wait on disk, so their reactors are parked and
-// finished from the Checkpointer's thread; ListCheckpoints and Status are
-// bounded reads and finish inline.
+// AdminService: pskit.v1.Admin for one shard (checkpoints, restore, status,
+// live hyper-parameters, drain). Checkpoint, Restore and a durable shard's
+// Drain wait on disk, so their reactors are parked and finished from the
+// Checkpointer's thread; ListCheckpoints, Status and SetConfig are bounded
+// and finish inline.
 //
 // Thread safety: handlers run concurrently on gRPC's threads; the state they
 // touch is thread-safe.
@@ -41,6 +42,12 @@ class AdminService final : public v1::Admin::CallbackService {
   grpc::ServerUnaryReactor* Status(grpc::CallbackServerContext* ctx,
                                    const v1::StatusRequest* req,
                                    v1::StatusResponse* resp) override;
+  grpc::ServerUnaryReactor* SetConfig(grpc::CallbackServerContext* ctx,
+                                      const v1::SetConfigRequest* req,
+                                      v1::SetConfigResponse* resp) override;
+  grpc::ServerUnaryReactor* Drain(grpc::CallbackServerContext* ctx,
+                                  const v1::DrainRequest* req,
+                                  v1::DrainResponse* resp) override;
 
  private:
   ChunkStore* const store_;

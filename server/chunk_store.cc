@@ -37,9 +37,13 @@ struct ChunkStore::Tensor {
 };
 
 struct ChunkStore::Namespace {
-  // Constant after creation.
+  // Guarded by ChunkStore::index_mu_: requests read them holding it shared;
+  // SetConfig replaces them holding it exclusively.
   v1::NamespaceConfig config;
   std::unique_ptr<const UpdateRule> rule;
+  // The config of the first Declare; SetConfig leaves it, so a worker that
+  // declares the model again with its own flags is still accepted.
+  v1::NamespaceConfig declared_config;
   // Guarded by ChunkStore::index_mu_ (insertions only; never erased).
   absl::flat_hash_map<std::string, std::unique_ptr<Tensor>> tensors;
   // The evaluator's latest report; `done` never goes back to false.
@@ -194,7 +198,9 @@ absl::Status ChunkStore::Declare(const v1::DeclareRequest& req,
     }
     const Namespace& existing = *it->second;
     if (!google::protobuf::util::MessageDifferencer::Equals(existing.config,
-                                                            config)) {
+                                                            config) &&
+        !google::protobuf::util::MessageDifferencer::Equals(
+            existing.declared_config, config)) {
       return absl::FailedPreconditionError(absl::StrCat(
           "namespace '", ns, "' is declared with ",
           DescribeConfig(existing.config), "; this Declare asks for ",
@@ -301,6 +307,7 @@ absl::Status ChunkStore::Declare(const v1::DeclareRequest& req,
     if (!namespace_exists) {
       auto fresh_ns = std::make_unique<Namespace>();
       fresh_ns->config = config;
+      fresh_ns->declared_config = config;
       fresh_ns->rule = std::move(rule);
       target = fresh_ns.get();
       namespaces_.emplace(ns, std::move(fresh_ns));
@@ -323,8 +330,9 @@ absl::Status ChunkStore::Declare(const v1::DeclareRequest& req,
       const Tensor& t = *target->tensors[spec.name()];
       for (const auto& c : t.chunks) held += c != nullptr;
     }
+    // The config in force, which SetConfig may have changed since.
+    *resp->mutable_config() = target->config;
   }
-  *resp->mutable_config() = config;
   resp->set_chunks_held(held);
   return absl::OkStatus();
 }
@@ -536,6 +544,10 @@ ShardSnapshot ChunkStore::Snapshot() const {
     v1::NamespaceRecord& record = out.namespaces.emplace_back();
     record.set_name(name);
     *record.mutable_config() = ns->config;
+    if (!google::protobuf::util::MessageDifferencer::Equals(
+            ns->config, ns->declared_config)) {
+      *record.mutable_declared_config() = ns->declared_config;
+    }
     {
       absl::MutexLock lock(&ns->eval_mu);
       if (ns->has_evaluation) *record.mutable_last_evaluation() = ns->evaluation;
@@ -572,6 +584,12 @@ absl::Status ChunkStore::Replace(const ShardSnapshot& snapshot) {
     auto ns = std::make_unique<Namespace>();
     PSKIT_ASSIGN_OR_RETURN(ns->config, NormalizeConfig(record.config()));
     ns->rule = UpdateRule::Create(ns->config.optimizer());
+    if (record.has_declared_config()) {
+      PSKIT_ASSIGN_OR_RETURN(ns->declared_config,
+                             NormalizeConfig(record.declared_config()));
+    } else {
+      ns->declared_config = ns->config;
+    }
     if (record.has_last_evaluation()) {
       absl::MutexLock lock(&ns->eval_mu);
       ns->evaluation = record.last_evaluation();
@@ -656,6 +674,7 @@ void ChunkStore::Describe(v1::StatusResponse* out) const {
   out->set_num_shards(layout_.num_shards());
   out->set_chunk_elems(layout_.chunk_elems());
   out->set_updates_applied(updates_applied_.load());
+  out->set_draining(draining_.load());
   absl::ReaderMutexLock index_lock(&index_mu_);
   for (const auto& [name, ns] : namespaces_) {
     v1::NamespaceStatus* n = out->add_namespaces();
@@ -700,9 +719,13 @@ absl::Status ChunkStore::ReportEvaluation(
   Namespace& n = *it->second;
   absl::MutexLock lock(&n.eval_mu);
   const bool was_done = n.has_evaluation && n.evaluation.done();
+  const std::string done_reason = was_done ? n.evaluation.reason() : "";
   n.evaluation = e;
   if (was_done && !e.done()) {
-    n.evaluation.set_done(true);  // a job once ended stays ended
+    // A job once ended stays ended, and says why (an evaluator that goes on
+    // after a Drain must not erase the drain's reason).
+    n.evaluation.set_done(true);
+    n.evaluation.set_reason(done_reason);
   }
   n.has_evaluation = true;
   return absl::OkStatus();
@@ -715,6 +738,90 @@ bool ChunkStore::JobDone(const std::string& ns_field) const {
   if (it == namespaces_.end()) return false;
   absl::MutexLock lock(&it->second->eval_mu);
   return it->second->has_evaluation && it->second->evaluation.done();
+}
+
+absl::Status ChunkStore::SetConfig(const v1::SetConfigRequest& req,
+                                   v1::SetConfigResponse* resp) {
+  const std::string ns = NamespaceOf(req.namespace_());
+  PSKIT_RETURN_IF_ERROR(ValidateName("namespace", ns));
+  const v1::OptimizerConfig& change = req.optimizer();
+  if (!v1::OptimizerKind_IsValid(change.kind())) {
+    return absl::InvalidArgumentError(
+        absl::StrCat("optimizer kind ", static_cast<int>(change.kind()),
+                     " is not known; leave it unset to keep the namespace's"));
+  }
+  // Exclusive: pushes read the config and the rule holding it shared, so
+  // none runs with half a change. Bounded: no request holds it for long.
+  absl::MutexLock index_lock(&index_mu_);
+  auto it = namespaces_.find(ns);
+  if (it == namespaces_.end()) {
+    return absl::NotFoundError(absl::StrCat(
+        "namespace '", ns, "' is not declared on shard ", shard_index_));
+  }
+  Namespace& n = *it->second;
+  const v1::OptimizerConfig& now = n.config.optimizer();
+  if (change.kind() != v1::OPTIMIZER_UNSPECIFIED &&
+      change.kind() != now.kind()) {
+    return absl::FailedPreconditionError(absl::StrCat(
+        "namespace '", ns, "' uses ", v1::OptimizerKind_Name(now.kind()),
+        "; it cannot change to ", v1::OptimizerKind_Name(change.kind()),
+        " while it holds that optimizer's slots. Declare a new namespace "
+        "for another optimizer"));
+  }
+  if (change.has_initial_accumulator() &&
+      change.initial_accumulator() != now.initial_accumulator()) {
+    return absl::FailedPreconditionError(absl::StrCat(
+        "namespace '", ns, "' has initial_accumulator ",
+        now.initial_accumulator(),
+        "; it only sets adagrad's slots when a tensor is declared, so it "
+        "cannot change afterwards"));
+  }
+  v1::NamespaceConfig merged = n.config;
+  v1::OptimizerConfig* o = merged.mutable_optimizer();
+  if (change.has_learning_rate()) o->set_learning_rate(change.learning_rate());
+  if (change.has_momentum()) o->set_momentum(change.momentum());
+  if (change.has_beta1()) o->set_beta1(change.beta1());
+  if (change.has_beta2()) o->set_beta2(change.beta2());
+  if (change.has_epsilon()) o->set_epsilon(change.epsilon());
+  if (change.has_weight_decay()) o->set_weight_decay(change.weight_decay());
+  if (change.has_rho()) o->set_rho(change.rho());
+  if (req.compensation() != v1::COMPENSATION_UNSPECIFIED) {
+    merged.set_compensation(req.compensation());
+  }
+  absl::StatusOr<v1::NamespaceConfig> normalized = NormalizeConfig(merged);
+  if (!normalized.ok()) {
+    return absl::Status(
+        normalized.status().code(),
+        absl::StrCat("namespace '", ns, "' keeps ", DescribeConfig(n.config),
+                     ": ", normalized.status().message()));
+  }
+  *resp->mutable_previous() = n.config;
+  *resp->mutable_config() = *normalized;
+  n.rule = UpdateRule::Create(normalized->optimizer());
+  n.config = *std::move(normalized);
+  return absl::OkStatus();
+}
+
+std::vector<std::string> ChunkStore::Drain(const std::string& reason,
+                                           int64_t time_unix_ms) {
+  draining_.store(true);
+  std::vector<std::string> ended;
+  absl::ReaderMutexLock index_lock(&index_mu_);
+  for (const auto& [name, ns] : namespaces_) {
+    absl::MutexLock lock(&ns->eval_mu);
+    if (!ns->has_evaluation) {
+      ns->evaluation = v1::Evaluation();
+      ns->evaluation.set_time_unix_ms(time_unix_ms);
+      ns->has_evaluation = true;
+    }
+    if (!ns->evaluation.done()) {
+      ns->evaluation.set_done(true);
+      ns->evaluation.set_reason(reason);
+    }
+    ended.push_back(name);
+  }
+  std::sort(ended.begin(), ended.end());
+  return ended;
 }
 
 }  // namespace pskit

@@ -18,7 +18,8 @@
 // request holds index_mu_ shared for its whole run, and each chunk has its
 // own mutex, so pushes to different chunks run in parallel and pulls of one
 // chunk share it. index_mu_ is held exclusively only to insert declared
-// tensors (built beforehand, outside it) and to swap in a restored state.
+// tensors (built beforehand, outside it), to change a namespace's config
+// (SetConfig) and to swap in a restored state.
 #ifndef PSKIT_SERVER_CHUNK_STORE_H_
 #define PSKIT_SERVER_CHUNK_STORE_H_
 
@@ -33,6 +34,7 @@
 #include "absl/status/status.h"
 #include "absl/synchronization/mutex.h"
 #include "common/layout.h"
+#include "pskit/v1/admin.pb.h"
 #include "pskit/v1/ps.pb.h"
 #include "server/checkpoint_store.h"
 #include "server/update_rule.h"
@@ -104,7 +106,35 @@ class ChunkStore {
   // Whether the evaluator ended namespace `ns`'s job (false if unknown).
   bool JobDone(const std::string& ns) const ABSL_LOCKS_EXCLUDED(index_mu_);
 
-  // Read-only view for the Admin Status call.
+  // Changes namespace `req.namespace_()`'s hyper-parameters for every later
+  // update: the fields set in `req` replace the current ones, the result goes
+  // through NormalizeConfig as a Declare's would, and a new update rule is
+  // swapped in (slots are kept). `resp` gets the config before and after.
+  // NOT_FOUND for an undeclared namespace; INVALID_ARGUMENT for a bad value
+  // or an unknown kind or compensation; FAILED_PRECONDITION for another
+  // optimizer kind (its slots would mean something else) or another
+  // initial_accumulator (it only shapes slots when they are created). On
+  // error nothing changes. Later Declares of the namespace are accepted with
+  // either the config it was declared with or the current one; checkpoints
+  // record both.
+  [[nodiscard]] absl::Status SetConfig(const v1::SetConfigRequest& req,
+                                       v1::SetConfigResponse* resp)
+      ABSL_LOCKS_EXCLUDED(index_mu_);
+
+  // Ends every job on the shard the way an evaluator does: each namespace's
+  // evaluation is marked done (its last loss and accuracy kept; one without
+  // an evaluation gets an empty one stamped `time_unix_ms`), with `reason`
+  // unless it was done already. From then on draining() is true. Returns the
+  // namespaces, sorted. Cannot fail.
+  std::vector<std::string> Drain(const std::string& reason,
+                                 int64_t time_unix_ms)
+      ABSL_LOCKS_EXCLUDED(index_mu_);
+
+  // Whether Drain ran (until the process ends; Replace keeps it): new
+  // workers are refused.
+  bool draining() const { return draining_.load(); }
+
+  // Read-only view for the Admin Status call (draining included).
   void Describe(v1::StatusResponse* out) const ABSL_LOCKS_EXCLUDED(index_mu_);
 
   // Chunk updates (pushes and exchanges) applied since the shard started,
@@ -152,6 +182,8 @@ class ChunkStore {
 
   // Atomic: incremented by concurrent pushes that hold index_mu_ shared.
   std::atomic<uint64_t> updates_applied_{0};
+  // Atomic: set once by Drain, read by every RegisterWorker without a lock.
+  std::atomic<bool> draining_{false};
 };
 
 }  // namespace pskit

@@ -51,6 +51,11 @@ grpc::ServerUnaryReactor* PsService::Exchange(grpc::CallbackServerContext* ctx,
 grpc::ServerUnaryReactor* PsService::RegisterWorker(
     grpc::CallbackServerContext* ctx, const v1::RegisterWorkerRequest* req,
     v1::RegisterWorkerResponse* resp) {
+  if (store_->draining()) {
+    return FinishNow(ctx, absl::UnavailableError(
+                              "shard is draining (Admin/Drain ended its jobs); "
+                              "no new workers until it restarts"));
+  }
   absl::StatusOr<uint64_t> id = workers_->Register(req->worker_id(), req->name());
   if (id.ok()) {
     resp->set_worker_id(*id);
