@@ -1,0 +1,102 @@
+// psrun: runs a whole pskit job on this machine, as torchrun or horovodrun
+// would: N ps-server shards, M ps-worker processes and an optional
+// evaluator, every child's output streamed with a prefix, a live status
+// line, and a summary at the end.
+//
+//   psrun --servers 2 --workers 2 --evaluator -- --dataset idx
+//         --data_path /usr/share/datasets/fashion-mnist --algorithm easgd
+//         --tau 8 --target_accuracy 0.88
+//
+// The flags after `--` go to every worker and to the evaluator. Exit status:
+// 0 when the job ended well, 1 when a child failed (psrun names it), 2 for
+// bad flags, 128 + signal when interrupted (130 for Ctrl-C). See
+// client/tools/launch/launcher.h.
+#include <unistd.h>
+
+#include <cstdio>
+#include <filesystem>
+#include <string>
+#include <vector>
+
+#include "absl/flags/flag.h"
+#include "absl/flags/parse.h"
+#include "absl/flags/usage.h"
+#include "absl/strings/str_split.h"
+#include "absl/time/time.h"
+#include "client/tools/launch/launcher.h"
+
+ABSL_FLAG(int32_t, servers, 1, "number of ps-server shards (>= 1)");
+ABSL_FLAG(int32_t, workers, 1, "number of training ps-worker processes (>= 1)");
+ABSL_FLAG(bool, evaluator, false,
+          "also run ps-worker --role evaluator; it needs --target_accuracy, "
+          "--patience or --max_seconds after --");
+ABSL_FLAG(std::string, data_dir, "",
+          "shard i checkpoints in DIR/shard-i and a second run resumes from "
+          "them; empty: a fresh temporary directory, removed at the end");
+ABSL_FLAG(bool, keep_data, false,
+          "keep the temporary directory (without --data_dir)");
+ABSL_FLAG(std::string, server_args, "",
+          "extra ps-server flags, separated by spaces (no quoting), e.g. "
+          "'--log_level warn --checkpoint_interval_s 30'");
+ABSL_FLAG(int32_t, metrics_port_base, 9400,
+          "Prometheus ports: shard i at P+i, the evaluator at P+99, worker j "
+          "at P+100+j (a busy one falls back to a free port); 0: free ports");
+ABSL_FLAG(double, status_interval_s, 10,
+          "when stdout is not a terminal, print the status line every this "
+          "many seconds (0: never); on a terminal it is redrawn in place");
+ABSL_FLAG(double, kill_timeout_s, 30,
+          "seconds a child gets after SIGTERM before SIGKILL");
+ABSL_FLAG(double, start_timeout_s, 60,
+          "seconds the shards get to start and answer Admin/Status");
+
+int main(int argc, char** argv) {
+  absl::SetProgramUsageMessage(
+      "runs a pskit job on this machine: shards, workers, an evaluator.\n"
+      "  psrun --servers N --workers M [--evaluator] [--data_dir DIR] -- "
+      "<ps-worker flags>");
+  // Everything after the first "--" belongs to the workers; absl parses the
+  // rest.
+  int psrun_argc = argc;
+  std::vector<std::string> worker_args;
+  for (int i = 1; i < argc; ++i) {
+    if (std::string(argv[i]) == "--") {
+      psrun_argc = i;
+      worker_args.assign(argv + i + 1, argv + argc);
+      break;
+    }
+  }
+  std::vector<char*> positional = absl::ParseCommandLine(psrun_argc, argv);
+  if (positional.size() > 1) {
+    std::fprintf(stderr,
+                 "psrun: unexpected argument '%s'; ps-worker flags go after "
+                 "--\n",
+                 positional[1]);
+    return pskit::launch::kExitUsage;
+  }
+
+  pskit::launch::LauncherOptions o;
+  char self[4096];
+  const ssize_t n = readlink("/proc/self/exe", self, sizeof(self) - 1);
+  if (n <= 0) {
+    std::fprintf(stderr, "psrun: cannot read /proc/self/exe\n");
+    return pskit::launch::kExitFailed;
+  }
+  o.bin_dir = std::filesystem::path(std::string(self, n)).parent_path();
+  std::error_code ec;
+  o.temp_root = std::filesystem::temp_directory_path(ec);
+  if (ec) o.temp_root = "/tmp";
+  o.servers = absl::GetFlag(FLAGS_servers);
+  o.workers = absl::GetFlag(FLAGS_workers);
+  o.evaluator = absl::GetFlag(FLAGS_evaluator);
+  o.data_dir = absl::GetFlag(FLAGS_data_dir);
+  o.keep_data = absl::GetFlag(FLAGS_keep_data);
+  o.server_args = absl::StrSplit(absl::GetFlag(FLAGS_server_args), ' ',
+                                 absl::SkipWhitespace());
+  o.worker_args = worker_args;
+  o.metrics_port_base = absl::GetFlag(FLAGS_metrics_port_base);
+  o.live_status_line = isatty(STDOUT_FILENO) == 1;
+  o.status_interval = absl::Seconds(absl::GetFlag(FLAGS_status_interval_s));
+  o.kill_timeout = absl::Seconds(absl::GetFlag(FLAGS_kill_timeout_s));
+  o.start_timeout = absl::Seconds(absl::GetFlag(FLAGS_start_timeout_s));
+  return pskit::launch::RunLocalCluster(o);
+}

@@ -1,0 +1,562 @@
+// psrun, the local-cluster launcher: its pieces (line splitting, the
+// accuracy trend, metrics ports, flag checks) directly, and the built
+// build/bin/psrun as a child process running real shards and workers on
+// 127.0.0.1: a job to its target, a worker killed with SIGKILL, SIGTERM to
+// psrun leaving a checkpoint, a shard that cannot start, bad flags.
+#include <fcntl.h>
+#include <grpcpp/create_channel.h>
+#include <netinet/in.h>
+#include <poll.h>
+#include <signal.h>
+#include <spawn.h>
+#include <sys/socket.h>
+#include <sys/syscall.h>
+#include <sys/wait.h>
+#include <unistd.h>
+
+#include <algorithm>
+#include <cstdlib>
+#include <filesystem>
+#include <functional>
+#include <string>
+#include <vector>
+
+#include "absl/strings/match.h"
+#include "absl/strings/numbers.h"
+#include "absl/strings/str_cat.h"
+#include "absl/strings/str_split.h"
+#include "absl/time/clock.h"
+#include "absl/time/time.h"
+#include "client/tools/launch/child_process.h"
+#include "client/tools/launch/launcher.h"
+#include "client/tools/launch/ports.h"
+#include "client/tools/launch/progress.h"
+#include "gtest/gtest.h"
+#include "pskit/v1/admin.grpc.pb.h"
+#include "tests/testing/child_server.h"
+#include "tests/testing/status_matchers.h"
+
+extern char** environ;
+
+namespace pskit::launch {
+namespace {
+
+namespace fs = std::filesystem;
+
+// ---------------------------------------------------------------------------
+// The pieces.
+
+TEST(PsrunLineSplitter, WholeLinesOnlyAcrossReads) {
+  LineSplitter s;
+  EXPECT_TRUE(s.Append("hel").empty());
+  EXPECT_EQ(s.Append("lo\nwor"), std::vector<std::string>({"hello"}));
+  EXPECT_EQ(s.Append("ld\r\n\nlast"), std::vector<std::string>({"world", ""}));
+  EXPECT_EQ(s.Finish(), std::vector<std::string>({"last"}));
+  EXPECT_TRUE(s.Finish().empty());
+}
+
+TEST(PsrunLineSplitter, CutsEndlessLines) {
+  LineSplitter s(/*max_line=*/4);
+  EXPECT_EQ(s.Append("abcdefghij\nxy\n"),
+            std::vector<std::string>({"abcd", "efgh", "ij", "xy"}));
+  EXPECT_EQ(s.Append("abcd\n"), std::vector<std::string>({"abcd"}));
+}
+
+TEST(PsrunWaitStatus, SaysHowAProcessEnded) {
+  EXPECT_EQ(DescribeWaitStatus(0), "exited normally");
+  EXPECT_EQ(DescribeWaitStatus(1 << 8), "exited with status 1");
+  EXPECT_EQ(DescribeWaitStatus(SIGKILL), "was killed by signal 9 (Killed)");
+}
+
+TEST(PsrunTrend, EstimatesTimeToTargetFromTheRecentSlope) {
+  AccuracyTrend t;
+  const absl::Time t0 = absl::FromUnixSeconds(1000);
+  EXPECT_FALSE(t.TimeToReach(0.9).has_value());
+  t.Add(t0, 0.50);
+  t.Add(t0 + absl::Seconds(1), 0.60);
+  EXPECT_FALSE(t.TimeToReach(0.9).has_value()) << "two points are no trend";
+  t.Add(t0 + absl::Seconds(2), 0.70);
+  t.Add(t0 + absl::Seconds(2), 0.99);  // the same time again: ignored
+  ASSERT_TRUE(t.TimeToReach(0.9).has_value());
+  EXPECT_NEAR(absl::ToDoubleSeconds(*t.TimeToReach(0.9)), 2.0, 1e-6);
+  EXPECT_EQ(*t.TimeToReach(0.6), absl::ZeroDuration());
+  EXPECT_EQ(t.latest(), 0.70);
+  EXPECT_EQ(t.FirstAtOrAbove(0.55), t0 + absl::Seconds(1));
+  EXPECT_FALSE(t.FirstAtOrAbove(0.8).has_value());
+}
+
+TEST(PsrunTrend, NoEstimateWhenFlatOrFalling) {
+  AccuracyTrend t;
+  const absl::Time t0 = absl::FromUnixSeconds(1000);
+  for (int i = 0; i < 5; ++i) t.Add(t0 + absl::Seconds(i), 0.8 - 0.01 * i);
+  EXPECT_FALSE(t.TimeToReach(0.9).has_value());
+  EXPECT_EQ(t.best(), 0.8);
+  EXPECT_EQ(t.FirstAtOrAbove(0.8), t0);
+}
+
+TEST(PsrunTrend, UsesOnlyTheRecentWindow) {
+  AccuracyTrend t(absl::Seconds(10), 10);
+  const absl::Time t0 = absl::FromUnixSeconds(1000);
+  // Fast early progress, then a slow climb: the estimate follows the latter.
+  t.Add(t0, 0.1);
+  t.Add(t0 + absl::Seconds(1), 0.5);
+  for (int i = 0; i <= 10; ++i) {
+    t.Add(t0 + absl::Seconds(20 + i), 0.80 + 0.001 * i);
+  }
+  ASSERT_TRUE(t.TimeToReach(0.82).has_value());
+  EXPECT_NEAR(absl::ToDoubleSeconds(*t.TimeToReach(0.82)), 10.0, 1e-3);
+}
+
+TEST(PsrunFormat, CompactNumbersAndDurations) {
+  EXPECT_EQ(FormatCount(950), "950");
+  EXPECT_EQ(FormatCount(12345), "12.3K");
+  EXPECT_EQ(FormatCount(4560000), "4.56M");
+  EXPECT_EQ(FormatCount(999999), "1.00M");
+  EXPECT_EQ(HumanDuration(absl::Milliseconds(850)), "850 ms");
+  EXPECT_EQ(HumanDuration(absl::Seconds(4.62)), "4.6 s");
+  EXPECT_EQ(HumanDuration(absl::Seconds(12.4)), "12 s");
+  EXPECT_EQ(HumanDuration(absl::Seconds(185)), "3 min 05 s");
+  EXPECT_EQ(HumanDuration(absl::Hours(2) + absl::Minutes(4)), "2 h 04 min");
+}
+
+TEST(PsrunPorts, FixedLayoutWithFallbackForABusyPort) {
+  // Hold a port, then ask for a layout whose shard0 port is that one.
+  int held = -1;
+  const int fd = socket(AF_INET, SOCK_STREAM, 0);
+  ASSERT_GE(fd, 0);
+  sockaddr_in addr{};
+  addr.sin_family = AF_INET;
+  addr.sin_addr.s_addr = htonl(INADDR_LOOPBACK);
+  ASSERT_EQ(bind(fd, reinterpret_cast<sockaddr*>(&addr), sizeof(addr)), 0);
+  ASSERT_EQ(listen(fd, 1), 0);
+  socklen_t len = sizeof(addr);
+  getsockname(fd, reinterpret_cast<sockaddr*>(&addr), &len);
+  held = ntohs(addr.sin_port);
+  if (held + 101 > 65535) {
+    close(fd);
+    GTEST_SKIP() << "port " << held << " too high for this layout";
+  }
+  ASSERT_OK_AND_ASSIGN(MetricsPorts p, ChooseMetricsPorts(held, 2, 2, true));
+  close(fd);
+  ASSERT_EQ(p.shards.size(), 2u);
+  EXPECT_NE(p.shards[0], held);
+  ASSERT_GE(p.warnings.size(), 1u);
+  EXPECT_TRUE(absl::StrContains(p.warnings[0], absl::StrCat(held)))
+      << p.warnings[0];
+  // The rest keep their fixed places unless something else holds them.
+  if (p.warnings.size() == 1) {
+    EXPECT_EQ(p.shards[1], held + 1);
+    EXPECT_EQ(p.evaluator, held + 99);
+    EXPECT_EQ(p.workers[1], held + 101);
+  }
+
+  ASSERT_OK_AND_ASSIGN(MetricsPorts any, ChooseMetricsPorts(0, 3, 2, false));
+  EXPECT_TRUE(any.warnings.empty());
+  EXPECT_EQ(any.evaluator, -1);
+  std::vector<int> all = any.shards;
+  all.insert(all.end(), any.workers.begin(), any.workers.end());
+  std::sort(all.begin(), all.end());
+  EXPECT_EQ(std::unique(all.begin(), all.end()), all.end()) << "distinct";
+}
+
+TEST(PsrunFlags, WorkerFlagsPsrunSetsItselfAreRefused) {
+  EXPECT_FALSE(InspectWorkerArgs({"--shards", "a:1"}).ok());
+  EXPECT_FALSE(InspectWorkerArgs({"--rank=0"}).ok());
+  EXPECT_FALSE(InspectWorkerArgs({"-world", "2"}).ok());
+  EXPECT_FALSE(InspectWorkerArgs({"--metrics_port=0"}).ok());
+  EXPECT_FALSE(InspectWorkerArgs({"--target_accuracy", "high"}).ok());
+  ASSERT_OK_AND_ASSIGN(
+      WorkerFlagInfo info,
+      InspectWorkerArgs({"--dataset", "synthetic", "--target_accuracy=0.9",
+                         "--namespace", "job7", "-eval_interval_s", "0.5"}));
+  EXPECT_EQ(info.target_accuracy, 0.9);
+  EXPECT_EQ(info.ns, "job7");
+  EXPECT_EQ(info.eval_interval_s, 0.5);
+  EXPECT_TRUE(info.evaluator_can_end);
+  ASSERT_OK_AND_ASSIGN(info, InspectWorkerArgs({"--lr", "0.1"}));
+  EXPECT_FALSE(info.evaluator_can_end);
+  EXPECT_FALSE(info.target_accuracy.has_value());
+}
+
+// ---------------------------------------------------------------------------
+// The psrun binary.
+
+// Directory of the test binary; psrun, ps-server and ps-worker sit there.
+std::string BinDir() {
+  char buf[4096];
+  const ssize_t n = readlink("/proc/self/exe", buf, sizeof(buf) - 1);
+  const std::string self(buf, n > 0 ? n : 0);
+  return self.substr(0, self.rfind('/'));
+}
+
+// A fresh directory, removed with its contents at the end of the test.
+class TempDir {
+ public:
+  TempDir() {
+    std::string tmpl =
+        (fs::temp_directory_path() / "psrun_test-XXXXXX").string();
+    path_ = mkdtemp(tmpl.data()) != nullptr ? tmpl : "";
+  }
+  ~TempDir() {
+    std::error_code ec;
+    if (!path_.empty()) fs::remove_all(path_, ec);
+  }
+  const std::string& path() const { return path_; }
+
+ private:
+  std::string path_;
+};
+
+// psrun run as a child, its stdout and stderr on one pipe read with
+// deadlines. The destructor SIGKILLs psrun if it still runs; its children
+// follow (PR_SET_PDEATHSIG).
+class PsrunProcess {
+ public:
+  PsrunProcess(const std::string& binary, std::vector<std::string> args) {
+    int out[2];
+    if (pipe2(out, O_CLOEXEC) != 0) return;
+    posix_spawn_file_actions_t actions;
+    posix_spawn_file_actions_init(&actions);
+    posix_spawn_file_actions_adddup2(&actions, out[1], 1);
+    posix_spawn_file_actions_adddup2(&actions, out[1], 2);
+    args.insert(args.begin(), binary);
+    std::vector<char*> argv;
+    for (std::string& a : args) argv.push_back(a.data());
+    argv.push_back(nullptr);
+    if (posix_spawn(&pid_, argv[0], &actions, nullptr, argv.data(), environ) !=
+        0) {
+      pid_ = -1;
+    }
+    posix_spawn_file_actions_destroy(&actions);
+    close(out[1]);
+    fd_ = out[0];
+  }
+  ~PsrunProcess() {
+    if (pid_ > 0) {
+      kill(pid_, SIGKILL);
+      waitpid(pid_, nullptr, 0);
+    }
+    if (fd_ >= 0) close(fd_);
+  }
+
+  pid_t pid() const { return pid_; }
+  // Everything read so far.
+  const std::string& output() const { return output_; }
+
+  // Reads lines until one satisfies `match` (returned) or the output ends or
+  // `timeout` passes ("" for both).
+  std::string ReadUntil(const std::function<bool(const std::string&)>& match,
+                        absl::Duration timeout) {
+    const absl::Time deadline = absl::Now() + timeout;
+    while (true) {
+      const size_t nl = pending_.find('\n');
+      if (nl != std::string::npos) {
+        std::string line = pending_.substr(0, nl);
+        pending_.erase(0, nl + 1);
+        if (match(line)) return line;
+        continue;
+      }
+      if (fd_ < 0) return "";
+      pollfd p{fd_, POLLIN, 0};
+      const int64_t left = absl::ToInt64Milliseconds(deadline - absl::Now());
+      if (left <= 0 || poll(&p, 1, static_cast<int>(left)) <= 0) return "";
+      char buf[8192];
+      const ssize_t n = read(fd_, buf, sizeof(buf));
+      if (n <= 0) {
+        close(fd_);
+        fd_ = -1;
+        continue;
+      }
+      output_.append(buf, n);
+      pending_.append(buf, n);
+    }
+  }
+  std::string ReadUntilContains(const std::string& needle,
+                                absl::Duration timeout) {
+    return ReadUntil(
+        [&](const std::string& l) { return absl::StrContains(l, needle); },
+        timeout);
+  }
+  // Reads to the end of the output, then reaps psrun: its exit status, or
+  // -1 if it did not end within `timeout` or a signal ended it.
+  int Wait(absl::Duration timeout) {
+    ReadUntil([](const std::string&) { return false; }, timeout);
+    if (fd_ >= 0) return -1;  // still writing: it did not end in time
+    int status = 0;
+    waitpid(pid_, &status, 0);
+    pid_ = -1;
+    return WIFEXITED(status) ? WEXITSTATUS(status) : -1;
+  }
+  void Signal(int sig) { kill(pid_, sig); }
+
+ private:
+  pid_t pid_ = -1;
+  int fd_ = -1;
+  std::string output_;
+  std::string pending_;
+};
+
+// The synthetic teacher set of tests/integration/training_test.cc as
+// ps-worker flags: small and quick to learn.
+std::vector<std::string> SyntheticJob() {
+  return {"--dataset",
+          "synthetic",
+          "--synthetic_train",
+          "6000",
+          "--synthetic_test",
+          "1000",
+          "--synthetic_dim",
+          "16",
+          "--synthetic_classes",
+          "4",
+          "--layers",
+          "16,64,4",
+          "--seed",
+          "11",
+          "--batch_size",
+          "32",
+          "--lr",
+          "0.003",
+          "--epochs",
+          "100000",
+          "--backend",
+          "cpu",
+          "--log_interval_s",
+          "0.2"};
+}
+
+std::vector<std::string> Concat(std::vector<std::string> a,
+                                const std::vector<std::string>& b) {
+  a.insert(a.end(), b.begin(), b.end());
+  return a;
+}
+
+std::string Psrun() { return BinDir() + "/psrun"; }
+
+TEST(Psrun, SyntheticJobReachesItsTargetAndExitsZeroWithASummary) {
+  PsrunProcess p(
+      Psrun(), Concat({"--servers", "2", "--workers", "2", "--evaluator",
+                       "--metrics_port_base", "0", "--status_interval_s", "0.5",
+                       "--kill_timeout_s", "20", "--"},
+                      Concat(SyntheticJob(),
+                             {"--target_accuracy", "0.8", "--eval_interval_s",
+                              "0.2", "--max_seconds", "120"})));
+  ASSERT_GT(p.pid(), 0);
+  EXPECT_EQ(p.Wait(absl::Seconds(150)), 0) << p.output();
+  const std::string& out = p.output();
+  for (const char* expected :
+       {"[shard0] ps-server listening on 127.0.0.1:", "[shard1] ", "[worker0] ",
+        "[worker1] ", "[evaluator] ", "started worker1 (pid ",
+        "prometheus_targets.json", "psrun: status ", "psrun: summary after",
+        "target 0.8 reached", "psrun: job done: every worker finished"}) {
+    EXPECT_TRUE(absl::StrContains(out, expected)) << expected << "\n" << out;
+  }
+  // Every line of a child carries its prefix whole: no line of one child
+  // runs into another's.
+  for (absl::string_view line : absl::StrSplit(out, '\n')) {
+    if (absl::StartsWith(line, "[")) {
+      EXPECT_TRUE(absl::StartsWith(line, "[shard") ||
+                  absl::StartsWith(line, "[worker") ||
+                  absl::StartsWith(line, "[evaluator]"))
+          << line;
+    }
+  }
+  // The summary table has a row per process, each exit 0.
+  for (const char* row :
+       {"  shard      0 ", "  shard      1 ", "  worker     0 ",
+        "  worker     1 ", "  evaluator  - "}) {
+    EXPECT_TRUE(absl::StrContains(out, row)) << row << "\n" << out;
+  }
+}
+
+// "started worker1 (pid 1234)" -> 1234.
+pid_t PidOf(const std::string& started_line) {
+  const size_t at = started_line.find("(pid ");
+  int pid = -1;
+  if (at == std::string::npos ||
+      !absl::SimpleAtoi(
+          started_line.substr(at + 5, started_line.find(')', at) - at - 5),
+          &pid)) {
+    return -1;
+  }
+  return pid;
+}
+
+TEST(Psrun, WorkerKilledWithSigkillFailsTheJobAndIsNamed) {
+  PsrunProcess p(
+      Psrun(),
+      Concat({"--servers", "1", "--workers", "2", "--metrics_port_base", "0",
+              "--kill_timeout_s", "20", "--"},
+             Concat(SyntheticJob(), {"--max_seconds", "120"})));
+  const std::string started =
+      p.ReadUntilContains("started worker1 (pid ", absl::Seconds(60));
+  const pid_t worker1 = PidOf(started);
+  ASSERT_GT(worker1, 0) << p.output();
+  // Training, not just started: a progress line with a step count.
+  ASSERT_FALSE(p.ReadUntil(
+                    [](const std::string& l) {
+                      return absl::StartsWith(l, "[worker1] ") &&
+                             absl::StrContains(l, " step ");
+                    },
+                    absl::Seconds(60))
+                   .empty())
+      << p.output();
+  ASSERT_EQ(kill(worker1, SIGKILL), 0);
+  EXPECT_EQ(p.Wait(absl::Seconds(90)), 1) << p.output();
+  const std::string& out = p.output();
+  EXPECT_TRUE(
+      absl::StrContains(out, absl::StrCat("worker1 (pid ", worker1,
+                                          ") was killed by signal 9 (Killed)")))
+      << out;
+  EXPECT_TRUE(absl::StrContains(out, "psrun: job failed: worker1")) << out;
+  // The other worker was stopped, then the shard.
+  EXPECT_TRUE(absl::StrContains(out, "stopped by psrun")) << out;
+  EXPECT_TRUE(absl::StrContains(out, "[shard0] ")) << out;
+  // Nothing of the job is left: the worker processes are gone.
+  const pid_t worker0 =
+      PidOf(out.substr(out.find("started worker0 (pid "), 40));
+  ASSERT_GT(worker0, 0);
+  EXPECT_NE(kill(worker0, 0), 0) << "worker0 outlived psrun";
+}
+
+TEST(Psrun, NoChildOutlivesPsrunKilledWithSigkill) {
+  PsrunProcess p(
+      Psrun(), Concat({"--servers", "2", "--workers", "1", "--evaluator",
+                       "--metrics_port_base", "0", "--"},
+                      Concat(SyntheticJob(), {"--max_seconds", "120",
+                                              "--target_accuracy", "0.999"})));
+  // A pidfd turns readable when its process ends, whoever its parent is.
+  std::vector<int> pidfds;
+  for (int i = 0; i < 4; ++i) {
+    const std::string line =
+        p.ReadUntilContains("psrun: started ", absl::Seconds(60));
+    const pid_t pid = PidOf(line);
+    ASSERT_GT(pid, 0) << p.output();
+    const int fd = static_cast<int>(syscall(SYS_pidfd_open, pid, 0));
+    ASSERT_GE(fd, 0) << "pidfd_open(" << pid << ")";
+    pidfds.push_back(fd);
+  }
+  ASSERT_FALSE(p.ReadUntilContains("[worker0] ", absl::Seconds(60)).empty());
+  p.Signal(SIGKILL);
+  EXPECT_EQ(p.Wait(absl::Seconds(30)), -1);
+  for (int fd : pidfds) {
+    pollfd pfd{fd, POLLIN, 0};
+    EXPECT_EQ(poll(&pfd, 1, 30000), 1) << "a child of psrun outlived it";
+    close(fd);
+  }
+}
+
+TEST(Psrun, SigtermLeavesACheckpointInTheDataDir) {
+  TempDir dir;
+  ASSERT_FALSE(dir.path().empty());
+  {
+    PsrunProcess p(
+        Psrun(),
+        Concat({"--servers", "2", "--workers", "1", "--data_dir", dir.path(),
+                "--metrics_port_base", "0", "--kill_timeout_s", "20",
+                "--status_interval_s", "0.5", "--"},
+               Concat(SyntheticJob(), {"--max_seconds", "120"})));
+    // Training, and psrun's status line shows it: the step from the shards'
+    // Admin/Status, samples/s from the worker's metrics endpoint.
+    ASSERT_FALSE(p.ReadUntil(
+                      [](const std::string& l) {
+                        return absl::StartsWith(l, "psrun: status ") &&
+                               !absl::StrContains(l, "| - samples/s") &&
+                               !absl::StrContains(l, "| 0 samples/s") &&
+                               !absl::StrContains(l, "step - ") &&
+                               !absl::StrContains(l, "step 0 ");
+                      },
+                      absl::Seconds(60))
+                     .empty())
+        << p.output();
+    p.Signal(SIGTERM);
+    EXPECT_EQ(p.Wait(absl::Seconds(90)), 128 + SIGTERM) << p.output();
+    const std::string& out = p.output();
+    EXPECT_TRUE(absl::StrContains(out, "psrun: got SIGTERM")) << out;
+    EXPECT_TRUE(absl::StrContains(out, "psrun: job interrupted by SIGTERM"))
+        << out;
+    EXPECT_TRUE(absl::StrContains(out, "[shard0] ") &&
+                absl::StrContains(out, "checkpoint 'final-"))
+        << out;
+    EXPECT_TRUE(fs::exists(dir.path() + "/prometheus_targets.json"));
+  }
+  // A shard started on shard-0's directory loads that checkpoint.
+  testing::ChildServer shard(
+      "ps-server",
+      {"--listen", "127.0.0.1:0", "--shard_index", "0", "--num_shards", "2",
+       "--data_dir", dir.path() + "/shard-0", "--checkpoint_interval_s", "0"},
+      /*merge_stderr=*/true);
+  std::string address;
+  for (std::string line = shard.first_line(); !line.empty();
+       line = shard.ReadLine()) {
+    EXPECT_FALSE(absl::StrContains(line, "no loadable checkpoint")) << line;
+    const std::string prefix = "ps-server listening on ";
+    if (absl::StartsWith(line, prefix)) {
+      address = line.substr(prefix.size());
+      break;
+    }
+  }
+  ASSERT_FALSE(address.empty());
+  auto admin = v1::Admin::NewStub(
+      grpc::CreateChannel(address, grpc::InsecureChannelCredentials()));
+  grpc::ClientContext ctx;
+  ctx.set_deadline(std::chrono::system_clock::now() + std::chrono::seconds(10));
+  v1::ListCheckpointsResponse list;
+  ASSERT_TRUE(
+      admin->ListCheckpoints(&ctx, v1::ListCheckpointsRequest(), &list).ok());
+  ASSERT_GE(list.checkpoints_size(), 1);
+  EXPECT_TRUE(absl::StartsWith(list.checkpoints(0).id(), "final-"))
+      << list.checkpoints(0).id();
+  EXPECT_GT(list.checkpoints(0).chunks(), 0u);
+  EXPECT_EQ(shard.StopWith(SIGTERM), 0);
+}
+
+TEST(Psrun, ShardThatFailsToStartIsReportedWithItsStderr) {
+  PsrunProcess p(
+      Psrun(), {"--servers", "2", "--workers", "1", "--metrics_port_base", "0",
+                "--server_args", "--log_level nonsense", "--", "--dataset",
+                "synthetic"});
+  EXPECT_EQ(p.Wait(absl::Seconds(60)), 1) << p.output();
+  const std::string& out = p.output();
+  EXPECT_TRUE(
+      absl::StrContains(out, "failed to start: it exited with status 2"))
+      << out;
+  EXPECT_TRUE(absl::StrContains(out, "unknown log level 'nonsense'")) << out;
+  EXPECT_FALSE(absl::StrContains(out, "started worker0")) << out;
+}
+
+TEST(Psrun, BadFlagsExitTwoWithAReason) {
+  struct Case {
+    std::vector<std::string> args;
+    std::string says;
+  };
+  const Case cases[] = {
+      {{"--servers", "0", "--", "--dataset", "synthetic"},
+       "--servers must be at least 1"},
+      {{"--workers", "0", "--"}, "--workers must be at least 1"},
+      {{"--", "--shards", "127.0.0.1:1"}, "psrun sets --shards"},
+      {{"--evaluator", "--", "--dataset", "synthetic"},
+       "--evaluator needs --target_accuracy"},
+      {{"--server_args", "--listen 0.0.0.0:7000", "--"}, "psrun sets --listen"},
+      {{"stray", "--"}, "unexpected argument 'stray'"},
+  };
+  for (const Case& c : cases) {
+    PsrunProcess p(Psrun(), c.args);
+    EXPECT_EQ(p.Wait(absl::Seconds(30)), 2) << p.output();
+    EXPECT_TRUE(absl::StrContains(p.output(), c.says)) << p.output();
+  }
+}
+
+TEST(Psrun, MissingServerBinaryIsNamed) {
+  TempDir dir;
+  const std::string alone = dir.path() + "/psrun";
+  fs::copy_file(Psrun(), alone);
+  PsrunProcess p(alone, {"--metrics_port_base", "0", "--"});
+  EXPECT_EQ(p.Wait(absl::Seconds(30)), 2) << p.output();
+  EXPECT_TRUE(
+      absl::StrContains(p.output(), "ps-server not found at " + dir.path()))
+      << p.output();
+}
+
+}  // namespace
+}  // namespace pskit::launch
