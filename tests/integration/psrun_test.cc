@@ -420,11 +420,15 @@ TEST(Psrun, WorkerKilledWithSigkillFailsTheJobAndIsNamed) {
 }
 
 TEST(Psrun, NoChildOutlivesPsrunKilledWithSigkill) {
+  // A psrun killed with SIGKILL cannot remove its temporary directory: give
+  // it one the test removes (after the last child ended).
+  TempDir dir;
   PsrunProcess p(
-      Psrun(), Concat({"--servers", "2", "--workers", "1", "--evaluator",
-                       "--metrics_port_base", "0", "--"},
-                      Concat(SyntheticJob(), {"--max_seconds", "120",
-                                              "--target_accuracy", "0.999"})));
+      Psrun(),
+      Concat({"--servers", "2", "--workers", "1", "--evaluator", "--data_dir",
+              dir.path(), "--metrics_port_base", "0", "--"},
+             Concat(SyntheticJob(),
+                    {"--max_seconds", "120", "--target_accuracy", "0.999"})));
   // A pidfd turns readable when its process ends, whoever its parent is.
   std::vector<int> pidfds;
   for (int i = 0; i < 4; ++i) {
