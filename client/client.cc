@@ -697,15 +697,18 @@ absl::StatusOr<bool> Client::Heartbeat(absl::string_view ns) {
   return false;
 }
 
-absl::Status Client::ReportEvaluation(absl::string_view ns,
-                                      const v1::Evaluation& eval) {
+absl::StatusOr<bool> Client::ReportEvaluation(absl::string_view ns,
+                                              const v1::Evaluation& eval) {
   v1::ReportEvaluationRequest req;
   req.set_namespace_(NamespaceOf(ns));
   *req.mutable_evaluation() = eval;
-  return Broadcast<v1::ReportEvaluationResponse>(
-             "ReportEvaluation", req, 0, layout_.num_shards(),
-             PSKIT_SEND(stubs_[shard][channel], ReportEvaluation))
-      .status();
+  PSKIT_ASSIGN_OR_RETURN(
+      auto answers, Broadcast<v1::ReportEvaluationResponse>(
+                        "ReportEvaluation", req, 0, layout_.num_shards(),
+                        PSKIT_SEND(stubs_[shard][channel], ReportEvaluation)));
+  bool done = false;
+  for (const v1::ReportEvaluationResponse& a : answers) done |= a.job_done();
+  return done;
 }
 
 absl::Status Client::Leave() {
@@ -736,6 +739,12 @@ absl::StatusOr<std::vector<v1::CheckpointInfo>> Client::Checkpoint(
   std::vector<v1::CheckpointInfo> out;
   for (const v1::CheckpointResponse& r : got) out.push_back(r.checkpoint());
   return out;
+}
+
+absl::StatusOr<std::vector<v1::StatusResponse>> Client::Status() {
+  return Broadcast<v1::StatusResponse>("Status", v1::StatusRequest(), 0,
+                                       layout_.num_shards(),
+                                       PSKIT_SEND(admin_[shard], Status));
 }
 
 absl::StatusOr<std::vector<v1::CheckpointInfo>> Client::Restore(

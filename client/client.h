@@ -149,9 +149,11 @@ class Client {
   // restarted, or the lease lapsed) gets it registered again. Returns
   // whether the evaluator has ended namespace `ns`'s job.
   [[nodiscard]] absl::StatusOr<bool> Heartbeat(absl::string_view ns = "");
-  // Reports an evaluation of namespace `ns` to every shard.
-  [[nodiscard]] absl::Status ReportEvaluation(absl::string_view ns,
-                                              const v1::Evaluation& eval);
+  // Reports an evaluation of namespace `ns` to every shard. Returns whether
+  // the job is over on any shard (this report or an earlier one said done,
+  // or an operator drained a shard).
+  [[nodiscard]] absl::StatusOr<bool> ReportEvaluation(
+      absl::string_view ns, const v1::Evaluation& eval);
   // Ends the lease on every shard.
   [[nodiscard]] absl::Status Leave();
 
@@ -160,6 +162,8 @@ class Client {
   // every shard did; otherwise the error names each failed shard and why.
   [[nodiscard]] absl::StatusOr<std::vector<v1::CheckpointInfo>> Checkpoint(
       std::string id);
+  // Every shard's Admin Status, in shard order.
+  [[nodiscard]] absl::StatusOr<std::vector<v1::StatusResponse>> Status();
   // Restores checkpoint `id` on every shard; errors as for Checkpoint.
   [[nodiscard]] absl::StatusOr<std::vector<v1::CheckpointInfo>> Restore(
       const std::string& id);

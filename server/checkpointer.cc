@@ -4,6 +4,8 @@
 #include <sys/syscall.h>
 #include <unistd.h>
 
+#include <algorithm>
+
 #include "absl/strings/str_cat.h"
 #include "spdlog/spdlog.h"
 
@@ -103,9 +105,20 @@ absl::StatusOr<v1::CheckpointInfo> Checkpointer::Restore(const std::string& id) 
   return info;
 }
 
+// The first multiple of `interval` since the Unix epoch after `t`. Shards
+// with the same interval (and clocks kept by NTP) take their automatic
+// checkpoints at the same instants, under the same id, so each one is a
+// checkpoint of the whole cluster that `psctl restore` can use.
+absl::Time NextSlot(absl::Time t, absl::Duration interval) {
+  absl::Duration rest;
+  const int64_t slots =
+      absl::IDivDuration(t - absl::UnixEpoch(), interval, &rest);
+  return absl::UnixEpoch() + (slots + 1) * interval;
+}
+
 void Checkpointer::Loop() {
   absl::Time next = interval_ > absl::ZeroDuration()
-                        ? absl::Now() + interval_
+                        ? NextSlot(absl::Now(), interval_)
                         : absl::InfiniteFuture();
   while (true) {
     Job job;
@@ -125,8 +138,10 @@ void Checkpointer::Loop() {
       }
     }
     if (timed) {
-      (void)CheckpointNow("", /*background=*/true);
-      next = absl::Now() + interval_;
+      (void)CheckpointNow(absl::StrCat("auto-", absl::ToUnixMillis(next)),
+                          /*background=*/true);
+      // A slot missed while this one was written is skipped, not queued.
+      next = NextSlot(std::max(next, absl::Now()), interval_);
       continue;
     }
     job.done(job.restore ? Restore(job.id)

@@ -1,7 +1,10 @@
 // server/checkpointer.h
 //
 // Checkpointer: takes a shard's checkpoints on its own thread, so no gRPC
-// reactor ever waits on disk. Triggers: every `interval` (0 = never), a
+// reactor ever waits on disk. Triggers: every `interval` (0 = never) at the
+// wall-clock multiples of it, named "auto-<unix ms of the slot>", so every
+// shard with the same interval writes the same id at the same time and the
+// set is a whole-cluster checkpoint; a
 // request (the Admin Checkpoint RPC parks its reactor and is answered from
 // here), and a final one at shutdown (Server calls CheckpointNow after the
 // gRPC server has drained). Restore requests run here too, one at a time

@@ -85,7 +85,9 @@ grpc::ServerUnaryReactor* PsService::Leave(grpc::CallbackServerContext* ctx,
 grpc::ServerUnaryReactor* PsService::ReportEvaluation(
     grpc::CallbackServerContext* ctx, const v1::ReportEvaluationRequest* req,
     v1::ReportEvaluationResponse* resp) {
-  return FinishNow(ctx, store_->ReportEvaluation(*req));
+  absl::Status s = store_->ReportEvaluation(*req);
+  if (s.ok()) resp->set_job_done(store_->JobDone(req->namespace_()));
+  return FinishNow(ctx, s);
 }
 
 }  // namespace pskit

@@ -11,6 +11,11 @@
 #include <cstdio>
 #include <cstdlib>
 #include <memory>
+#include <atomic>
+#include <cerrno>
+#include <csignal>
+#include <thread>
+#include <fcntl.h>
 #include <unistd.h>
 #include <string>
 #include <vector>
@@ -20,6 +25,7 @@
 #include "absl/flags/usage.h"
 #include "absl/strings/str_cat.h"
 #include "absl/strings/str_split.h"
+#include "absl/synchronization/notification.h"
 #include "common/logging.h"
 #include "common/malloc_tuning.h"
 #include "common/metrics.h"
@@ -115,6 +121,57 @@ namespace pw = pskit::worker;
 
 namespace {
 
+// SIGTERM or SIGINT asks the job to stop: training ends after the step in
+// hand, leaves the shards and prints its summary (exit 0); the evaluator
+// stops waiting for its next round. A second signal ends the process at
+// once. The handler only writes a byte to a pipe (async-signal-safe); a
+// thread turns it into the notification the trainer watches. A handler,
+// not sigwait: OpenBLAS starts threads before main, with signals unblocked.
+class StopOnSignal {
+ public:
+  StopOnSignal() {
+    if (pipe2(fds_, O_CLOEXEC) != 0) {
+      spdlog::warn("no pipe for signals: SIGTERM ends the process at once");
+      return;
+    }
+    write_fd_.store(fds_[1]);
+    struct sigaction sa = {};
+    sa.sa_handler = &StopOnSignal::Handle;
+    sigemptyset(&sa.sa_mask);
+    sigaction(SIGTERM, &sa, nullptr);
+    sigaction(SIGINT, &sa, nullptr);
+    thread_ = std::thread([this] {
+      char c = 0;
+      while (read(fds_[0], &c, 1) < 0 && errno == EINTR) {
+      }
+      if (c == 's') {
+        spdlog::warn("stop signal: finishing the step in hand, then leaving "
+                     "(signal again to stop at once)");
+        stop_.Notify();
+      }
+    });
+  }
+  ~StopOnSignal() {
+    if (!thread_.joinable()) return;
+    const char quit = 'q';
+    (void)!write(fds_[1], &quit, 1);
+    thread_.join();
+  }
+  const absl::Notification* notification() const { return &stop_; }
+
+ private:
+  static void Handle(int sig) {
+    if (signalled_.exchange(true)) _exit(128 + sig);
+    const char stop = 's';
+    (void)!write(write_fd_.load(), &stop, 1);
+  }
+  static inline std::atomic<bool> signalled_{false};
+  static inline std::atomic<int> write_fd_{-1};
+  int fds_[2] = {-1, -1};
+  absl::Notification stop_;
+  std::thread thread_;
+};
+
 int Usage(const std::string& msg) {
   std::fprintf(stderr, "ps-worker: %s\n", msg.c_str());
   return 2;
@@ -156,6 +213,7 @@ int main(int argc, char** argv) {
   if (role != "worker" && role != "evaluator") {
     return Usage("--role must be worker or evaluator, got '" + role + "'");
   }
+  StopOnSignal stop_on_signal;
   absl::StatusOr<pw::RankWorld> rw =
       pw::RankAndWorld(absl::GetFlag(FLAGS_rank), absl::GetFlag(FLAGS_world),
                        [](const char* name) { return std::getenv(name); });
@@ -277,6 +335,7 @@ int main(int argc, char** argv) {
   const int metrics_rank = role == "evaluator" ? 0 : rw->rank;
   pw::WorkerMetrics metrics(metrics_role, metrics_rank);
   job.metrics = &metrics;
+  job.stop = stop_on_signal.notification();
   std::unique_ptr<pskit::MetricsEndpoint> metrics_endpoint;
   if (const int port = absl::GetFlag(FLAGS_metrics_port); port >= 0) {
     absl::StatusOr<std::unique_ptr<pskit::MetricsEndpoint>> e =
@@ -367,7 +426,10 @@ int main(int argc, char** argv) {
       "samples/s, last loss %.4f%s%s\n",
       rw->rank, static_cast<long long>(s->steps),
       static_cast<long long>(s->samples), s->seconds, s->samples_per_s,
-      s->last_loss, s->ended_by_evaluator ? ", ended by the evaluator" : "",
+      s->last_loss,
+      s->ended_by_evaluator ? ", ended by the evaluator"
+      : s->stopped          ? ", stopped by a signal"
+                            : "",
       s->seconds_to_target >= 0
           ? absl::StrCat(", test accuracy ", s->local_accuracy,
                          " reached after ", s->seconds_to_target, " s")

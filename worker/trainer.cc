@@ -379,6 +379,10 @@ absl::StatusOr<TrainSummary> Train(const TrainOptions& o, Backend* be,
         summary.ended_by_evaluator = true;
         stop = true;
       }
+      if (o.job.stop != nullptr && o.job.stop->HasBeenNotified()) {
+        summary.stopped = true;
+        stop = true;
+      }
       if (o.job.max_seconds > 0 &&
           now - start >= absl::Seconds(o.job.max_seconds)) {
         stop = true;
@@ -397,7 +401,9 @@ absl::StatusOr<TrainSummary> Train(const TrainOptions& o, Backend* be,
                "last loss {:.4f}{}",
                name, summary.steps, summary.samples, summary.seconds,
                summary.samples_per_s, summary.last_loss,
-               summary.ended_by_evaluator ? ", ended by the evaluator" : "");
+               summary.ended_by_evaluator ? ", ended by the evaluator"
+               : summary.stopped          ? ", stopped by a signal"
+                                          : "");
   return summary;
 }
 
@@ -491,9 +497,23 @@ absl::StatusOr<EvalSummary> Evaluate(const EvalOptions& o, Backend* be,
     e.set_samples(test.size());
     e.set_done(!summary.reason.empty());
     e.set_reason(summary.reason);
-    PSKIT_RETURN_IF_ERROR(client->ReportEvaluation(o.job.ns, e));
+    PSKIT_ASSIGN_OR_RETURN(const bool job_done,
+                           client->ReportEvaluation(o.job.ns, e));
     if (e.done()) break;
-    absl::SleepFor(round + absl::Seconds(o.eval_interval_s) - absl::Now());
+    if (job_done) {  // ended elsewhere: another evaluator, or a drain
+      summary.reason = "the job was ended on the shards (psctl drain or "
+                       "another evaluator)";
+      break;
+    }
+    const absl::Duration wait = round + absl::Seconds(o.eval_interval_s) - absl::Now();
+    if (o.job.stop != nullptr) {
+      if (o.job.stop->WaitForNotificationWithTimeout(wait)) {
+        summary.reason = "stopped by a signal";
+        break;
+      }
+    } else {
+      absl::SleepFor(wait);
+    }
   }
   summary.seconds = absl::ToDoubleSeconds(absl::Now() - start);
   spdlog::info("eval: job ended: {}", summary.reason);

@@ -20,6 +20,7 @@
 #include <vector>
 
 #include "absl/status/statusor.h"
+#include "absl/synchronization/notification.h"
 #include "client/client.h"
 #include "worker/backend/backend.h"
 #include "worker/data/dataset.h"
@@ -41,6 +42,10 @@ struct JobOptions {
   // Steps, samples, phases, loss and evaluations go here (borrowed; may be
   // null).
   WorkerMetrics* metrics = nullptr;
+  // Notified to stop early (ps-worker: on SIGTERM or SIGINT): training ends
+  // after the step in hand, leaves the shards and returns its summary; the
+  // evaluator stops waiting for its next round. Borrowed; may be null.
+  const absl::Notification* stop = nullptr;
 };
 
 struct TrainOptions {
@@ -86,6 +91,7 @@ struct TrainSummary {
   double samples_per_s = 0;
   float last_loss = 0;
   bool ended_by_evaluator = false;
+  bool stopped = false;  // JobOptions::stop was notified
   // local with a test set: the last accuracy and when the target was met.
   double local_accuracy = -1;
   double seconds_to_target = -1;

@@ -3,6 +3,7 @@
 #include <cstring>
 #include <functional>
 #include <memory>
+#include <set>
 #include <string>
 #include <vector>
 
@@ -269,6 +270,36 @@ TEST(Checkpoint, StatusShowsNamespacesVersionsWorkersAndCheckpoints) {
   ASSERT_EQ(status.checkpoints_size(), 1);
   EXPECT_EQ(status.checkpoints(0).id(), "s1");
   EXPECT_EQ(status.updates_applied(), status.checkpoints(0).chunks() * 3);
+}
+
+// Automatic checkpoints fall on the wall-clock multiples of the interval and
+// are named after them, so two shards write the same ids: each is a
+// checkpoint of the whole cluster, restorable on every shard.
+TEST(Checkpoint, AutomaticCheckpointsShareIdsAcrossShards) {
+  TempDir dir;
+  ServerOptions o = Durable(dir.path());
+  o.checkpoint_interval = absl::Seconds(1);
+  ASSERT_OK_AND_ASSIGN(auto cluster, TestCluster::Start(2, o));
+  ASSERT_OK_AND_ASSIGN(auto c, cluster->NewClient());
+  ASSERT_OK(c->Declare("auto", testing::SgdConfig(0.1f), Model()));
+  std::set<std::string> common;
+  for (int i = 0; i < 300 && common.size() < 2; ++i) {
+    absl::SleepFor(absl::Milliseconds(100));
+    std::set<std::string> ids0;
+    for (const auto& info : cluster->shard(0).checkpoints()->List()) {
+      ids0.insert(info.id());
+    }
+    common.clear();
+    for (const auto& info : cluster->shard(1).checkpoints()->List()) {
+      if (ids0.contains(info.id())) common.insert(info.id());
+    }
+  }
+  ASSERT_GE(common.size(), 2u) << "the shards never wrote the same ids";
+  for (const std::string& id : common) {
+    ASSERT_EQ(id.rfind("auto-", 0), 0u) << id;
+    EXPECT_EQ(std::stoll(id.substr(5)) % 1000, 0) << id;
+  }
+  ASSERT_OK(c->Restore(*common.begin()));
 }
 
 TEST(Checkpoint, MemoryOnlyShardSaysHowToGetCheckpoints) {

@@ -1,5 +1,5 @@
-// ps-server as a child process: the address line on stdout, real traffic,
-// and SIGTERM ending it with exit status 0.
+// ps-server and ps-worker as child processes: the address line on stdout,
+// real traffic, and SIGTERM ending each with exit status 0.
 #include <signal.h>
 
 #include <string>
@@ -44,6 +44,38 @@ TEST(PsServerProcess, BadFlagExitsNonZeroWithAMessage) {
   ChildServer server({"--shard_index", "4", "--num_shards", "2"});
   EXPECT_TRUE(server.address().empty());
   EXPECT_EQ(server.StopWith(0), 1);
+}
+
+// SIGTERM to a training ps-worker: it finishes the step in hand, leaves the
+// shards (its lease is gone at once, not after it lapses), prints its
+// summary and exits 0.
+TEST(PsWorkerProcess, SigtermLeavesAndExitsZeroWithASummary) {
+  ChildServer server({"--listen", "127.0.0.1:0", "--log_level", "warn"});
+  const std::string address = server.address();
+  ASSERT_FALSE(address.empty()) << server.first_line();
+  ChildServer worker("ps-worker",
+                     {"--shards", address, "--epochs", "1000000",
+                      "--log_interval_s", "0.1"},
+                     /*merge_stderr=*/true);
+  // Wait for a progress line: training is under way.
+  std::string line = worker.first_line();
+  while (!line.empty() && line.find("samples/s loss") == std::string::npos) {
+    line = worker.ReadLine();
+  }
+  ASSERT_FALSE(line.empty()) << "the worker ended before training";
+  EXPECT_EQ(worker.StopWith(SIGTERM), 0);
+  std::string summary;
+  for (line = worker.ReadLine(); !line.empty(); line = worker.ReadLine()) {
+    if (line.rfind("worker summary:", 0) == 0) summary = line;
+  }
+  EXPECT_NE(summary.find("stopped by a signal"), std::string::npos) << summary;
+
+  ClientOptions opts;
+  opts.timeout = absl::Seconds(20);
+  ASSERT_OK_AND_ASSIGN(auto client, Client::Connect({address}, opts));
+  ASSERT_OK_AND_ASSIGN(auto status, client->Status());
+  EXPECT_EQ(status[0].live_workers(), 0u);
+  EXPECT_EQ(server.StopWith(SIGTERM), 0);
 }
 
 }  // namespace

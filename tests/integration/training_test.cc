@@ -3,6 +3,8 @@
 #include <thread>
 #include <vector>
 
+#include "absl/synchronization/notification.h"
+#include "client/client.h"
 #include "gtest/gtest.h"
 #include "tests/testing/cluster.h"
 #include "tests/testing/status_matchers.h"
@@ -97,6 +99,79 @@ TEST(Training, ShardRestartedMidRunDoesNotStopTraining) {
   });
   ASSERT_OK(restarted);
   ExpectLearnedAndEnded(run, 0.8);
+}
+
+// A stop request (ps-worker's SIGTERM) ends training after the step in hand
+// with a summary, and the evaluator at once instead of at its next round.
+TEST(Training, StopRequestEndsTrainingAndTheEvaluator) {
+  ASSERT_OK_AND_ASSIGN(auto cluster, TestCluster::Start(1));
+  const Dataset train = MakeTeacherDataset(11, 1, 2000, 16, 4);
+  absl::Notification stop;
+  TrainOptions o;
+  o.job.shards = cluster->addresses();
+  o.job.model = ParseMlpConfig("16,32,4", "relu", "xent").value();
+  o.job.server_config.mutable_optimizer()->set_kind(v1::OPTIMIZER_SGD);
+  o.job.server_config.mutable_optimizer()->set_learning_rate(0.01f);
+  o.job.log_interval_s = 0;
+  o.job.stop = &stop;
+  o.epochs = 1000000;  // only the stop request ends it
+  o.after_step = [&](int64_t step) {
+    if (step == 25) stop.Notify();
+  };
+  std::unique_ptr<Backend> be = MakeCpuBackend(1);
+  ASSERT_OK_AND_ASSIGN(TrainSummary s, Train(o, be.get(), train));
+  EXPECT_TRUE(s.stopped);
+  EXPECT_EQ(s.steps, 25);
+  // The worker left: no lease is held any more.
+  ASSERT_OK_AND_ASSIGN(auto client, cluster->NewClient());
+  ASSERT_OK_AND_ASSIGN(auto status, client->Status());
+  EXPECT_EQ(status[0].live_workers(), 0u);
+  EXPECT_GT(status[0].updates_applied(), 0u);
+
+  EvalOptions e;
+  e.job = o.job;
+  e.eval_interval_s = 3600;  // it would wait an hour without the request
+  e.target_accuracy = 0.999;
+  ASSERT_OK_AND_ASSIGN(EvalSummary r, Evaluate(e, be.get(), train));
+  EXPECT_EQ(r.evaluations, 1);
+  EXPECT_EQ(r.reason, "stopped by a signal");
+}
+
+// A job ended elsewhere (another evaluator's verdict, or psctl drain) ends
+// this evaluator at its next report.
+TEST(Training, EvaluatorStopsWhenTheJobWasEndedElsewhere) {
+  ASSERT_OK_AND_ASSIGN(auto cluster, TestCluster::Start(2));
+  const Dataset test = MakeTeacherDataset(11, 2, 500, 16, 4);
+  EvalOptions e;
+  e.job.shards = cluster->addresses();
+  e.job.ns = "ended";
+  e.job.model = ParseMlpConfig("16,32,4", "relu", "xent").value();
+  e.job.server_config.mutable_optimizer()->set_kind(v1::OPTIMIZER_SGD);
+  e.job.server_config.mutable_optimizer()->set_learning_rate(0.01f);
+  e.job.log_interval_s = 0;
+  e.eval_interval_s = 0.05;
+  e.target_accuracy = 0.999;
+  e.job.max_seconds = 120;  // a safety net
+  ASSERT_OK_AND_ASSIGN(auto client,
+                       Client::Connect(cluster->addresses(), e.job.client));
+  std::unique_ptr<Backend> be = MakeCpuBackend(1);
+  std::thread other([&] {
+    // Once the namespace exists, another evaluator says the job is done.
+    for (int i = 0; i < 2000; ++i) {
+      v1::Evaluation verdict;
+      verdict.set_accuracy(0.5);
+      verdict.set_done(true);
+      verdict.set_reason("the other evaluator");
+      if (client->ReportEvaluation("ended", verdict).ok()) return;
+      absl::SleepFor(absl::Milliseconds(10));
+    }
+  });
+  absl::StatusOr<EvalSummary> r = Evaluate(e, be.get(), test);
+  other.join();
+  ASSERT_OK(r);
+  EXPECT_NE(r->reason.find("ended on the shards"), std::string::npos)
+      << r->reason;
+  EXPECT_LT(r->seconds, 60);
 }
 
 TEST(Training, BadOptionsSayWhatIsWrong) {
