@@ -1334,8 +1334,13 @@ Outcome CmdDrain(Context* ctx, const std::vector<std::string>& args) {
       .Set("waited_s", Json::Seconds(waited));
   absl::StrAppend(
       &ctx->text,
-      drained
-          ? absl::StrFormat("drained: no live workers after %.1f s\n", waited)
+      drained ? absl::StrFormat("drained: no live workers after %.1f s\n",
+                                waited)
+      : !down.empty()
+          ? absl::StrFormat("a shard went away %.1f s into the wait (a "
+                            "launcher such as psrun stops the shards once "
+                            "the workers have left)\n",
+                            waited)
           : absl::StrFormat("not drained: %d workers still live after %.1f s\n",
                             live, waited));
   if (!down.empty()) return {kExitUnreachable, down};
