@@ -15,6 +15,7 @@
 #include <unistd.h>
 
 #include <algorithm>
+#include <cmath>
 #include <cstdlib>
 #include <filesystem>
 #include <functional>
@@ -68,21 +69,28 @@ TEST(PsrunWaitStatus, SaysHowAProcessEnded) {
   EXPECT_EQ(DescribeWaitStatus(SIGKILL), "was killed by signal 9 (Killed)");
 }
 
-TEST(PsrunTrend, EstimatesTimeToTargetFromTheRecentSlope) {
+// The error 1 - accuracy decaying as 0.5 exp(-t/2): the estimate is exact.
+double Curve(double e0, double rate, double t) {
+  return 1.0 - e0 * std::exp(-rate * t);
+}
+
+TEST(PsrunTrend, EstimatesTimeToTargetFromTheDecayingError) {
   AccuracyTrend t;
   const absl::Time t0 = absl::FromUnixSeconds(1000);
   EXPECT_FALSE(t.TimeToReach(0.9).has_value());
-  t.Add(t0, 0.50);
-  t.Add(t0 + absl::Seconds(1), 0.60);
+  t.Add(t0, Curve(0.5, 0.5, 0));
+  t.Add(t0 + absl::Seconds(1), Curve(0.5, 0.5, 1));
   EXPECT_FALSE(t.TimeToReach(0.9).has_value()) << "two points are no trend";
-  t.Add(t0 + absl::Seconds(2), 0.70);
+  t.Add(t0 + absl::Seconds(2), Curve(0.5, 0.5, 2));
   t.Add(t0 + absl::Seconds(2), 0.99);  // the same time again: ignored
-  ASSERT_TRUE(t.TimeToReach(0.9).has_value());
-  EXPECT_NEAR(absl::ToDoubleSeconds(*t.TimeToReach(0.9)), 2.0, 1e-6);
+  ASSERT_TRUE(t.TimeToReach(Curve(0.5, 0.5, 6)).has_value());
+  EXPECT_NEAR(absl::ToDoubleSeconds(*t.TimeToReach(Curve(0.5, 0.5, 6))), 4.0,
+              1e-6);
   EXPECT_EQ(*t.TimeToReach(0.6), absl::ZeroDuration());
-  EXPECT_EQ(t.latest(), 0.70);
+  EXPECT_FALSE(t.TimeToReach(1.0).has_value()) << "an error of 0 never comes";
+  EXPECT_EQ(t.latest(), Curve(0.5, 0.5, 2));
   EXPECT_EQ(t.FirstAtOrAbove(0.55), t0 + absl::Seconds(1));
-  EXPECT_FALSE(t.FirstAtOrAbove(0.8).has_value());
+  EXPECT_FALSE(t.FirstAtOrAbove(0.9).has_value());
 }
 
 TEST(PsrunTrend, NoEstimateWhenFlatOrFalling) {
@@ -95,16 +103,17 @@ TEST(PsrunTrend, NoEstimateWhenFlatOrFalling) {
 }
 
 TEST(PsrunTrend, UsesOnlyTheRecentWindow) {
-  AccuracyTrend t(absl::Seconds(10), 10);
+  AccuracyTrend t(absl::Seconds(10), 11);
   const absl::Time t0 = absl::FromUnixSeconds(1000);
   // Fast early progress, then a slow climb: the estimate follows the latter.
   t.Add(t0, 0.1);
   t.Add(t0 + absl::Seconds(1), 0.5);
   for (int i = 0; i <= 10; ++i) {
-    t.Add(t0 + absl::Seconds(20 + i), 0.80 + 0.001 * i);
+    t.Add(t0 + absl::Seconds(20 + i), Curve(0.2, 0.05, i));
   }
-  ASSERT_TRUE(t.TimeToReach(0.82).has_value());
-  EXPECT_NEAR(absl::ToDoubleSeconds(*t.TimeToReach(0.82)), 10.0, 1e-3);
+  ASSERT_TRUE(t.TimeToReach(Curve(0.2, 0.05, 20)).has_value());
+  EXPECT_NEAR(absl::ToDoubleSeconds(*t.TimeToReach(Curve(0.2, 0.05, 20))),
+              10.0, 1e-3);
 }
 
 TEST(PsrunFormat, CompactNumbersAndDurations) {

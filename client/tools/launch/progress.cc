@@ -1,5 +1,6 @@
 #include "client/tools/launch/progress.h"
 
+#include <algorithm>
 #include <cmath>
 
 #include "absl/strings/str_format.h"
@@ -35,22 +36,27 @@ std::optional<absl::Duration> AccuracyTrend::TimeToReach(double target) const {
   if (points_.empty()) return std::nullopt;
   const auto& [newest_time, newest] = points_.back();
   if (newest >= target) return absl::ZeroDuration();
-  if (points_.size() < 3) return std::nullopt;
+  if (points_.size() < 3 || !(target < 1)) return std::nullopt;
+  // log of the error; an accuracy of 1 (no error) is clamped.
+  auto log_error = [](double accuracy) {
+    return std::log(std::max(1.0 - accuracy, 1e-9));
+  };
   // Least squares with time in seconds relative to the newest point.
   double n = 0, sx = 0, sy = 0, sxx = 0, sxy = 0;
   for (const auto& [time, accuracy] : points_) {
     const double x = absl::ToDoubleSeconds(time - newest_time);
+    const double y = log_error(accuracy);
     n += 1;
     sx += x;
-    sy += accuracy;
+    sy += y;
     sxx += x * x;
-    sxy += x * accuracy;
+    sxy += x * y;
   }
   const double denom = n * sxx - sx * sx;
   if (!(denom > 0)) return std::nullopt;
-  const double slope = (n * sxy - sx * sy) / denom;  // accuracy per second
-  if (!(slope > 0)) return std::nullopt;
-  const double seconds = (target - newest) / slope;
+  const double slope = (n * sxy - sx * sy) / denom;  // log-error per second
+  if (!(slope < 0)) return std::nullopt;
+  const double seconds = (log_error(target) - log_error(newest)) / slope;
   if (!std::isfinite(seconds) || seconds > 86400) return std::nullopt;
   return absl::Seconds(seconds);
 }

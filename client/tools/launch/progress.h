@@ -34,11 +34,14 @@ class AccuracyTrend {
   // point's is ignored (the same evaluation seen again, or a clock step).
   void Add(absl::Time time, double accuracy);
 
-  // How long after the newest evaluation the accuracy should reach `target`,
-  // from a least-squares line through the recent points: zero when the
-  // newest already has; nullopt with fewer than 3 recent points, when the
-  // line does not rise, or when the answer is over a day (no estimate is
-  // better than a silly one).
+  // How long after the newest evaluation the accuracy should reach `target`.
+  // Learning curves saturate, so the error (1 - accuracy) is taken to decay
+  // exponentially: a least-squares line through log(1 - accuracy) of the
+  // recent points (a straight line through the accuracies promised the
+  // target within a second while the curve was flattening). Zero when the
+  // newest already has; nullopt with fewer than 3 recent points, a target of
+  // 1 or more, when the error does not fall, or when the answer is over a
+  // day (no estimate is better than a silly one).
   std::optional<absl::Duration> TimeToReach(double target) const;
 
   std::optional<double> latest() const;
