@@ -185,8 +185,11 @@ absl::StatusOr<TrainSummary> Train(const TrainOptions& o, Backend* be,
     PSKIT_RETURN_IF_ERROR(client->RegisterWorker(name).status());
     PSKIT_RETURN_IF_ERROR(client->Pull(o.job.ns, host.mutable_views));
     PSKIT_RETURN_IF_ERROR(ToDevice(be, host, params));
+    // Every 0.5 s: a heartbeat is one small call per shard, and it is how a
+    // worker learns that the evaluator ended the job (at 2 s, workers
+    // trained on for up to 2 s after the target was reached).
     lease = std::make_unique<LeaseKeeper>(client.get(), o.job.ns,
-                                          absl::Seconds(2));
+                                          absl::Milliseconds(500));
   } else {
     // No server: initial values from a local RNG (the shards' initializers
     // live server-side).
