@@ -56,8 +56,17 @@ absl::Status WaitFor(int fd, short events, absl::Time deadline,
 absl::StatusOr<std::string> HttpGet(const std::string& host, int port,
                                     const std::string& path,
                                     absl::Duration timeout) {
+  return HttpRequest("GET", host, port, path, "", timeout);
+}
+
+absl::StatusOr<std::string> HttpRequest(const std::string& method,
+                                        const std::string& host, int port,
+                                        const std::string& path,
+                                        const std::string& body,
+                                        absl::Duration timeout) {
   const absl::Time deadline = absl::Now() + timeout;
-  const std::string what = absl::StrCat("GET http://", host, ":", port, path);
+  const std::string what =
+      absl::StrCat(method, " http://", host, ":", port, path);
   addrinfo hints{};
   hints.ai_family = AF_INET;
   hints.ai_socktype = SOCK_STREAM;
@@ -88,9 +97,16 @@ absl::StatusOr<std::string> HttpGet(const std::string& host, int port,
   if (err != 0) {
     return absl::UnavailableError(absl::StrCat(what, ": ", std::strerror(err)));
   }
-  const std::string request = absl::StrCat(
-      "GET ", path, " HTTP/1.0\r\nHost: ", host, ":", port,
-      "\r\nAccept: */*\r\nConnection: close\r\n\r\n");
+  std::string request = absl::StrCat(
+      method, " ", path, " HTTP/1.0\r\nHost: ", host, ":", port,
+      "\r\nAccept: */*\r\nConnection: close\r\n");
+  if (method != "GET") {
+    absl::StrAppend(&request,
+                    "Content-Type: text/plain; version=0.0.4\r\n"
+                    "Content-Length: ",
+                    body.size(), "\r\n");
+  }
+  absl::StrAppend(&request, "\r\n", body);
   size_t sent = 0;
   while (sent < request.size()) {
     if (absl::Status s = WaitFor(fd.get(), POLLOUT, deadline, what); !s.ok()) {

@@ -2,7 +2,9 @@
 //
 // HttpGet: one plain-HTTP GET (HTTP/1.0, no TLS, no redirects), for reading
 // Prometheus endpoints: psrun scrapes its workers with it, tests read
-// /metrics, Prometheus's API and the Pushgateway.
+// /metrics, Prometheus's API and the Pushgateway. HttpRequest: the same with
+// another method and a body (MetricsPusher's PUT). Every call has a deadline:
+// a peer that accepts and never answers cannot hold the caller.
 //
 // Example:
 //   PSKIT_ASSIGN_OR_RETURN(std::string body,
@@ -28,6 +30,12 @@ namespace pskit {
                                                   int port,
                                                   const std::string& path,
                                                   absl::Duration timeout);
+
+// The same with any method and a body (sent as Prometheus text format, as
+// the Pushgateway takes it); used for PUT to a Pushgateway.
+[[nodiscard]] absl::StatusOr<std::string> HttpRequest(
+    const std::string& method, const std::string& host, int port,
+    const std::string& path, const std::string& body, absl::Duration timeout);
 
 // The value of the first sample of `name` in Prometheus text format
 // `exposition` whose labels contain every `label="value"` pair in

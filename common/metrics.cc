@@ -10,11 +10,13 @@
 #include <cerrno>
 #include <cstring>
 
+#include "absl/strings/escaping.h"
 #include "absl/strings/match.h"
 #include "absl/strings/strip.h"
 #include "absl/strings/numbers.h"
 #include "absl/strings/str_cat.h"
 #include "absl/time/clock.h"
+#include "common/http_get.h"
 #include "prometheus/text_serializer.h"
 #include "spdlog/spdlog.h"
 
@@ -175,22 +177,31 @@ absl::StatusOr<std::unique_ptr<MetricsPusher>> MetricsPusher::Start(
   auto pusher = std::unique_ptr<MetricsPusher>(new MetricsPusher());
   pusher->url_ = url;
   pusher->interval_ = interval;
-  pusher->gateway_ = std::make_unique<prometheus::Gateway>(
-      std::string(rest.substr(0, colon)), std::to_string(port), job, grouping);
-  pusher->gateway_->RegisterCollectable(registry);
+  pusher->host_ = std::string(rest.substr(0, colon));
+  pusher->port_ = port;
+  // The grouping key in the path; base64url values, so any hostname or
+  // label value is safe there.
+  pusher->path_ = absl::StrCat("/metrics/job@base64/", absl::WebSafeBase64Escape(job));
+  for (const auto& [name, value] : grouping) {
+    absl::StrAppend(&pusher->path_, "/", name, "@base64/",
+                    value.empty() ? "=" : absl::WebSafeBase64Escape(value));
+  }
+  pusher->collectable_ = std::move(registry);
   pusher->thread_ = std::thread([p = pusher.get()] { p->Loop(); });
   return pusher;
 }
 
 MetricsPusher::~MetricsPusher() { Stop(); }
 
-int MetricsPusher::PushNow() {
-  const int code = gateway_->Push();
-  if (code < 200 || code >= 300) {
-    spdlog::warn("metrics push to {} failed (HTTP status {}); will retry",
-                 url_, code);
+absl::Status MetricsPusher::PushNow() {
+  const std::string body =
+      prometheus::TextSerializer().Serialize(collectable_->Collect());
+  absl::StatusOr<std::string> r =
+      HttpRequest("PUT", host_, port_, path_, body, absl::Seconds(5));
+  if (!r.ok()) {
+    spdlog::warn("metrics push to {} failed: {}", url_, r.status().ToString());
   }
-  return code;
+  return r.status();
 }
 
 void MetricsPusher::Loop() {
@@ -198,7 +209,7 @@ void MetricsPusher::Loop() {
   while (!stop_) {
     mu_.AwaitWithTimeout(absl::Condition(&stop_), interval_);
     mu_.Unlock();
-    PushNow();
+    (void)PushNow();  // logged; the next round tries again
     mu_.Lock();
   }
 }

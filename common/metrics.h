@@ -10,7 +10,11 @@
 //                    the static TLS of cuBLASLt (92 KiB) and OpenBLAS
 //                    (60 KiB) leaves pthread_create no room (EINVAL).
 //   MetricsPusher    pushes a registry to a Pushgateway every interval and
-//                    once more at Stop() (for HPC nodes nobody can scrape).
+//                    once more at Stop() (for HPC nodes nobody can scrape):
+//                    an HTTP PUT with a deadline (common/http_get.h), not
+//                    prometheus-cpp's Gateway, whose curl call has none: a
+//                    gateway that accepted and never answered held the
+//                    worker's exit for minutes.
 //
 // Names follow pskit_<process>_<what>_<unit>: counters end in _total,
 // durations are _seconds histograms (see server/server_metrics.h and
@@ -37,7 +41,6 @@
 #include "absl/synchronization/mutex.h"
 #include "absl/time/time.h"
 #include "prometheus/collectable.h"
-#include "prometheus/gateway.h"
 #include "prometheus/histogram.h"
 #include "prometheus/registry.h"
 
@@ -93,9 +96,8 @@ class MetricsPusher {
   ~MetricsPusher();
   void Stop() ABSL_LOCKS_EXCLUDED(mu_);
 
-  // Pushes now; returns the HTTP status (or a negative number when the
-  // gateway could not be reached).
-  int PushNow();
+  // Pushes now (deadline 5 s). Errors are returned and logged.
+  absl::Status PushNow();
 
  private:
   MetricsPusher() = default;
@@ -104,7 +106,10 @@ class MetricsPusher {
   // Constant after Start.
   std::string url_;
   absl::Duration interval_;
-  std::unique_ptr<prometheus::Gateway> gateway_;
+  std::string host_;
+  int port_ = 0;
+  std::string path_;  // /metrics/job/<job>/<label>@base64/<value>...
+  std::shared_ptr<prometheus::Collectable> collectable_;
   std::thread thread_;
 
   absl::Mutex mu_;

@@ -314,6 +314,34 @@ TEST(Metrics, WorkerPushesToAPushgateway) {
   gw.StopWith(SIGTERM);
 }
 
+// A gateway that takes the connection and never answers costs the worker a
+// few seconds of deadlines, not its exit (prometheus-cpp's Gateway waited
+// for minutes).
+TEST(Metrics, SilentPushgatewayDoesNotHoldTheWorker) {
+  const int fd = socket(AF_INET, SOCK_STREAM, 0);
+  sockaddr_in a{};
+  a.sin_family = AF_INET;
+  a.sin_addr.s_addr = htonl(INADDR_LOOPBACK);
+  ASSERT_EQ(bind(fd, reinterpret_cast<sockaddr*>(&a), sizeof(a)), 0);
+  ASSERT_EQ(listen(fd, 16), 0);  // connections queue; nothing ever answers
+  socklen_t len = sizeof(a);
+  getsockname(fd, reinterpret_cast<sockaddr*>(&a), &len);
+  ChildServer worker(
+      "ps-worker",
+      {"--algorithm", "local", "--max_seconds", "1", "--log_interval_s", "100",
+       "--pushgateway", absl::StrCat("http://127.0.0.1:", ntohs(a.sin_port)),
+       "--pushgateway_interval_s", "0.3"},
+      /*merge_stderr=*/true);
+  std::string all = worker.first_line();
+  for (std::string l = worker.ReadLine(); !l.empty(); l = worker.ReadLine()) {
+    all += "\n" + l;
+  }
+  EXPECT_EQ(worker.StopWith(0), 0) << all;
+  EXPECT_TRUE(absl::StrContains(all, "metrics push to")) << all;
+  EXPECT_TRUE(absl::StrContains(all, "worker summary")) << all;
+  close(fd);
+}
+
 TEST(Metrics, BadPushgatewayUrlIsAUsageError) {
   ChildServer worker("ps-worker",
                      {"--algorithm", "local", "--max_seconds", "1",
