@@ -16,6 +16,7 @@
 #include <csignal>
 #include <thread>
 #include <fcntl.h>
+#include <poll.h>
 #include <unistd.h>
 #include <string>
 #include <vector>
@@ -124,7 +125,8 @@ namespace {
 // SIGTERM or SIGINT asks the job to stop: training ends after the step in
 // hand, leaves the shards and prints its summary (exit 0); the evaluator
 // stops waiting for its next round. A second signal ends the process at
-// once. The handler only writes a byte to a pipe (async-signal-safe); a
+// once, and so does a stop that takes over 10 s (a call retrying a dead
+// shard), with status 143. The handler only writes a byte to a pipe (async-signal-safe); a
 // thread turns it into the notification the trainer watches. A handler,
 // not sigwait: OpenBLAS starts threads before main, with signals unblocked.
 class StopOnSignal {
@@ -144,10 +146,20 @@ class StopOnSignal {
       char c = 0;
       while (read(fds_[0], &c, 1) < 0 && errno == EINTR) {
       }
-      if (c == 's') {
-        spdlog::warn("stop signal: finishing the step in hand, then leaving "
-                     "(signal again to stop at once)");
-        stop_.Notify();
+      if (c != 's') return;
+      spdlog::warn("stop signal: finishing the step in hand, then leaving "
+                   "(signal again to stop at once)");
+      stop_.Notify();
+      // A call that is retrying a dead shard would hold the stop until its
+      // deadline (--timeout_s); give the step in hand kGrace, then go.
+      pollfd p = {fds_[0], POLLIN, 0};
+      if (poll(&p, 1, static_cast<int>(absl::ToInt64Milliseconds(kGrace))) ==
+          0) {
+        spdlog::error("still busy {} s after the stop signal (a call to the "
+                      "shards is retrying?); exiting now",
+                      absl::ToInt64Seconds(kGrace));
+        std::fflush(stdout);
+        _exit(128 + SIGTERM);
       }
     });
   }
@@ -165,6 +177,7 @@ class StopOnSignal {
     const char stop = 's';
     (void)!write(write_fd_.load(), &stop, 1);
   }
+  static constexpr absl::Duration kGrace = absl::Seconds(10);
   static inline std::atomic<bool> signalled_{false};
   static inline std::atomic<int> write_fd_{-1};
   int fds_[2] = {-1, -1};

@@ -5,6 +5,7 @@
 #include <string>
 #include <vector>
 
+#include "absl/time/clock.h"
 #include "client/client.h"
 #include "gtest/gtest.h"
 #include "tests/testing/child_server.h"
@@ -76,6 +77,31 @@ TEST(PsWorkerProcess, SigtermLeavesAndExitsZeroWithASummary) {
   ASSERT_OK_AND_ASSIGN(auto status, client->Status());
   EXPECT_EQ(status[0].live_workers(), 0u);
   EXPECT_EQ(server.StopWith(SIGTERM), 0);
+}
+
+// With its shard gone, a worker's call retries until --timeout_s; SIGTERM
+// then ends it after the grace period instead of that deadline, exit 143.
+TEST(PsWorkerProcess, SigtermWhileRetryingADeadShardEndsAfterTheGrace) {
+  ChildServer server({"--listen", "127.0.0.1:0", "--log_level", "warn"});
+  const std::string address = server.address();
+  ASSERT_FALSE(address.empty()) << server.first_line();
+  ChildServer worker("ps-worker",
+                     {"--shards", address, "--epochs", "1000000",
+                      "--log_interval_s", "0.1", "--timeout_s", "600"},
+                     /*merge_stderr=*/true);
+  std::string line = worker.first_line();
+  while (!line.empty() && line.find("samples/s loss") == std::string::npos) {
+    line = worker.ReadLine();
+  }
+  ASSERT_FALSE(line.empty()) << "the worker ended before training";
+  server.StopWith(SIGKILL);
+  absl::SleepFor(absl::Milliseconds(300));  // let it start retrying
+  EXPECT_EQ(worker.StopWith(SIGTERM), 143);
+  std::string all;
+  for (line = worker.ReadLine(); !line.empty(); line = worker.ReadLine()) {
+    all += line + "\n";
+  }
+  EXPECT_NE(all.find("exiting now"), std::string::npos) << all;
 }
 
 }  // namespace
