@@ -428,6 +428,22 @@ TEST(Psrun, WorkerKilledWithSigkillFailsTheJobAndIsNamed) {
   EXPECT_NE(kill(worker0, 0), 0) << "worker0 outlived psrun";
 }
 
+// A job that ends without reaching its --target_accuracy did not do what it
+// was asked: psrun says so and exits 1 (so `scripts/run.sh` fails too).
+TEST(Psrun, TargetNotReachedExitsOne) {
+  PsrunProcess p(
+      Psrun(), Concat({"--servers", "1", "--workers", "1", "--evaluator",
+                       "--metrics_port_base", "0", "--kill_timeout_s", "20",
+                       "--"},
+                      Concat(SyntheticJob(),
+                             {"--target_accuracy", "0.9999", "--eval_interval_s",
+                              "0.2", "--max_seconds", "1"})));
+  ASSERT_GT(p.pid(), 0);
+  EXPECT_EQ(p.Wait(absl::Seconds(120)), 1) << p.output();
+  EXPECT_TRUE(absl::StrContains(p.output(), "without reaching the target accuracy 0.9999"))
+      << p.output();
+}
+
 TEST(Psrun, NoChildOutlivesPsrunKilledWithSigkill) {
   // A psrun killed with SIGKILL cannot remove its temporary directory: give
   // it one the test removes (after the last child ended).

@@ -232,6 +232,9 @@ class Launcher {
   int stop_signals_ = 0;
   std::string failure_;  // the first failure, if any
   std::string end_reason_;
+  // A --target_accuracy was set and the evaluator's best stayed below it:
+  // the job ran, but did not do what it was asked (exit 1).
+  bool target_missed_ = false;
 };
 
 Launcher::~Launcher() {
@@ -451,7 +454,12 @@ void Launcher::StartWorkers() {
 
 void Launcher::Loop() {
   while (true) {
-    Advance();
+    // Until the phase settles: a step that stops the shards when none is
+    // left running must reach kDone now, not after the next poll timeout.
+    for (Phase before = phase_;; before = phase_) {
+      Advance();
+      if (phase_ == before || phase_ == Phase::kDone) break;
+    }
     if (!options_.live_status_line &&
         options_.status_interval > absl::ZeroDuration() &&
         (phase_ == Phase::kRunning || phase_ == Phase::kFinalEvaluation) &&
@@ -963,6 +971,8 @@ void Launcher::PrintSummary() {
         absl::StrAppend(&line, "; target ", *info_.target_accuracy,
                         " not reached");
       }
+      target_missed_ = !(best_acc.value_or(*final_acc) >=
+                         *info_.target_accuracy);
     }
     console_.Out(line);
   }
@@ -970,6 +980,11 @@ void Launcher::PrintSummary() {
     console_.Out("psrun: job failed: " + failure_);
   } else if (interrupted_by_ != 0) {
     console_.Out("psrun: job interrupted by " + SignalName(interrupted_by_));
+  } else if (target_missed_) {
+    console_.Out(absl::StrCat(
+        "psrun: job failed: it ended (", end_reason_.empty() ? "ended" : end_reason_,
+        ") without reaching the target accuracy ", *info_.target_accuracy,
+        "; give it more time (--max_seconds, --epochs) or lower the target"));
   } else {
     console_.Out(absl::StrCat("psrun: job done: ",
                               end_reason_.empty() ? "ended" : end_reason_));
@@ -978,7 +993,7 @@ void Launcher::PrintSummary() {
 
 int Launcher::ExitCode() const {
   if (interrupted_by_ != 0) return 128 + interrupted_by_;
-  if (!failure_.empty()) return kExitFailed;
+  if (!failure_.empty() || target_missed_) return kExitFailed;
   return kExitOk;
 }
 
@@ -1054,6 +1069,11 @@ absl::Status ValidateLauncherOptions(const LauncherOptions& o) {
     return absl::InvalidArgumentError(absl::StrCat(
         "--metrics_port_base must be 0 (free ports) or a port, got ",
         o.metrics_port_base));
+  }
+  if (absl::Status s =
+          CheckMetricsPortBase(o.metrics_port_base, o.servers, o.workers);
+      !s.ok()) {
+    return s;
   }
   if (o.kill_timeout < absl::ZeroDuration() ||
       o.start_timeout <= absl::ZeroDuration() ||

@@ -53,8 +53,7 @@ absl::StatusOr<int> PickFreePort(const std::vector<int>& avoid) {
   return absl::UnavailableError("no free TCP port on 127.0.0.1");
 }
 
-absl::StatusOr<MetricsPorts> ChooseMetricsPorts(int base, int servers,
-                                                int workers, bool evaluator) {
+absl::Status CheckMetricsPortBase(int base, int servers, int workers) {
   if (base < 0 || (base > 0 && servers > 99)) {
     return absl::InvalidArgumentError(
         absl::StrCat("--metrics_port_base ", base, " with --servers ", servers,
@@ -65,6 +64,14 @@ absl::StatusOr<MetricsPorts> ChooseMetricsPorts(int base, int servers,
     return absl::InvalidArgumentError(absl::StrCat("--metrics_port_base ", base,
                                                    " with --workers ", workers,
                                                    " runs past port 65535"));
+  }
+  return absl::OkStatus();
+}
+
+absl::StatusOr<MetricsPorts> ChooseMetricsPorts(int base, int servers,
+                                                int workers, bool evaluator) {
+  if (absl::Status s = CheckMetricsPortBase(base, servers, workers); !s.ok()) {
+    return s;
   }
   MetricsPorts ports;
   std::vector<int> taken;

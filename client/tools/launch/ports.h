@@ -42,6 +42,11 @@ struct MetricsPorts {
 // port is replaced by a free one (and a warning). `base` 0: free ports for
 // all. INVALID_ARGUMENT when the layout does not fit (servers > 99, or a
 // port past 65535); UNAVAILABLE when no free port can be found.
+// INVALID_ARGUMENT when the fixed layout from `base` does not fit (over 99
+// shards, or past port 65535); OK for base 0 (free ports).
+[[nodiscard]] absl::Status CheckMetricsPortBase(int base, int servers,
+                                                int workers);
+
 [[nodiscard]] absl::StatusOr<MetricsPorts> ChooseMetricsPorts(int base,
                                                               int servers,
                                                               int workers,
