@@ -850,10 +850,16 @@ std::string Launcher::StatusText() const {
   auto count = [](const auto& v) {
     return v.has_value() ? FormatCount(*v) : std::string("-");
   };
-  std::string s =
-      absl::StrCat(HumanDuration(absl::Now() - start_), " | step ",
-                   count(sample_.updates), " (", count(sample_.updates_per_s),
-                   "/s) | ", count(sample_.samples_per_s), " samples/s");
+  // The global step: training steps summed over the workers (as scraped);
+  // the shards' rate is in chunk updates, a finer unit, so it is named so.
+  std::optional<double> steps;
+  for (const std::optional<double>& w : sample_.worker_steps) {
+    if (w.has_value()) steps = steps.value_or(0) + *w;
+  }
+  std::string s = absl::StrCat(
+      HumanDuration(absl::Now() - start_), " | step ", count(steps), " | ",
+      count(sample_.samples_per_s), " samples/s | ",
+      count(sample_.updates_per_s), " chunk updates/s");
   if (const std::optional<double> acc = trend_.latest(); acc.has_value()) {
     absl::StrAppendFormat(&s, " | accuracy %.4f (best %.4f)", *acc,
                           trend_.best().value_or(*acc));
