@@ -1,6 +1,7 @@
 #include "common/metrics.h"
 
 #include <arpa/inet.h>
+#include <netdb.h>
 #include <netinet/in.h>
 #include <poll.h>
 #include <sys/eventfd.h>
@@ -39,10 +40,21 @@ absl::StatusOr<std::unique_ptr<MetricsEndpoint>> MetricsEndpoint::Start(
   addr.sin_family = AF_INET;
   addr.sin_port = htons(static_cast<uint16_t>(port));
   if (inet_pton(AF_INET, host.c_str(), &addr.sin_addr) != 1) {
-    return absl::InvalidArgumentError(absl::StrCat(
-        "metrics host '", host,
-        "' is not an IPv4 address (use 0.0.0.0 for every interface or "
-        "127.0.0.1 for this machine only)"));
+    // A name (localhost, this host's name): its first IPv4 address.
+    addrinfo hints{};
+    hints.ai_family = AF_INET;
+    hints.ai_socktype = SOCK_STREAM;
+    addrinfo* found = nullptr;
+    if (getaddrinfo(host.c_str(), nullptr, &hints, &found) != 0 ||
+        found == nullptr) {
+      return absl::InvalidArgumentError(absl::StrCat(
+          "metrics host '", host,
+          "' is neither an IPv4 address nor a name of one (set "
+          "--metrics_host: 0.0.0.0 for every interface, 127.0.0.1 for this "
+          "machine only)"));
+    }
+    addr.sin_addr = reinterpret_cast<sockaddr_in*>(found->ai_addr)->sin_addr;
+    freeaddrinfo(found);
   }
   auto endpoint = std::unique_ptr<MetricsEndpoint>(new MetricsEndpoint());
   endpoint->host_ = host;

@@ -76,8 +76,8 @@ class MetricsInterceptor : public grpc::experimental::Interceptor {
  private:
   void Count(grpc::StatusCode code) {
     counted_ = true;
-    method_->duration->Observe(absl::ToDoubleSeconds(absl::Now() - start_));
-    metrics_->CountCall(method_, static_cast<int>(code));
+    metrics_->CountCall(method_, static_cast<int>(code),
+                        absl::ToDoubleSeconds(absl::Now() - start_));
   }
 
   void OnRequest(void* msg) {
@@ -198,7 +198,8 @@ ServerMetrics::ServerMetrics(uint32_t shard_index, ChunkStore* store,
                    .Register(*registry_);
   duration_ = &prometheus::BuildHistogram()
                    .Name("pskit_server_request_duration_seconds")
-                   .Help("time from a call's arrival to its status, by method")
+                   .Help("time from a call's arrival to its status, by method "
+                         "and status code")
                    .Labels(shard)
                    .Register(*registry_);
   received_ = &prometheus::BuildCounter()
@@ -262,7 +263,6 @@ ServerMetrics::Method* ServerMetrics::ForMethod(const char* full_name) {
     m->label = MethodLabel(full_name);
     m->kind = KindOf(full_name);
     const prometheus::Labels labels = {{"method", m->label}};
-    m->duration = &duration_->Add(labels, LatencyBuckets());
     m->received = &received_->Add(labels);
     m->sent = &sent_->Add(labels);
   }
@@ -282,14 +282,16 @@ ServerMetrics::Namespace* ServerMetrics::ForNamespace(const std::string& ns) {
   return n.get();
 }
 
-void ServerMetrics::CountCall(Method* m, int code) {
+void ServerMetrics::CountCall(Method* m, int code, double seconds) {
   if (code < 0 || code >= static_cast<int>(m->by_code.size())) {
     code = static_cast<int>(grpc::StatusCode::UNKNOWN);
   }
   prometheus::Counter* c = m->by_code[code].load(std::memory_order_acquire);
-  if (c == nullptr) {
+  prometheus::Histogram* h =
+      m->duration_by_code[code].load(std::memory_order_acquire);
+  if (c == nullptr || h == nullptr) {
     // Family::Add is idempotent and thread-safe: racing callers get the
-    // same counter.
+    // same series.
     static constexpr const char* kNames[] = {
         "OK",           "CANCELLED",         "UNKNOWN",
         "INVALID_ARGUMENT", "DEADLINE_EXCEEDED", "NOT_FOUND",
@@ -297,16 +299,27 @@ void ServerMetrics::CountCall(Method* m, int code) {
         "FAILED_PRECONDITION", "ABORTED",         "OUT_OF_RANGE",
         "UNIMPLEMENTED",    "INTERNAL",          "UNAVAILABLE",
         "DATA_LOSS",        "UNAUTHENTICATED"};
-    c = &requests_->Add({{"method", m->label}, {"code", kNames[code]}});
+    const prometheus::Labels labels = {{"method", m->label},
+                                       {"code", kNames[code]}};
+    c = &requests_->Add(labels);
+    h = &duration_->Add(labels, LatencyBuckets());
     m->by_code[code].store(c, std::memory_order_release);
+    m->duration_by_code[code].store(h, std::memory_order_release);
   }
   c->Increment();
+  h->Observe(seconds);
 }
 
 void ServerMetrics::RecordCheckpoint(
     const absl::StatusOr<v1::CheckpointInfo>& result) {
   if (!result.ok()) {
-    checkpoints_failed_->Increment();
+    // A request refused up front (an id already taken or malformed) is not
+    // a checkpoint that failed.
+    const absl::StatusCode code = result.status().code();
+    if (code != absl::StatusCode::kAlreadyExists &&
+        code != absl::StatusCode::kInvalidArgument) {
+      checkpoints_failed_->Increment();
+    }
     return;
   }
   checkpoints_ok_->Increment();

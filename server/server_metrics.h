@@ -4,7 +4,7 @@
 // constant label shard="<index>".
 //
 //   pskit_server_requests_total{method,code}            counter
-//   pskit_server_request_duration_seconds{method}       histogram
+//   pskit_server_request_duration_seconds{method,code}  histogram
 //   pskit_server_received_bytes_total{method}           counter (request
 //   pskit_server_sent_bytes_total{method}               counter  messages)
 //   pskit_server_updates_applied_total{namespace}       counter (chunk updates:
@@ -81,11 +81,12 @@ class ServerMetrics : public prometheus::Collectable {
   struct Method {
     std::string label;  // "Push", "Admin/Status", "grpc.health.v1.Health/Check"
     int kind = 0;       // which request/response types it has (metrics.cc)
-    prometheus::Histogram* duration = nullptr;
     prometheus::Counter* received = nullptr;
     prometheus::Counter* sent = nullptr;
-    // requests_total by status code, created on first use.
+    // requests_total and the duration histogram by status code, created
+    // on first use.
     std::array<std::atomic<prometheus::Counter*>, 17> by_code{};
+    std::array<std::atomic<prometheus::Histogram*>, 17> duration_by_code{};
   };
   struct Namespace {
     prometheus::Counter* updates = nullptr;
@@ -93,7 +94,7 @@ class ServerMetrics : public prometheus::Collectable {
   };
   Method* ForMethod(const char* full_name) ABSL_LOCKS_EXCLUDED(mu_);
   Namespace* ForNamespace(const std::string& ns) ABSL_LOCKS_EXCLUDED(mu_);
-  void CountCall(Method* m, int code);
+  void CountCall(Method* m, int code, double seconds);
   // Bucket bounds of the staleness histogram.
   const prometheus::Histogram::BucketBoundaries& staleness_buckets() const {
     return staleness_buckets_;

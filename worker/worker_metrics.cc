@@ -32,6 +32,7 @@ WorkerMetrics::WorkerMetrics(const std::string& role, int rank)
                .Labels(labels)
                .Register(*registry_)
                .Add({});
+  if (role != "evaluator") return;  // a training worker has no evaluations
   evaluations_ = &prometheus::BuildCounter()
                       .Name("pskit_worker_evaluations_total")
                       .Help("evaluations of the model on the test set")
@@ -67,6 +68,7 @@ void WorkerMetrics::ObservePhase(const std::string& phase, double seconds) {
 }
 
 void WorkerMetrics::AddEvaluation(double accuracy, double loss) {
+  if (evaluations_ == nullptr) return;  // not the evaluator's metrics
   evaluations_->Increment();
   eval_accuracy_->Set(accuracy);
   eval_loss_->Set(loss);

@@ -9,8 +9,8 @@
 //       the next batch), compute, push, pull, pushpull, exchange
 //   pskit_worker_loss                            gauge (training loss, moving
 //                                                average over ~100 steps)
-//   pskit_worker_evaluations_total               counter (evaluator)
-//   pskit_worker_eval_accuracy_ratio             gauge (evaluator: last test
+//   pskit_worker_evaluations_total               counter (role evaluator only,
+//   pskit_worker_eval_accuracy_ratio             gauge  as are these: last test
 //   pskit_worker_eval_loss                       gauge  accuracy and loss)
 //
 // PhaseSink sends each step's phases to the trace file and the metrics
@@ -54,9 +54,10 @@ class WorkerMetrics {
   prometheus::Counter* samples_;
   prometheus::Family<prometheus::Histogram>* phases_;
   prometheus::Gauge* loss_;
-  prometheus::Counter* evaluations_;
-  prometheus::Gauge* eval_accuracy_;
-  prometheus::Gauge* eval_loss_;
+  // Only with role "evaluator"; null otherwise.
+  prometheus::Counter* evaluations_ = nullptr;
+  prometheus::Gauge* eval_accuracy_ = nullptr;
+  prometheus::Gauge* eval_loss_ = nullptr;
   // Only the training thread reads or writes these.
   absl::flat_hash_map<std::string, prometheus::Histogram*> phase_by_name_;
   double loss_average_ = 0;

@@ -312,7 +312,7 @@ TEST(WorkerMetrics, PhaseSinkFeedsTheHistogramsAndStepsCount) {
   { PhaseSink::Span s(&sink, "pushpull"); }
   metrics.AddStep(64, 2.0f);
   metrics.AddStep(64, 1.0f);
-  metrics.AddEvaluation(0.75, 0.5);
+  metrics.AddEvaluation(0.75, 0.5);  // ignored: a training worker's
   const auto families = metrics.registry()->Collect();
   EXPECT_EQ(SeriesValue(families, "pskit_worker_phase_duration_seconds",
                         "phase", "compute"), 2);
@@ -325,9 +325,17 @@ TEST(WorkerMetrics, PhaseSinkFeedsTheHistogramsAndStepsCount) {
   EXPECT_NEAR(SeriesValue(families, "pskit_worker_loss", "rank", "2"), 1.99,
               1e-9);
   EXPECT_EQ(SeriesValue(families, "pskit_worker_eval_accuracy_ratio", "rank",
-                        "2"), 0.75);
-  EXPECT_EQ(SeriesValue(families, "pskit_worker_evaluations_total", "rank",
-                        "2"), 1);
+                        "2"), -1) << "a training worker exports no evaluations";
+
+  WorkerMetrics evaluator("evaluator", 0);
+  evaluator.AddEvaluation(0.75, 0.5);
+  const auto eval_families = evaluator.registry()->Collect();
+  EXPECT_EQ(SeriesValue(eval_families, "pskit_worker_eval_accuracy_ratio",
+                        "role", "evaluator"), 0.75);
+  EXPECT_EQ(SeriesValue(eval_families, "pskit_worker_eval_loss", "role",
+                        "evaluator"), 0.5);
+  EXPECT_EQ(SeriesValue(eval_families, "pskit_worker_evaluations_total",
+                        "role", "evaluator"), 1);
 }
 
 }  // namespace
