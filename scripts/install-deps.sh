@@ -35,3 +35,14 @@ echo "install-deps: installing ${missing[*]}"
 export DEBIAN_FRONTEND=noninteractive
 $SUDO apt-get update -q
 $SUDO apt-get install -y -q --no-install-recommends "${missing[@]}"
+
+# Debian's prometheus and prometheus-pushgateway start system services on
+# :9090 and :9091 where systemd runs. pskit only runs them from its tests, on
+# ports of their own: leave the machine as it was.
+for svc in prometheus prometheus-pushgateway; do
+  if [[ " ${missing[*]} " == *" $svc "* ]] && command -v systemctl >/dev/null &&
+     systemctl is-enabled "$svc" >/dev/null 2>&1; then
+    echo "install-deps: stopping and disabling the $svc service it started"
+    $SUDO systemctl disable --now "$svc" >/dev/null 2>&1 || true
+  fi
+done

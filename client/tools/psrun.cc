@@ -41,6 +41,11 @@ ABSL_FLAG(std::string, server_args, "",
 ABSL_FLAG(int32_t, metrics_port_base, 9400,
           "Prometheus ports: shard i at P+i, the evaluator at P+99, worker j "
           "at P+100+j (a busy one falls back to a free port); 0: free ports");
+ABSL_FLAG(std::string, prometheus_targets, "",
+          "write the Prometheus file_sd targets here (e.g. "
+          "/tmp/pskit/prometheus_targets.json, which "
+          "deploy/prometheus/prometheus.yml reads); empty: "
+          "<run dir>/prometheus_targets.json");
 ABSL_FLAG(double, status_interval_s, 10,
           "when stdout is not a terminal, print the status line every this "
           "many seconds (0: never); on a terminal it is redrawn in place");
@@ -94,6 +99,7 @@ int main(int argc, char** argv) {
                                  absl::SkipWhitespace());
   o.worker_args = worker_args;
   o.metrics_port_base = absl::GetFlag(FLAGS_metrics_port_base);
+  o.prometheus_targets = absl::GetFlag(FLAGS_prometheus_targets);
   o.live_status_line = isatty(STDOUT_FILENO) == 1;
   o.status_interval = absl::Seconds(absl::GetFlag(FLAGS_status_interval_s));
   o.kill_timeout = absl::Seconds(absl::GetFlag(FLAGS_kill_timeout_s));

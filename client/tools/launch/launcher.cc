@@ -353,12 +353,21 @@ bool Launcher::Prepare() {
       "], \"labels\": {\"job\": \"pskit-server\"}},\n  {\"targets\": [",
       targets(worker_ports),
       "], \"labels\": {\"job\": \"pskit-worker\"}}\n]\n");
-  const std::string path = run_dir_ + "/prometheus_targets.json";
+  const std::string path = options_.prometheus_targets.empty()
+                               ? run_dir_ + "/prometheus_targets.json"
+                               : options_.prometheus_targets;
   {
-    std::ofstream out(path, std::ios::trunc);
+    // Prometheus may read the file at any moment: write a sibling, rename.
+    std::error_code ec;
+    const std::filesystem::path parent =
+        std::filesystem::path(path).parent_path();
+    if (!parent.empty()) std::filesystem::create_directories(parent, ec);
+    const std::string tmp = path + ".tmp";
+    std::ofstream out(tmp, std::ios::trunc);
     out << json;
     out.close();
-    if (!out) {
+    if (!out || std::rename(tmp.c_str(), path.c_str()) != 0) {
+      std::remove(tmp.c_str());
       console_.Err("psrun: warning: cannot write " + path);
     } else {
       Note("Prometheus targets (file_sd): " + path);

@@ -73,6 +73,10 @@ struct LauncherOptions {
   // base+100+j; a busy one is replaced by a free port (with a warning).
   // 0: free ports for all. Default: 9400.
   int metrics_port_base = 9400;
+  // Where to write the Prometheus file_sd targets (replaced atomically,
+  // parent directories created). Empty: <run dir>/prometheus_targets.json.
+  // deploy/prometheus/prometheus.yml reads /tmp/pskit/prometheus_targets.json.
+  std::string prometheus_targets;
   // Redraw a status line at the bottom (stdout is a terminal), or print it
   // as a normal line every status_interval (0: never). Default: off, 10 s.
   bool live_status_line = false;
