@@ -73,8 +73,10 @@ ABSL_FLAG(std::string, shards, "",
 ABSL_FLAG(bool, json, false,
           "print one JSON object on stdout instead of tables");
 ABSL_FLAG(double, timeout_s, 60,
-          "deadline of every call to a shard, in seconds; for `drain` also "
-          "how long to wait for the workers to leave");
+          "deadline of every call to a shard, in seconds");
+ABSL_FLAG(double, wait_s, 60,
+          "drain: how long to wait for the workers to leave, in seconds "
+          "(counted from the start of the command)");
 ABSL_FLAG(std::string, id, "",
           "checkpoint: the checkpoint id. Default: psctl-<unix ms>");
 ABSL_FLAG(bool, wait, false,
@@ -1262,7 +1264,7 @@ Outcome CmdDump(Context* ctx, const std::vector<std::string>& args) {
 }
 
 // ---------------------------------------------------------------------------
-// drain [--timeout_s N] [--reason TEXT]
+// drain [--wait_s N] [--reason TEXT]
 
 Outcome CmdDrain(Context* ctx, const std::vector<std::string>& args) {
   if (!args.empty()) return Usage("drain takes no arguments");
@@ -1304,7 +1306,12 @@ Outcome CmdDrain(Context* ctx, const std::vector<std::string>& args) {
   // Workers see job_done on their next heartbeat and leave; wait for the
   // last lease to go, asking every 0.5 s. A worker holds a lease on every
   // shard, so the count is the most any shard holds.
-  const absl::Time deadline = start + ctx->timeout;
+  const double wait_s = absl::GetFlag(FLAGS_wait_s);
+  if (!(wait_s >= 0)) {
+    return {kExitUsage, "--wait_s must be >= 0 (seconds to wait for the "
+                        "workers to leave)"};
+  }
+  const absl::Time deadline = start + absl::Seconds(wait_s);
   uint64_t live = 0;
   std::string down;
   for (;;) {
@@ -1349,7 +1356,7 @@ Outcome CmdDrain(Context* ctx, const std::vector<std::string>& args) {
     return Failed(absl::StrCat(
         "DEADLINE_EXCEEDED: ", live, " workers still hold leases after ",
         absl::StrFormat("%.1f", waited),
-        " s (--timeout_s); their jobs are ended, so they leave at their next "
+        " s (--wait_s); their jobs are ended, so they leave at their next "
         "heartbeat, or their leases lapse (ps-server --lease_s)"));
   }
   return Ok();
@@ -1404,7 +1411,7 @@ constexpr Command kCommands[] = {
      "C order) through a temporary file renamed into place, so FILE is never\n"
      "half written. Each chunk is as of its own pull.",
      CmdDump},
-    {"drain", "drain [--timeout_s N] [--reason TEXT]",
+    {"drain", "drain [--wait_s N] [--reason TEXT]",
      "Ends every job on every shard (workers see job_done at their next\n"
      "heartbeat and exit 0), makes shards refuse new workers until they\n"
      "restart, and has each durable shard write checkpoint drain-<unix ms>;\n"
@@ -1452,7 +1459,7 @@ const Command* FindCommand(absl::string_view name) {
 absl::StatusOr<std::vector<std::string>> ParseArgs(int argc, char** argv,
                                                    bool* help) {
   static const std::set<std::string> kOwn = {
-      "shards", "json", "timeout_s", "id", "wait", "out", "reason"};
+      "shards", "json", "timeout_s", "wait_s", "id", "wait", "out", "reason"};
   std::vector<std::string> positional;
   bool flags_done = false;
   for (int i = 1; i < argc; ++i) {

@@ -705,7 +705,7 @@ TEST_F(PsctlTest, DrainEndsJobsRefusesNewWorkersAndCheckpoints) {
 
   // The worker has not heard yet: the wait runs out with it still live.
   Ran ran =
-      Psctl({"drain", "--timeout_s", "1", "--reason", "maintenance", "--json"});
+      Psctl({"drain", "--wait_s", "1", "--reason", "maintenance", "--json"});
   EXPECT_EQ(ran.exit_code, 1) << ran.err;
   EXPECT_TRUE(absl::StrContains(ran.err, "still hold leases")) << ran.err;
   Struct s = ParseJson(ran);
