@@ -35,6 +35,7 @@
 #include "gtest/gtest.h"
 #include "pskit/v1/admin.grpc.pb.h"
 #include "tests/testing/child_server.h"
+#include "tests/testing/cluster.h"
 #include "tests/testing/status_matchers.h"
 
 extern char** environ;
@@ -43,6 +44,7 @@ namespace pskit::launch {
 namespace {
 
 namespace fs = std::filesystem;
+using pskit::testing::TempDir;
 
 // ---------------------------------------------------------------------------
 // The pieces.
@@ -198,47 +200,14 @@ std::string BinDir() {
   return self.substr(0, self.rfind('/'));
 }
 
-// A fresh directory, removed with its contents at the end of the test.
-class TempDir {
- public:
-  TempDir() {
-    std::string tmpl =
-        (fs::temp_directory_path() / "psrun_test-XXXXXX").string();
-    path_ = mkdtemp(tmpl.data()) != nullptr ? tmpl : "";
-  }
-  ~TempDir() {
-    std::error_code ec;
-    if (!path_.empty()) fs::remove_all(path_, ec);
-  }
-  const std::string& path() const { return path_; }
-
- private:
-  std::string path_;
-};
-
 // psrun run as a child, its stdout and stderr on one pipe read with
 // deadlines. The destructor SIGKILLs psrun if it still runs; its children
 // follow (PR_SET_PDEATHSIG).
 class PsrunProcess {
  public:
   PsrunProcess(const std::string& binary, std::vector<std::string> args) {
-    int out[2];
-    if (pipe2(out, O_CLOEXEC) != 0) return;
-    posix_spawn_file_actions_t actions;
-    posix_spawn_file_actions_init(&actions);
-    posix_spawn_file_actions_adddup2(&actions, out[1], 1);
-    posix_spawn_file_actions_adddup2(&actions, out[1], 2);
-    args.insert(args.begin(), binary);
-    std::vector<char*> argv;
-    for (std::string& a : args) argv.push_back(a.data());
-    argv.push_back(nullptr);
-    if (posix_spawn(&pid_, argv[0], &actions, nullptr, argv.data(), environ) !=
-        0) {
-      pid_ = -1;
-    }
-    posix_spawn_file_actions_destroy(&actions);
-    close(out[1]);
-    fd_ = out[0];
+    pid_ = testing::SpawnPiped(binary, std::move(args), /*merge_stderr=*/true,
+                               &fd_);
   }
   ~PsrunProcess() {
     if (pid_ > 0) {

@@ -3,6 +3,7 @@
 #include <signal.h>
 #include <spawn.h>
 #include <sys/wait.h>
+#include <fcntl.h>
 #include <unistd.h>
 
 extern char** environ;
@@ -21,26 +22,39 @@ std::string Binary(const std::string& name) {
 
 }  // namespace
 
-ChildServer::ChildServer(const std::string& binary,
-                         std::vector<std::string> args, bool merge_stderr) {
+pid_t SpawnPiped(const std::string& path, std::vector<std::string> args,
+                 bool merge_stderr, int* read_fd) {
+  *read_fd = -1;
   int out[2];
-  if (pipe(out) != 0) return;
+  if (pipe2(out, O_CLOEXEC) != 0) return -1;
   posix_spawn_file_actions_t actions;
   posix_spawn_file_actions_init(&actions);
   posix_spawn_file_actions_adddup2(&actions, out[1], 1);
   if (merge_stderr) posix_spawn_file_actions_adddup2(&actions, out[1], 2);
-  posix_spawn_file_actions_addclose(&actions, out[0]);
-  args.insert(args.begin(), Binary(binary));
+  args.insert(args.begin(), path);
   std::vector<char*> argv;
   for (std::string& a : args) argv.push_back(a.data());
   argv.push_back(nullptr);
-  if (posix_spawn(&pid_, argv[0], &actions, nullptr, argv.data(), environ) !=
+  pid_t pid = -1;
+  if (posix_spawn(&pid, argv[0], &actions, nullptr, argv.data(), environ) !=
       0) {
-    pid_ = -1;
+    pid = -1;
   }
   posix_spawn_file_actions_destroy(&actions);
   close(out[1]);
-  out_ = fdopen(out[0], "r");
+  if (pid < 0) {
+    close(out[0]);
+    return -1;
+  }
+  *read_fd = out[0];
+  return pid;
+}
+
+ChildServer::ChildServer(const std::string& binary,
+                         std::vector<std::string> args, bool merge_stderr) {
+  int fd = -1;
+  pid_ = SpawnPiped(Binary(binary), std::move(args), merge_stderr, &fd);
+  if (fd >= 0) out_ = fdopen(fd, "r");
   first_line_ = ReadLine();
 }
 

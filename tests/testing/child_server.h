@@ -17,6 +17,13 @@
 
 namespace pskit::testing {
 
+// Starts `path` with `args` (argv[1..]) and the caller's environment, its
+// stdout (and with `merge_stderr` its stderr) on a pipe whose read end
+// (close-on-exec) goes to *read_fd. Returns the pid, or -1 (and *read_fd
+// -1) when it could not be started.
+pid_t SpawnPiped(const std::string& path, std::vector<std::string> args,
+                 bool merge_stderr, int* read_fd);
+
 class ChildServer {
  public:
   // Starts ps-server with `args` and reads its first stdout line.
