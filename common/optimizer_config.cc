@@ -83,31 +83,36 @@ absl::StatusOr<v1::NamespaceConfig> NormalizeConfig(
   return out;
 }
 
-std::string DescribeConfig(const v1::NamespaceConfig& config) {
-  const v1::OptimizerConfig& o = config.optimizer();
-  std::string kind = v1::OptimizerKind_Name(o.kind());
-  std::string out = absl::StrCat(kind, " lr=", o.learning_rate());
-  switch (o.kind()) {
+std::vector<std::string> FieldsUsedBy(v1::OptimizerKind kind) {
+  switch (kind) {
     case v1::OPTIMIZER_MOMENTUM:
     case v1::OPTIMIZER_NESTEROV:
-      absl::StrAppend(&out, " momentum=", o.momentum());
-      break;
+      return {"learning_rate", "momentum", "weight_decay"};
     case v1::OPTIMIZER_ADAGRAD:
-      absl::StrAppend(&out, " epsilon=", o.epsilon(),
-                      " initial_accumulator=", o.initial_accumulator());
-      break;
+      return {"learning_rate", "epsilon", "initial_accumulator",
+              "weight_decay"};
     case v1::OPTIMIZER_RMSPROP:
-      absl::StrAppend(&out, " rho=", o.rho(), " epsilon=", o.epsilon());
-      break;
+      return {"learning_rate", "rho", "epsilon", "weight_decay"};
     case v1::OPTIMIZER_ADAM:
     case v1::OPTIMIZER_ADAMW:
-      absl::StrAppend(&out, " beta1=", o.beta1(), " beta2=", o.beta2(),
-                      " epsilon=", o.epsilon());
-      break;
+      return {"learning_rate", "beta1", "beta2", "epsilon", "weight_decay"};
     default:
-      break;
+      return {"learning_rate", "weight_decay"};
   }
-  absl::StrAppend(&out, " weight_decay=", o.weight_decay(), " compensation=",
+}
+
+std::string DescribeConfig(const v1::NamespaceConfig& config) {
+  const v1::OptimizerConfig& o = config.optimizer();
+  // learning_rate first, then the kind's own fields in FieldsUsedBy order.
+  std::string out = v1::OptimizerKind_Name(o.kind());
+  const google::protobuf::Reflection* r = o.GetReflection();
+  const google::protobuf::Descriptor* d = o.GetDescriptor();
+  for (const std::string& name : FieldsUsedBy(o.kind())) {
+    const std::string shown = name == "learning_rate" ? "lr" : name;
+    absl::StrAppend(&out, " ", shown, "=",
+                    r->GetFloat(o, d->FindFieldByName(name)));
+  }
+  absl::StrAppend(&out, " compensation=",
                   v1::Compensation_Name(config.compensation()));
   return out;
 }

@@ -10,6 +10,7 @@
 #define PSKIT_COMMON_OPTIMIZER_CONFIG_H_
 
 #include <string>
+#include <vector>
 
 #include "absl/status/statusor.h"
 #include "pskit/v1/ps.pb.h"
@@ -26,6 +27,12 @@ namespace pskit {
 
 // "adam lr=0.001 beta1=0.9 ...": for logs and error messages.
 std::string DescribeConfig(const v1::NamespaceConfig& config);
+
+// The OptimizerConfig fields `kind` reads: learning_rate and weight_decay
+// always; momentum for momentum and nesterov; epsilon and
+// initial_accumulator for adagrad; rho and epsilon for rmsprop; beta1, beta2
+// and epsilon for adam and adamw. Names as in ps.proto.
+std::vector<std::string> FieldsUsedBy(v1::OptimizerKind kind);
 
 }  // namespace pskit
 

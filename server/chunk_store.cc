@@ -776,6 +776,20 @@ absl::Status ChunkStore::SetConfig(const v1::SetConfigRequest& req,
         "; it only sets adagrad's slots when a tensor is declared, so it "
         "cannot change afterwards"));
   }
+  {  // A setting the optimizer never reads would change nothing: refuse it.
+    const std::vector<std::string> used = FieldsUsedBy(now.kind());
+    std::vector<const google::protobuf::FieldDescriptor*> given;
+    change.GetReflection()->ListFields(change, &given);
+    for (const google::protobuf::FieldDescriptor* f : given) {
+      if (f->name() == "kind") continue;
+      if (std::find(used.begin(), used.end(), f->name()) == used.end()) {
+        return absl::InvalidArgumentError(absl::StrCat(
+            "namespace '", ns, "' uses ", v1::OptimizerKind_Name(now.kind()),
+            ", which has no '", f->name(), "'; it takes ",
+            absl::StrJoin(used, ", ")));
+      }
+    }
+  }
   v1::NamespaceConfig merged = n.config;
   v1::OptimizerConfig* o = merged.mutable_optimizer();
   if (change.has_learning_rate()) o->set_learning_rate(change.learning_rate());

@@ -557,9 +557,17 @@ TEST_F(PsctlTest, SetChangesHyperParametersLive) {
   EXPECT_TRUE(absl::StrContains(ran.err, "INVALID_ARGUMENT")) << ran.err;
   EXPECT_TRUE(absl::StrContains(ran.err, "learning_rate is -1")) << ran.err;
   EXPECT_FALSE(At(ParseJson(ran), "ok").bool_value());
-  ran = Psctl({"set", "job", "lr=0.25", "momentum=1.5"});
+  ran = Psctl({"set", "job", "lr=0.25", "weight_decay=-3"});
   EXPECT_EQ(ran.exit_code, 1);
-  EXPECT_TRUE(absl::StrContains(ran.err, "momentum is 1.5")) << ran.err;
+  EXPECT_TRUE(absl::StrContains(ran.err, "weight_decay is -3")) << ran.err;
+  // A setting the namespace's optimizer (SGD) never reads changes nothing:
+  // refused, naming what it does take.
+  ran = Psctl({"set", "job", "lr=0.25", "momentum=0.5"});
+  EXPECT_EQ(ran.exit_code, 1);
+  EXPECT_TRUE(absl::StrContains(
+      ran.err, "uses OPTIMIZER_SGD, which has no 'momentum'; it takes "
+               "learning_rate, weight_decay"))
+      << ran.err;
   ran = Psctl({"set", "job", "lr=fast"});
   EXPECT_EQ(ran.exit_code, 2);
   EXPECT_TRUE(absl::StrContains(ran.err, "not a number")) << ran.err;
