@@ -41,6 +41,7 @@
 #include <optional>
 #include <set>
 #include <string>
+#include <string_view>
 #include <utility>
 #include <variant>
 #include <vector>
@@ -1525,7 +1526,15 @@ int Main(int argc, char** argv) {
   bool help = false;
   absl::StatusOr<std::vector<std::string>> positional =
       ParseArgs(argc, argv, &help);
-  const bool json = absl::GetFlag(FLAGS_json);
+  // A bad flag stops the parse before a later --json is read: look for it
+  // by hand, so scripts get their JSON answer for usage errors too.
+  bool json = absl::GetFlag(FLAGS_json);
+  for (int i = 1; i < argc && !positional.ok(); ++i) {
+    if (std::string_view(argv[i]) == "--json" ||
+        std::string_view(argv[i]) == "--json=true") {
+      json = true;
+    }
+  }
   std::string command_name;
   Outcome outcome;
   Context ctx;

@@ -368,6 +368,10 @@ TEST_F(PsctlTest, UsageErrorsExitTwo) {
       RunProgram(psctl, {"--shards", shard_list_, "--timeout_s=abc", "status"})
           .exit_code,
       2);
+  // Scripts get JSON even when a bad flag comes before --json.
+  ran = RunProgram(psctl, {"--shards", shard_list_, "--nope", "--json", "status"});
+  EXPECT_EQ(ran.exit_code, 2);
+  EXPECT_EQ(Num(At(ParseJson(ran), "exit_code")), 2) << ran.out;
   ran = RunProgram(psctl, {"status"});  // no --shards, no PSKIT_SHARDS
   EXPECT_EQ(ran.exit_code, 2);
   EXPECT_TRUE(absl::StrContains(ran.err, "PSKIT_SHARDS")) << ran.err;
