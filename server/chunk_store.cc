@@ -12,7 +12,7 @@
 #include "common/status_macros.h"
 #include "common/validation.h"
 #include "google/protobuf/util/message_differencer.h"
-#include "server/initializer.h"
+#include "common/initializer.h"
 
 namespace pskit {
 

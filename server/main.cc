@@ -14,10 +14,9 @@
 #include <string>
 
 #include "absl/flags/flag.h"
-#include "absl/flags/parse.h"
-#include "absl/flags/usage.h"
 #include "absl/synchronization/notification.h"
 #include "absl/time/time.h"
+#include "common/flags.h"
 #include "common/grpc_options.h"
 #include "common/layout.h"
 #include "common/logging.h"
@@ -61,10 +60,9 @@ ABSL_FLAG(std::string, log_level, "info",
           "trace, debug, info, warn, error or off");
 
 int main(int argc, char** argv) {
-  absl::SetProgramUsageMessage(
+  pskit::ParseFlags(argc, argv,
       "one shard of a pskit parameter-server cluster.\n"
       "  ps-server --listen 0.0.0.0:7000 --shard_index 0 --num_shards 2");
-  absl::ParseCommandLine(argc, argv);
   pskit::TuneMallocForLargeMessages();
   if (absl::Status s = pskit::SetupLogging(
           "ps-server", absl::GetFlag(FLAGS_log_level));

@@ -22,11 +22,10 @@
 #include <vector>
 
 #include "absl/flags/flag.h"
-#include "absl/flags/parse.h"
-#include "absl/flags/usage.h"
 #include "absl/strings/str_cat.h"
 #include "absl/strings/str_split.h"
 #include "absl/synchronization/notification.h"
+#include "common/flags.h"
 #include "common/logging.h"
 #include "common/malloc_tuning.h"
 #include "common/metrics.h"
@@ -211,10 +210,9 @@ absl::StatusOr<pskit::v1::OptimizerKind> ParseOptimizer(const std::string& s) {
 }  // namespace
 
 int main(int argc, char** argv) {
-  absl::SetProgramUsageMessage(
+  pskit::ParseFlags(argc, argv,
       "trains a model against a pskit cluster (or evaluates it).\n"
       "  ps-worker --shards h1:7000,h2:7000 --dataset idx --data_path DIR");
-  absl::ParseCommandLine(argc, argv);
   pskit::TuneMallocForLargeMessages();
   const std::string role = absl::GetFlag(FLAGS_role);
   if (absl::Status s = pskit::SetupLogging(

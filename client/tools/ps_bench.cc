@@ -17,14 +17,13 @@
 #include <vector>
 
 #include "absl/flags/flag.h"
-#include "absl/flags/parse.h"
-#include "absl/flags/usage.h"
 #include "absl/strings/str_cat.h"
 #include "absl/strings/str_format.h"
 #include "absl/strings/str_split.h"
 #include "absl/synchronization/mutex.h"
 #include "absl/time/clock.h"
 #include "client/client.h"
+#include "common/flags.h"
 #include "common/encoding.h"
 #include "common/logging.h"
 #include "common/malloc_tuning.h"
@@ -70,11 +69,10 @@ double Percentile(std::vector<double>& sorted, double p) {
 }  // namespace
 
 int main(int argc, char** argv) {
-  absl::SetProgramUsageMessage(
+  pskit::ParseFlags(argc, argv,
       "push/pull throughput and latency against a pskit cluster.\n"
       "  ps-bench --shards h1:7000,h2:7000 --op pushpull --model_mib 64 "
       "--clients 2 --seconds 20");
-  absl::ParseCommandLine(argc, argv);
   pskit::TuneMallocForLargeMessages();
   if (absl::Status s = pskit::SetupLogging("ps-bench", "warn"); !s.ok()) {
     return Fail(s.ToString());

@@ -19,8 +19,6 @@
 #include <vector>
 
 #include "absl/flags/flag.h"
-#include "absl/flags/parse.h"
-#include "absl/flags/usage.h"
 #include "absl/strings/str_split.h"
 #include "absl/time/time.h"
 #include "client/tools/launch/launcher.h"
@@ -55,10 +53,6 @@ ABSL_FLAG(double, start_timeout_s, 60,
           "seconds the shards get to start and answer Admin/Status");
 
 int main(int argc, char** argv) {
-  absl::SetProgramUsageMessage(
-      "runs a pskit job on this machine: shards, workers, an evaluator.\n"
-      "  psrun --servers N --workers M [--evaluator] [--data_dir DIR] -- "
-      "<ps-worker flags>");
   // Everything after the first "--" belongs to the workers; absl parses the
   // rest.
   int psrun_argc = argc;
@@ -70,7 +64,11 @@ int main(int argc, char** argv) {
       break;
     }
   }
-  std::vector<char*> positional = absl::ParseCommandLine(psrun_argc, argv);
+  std::vector<char*> positional =
+      pskit::ParseFlags(psrun_argc, argv,
+      "runs a pskit job on this machine: shards, workers, an evaluator.\n"
+      "  psrun --servers N --workers M [--evaluator] [--data_dir DIR] -- "
+      "<ps-worker flags>");
   if (positional.size() > 1) {
     std::fprintf(stderr,
                  "psrun: unexpected argument '%s'; ps-worker flags go after "

@@ -22,17 +22,20 @@ const absl::Status& GetStatus(const absl::StatusOr<T>& s) {
   return s.status();
 }
 
+// A gtest predicate-formatter: success when `s` is OK; otherwise the failure
+// prints the expression and the status. gtest evaluates the expression once.
+template <typename S>
+::testing::AssertionResult IsOkFormat(const char* expr, const S& s) {
+  const absl::Status& status = GetStatus(s);
+  if (status.ok()) return ::testing::AssertionSuccess();
+  return ::testing::AssertionFailure() << expr << " is " << status;
+}
+
 }  // namespace pskit::testing
 
-#define EXPECT_OK(expr) \
-  EXPECT_TRUE(::pskit::testing::GetStatus(expr).ok()) \
-      << ::pskit::testing::GetStatus(expr)
-#define ASSERT_OK(expr)                                          \
-  do {                                                           \
-    const ::absl::Status pskit_test_status_ =                    \
-        ::pskit::testing::GetStatus(expr);                       \
-    ASSERT_TRUE(pskit_test_status_.ok()) << pskit_test_status_;  \
-  } while (false)
+// Each evaluates `expr` exactly once; more text may be streamed after them.
+#define EXPECT_OK(expr) EXPECT_PRED_FORMAT1(::pskit::testing::IsOkFormat, expr)
+#define ASSERT_OK(expr) ASSERT_PRED_FORMAT1(::pskit::testing::IsOkFormat, expr)
 
 #define PSKIT_TEST_CONCAT_INNER_(a, b) a##b
 #define PSKIT_TEST_CONCAT_(a, b) PSKIT_TEST_CONCAT_INNER_(a, b)

@@ -1,4 +1,4 @@
-// server/initializer.h
+// common/initializer.h
 //
 // Initial tensor values as a pure function of (seed, namespace, tensor,
 // element index): any shard can fill any slice, and the model does not depend
@@ -9,8 +9,8 @@
 // Normal values use Box-Muller on two such draws.
 //
 // Thread safety: pure functions.
-#ifndef PSKIT_SERVER_INITIALIZER_H_
-#define PSKIT_SERVER_INITIALIZER_H_
+#ifndef PSKIT_COMMON_INITIALIZER_H_
+#define PSKIT_COMMON_INITIALIZER_H_
 
 #include <cstdint>
 #include "absl/strings/string_view.h"
@@ -34,4 +34,4 @@ void FillInitialValues(absl::string_view ns, const v1::TensorSpec& spec,
 
 }  // namespace pskit
 
-#endif  // PSKIT_SERVER_INITIALIZER_H_
+#endif  // PSKIT_COMMON_INITIALIZER_H_
