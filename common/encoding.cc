@@ -4,6 +4,7 @@
 
 #if defined(__x86_64__)
 #include <immintrin.h>
+#include <cpuid.h>
 #endif
 
 #include "absl/strings/str_cat.h"
@@ -48,8 +49,14 @@ __attribute__((target("avx,f16c"))) void HalvesToFloatsF16c(const char* in,
 }
 
 bool HasF16c() {
-  static const bool has = __builtin_cpu_supports("f16c") &&
-                          __builtin_cpu_supports("avx");
+  // clang 14's __builtin_cpu_supports knows no "f16c": read the CPUID bit
+  // (leaf 1, ECX bit 29). "avx" also checks that the OS saves AVX state.
+  static const bool has = [] {
+    unsigned eax = 0, ebx = 0, ecx = 0, edx = 0;
+    return __builtin_cpu_supports("avx") &&
+           __get_cpuid(1, &eax, &ebx, &ecx, &edx) != 0 &&
+           (ecx & bit_F16C) != 0;
+  }();
   return has;
 }
 #else

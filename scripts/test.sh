@@ -7,3 +7,5 @@ bash scripts/install-deps.sh
 bash scripts/build.sh
 cd build
 ctest --output-on-failure -j "$(nproc)" --timeout 600
+cd ..
+bash scripts/thread-safety.sh
