@@ -10,13 +10,19 @@
 #
 #   bash scripts/gpu-check.sh                builds here (Debian 12 with the
 #                                            project's packages), then runs
-#   bash scripts/gpu-check.sh --pack DIR     builds here and copies into DIR the
-#                                            binaries, the shared libraries they
-#                                            need that a CUDA image lacks, and
-#                                            the data set; run nothing
-#   bash scripts/gpu-check.sh --bundle DIR   runs from such a DIR on a machine
-#                                            that has CUDA but none of the
-#                                            project's -dev packages
+#   bash scripts/gpu-check.sh --pack DIR     builds here and writes
+#                                            DIR/pskit-gpu.tar.gz: the binaries,
+#                                            the shared libraries they need that
+#                                            a CUDA image lacks, and the data
+#                                            set (~50 MB); runs nothing
+#   bash scripts/gpu-check.sh --bundle DIR   unpacks DIR/pskit-gpu.tar.gz and
+#                                            runs from it, on a machine that has
+#                                            CUDA 13 but none of the project's
+#                                            -dev packages
+#
+# With the device tool, whose CUDA image has no gRPC or RocksDB: pack here into
+# build-gpu/ (ignored by git, so it travels only as `carry`), then run
+# `bash scripts/gpu-check.sh --bundle build-gpu` there with carry ["build-gpu"].
 #
 # Exit status: 0 when the GPU tests pass and every CUDA run finished; 1 when a
 # check failed or no CUDA device answered (the table says which).
@@ -43,21 +49,27 @@ data=/usr/share/datasets/fashion-mnist
 bin=build/bin
 if [ "$mode" = pack ]; then
   build
-  mkdir -p "$dir/bin" "$dir/lib" "$dir/data"
-  cp build/bin/ps-worker build/bin/gpu_tests "$dir/bin/"
-  cp "$data"/*-ubyte.gz "$dir/data/"
-  # Every shared library but the C library, the CUDA driver and the CUDA
-  # runtime libraries (the image has its own of the same major version; cuBLAS
-  # alone is over 500 MB).
+  stage=$(mktemp -d)
+  trap 'rm -rf "$stage"' EXIT
+  mkdir -p "$stage/bin" "$stage/lib" "$stage/data" "$dir"
+  cp build/bin/ps-worker build/bin/gpu_tests "$stage/bin/"
+  cp "$data"/*-ubyte.gz "$stage/data/"
+  # Every shared library but the C and C++ runtimes (a newer image's are
+  # backward compatible; ours would shadow what its cuBLAS needs), the CUDA
+  # driver and the CUDA runtime libraries (the image has its own of the same
+  # major version; cuBLASLt alone is over 500 MB).
   ldd build/bin/ps-worker build/bin/gpu_tests | awk '/=> \// {print $3}' | sort -u |
-    grep -Ev '/(libc|libm|libdl|librt|libpthread|ld-linux[^/]*|libcuda|libcudart|libcublas|libcublasLt)\.so' |
-    xargs -r cp -L -t "$dir/lib/"
-  du -sh "$dir"
+    grep -Ev '/(libc|libm|libdl|librt|libpthread|libstdc\+\+|libgcc_s|ld-linux[^/]*|libcuda|libcudart|libcublas|libcublasLt)\.so' |
+    xargs -r cp -L -t "$stage/lib/"
+  tar -C "$stage" -czf "$dir/pskit-gpu.tar.gz" bin lib data
+  du -h "$dir/pskit-gpu.tar.gz"
   exit 0
 elif [ "$mode" = bundle ]; then
-  bin="$dir/bin"
-  data="$dir/data"
-  export LD_LIBRARY_PATH="$dir/lib:/usr/local/cuda/lib64${LD_LIBRARY_PATH:+:$LD_LIBRARY_PATH}"
+  root=$(mktemp -d)
+  tar -C "$root" -xzf "$dir/pskit-gpu.tar.gz"
+  bin="$root/bin"
+  data="$root/data"
+  export LD_LIBRARY_PATH="$root/lib:/usr/local/cuda/lib64${LD_LIBRARY_PATH:+:$LD_LIBRARY_PATH}"
 else
   build
 fi
