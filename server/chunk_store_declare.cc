@@ -5,16 +5,18 @@
 //
 // Thread safety: see server/chunk_store.h; each step states the lock it
 // needs there.
+#include "server/chunk_store.h"
+
 #include <algorithm>
 #include <utility>
 
 #include "absl/strings/str_cat.h"
 #include "common/encoding.h"
 #include "common/initializer.h"
+#include "common/optimizer_config.h"
 #include "common/status_macros.h"
 #include "common/validation.h"
 #include "google/protobuf/util/message_differencer.h"
-#include "server/chunk_store.h"
 #include "server/chunk_store_internal.h"
 
 namespace pskit {

@@ -5,15 +5,17 @@
 // and the read-only view for the Admin Status call (Describe).
 //
 // Thread safety: see server/chunk_store.h.
+#include "server/chunk_store.h"
+
 #include <algorithm>
 #include <cmath>
 #include <utility>
 
 #include "absl/strings/str_cat.h"
 #include "absl/strings/str_join.h"
+#include "common/optimizer_config.h"
 #include "common/status_macros.h"
 #include "common/validation.h"
-#include "server/chunk_store.h"
 #include "server/chunk_store_internal.h"
 
 namespace pskit {

@@ -4,14 +4,16 @@
 // ChunkStore::Replace (swap in a state loaded from one).
 //
 // Thread safety: see server/chunk_store.h.
+#include "server/chunk_store.h"
+
 #include <cstring>
 #include <utility>
 
 #include "absl/strings/str_cat.h"
+#include "common/optimizer_config.h"
 #include "common/status_macros.h"
 #include "common/validation.h"
 #include "google/protobuf/util/message_differencer.h"
-#include "server/chunk_store.h"
 #include "server/chunk_store_internal.h"
 
 namespace pskit {

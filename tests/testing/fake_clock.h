@@ -12,6 +12,8 @@
 #define PSKIT_TESTS_TESTING_FAKE_CLOCK_H_
 
 #include <algorithm>
+#include <atomic>
+#include <cstdint>
 #include <vector>
 
 #include "absl/synchronization/mutex.h"
@@ -22,8 +24,7 @@ namespace pskit::testing {
 class FakeClock final : public Clock {
  public:
   absl::Time Now() const override {
-    absl::MutexLock lock(&mu_);
-    return now_;
+    return absl::FromUnixNanos(now_ns_.load());
   }
 
   // Moves time forward by `d` and wakes the waiters whose deadline passed.
@@ -31,12 +32,12 @@ class FakeClock final : public Clock {
     std::vector<absl::Mutex*> waiters;
     {
       absl::MutexLock lock(&mu_);
-      now_ += d;
+      now_ns_.fetch_add(absl::ToInt64Nanoseconds(d));
       waiters = waiters_;
     }
     // Releasing a mutex makes absl evaluate the conditions of the threads
     // waiting on it: now against the new time. Not under mu_, since a
-    // waiter's condition takes mu_ (through Now) while holding its mutex.
+    // waiter holds its mutex while it takes mu_.
     for (absl::Mutex* m : waiters) {
       m->Lock();
       m->Unlock();
@@ -61,9 +62,13 @@ class FakeClock final : public Clock {
 
  private:
   mutable absl::Mutex mu_;
-  absl::Time now_ ABSL_GUARDED_BY(mu_) = absl::FromUnixSeconds(1'700'000'000);
   // The mutexes of the threads inside AwaitWithDeadline (one entry each).
   mutable std::vector<absl::Mutex*> waiters_ ABSL_GUARDED_BY(mu_);
+  // Unix nanoseconds. Atomic so that a waiter's condition, which absl may
+  // evaluate on any thread that releases the waiter's mutex, reads it
+  // without taking a lock. Changed only under mu_, so a waiter registered
+  // under mu_ sees every Advance either in its first check or as a wake-up.
+  std::atomic<int64_t> now_ns_{int64_t{1'700'000'000} * 1'000'000'000};
 };
 
 }  // namespace pskit::testing
