@@ -164,12 +164,13 @@ class ChunkStore {
   // another Declare may run in between. BuildTensors fills the new tensors'
   // chunks without holding index_mu_. InsertDeclared inserts what is still
   // missing and returns how many of the request's chunks this shard holds.
-  absl::StatusOr<DeclarePlan> PlanDeclare(const v1::DeclareRequest& req) const;
-  absl::Status CheckDeclare(const v1::DeclareRequest& req,
-                            DeclarePlan* plan) const
+  [[nodiscard]] absl::StatusOr<DeclarePlan> PlanDeclare(
+      const v1::DeclareRequest& req) const;
+  [[nodiscard]] absl::Status CheckDeclare(const v1::DeclareRequest& req,
+                                          DeclarePlan* plan) const
       ABSL_SHARED_LOCKS_REQUIRED(index_mu_);
-  absl::StatusOr<std::vector<std::unique_ptr<Tensor>>> BuildTensors(
-      const DeclarePlan& plan) const ABSL_LOCKS_EXCLUDED(index_mu_);
+  [[nodiscard]] absl::StatusOr<std::vector<std::unique_ptr<Tensor>>>
+  BuildTensors(const DeclarePlan& plan) const ABSL_LOCKS_EXCLUDED(index_mu_);
   uint32_t InsertDeclared(const v1::DeclareRequest& req, DeclarePlan* plan,
                           std::vector<std::unique_ptr<Tensor>> built,
                           v1::DeclareResponse* resp)

@@ -5,12 +5,12 @@
 #include "server/chunk_store.h"
 
 #include <cmath>
-#include <cstring>
-#include <utility>
 #include <memory>
 #include <string>
+#include <utility>
 #include <vector>
 
+#include "common/encoding.h"
 #include "common/layout.h"
 #include "gtest/gtest.h"
 #include "tests/testing/cluster.h"
@@ -27,13 +27,14 @@ constexpr int64_t kNumel = 16;
 constexpr float kInit = 0.5f;
 
 std::string F32(const std::vector<float>& v) {
-  return std::string(reinterpret_cast<const char*>(v.data()),
-                     v.size() * sizeof(float));
+  std::string out;
+  EncodeFloats(v1::ENCODING_F32, v, &out);
+  return out;
 }
 
 std::vector<float> Floats(const std::string& bytes) {
   std::vector<float> v(bytes.size() / sizeof(float));
-  std::memcpy(v.data(), bytes.data(), v.size() * sizeof(float));
+  DecodeFloats(v1::ENCODING_F32, bytes.data(), absl::MakeSpan(v));
   return v;
 }
 
