@@ -109,6 +109,22 @@ std::vector<ChunkSpan> Layout::Chunks(absl::string_view ns,
   return spans;
 }
 
+uint64_t Layout::ElementsOnShard(absl::string_view ns,
+                                 absl::string_view tensor, uint64_t numel,
+                                 uint32_t shard) const {
+  const uint64_t k = NumChunks(numel);
+  const uint64_t s = num_shards_;
+  // Chunk i is on `shard` when (first + i) mod S == shard, that is for
+  // i = skip, skip + S, skip + 2S, ... below k.
+  const uint64_t skip = (shard + s - FirstShard(ns, tensor)) % s;
+  if (skip >= k) return 0;
+  const uint64_t count = (k - skip + s - 1) / s;
+  // Chunks below numel % k are one element longer; count those among them.
+  const uint64_t rem = numel % k;
+  const uint64_t longer = rem > skip ? (rem - skip + s - 1) / s : 0;
+  return count * (numel / k) + longer;
+}
+
 std::string Layout::ToString() const {
   return absl::StrCat("num_shards=", num_shards_,
                       " chunk_elems=", chunk_elems_);

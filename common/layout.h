@@ -91,6 +91,12 @@ class Layout {
   std::vector<ChunkSpan> Chunks(absl::string_view ns, absl::string_view tensor,
                                 uint64_t numel) const;
 
+  // How many of the tensor's `numel` (as for NumChunks) elements live on
+  // `shard` (< num_shards()): the sum of the lengths of its chunks there,
+  // counted in O(1) without listing the chunks. 0 when the shard holds none.
+  uint64_t ElementsOnShard(absl::string_view ns, absl::string_view tensor,
+                           uint64_t numel, uint32_t shard) const;
+
   // "num_shards=4 chunk_elems=262144", for error messages.
   std::string ToString() const;
 

@@ -12,9 +12,11 @@
 namespace pskit {
 
 Checkpointer::Checkpointer(ChunkStore* store, CheckpointStore* checkpoints,
-                           absl::Duration interval, Observer observer)
+                           Clock* clock, absl::Duration interval,
+                           Observer observer)
     : store_(store),
       checkpoints_(checkpoints),
+      clock_(clock),
       interval_(interval),
       observer_(std::move(observer)),
       thread_([this] { Loop(); }) {}
@@ -59,12 +61,12 @@ void Checkpointer::Stop() {
 
 absl::StatusOr<v1::CheckpointInfo> Checkpointer::CheckpointNow(std::string id,
                                                                bool background) {
-  const absl::Time taken = absl::Now();
+  const absl::Time taken = clock_->Now();
   if (id.empty()) id = absl::StrCat("auto-", absl::ToUnixMillis(taken));
   // The copy runs at normal priority: it holds the shard's index lock, and
   // a Declare waiting behind it would hold up every push and pull.
   ShardSnapshot snapshot = store_->Snapshot();
-  const absl::Duration copy_time = absl::Now() - taken;
+  const absl::Duration copy_time = clock_->Now() - taken;
   absl::StatusOr<v1::CheckpointInfo> info;
   if (background) {
     // The write holds no lock the data path needs, and runs at nice 19 so
@@ -118,7 +120,7 @@ absl::Time NextSlot(absl::Time t, absl::Duration interval) {
 
 void Checkpointer::Loop() {
   absl::Time next = interval_ > absl::ZeroDuration()
-                        ? NextSlot(absl::Now(), interval_)
+                        ? NextSlot(clock_->Now(), interval_)
                         : absl::InfiniteFuture();
   while (true) {
     Job job;
@@ -128,20 +130,23 @@ void Checkpointer::Loop() {
       auto ready = [this]() ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_) {
         return stop_ || !jobs_.empty();
       };
-      mu_.AwaitWithDeadline(absl::Condition(&ready), next);
+      clock_->AwaitWithDeadline(&mu_, absl::Condition(&ready), next);
       if (stop_) return;
-      if (!jobs_.empty()) {
+      // A due slot goes first (see the header).
+      if (clock_->Now() >= next) {
+        timed = true;
+      } else if (!jobs_.empty()) {
         job = std::move(jobs_.front());
         jobs_.pop_front();
       } else {
-        timed = true;
+        continue;  // woken a little early
       }
     }
     if (timed) {
       (void)CheckpointNow(absl::StrCat("auto-", absl::ToUnixMillis(next)),
                           /*background=*/true);
       // A slot missed while this one was written is skipped, not queued.
-      next = NextSlot(std::max(next, absl::Now()), interval_);
+      next = NextSlot(std::max(next, clock_->Now()), interval_);
       continue;
     }
     job.done(job.restore ? Restore(job.id)

@@ -2,13 +2,16 @@
 //
 // Checkpointer: takes a shard's checkpoints on its own thread, so no gRPC
 // reactor ever waits on disk. Triggers: every `interval` (0 = never) at the
-// wall-clock multiples of it, named "auto-<unix ms of the slot>", so every
+// multiples of it on the injected clock (the wall clock in ps-server), named "auto-<unix ms of the slot>", so every
 // shard with the same interval writes the same id at the same time and the
 // set is a whole-cluster checkpoint; a
 // request (the Admin Checkpoint RPC parks its reactor and is answered from
 // here), and a final one at shutdown (Server calls CheckpointNow after the
 // gRPC server has drained). Restore requests run here too, one at a time
-// with checkpoints.
+// with checkpoints. When an automatic slot is due, it is taken before the
+// queued requests, so a request made after a slot passed finds that slot's
+// checkpoint written; a slot missed while another checkpoint was written is
+// skipped, not made up.
 //
 // Thread safety: CheckpointAsync/RestoreAsync may be called from any thread;
 // `done` runs exactly once: on the checkpointer's thread, or at once on the
@@ -26,6 +29,7 @@
 #include "absl/status/statusor.h"
 #include "absl/synchronization/mutex.h"
 #include "absl/time/time.h"
+#include "common/clock.h"
 #include "server/checkpoint_store.h"
 #include "server/chunk_store.h"
 
@@ -40,9 +44,10 @@ class Checkpointer {
   using Observer =
       std::function<void(const absl::StatusOr<v1::CheckpointInfo>&)>;
 
-  // Borrows `store` and `checkpoints`, which must outlive it. `observer`
-  // may be empty.
-  Checkpointer(ChunkStore* store, CheckpointStore* checkpoints,
+  // Borrows `store`, `checkpoints` and `clock`, which must outlive it.
+  // `clock` times the automatic checkpoints and stamps every checkpoint.
+  // `observer` may be empty.
+  Checkpointer(ChunkStore* store, CheckpointStore* checkpoints, Clock* clock,
                absl::Duration interval, Observer observer = nullptr);
   ~Checkpointer();
 
@@ -75,6 +80,7 @@ class Checkpointer {
   // Constant after construction.
   ChunkStore* const store_;
   CheckpointStore* const checkpoints_;
+  Clock* const clock_;
   const absl::Duration interval_;
   const Observer observer_;
 

@@ -40,6 +40,9 @@
 #include "server/update_rule.h"
 
 namespace pskit {
+namespace chunk_store_internal {
+struct DeclarePlan;  // server/chunk_store_internal.h
+}  // namespace chunk_store_internal
 
 class ChunkStore {
  public:
@@ -145,11 +148,37 @@ class ChunkStore {
   uint32_t shard_index() const { return shard_index_; }
 
  private:
+  // Defined in server/chunk_store_internal.h.
   struct Chunk;
   struct Tensor;
   struct Namespace;
   struct Target;
   struct Resolved;
+  using DeclarePlan = chunk_store_internal::DeclarePlan;
+
+  // Declare's steps (server/chunk_store_declare.cc). PlanDeclare checks the
+  // request on its own: names, shapes, config, initializers and explicit
+  // values. CheckDeclare checks it against the store (config and shape
+  // clashes, the memory limit) and records which tensors are new; Declare
+  // runs it twice, before building and again before inserting, since
+  // another Declare may run in between. BuildTensors fills the new tensors'
+  // chunks without holding index_mu_. InsertDeclared inserts what is still
+  // missing and returns how many of the request's chunks this shard holds.
+  [[nodiscard]] absl::StatusOr<DeclarePlan> PlanDeclare(
+      const v1::DeclareRequest& req) const;
+  [[nodiscard]] absl::Status CheckDeclare(const v1::DeclareRequest& req,
+                                          DeclarePlan* plan) const
+      ABSL_SHARED_LOCKS_REQUIRED(index_mu_);
+  [[nodiscard]] absl::StatusOr<std::vector<std::unique_ptr<Tensor>>>
+  BuildTensors(const DeclarePlan& plan) const ABSL_LOCKS_EXCLUDED(index_mu_);
+  uint32_t InsertDeclared(const v1::DeclareRequest& req, DeclarePlan* plan,
+                          std::vector<std::unique_ptr<Tensor>> built,
+                          v1::DeclareResponse* resp)
+      ABSL_EXCLUSIVE_LOCKS_REQUIRED(index_mu_);
+  // Bytes of values and `num_slots` optimizer slots that this shard's
+  // chunks of tensor `tensor` (`numel` elements) in `ns` take.
+  uint64_t BytesHere(const std::string& ns, const std::string& tensor,
+                     uint64_t numel, int num_slots) const;
 
   // Finds the namespace and the chunks named by `refs` (tensor, chunk pairs)
   // and checks each is held here. The pointers are valid while index_mu_ is

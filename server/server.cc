@@ -84,7 +84,7 @@ absl::StatusOr<std::unique_ptr<Server>> Server::Start(
       return info.status();
     }
     server->checkpointer_ = std::make_unique<Checkpointer>(
-        server->store_.get(), server->checkpoints_.get(),
+        server->store_.get(), server->checkpoints_.get(), options.clock,
         options.checkpoint_interval,
         [metrics = server->metrics_.get()](
             const absl::StatusOr<v1::CheckpointInfo>& result) {

@@ -81,7 +81,8 @@ struct ServerOptions {
   // Address the metrics endpoint binds; empty: the host of `listen`.
   // Default: empty.
   std::string metrics_host;
-  // Source of time for leases; borrowed, must outlive the server.
+  // Source of time for leases and automatic checkpoints (their slots and
+  // ids); borrowed, must outlive the server.
   // Default: the system clock.
   Clock* clock = SystemClock();
 };

@@ -84,6 +84,36 @@ TEST(Layout, ChunksTileTheTensor) {
   }
 }
 
+// ElementsOnShard's closed form agrees with summing Chunks' lengths per
+// shard, for tensors cut in one chunk, fewer chunks than shards, and many,
+// with and without a remainder.
+TEST(Layout, ElementsOnShardIsTheSumOfItsChunks) {
+  for (uint32_t shards : {1u, 2u, 3u, 8u, 13u}) {
+    for (uint32_t chunk : {1u, 7u, 4096u, 262144u}) {
+      ASSERT_OK_AND_ASSIGN(Layout layout, Layout::Create(shards, chunk));
+      for (uint64_t n : {uint64_t{1}, uint64_t{5}, uint64_t{4095},
+                         uint64_t{4097}, uint64_t{9000}, uint64_t{100000},
+                         uint64_t{1} << 22, (uint64_t{1} << 22) + 3}) {
+        if (chunk == 1 && n > 100000) continue;
+        for (const char* tensor : {"t", "fc1/w", "layer7/b"}) {
+          std::vector<uint64_t> summed(shards, 0);
+          for (const ChunkSpan& c : layout.Chunks("ns", tensor, n)) {
+            summed[c.shard] += c.length;
+          }
+          uint64_t total = 0;
+          for (uint32_t s = 0; s < shards; ++s) {
+            EXPECT_EQ(layout.ElementsOnShard("ns", tensor, n, s), summed[s])
+                << layout.ToString() << " numel=" << n << " tensor=" << tensor
+                << " shard=" << s;
+            total += layout.ElementsOnShard("ns", tensor, n, s);
+          }
+          EXPECT_EQ(total, n);
+        }
+      }
+    }
+  }
+}
+
 TEST(Layout, PlacementIsDeterministicAndDependsOnTheName) {
   ASSERT_OK_AND_ASSIGN(Layout a, Layout::Create(8, kDefaultChunkElems));
   ASSERT_OK_AND_ASSIGN(Layout b, Layout::Create(8, kDefaultChunkElems));

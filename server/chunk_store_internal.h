@@ -1,0 +1,115 @@
+// server/chunk_store_internal.h
+//
+// Private to ChunkStore's files (chunk_store.cc, chunk_store_declare.cc,
+// chunk_store_snapshot.cc, chunk_store_job.cc): the structs behind a
+// namespace, a tensor and a chunk, and the small helpers more than one of
+// those files needs. Nothing outside server/chunk_store*.cc includes it.
+//
+// Thread safety: as stated on each struct; the helpers are pure.
+#ifndef PSKIT_SERVER_CHUNK_STORE_INTERNAL_H_
+#define PSKIT_SERVER_CHUNK_STORE_INTERNAL_H_
+
+#include <cstdint>
+#include <memory>
+#include <string>
+#include <utility>
+#include <vector>
+
+#include "absl/base/thread_annotations.h"
+#include "absl/container/flat_hash_map.h"
+#include "absl/status/status.h"
+#include "absl/status/statusor.h"
+#include "absl/synchronization/mutex.h"
+#include "common/layout.h"
+#include "pskit/v1/ps.pb.h"
+#include "server/chunk_store.h"
+#include "server/update_rule.h"
+
+namespace pskit {
+
+// One chunk this shard holds. Its own mutex: pushes to different chunks run
+// in parallel.
+struct ChunkStore::Chunk {
+  Chunk(std::vector<float> initial, int num_slots, float slot_value)
+      : values(std::move(initial)),
+        slots(values.size() * num_slots, slot_value) {}
+  Chunk(std::vector<float> v, std::vector<float> s, uint64_t ver)
+      : values(std::move(v)), slots(std::move(s)), version(ver) {}
+  absl::Mutex mu;
+  std::vector<float> values ABSL_GUARDED_BY(mu);
+  std::vector<float> slots ABSL_GUARDED_BY(mu);  // slot after slot
+  uint64_t version ABSL_GUARDED_BY(mu) = 0;
+};
+
+// Constant once inserted into a Namespace.
+struct ChunkStore::Tensor {
+  v1::TensorSpec spec;
+  uint64_t numel = 0;
+  std::vector<ChunkSpan> spans;                // every chunk of the tensor
+  std::vector<std::unique_ptr<Chunk>> chunks;  // null: held by another shard
+};
+
+struct ChunkStore::Namespace {
+  // Guarded by ChunkStore::index_mu_: requests read them holding it shared;
+  // SetConfig replaces them holding it exclusively.
+  v1::NamespaceConfig config;
+  std::unique_ptr<const UpdateRule> rule;
+  // The config of the first Declare; SetConfig leaves it, so a worker that
+  // declares the model again with its own flags is still accepted.
+  v1::NamespaceConfig declared_config;
+  // Guarded by ChunkStore::index_mu_ (insertions only; never erased).
+  absl::flat_hash_map<std::string, std::unique_ptr<Tensor>> tensors;
+  // The evaluator's latest report; `done` never goes back to false.
+  mutable absl::Mutex eval_mu;
+  v1::Evaluation evaluation ABSL_GUARDED_BY(eval_mu);
+  bool has_evaluation ABSL_GUARDED_BY(eval_mu) = false;
+};
+
+// A chunk a request names, found and checked.
+struct ChunkStore::Target {
+  Chunk* chunk;
+  uint64_t length;
+};
+
+struct ChunkStore::Resolved {
+  const Namespace* ns;
+  std::vector<Target> targets;
+};
+
+namespace chunk_store_internal {
+
+// A Declare checked against the request alone (PlanDeclare), then against
+// the store (CheckDeclare). Lives on the declaring thread only.
+struct DeclarePlan {
+  std::string ns;
+  v1::NamespaceConfig config;
+  // The rule a new namespace gets; it also sizes the new chunks' slots.
+  std::unique_ptr<const UpdateRule> rule;
+  // Every tensor of the request by name, with its element count.
+  absl::flat_hash_map<std::string, const v1::TensorSpec*> specs;
+  absl::flat_hash_map<std::string, uint64_t> numels;
+  // INIT_EXPLICIT values by (tensor, chunk): only chunks held here.
+  absl::flat_hash_map<std::pair<std::string, uint32_t>, const v1::ChunkData*>
+      explicit_values;
+  // Set by CheckDeclare: the tensors not declared yet, whether the
+  // namespace exists, and the bytes the new tensors take here.
+  std::vector<const v1::TensorSpec*> fresh;
+  bool namespace_exists = false;
+  uint64_t needed_bytes = 0;
+};
+
+// The namespace a request means: "" is kDefaultNamespace.
+std::string NamespaceOf(const std::string& ns);
+
+// "[2,3]", for error messages.
+std::string ShapeString(const google::protobuf::RepeatedField<int64_t>& shape);
+
+// The element count of `spec`'s shape. INVALID_ARGUMENT for an empty shape,
+// a dimension <= 0, or more than `max_elems` elements.
+absl::StatusOr<uint64_t> NumElements(const v1::TensorSpec& spec,
+                                     uint64_t max_elems);
+
+}  // namespace chunk_store_internal
+}  // namespace pskit
+
+#endif  // PSKIT_SERVER_CHUNK_STORE_INTERNAL_H_

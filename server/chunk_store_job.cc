@@ -1,0 +1,194 @@
+// server/chunk_store_job.cc
+//
+// ChunkStore's per-namespace job state: the evaluator's reports
+// (ReportEvaluation, JobDone), live hyper-parameters (SetConfig), Drain,
+// and the read-only view for the Admin Status call (Describe).
+//
+// Thread safety: see server/chunk_store.h.
+#include "server/chunk_store.h"
+
+#include <algorithm>
+#include <cmath>
+#include <utility>
+
+#include "absl/strings/str_cat.h"
+#include "absl/strings/str_join.h"
+#include "common/optimizer_config.h"
+#include "common/status_macros.h"
+#include "common/validation.h"
+#include "server/chunk_store_internal.h"
+
+namespace pskit {
+
+using chunk_store_internal::NamespaceOf;
+
+void ChunkStore::Describe(v1::StatusResponse* out) const {
+  out->set_shard_index(shard_index_);
+  out->set_num_shards(layout_.num_shards());
+  out->set_chunk_elems(layout_.chunk_elems());
+  out->set_updates_applied(updates_applied_.load());
+  out->set_draining(draining_.load());
+  absl::ReaderMutexLock index_lock(&index_mu_);
+  for (const auto& [name, ns] : namespaces_) {
+    v1::NamespaceStatus* n = out->add_namespaces();
+    n->set_name(name);
+    *n->mutable_config() = ns->config;
+    {
+      absl::MutexLock lock(&ns->eval_mu);
+      if (ns->has_evaluation) *n->mutable_last_evaluation() = ns->evaluation;
+    }
+    for (const auto& [tensor_name, t] : ns->tensors) {
+      v1::TensorStatus* ts = n->add_tensors();
+      ts->set_name(tensor_name);
+      *ts->mutable_shape() = t->spec.shape();
+      for (size_t i = 0; i < t->chunks.size(); ++i) {
+        Chunk* c = t->chunks[i].get();
+        if (c == nullptr) continue;
+        ts->set_chunks_here(ts->chunks_here() + 1);
+        ts->set_elements_here(ts->elements_here() + t->spans[i].length);
+        absl::ReaderMutexLock lock(&c->mu);
+        ts->set_max_version(std::max(ts->max_version(), c->version));
+      }
+    }
+  }
+}
+
+absl::Status ChunkStore::ReportEvaluation(
+    const v1::ReportEvaluationRequest& req) {
+  const std::string ns = NamespaceOf(req.namespace_());
+  const v1::Evaluation& e = req.evaluation();
+  if (!std::isfinite(e.loss()) || !(e.accuracy() >= 0 && e.accuracy() <= 1)) {
+    return absl::InvalidArgumentError(absl::StrCat(
+        "evaluation of namespace '", ns, "' has loss ", e.loss(),
+        " and accuracy ", e.accuracy(),
+        "; the loss must be finite and the accuracy in [0, 1]"));
+  }
+  absl::ReaderMutexLock index_lock(&index_mu_);
+  auto it = namespaces_.find(ns);
+  if (it == namespaces_.end()) {
+    return absl::NotFoundError(absl::StrCat(
+        "namespace '", ns, "' is not declared on shard ", shard_index_));
+  }
+  Namespace& n = *it->second;
+  absl::MutexLock lock(&n.eval_mu);
+  const bool was_done = n.has_evaluation && n.evaluation.done();
+  const std::string done_reason = was_done ? n.evaluation.reason() : "";
+  n.evaluation = e;
+  if (was_done && !e.done()) {
+    // A job once ended stays ended, and says why (an evaluator that goes on
+    // after a Drain must not erase the drain's reason).
+    n.evaluation.set_done(true);
+    n.evaluation.set_reason(done_reason);
+  }
+  n.has_evaluation = true;
+  return absl::OkStatus();
+}
+
+bool ChunkStore::JobDone(const std::string& ns_field) const {
+  const std::string ns = NamespaceOf(ns_field);
+  absl::ReaderMutexLock index_lock(&index_mu_);
+  auto it = namespaces_.find(ns);
+  if (it == namespaces_.end()) return false;
+  absl::MutexLock lock(&it->second->eval_mu);
+  return it->second->has_evaluation && it->second->evaluation.done();
+}
+
+absl::Status ChunkStore::SetConfig(const v1::SetConfigRequest& req,
+                                   v1::SetConfigResponse* resp) {
+  const std::string ns = NamespaceOf(req.namespace_());
+  PSKIT_RETURN_IF_ERROR(ValidateName("namespace", ns));
+  const v1::OptimizerConfig& change = req.optimizer();
+  if (!v1::OptimizerKind_IsValid(change.kind())) {
+    return absl::InvalidArgumentError(
+        absl::StrCat("optimizer kind ", static_cast<int>(change.kind()),
+                     " is not known; leave it unset to keep the namespace's"));
+  }
+  // Exclusive: pushes read the config and the rule holding it shared, so
+  // none runs with half a change. Bounded: no request holds it for long.
+  absl::MutexLock index_lock(&index_mu_);
+  auto it = namespaces_.find(ns);
+  if (it == namespaces_.end()) {
+    return absl::NotFoundError(absl::StrCat(
+        "namespace '", ns, "' is not declared on shard ", shard_index_));
+  }
+  Namespace& n = *it->second;
+  const v1::OptimizerConfig& now = n.config.optimizer();
+  if (change.kind() != v1::OPTIMIZER_UNSPECIFIED &&
+      change.kind() != now.kind()) {
+    return absl::FailedPreconditionError(absl::StrCat(
+        "namespace '", ns, "' uses ", v1::OptimizerKind_Name(now.kind()),
+        "; it cannot change to ", v1::OptimizerKind_Name(change.kind()),
+        " while it holds that optimizer's slots. Declare a new namespace "
+        "for another optimizer"));
+  }
+  if (change.has_initial_accumulator() &&
+      change.initial_accumulator() != now.initial_accumulator()) {
+    return absl::FailedPreconditionError(absl::StrCat(
+        "namespace '", ns, "' has initial_accumulator ",
+        now.initial_accumulator(),
+        "; it only sets adagrad's slots when a tensor is declared, so it "
+        "cannot change afterwards"));
+  }
+  {  // A setting the optimizer never reads would change nothing: refuse it.
+    const std::vector<std::string> used = FieldsUsedBy(now.kind());
+    std::vector<const google::protobuf::FieldDescriptor*> given;
+    change.GetReflection()->ListFields(change, &given);
+    for (const google::protobuf::FieldDescriptor* f : given) {
+      if (f->name() == "kind") continue;
+      if (std::find(used.begin(), used.end(), f->name()) == used.end()) {
+        return absl::InvalidArgumentError(absl::StrCat(
+            "namespace '", ns, "' uses ", v1::OptimizerKind_Name(now.kind()),
+            ", which has no '", f->name(), "'; it takes ",
+            absl::StrJoin(used, ", ")));
+      }
+    }
+  }
+  v1::NamespaceConfig merged = n.config;
+  v1::OptimizerConfig* o = merged.mutable_optimizer();
+  if (change.has_learning_rate()) o->set_learning_rate(change.learning_rate());
+  if (change.has_momentum()) o->set_momentum(change.momentum());
+  if (change.has_beta1()) o->set_beta1(change.beta1());
+  if (change.has_beta2()) o->set_beta2(change.beta2());
+  if (change.has_epsilon()) o->set_epsilon(change.epsilon());
+  if (change.has_weight_decay()) o->set_weight_decay(change.weight_decay());
+  if (change.has_rho()) o->set_rho(change.rho());
+  if (req.compensation() != v1::COMPENSATION_UNSPECIFIED) {
+    merged.set_compensation(req.compensation());
+  }
+  absl::StatusOr<v1::NamespaceConfig> normalized = NormalizeConfig(merged);
+  if (!normalized.ok()) {
+    return absl::Status(
+        normalized.status().code(),
+        absl::StrCat("namespace '", ns, "' keeps ", DescribeConfig(n.config),
+                     ": ", normalized.status().message()));
+  }
+  *resp->mutable_previous() = n.config;
+  *resp->mutable_config() = *normalized;
+  n.rule = UpdateRule::Create(normalized->optimizer());
+  n.config = *std::move(normalized);
+  return absl::OkStatus();
+}
+
+std::vector<std::string> ChunkStore::Drain(const std::string& reason,
+                                           int64_t time_unix_ms) {
+  draining_.store(true);
+  std::vector<std::string> ended;
+  absl::ReaderMutexLock index_lock(&index_mu_);
+  for (const auto& [name, ns] : namespaces_) {
+    absl::MutexLock lock(&ns->eval_mu);
+    if (!ns->has_evaluation) {
+      ns->evaluation = v1::Evaluation();
+      ns->evaluation.set_time_unix_ms(time_unix_ms);
+      ns->has_evaluation = true;
+    }
+    if (!ns->evaluation.done()) {
+      ns->evaluation.set_done(true);
+      ns->evaluation.set_reason(reason);
+    }
+    ended.push_back(name);
+  }
+  std::sort(ended.begin(), ended.end());
+  return ended;
+}
+
+}  // namespace pskit

@@ -1,0 +1,156 @@
+// server/chunk_store_snapshot.cc
+//
+// ChunkStore::Snapshot (copy the whole state for a checkpoint) and
+// ChunkStore::Replace (swap in a state loaded from one).
+//
+// Thread safety: see server/chunk_store.h.
+#include "server/chunk_store.h"
+
+#include <cstring>
+#include <utility>
+
+#include "absl/strings/str_cat.h"
+#include "common/optimizer_config.h"
+#include "common/status_macros.h"
+#include "common/validation.h"
+#include "google/protobuf/util/message_differencer.h"
+#include "server/chunk_store_internal.h"
+
+namespace pskit {
+
+using chunk_store_internal::NumElements;
+
+ShardSnapshot ChunkStore::Snapshot() const {
+  ShardSnapshot out;
+  absl::ReaderMutexLock index_lock(&index_mu_);
+  out.updates_applied = updates_applied_.load();
+  for (const auto& [name, ns] : namespaces_) {
+    v1::NamespaceRecord& record = out.namespaces.emplace_back();
+    record.set_name(name);
+    *record.mutable_config() = ns->config;
+    if (!google::protobuf::util::MessageDifferencer::Equals(
+            ns->config, ns->declared_config)) {
+      *record.mutable_declared_config() = ns->declared_config;
+    }
+    {
+      absl::MutexLock lock(&ns->eval_mu);
+      if (ns->has_evaluation) *record.mutable_last_evaluation() = ns->evaluation;
+    }
+    for (const auto& [tensor_name, tensor] : ns->tensors) {
+      *record.add_tensors() = tensor->spec;
+      for (size_t i = 0; i < tensor->chunks.size(); ++i) {
+        Chunk* c = tensor->chunks[i].get();
+        if (c == nullptr) continue;
+        v1::ChunkRecord& chunk = out.chunks.emplace_back();
+        chunk.set_namespace_(name);
+        chunk.set_tensor(tensor_name);
+        chunk.set_chunk(static_cast<uint32_t>(i));
+        // The only work under the chunk's lock: two memcpys.
+        absl::ReaderMutexLock lock(&c->mu);
+        chunk.set_version(c->version);
+        chunk.mutable_values()->assign(
+            reinterpret_cast<const char*>(c->values.data()),
+            c->values.size() * sizeof(float));
+        chunk.mutable_slots()->assign(
+            reinterpret_cast<const char*>(c->slots.data()),
+            c->slots.size() * sizeof(float));
+      }
+    }
+  }
+  return out;
+}
+
+absl::Status ChunkStore::Replace(const ShardSnapshot& snapshot) {
+  // Build the whole new state first; nothing changes until the swap.
+  absl::flat_hash_map<std::string, std::unique_ptr<Namespace>> built;
+  uint64_t bytes = 0;
+  for (const v1::NamespaceRecord& record : snapshot.namespaces) {
+    auto ns = std::make_unique<Namespace>();
+    PSKIT_ASSIGN_OR_RETURN(ns->config, NormalizeConfig(record.config()));
+    ns->rule = UpdateRule::Create(ns->config.optimizer());
+    if (record.has_declared_config()) {
+      PSKIT_ASSIGN_OR_RETURN(ns->declared_config,
+                             NormalizeConfig(record.declared_config()));
+    } else {
+      ns->declared_config = ns->config;
+    }
+    if (record.has_last_evaluation()) {
+      absl::MutexLock lock(&ns->eval_mu);
+      ns->evaluation = record.last_evaluation();
+      ns->has_evaluation = true;
+    }
+    for (const v1::TensorSpec& spec : record.tensors()) {
+      auto t = std::make_unique<Tensor>();
+      t->spec = spec;
+      PSKIT_ASSIGN_OR_RETURN(t->numel,
+                             NumElements(spec, layout_.MaxTensorElems()));
+      t->spans = layout_.Chunks(record.name(), spec.name(), t->numel);
+      t->chunks.resize(t->spans.size());
+      ns->tensors.emplace(spec.name(), std::move(t));
+    }
+    if (!built.emplace(record.name(), std::move(ns)).second) {
+      return absl::DataLossError(absl::StrCat(
+          "the checkpoint holds namespace '", record.name(), "' twice"));
+    }
+  }
+  for (const v1::ChunkRecord& record : snapshot.chunks) {
+    const std::string where = absl::StrCat(
+        "checkpoint chunk ", record.namespace_(), "/",
+        ChunkName(record.tensor(), record.chunk()));
+    auto ns = built.find(record.namespace_());
+    if (ns == built.end()) {
+      return absl::DataLossError(absl::StrCat(where, ": no such namespace"));
+    }
+    auto t = ns->second->tensors.find(record.tensor());
+    if (t == ns->second->tensors.end() ||
+        record.chunk() >= t->second->spans.size()) {
+      return absl::DataLossError(absl::StrCat(where, ": no such chunk"));
+    }
+    Tensor& tensor = *t->second;
+    const ChunkSpan& span = tensor.spans[record.chunk()];
+    if (span.shard != shard_index_) {
+      return absl::FailedPreconditionError(absl::StrCat(
+          where, " belongs to shard ", span.shard, " under ",
+          layout_.ToString()));
+    }
+    const size_t num_slots = ns->second->rule->num_slots();
+    if (record.values().size() != span.length * sizeof(float) ||
+        record.slots().size() != span.length * num_slots * sizeof(float)) {
+      return absl::DataLossError(absl::StrCat(
+          where, ": ", record.values().size(), " value bytes and ",
+          record.slots().size(), " slot bytes, expected ",
+          span.length * sizeof(float), " and ",
+          span.length * num_slots * sizeof(float)));
+    }
+    if (tensor.chunks[record.chunk()] != nullptr) {
+      return absl::DataLossError(absl::StrCat(where, ": appears twice"));
+    }
+    std::vector<float> values(span.length), slots(span.length * num_slots);
+    std::memcpy(values.data(), record.values().data(), record.values().size());
+    std::memcpy(slots.data(), record.slots().data(), record.slots().size());
+    tensor.chunks[record.chunk()] = std::make_unique<Chunk>(
+        std::move(values), std::move(slots), record.version());
+    bytes += (1 + num_slots) * span.length * sizeof(float);
+  }
+  for (const auto& [ns_name, ns] : built) {
+    for (const auto& [name, t] : ns->tensors) {
+      for (const ChunkSpan& span : t->spans) {
+        if (span.shard == shard_index_ && t->chunks[span.index] == nullptr) {
+          return absl::DataLossError(absl::StrCat(
+              "the checkpoint lacks ", ns_name, "/",
+              ChunkName(name, span.index), ", which this shard holds"));
+        }
+      }
+    }
+  }
+  {
+    absl::MutexLock lock(&index_mu_);
+    namespaces_.swap(built);
+    bytes_held_ = bytes;
+    updates_applied_.store(snapshot.updates_applied);
+  }
+  // `built` now holds the old state; it is freed here, outside the lock.
+  return absl::OkStatus();
+}
+
+}  // namespace pskit
