@@ -22,6 +22,7 @@
 #include "absl/strings/str_split.h"
 #include "absl/time/time.h"
 #include "client/tools/launch/launcher.h"
+#include "common/flags.h"
 
 ABSL_FLAG(int32_t, servers, 1, "number of ps-server shards (>= 1)");
 ABSL_FLAG(int32_t, workers, 1, "number of training ps-worker processes (>= 1)");
