@@ -6,33 +6,27 @@
 //
 // Rank and world come from --rank/--world or SLURM / Open MPI / PMI
 // variables; each rank trains on its own slice of the data. Exit status: 0
-// done (epochs, time limit, or the evaluator ended the job), 1 failed, 2 bad
-// flags.
+// done (epochs, time limit, the evaluator ended the job, or SIGTERM/SIGINT:
+// see worker/signals.h), 1 failed, 2 bad flags.
+//
+// This file is the flags and their translation into WorkerOptions; the run
+// itself is RunWorker (worker/run.h).
 #include <cstdio>
 #include <cstdlib>
-#include <memory>
-#include <atomic>
-#include <cerrno>
-#include <csignal>
-#include <thread>
-#include <fcntl.h>
-#include <poll.h>
-#include <unistd.h>
 #include <string>
-#include <vector>
+#include <utility>
 
 #include "absl/flags/flag.h"
+#include "absl/status/statusor.h"
 #include "absl/strings/str_cat.h"
 #include "absl/strings/str_split.h"
-#include "absl/synchronization/notification.h"
 #include "common/flags.h"
+#include "common/layout.h"
 #include "common/logging.h"
 #include "common/malloc_tuning.h"
-#include "common/metrics.h"
-#include "spdlog/spdlog.h"
 #include "worker/launch_env.h"
-#include "worker/trainer.h"
-#include "worker/worker_metrics.h"
+#include "worker/run.h"
+#include "worker/signals.h"
 
 ABSL_FLAG(std::string, shards, "",
           "comma-separated shard addresses in shard order (not for "
@@ -121,69 +115,6 @@ namespace pw = pskit::worker;
 
 namespace {
 
-// SIGTERM or SIGINT asks the job to stop: training ends after the step in
-// hand, leaves the shards and prints its summary (exit 0); the evaluator
-// stops waiting for its next round. A second signal ends the process at
-// once, and so does a stop that takes over 10 s (a call retrying a dead
-// shard), with status 143. The handler only writes a byte to a pipe (async-signal-safe); a
-// thread turns it into the notification the trainer watches. A handler,
-// not sigwait: OpenBLAS starts threads before main, with signals unblocked.
-class StopOnSignal {
- public:
-  StopOnSignal() {
-    if (pipe2(fds_, O_CLOEXEC) != 0) {
-      spdlog::warn("no pipe for signals: SIGTERM ends the process at once");
-      return;
-    }
-    write_fd_.store(fds_[1]);
-    struct sigaction sa = {};
-    sa.sa_handler = &StopOnSignal::Handle;
-    sigemptyset(&sa.sa_mask);
-    sigaction(SIGTERM, &sa, nullptr);
-    sigaction(SIGINT, &sa, nullptr);
-    thread_ = std::thread([this] {
-      char c = 0;
-      while (read(fds_[0], &c, 1) < 0 && errno == EINTR) {
-      }
-      if (c != 's') return;
-      spdlog::warn("stop signal: finishing the step in hand, then leaving "
-                   "(signal again to stop at once)");
-      stop_.Notify();
-      // A call that is retrying a dead shard would hold the stop until its
-      // deadline (--timeout_s); give the step in hand kGrace, then go.
-      pollfd p = {fds_[0], POLLIN, 0};
-      if (poll(&p, 1, static_cast<int>(absl::ToInt64Milliseconds(kGrace))) ==
-          0) {
-        spdlog::error("still busy {} s after the stop signal (a call to the "
-                      "shards is retrying?); exiting now",
-                      absl::ToInt64Seconds(kGrace));
-        std::fflush(stdout);
-        _exit(128 + SIGTERM);
-      }
-    });
-  }
-  ~StopOnSignal() {
-    if (!thread_.joinable()) return;
-    const char quit = 'q';
-    (void)!write(fds_[1], &quit, 1);
-    thread_.join();
-  }
-  const absl::Notification* notification() const { return &stop_; }
-
- private:
-  static void Handle(int sig) {
-    if (signalled_.exchange(true)) _exit(128 + sig);
-    const char stop = 's';
-    (void)!write(write_fd_.load(), &stop, 1);
-  }
-  static constexpr absl::Duration kGrace = absl::Seconds(10);
-  static inline std::atomic<bool> signalled_{false};
-  static inline std::atomic<int> write_fd_{-1};
-  int fds_[2] = {-1, -1};
-  absl::Notification stop_;
-  std::thread thread_;
-};
-
 int Usage(const std::string& msg) {
   std::fprintf(stderr, "ps-worker: %s\n", msg.c_str());
   return 2;
@@ -207,113 +138,9 @@ absl::StatusOr<pskit::v1::OptimizerKind> ParseOptimizer(const std::string& s) {
       "adamw"));
 }
 
-}  // namespace
-
-int main(int argc, char** argv) {
-  pskit::ParseFlags(argc, argv,
-      "trains a model against a pskit cluster (or evaluates it).\n"
-      "  ps-worker --shards h1:7000,h2:7000 --dataset idx --data_path DIR");
-  pskit::TuneMallocForLargeMessages();
-  const std::string role = absl::GetFlag(FLAGS_role);
-  if (absl::Status s = pskit::SetupLogging(
-          role == "evaluator" ? "evaluator" : "ps-worker",
-          absl::GetFlag(FLAGS_log_level));
-      !s.ok()) {
-    return Usage(s.ToString());
-  }
-  if (role != "worker" && role != "evaluator") {
-    return Usage("--role must be worker or evaluator, got '" + role + "'");
-  }
-  StopOnSignal stop_on_signal;
-  absl::StatusOr<pw::RankWorld> rw =
-      pw::RankAndWorld(absl::GetFlag(FLAGS_rank), absl::GetFlag(FLAGS_world),
-                       [](const char* name) { return std::getenv(name); });
-  if (!rw.ok()) return Usage(rw.status().ToString());
-
-  // Data.
-  std::string dataset = absl::GetFlag(FLAGS_dataset);
-  const std::string data_path = absl::GetFlag(FLAGS_data_path);
-  if (dataset.empty()) dataset = data_path.empty() ? "synthetic" : "idx";
-  pw::Dataset train, test;
-  if (dataset == "idx") {
-    if (data_path.empty()) return Usage("--dataset idx needs --data_path DIR");
-    absl::StatusOr<pw::Dataset> d = pw::ReadIdxDir(data_path, role == "worker");
-    if (!d.ok()) return Usage(d.status().ToString());
-    (role == "worker" ? train : test) = std::move(*d);
-    if (role == "worker" && absl::GetFlag(FLAGS_algorithm) == "local") {
-      absl::StatusOr<pw::Dataset> t = pw::ReadIdxDir(data_path, false);
-      if (!t.ok()) return Usage(t.status().ToString());
-      test = std::move(*t);
-    }
-  } else if (dataset == "csv" || dataset == "hdf5") {
-    auto read = [&](const std::string& path) {
-      return dataset == "csv"
-                 ? pw::ReadCsv(path, absl::GetFlag(FLAGS_label_column))
-                 : pw::ReadHdf5(path, absl::GetFlag(FLAGS_features),
-                                absl::GetFlag(FLAGS_labels));
-    };
-    const std::string test_path = absl::GetFlag(FLAGS_test_path);
-    const bool local = absl::GetFlag(FLAGS_algorithm) == "local";
-    if (role == "worker") {
-      if (data_path.empty()) {
-        return Usage("--dataset " + dataset + " needs --data_path FILE");
-      }
-      absl::StatusOr<pw::Dataset> d = read(data_path);
-      if (!d.ok()) return Usage(d.status().ToString());
-      train = std::move(*d);
-    }
-    if (role == "evaluator" || (local && !test_path.empty())) {
-      if (test_path.empty()) {
-        return Usage("the evaluator with --dataset " + dataset +
-                     " needs --test_path FILE");
-      }
-      absl::StatusOr<pw::Dataset> t = read(test_path);
-      if (!t.ok()) return Usage(t.status().ToString());
-      test = std::move(*t);
-    }
-  } else if (dataset == "synthetic") {
-    const int64_t n = role == "worker" ? absl::GetFlag(FLAGS_synthetic_train)
-                                       : absl::GetFlag(FLAGS_synthetic_test);
-    const int dim = absl::GetFlag(FLAGS_synthetic_dim);
-    const int classes = absl::GetFlag(FLAGS_synthetic_classes);
-    if (n < 1 || dim < 1 || classes < 2) {
-      return Usage("synthetic data needs samples >= 1, dim >= 1, classes >= 2");
-    }
-    // Same teacher for training and test, different samples.
-    (role == "worker" ? train : test) = pw::MakeTeacherDataset(
-        absl::GetFlag(FLAGS_seed), absl::GetFlag(FLAGS_seed) +
-                                       (role == "worker" ? 1000 : 2000),
-        n, dim, classes);
-    if (role == "worker" && absl::GetFlag(FLAGS_algorithm) == "local") {
-      test = pw::MakeTeacherDataset(absl::GetFlag(FLAGS_seed),
-                                    absl::GetFlag(FLAGS_seed) + 2000,
-                                    absl::GetFlag(FLAGS_synthetic_test), dim,
-                                    classes);
-    }
-  } else {
-    return Usage("--dataset must be idx, csv, hdf5 or synthetic, got '" +
-                 dataset + "'");
-  }
-  const pw::Dataset& data = role == "worker" ? train : test;
-
-  // Model and job.
-  std::string layers = absl::GetFlag(FLAGS_layers);
-  if (layers.empty() && (dataset == "csv" || dataset == "hdf5")) {
-    // Training and test files may not show the same classes, and the worker
-    // and the evaluator must declare the same model.
-    return Usage("--dataset " + dataset +
-                 " needs --layers (e.g. 20,64,3): the model cannot be read "
-                 "off one file");
-  }
-  if (layers.empty()) {
-    layers = absl::StrCat(data.feature_dim, ",256,128,", data.num_classes);
-  }
-  absl::StatusOr<pw::MlpConfig> model = pw::ParseMlpConfig(
-      layers, absl::GetFlag(FLAGS_activation), absl::GetFlag(FLAGS_loss));
-  if (!model.ok()) return Usage(model.status().ToString());
-  absl::StatusOr<pskit::v1::OptimizerKind> kind =
-      ParseOptimizer(absl::GetFlag(FLAGS_optimizer));
-  if (!kind.ok()) return Usage(kind.status().ToString());
+// The job's flags: shards, namespace, client, the shards' optimizer, seed,
+// logging and time limit. INVALID_ARGUMENT naming a bad flag.
+absl::StatusOr<pw::JobOptions> JobFromFlags() {
   pw::JobOptions job;
   job.shards = absl::StrSplit(absl::GetFlag(FLAGS_shards), ',', absl::SkipEmpty());
   job.ns = absl::GetFlag(FLAGS_namespace);
@@ -325,9 +152,12 @@ int main(int argc, char** argv) {
   } else if (encoding == "bf16") {
     job.client.encoding = pskit::v1::ENCODING_BF16;
   } else if (encoding != "f32") {
-    return Usage("--encoding must be f32, f16 or bf16, got '" + encoding + "'");
+    return absl::InvalidArgumentError(
+        "--encoding must be f32, f16 or bf16, got '" + encoding + "'");
   }
-  job.model = *model;
+  absl::StatusOr<pskit::v1::OptimizerKind> kind =
+      ParseOptimizer(absl::GetFlag(FLAGS_optimizer));
+  if (!kind.ok()) return kind.status();
   job.server_config.mutable_optimizer()->set_kind(*kind);
   job.server_config.mutable_optimizer()->set_learning_rate(
       static_cast<float>(absl::GetFlag(FLAGS_lr)));
@@ -335,116 +165,90 @@ int main(int argc, char** argv) {
   if (comp == "inverse") {
     job.server_config.set_compensation(pskit::v1::COMPENSATION_INVERSE);
   } else if (comp != "none") {
-    return Usage("--compensation must be none or inverse, got '" + comp + "'");
+    return absl::InvalidArgumentError(
+        "--compensation must be none or inverse, got '" + comp + "'");
   }
   job.seed = absl::GetFlag(FLAGS_seed);
   job.log_interval_s = absl::GetFlag(FLAGS_log_interval_s);
   job.max_seconds = absl::GetFlag(FLAGS_max_seconds);
+  return job;
+}
 
-  // Metrics: scraped at --metrics_port and/or pushed to --pushgateway.
-  const std::string metrics_role = role == "evaluator" ? "evaluator" : "worker";
-  const int metrics_rank = role == "evaluator" ? 0 : rw->rank;
-  pw::WorkerMetrics metrics(metrics_role, metrics_rank);
-  job.metrics = &metrics;
-  job.stop = stop_on_signal.notification();
-  std::unique_ptr<pskit::MetricsEndpoint> metrics_endpoint;
-  if (const int port = absl::GetFlag(FLAGS_metrics_port); port >= 0) {
-    absl::StatusOr<std::unique_ptr<pskit::MetricsEndpoint>> e =
-        pskit::MetricsEndpoint::Start(absl::GetFlag(FLAGS_metrics_host), port,
-                                      metrics.registry());
-    if (!e.ok()) {
-      std::fprintf(stderr, "ps-worker: %s\n", e.status().ToString().c_str());
-      return e.status().code() == absl::StatusCode::kInvalidArgument ? 2 : 1;
-    }
-    metrics_endpoint = *std::move(e);
-    std::printf("ps-worker metrics on %s\n", metrics_endpoint->url().c_str());
-    std::fflush(stdout);
-  }
-  std::unique_ptr<pskit::MetricsPusher> metrics_pusher;  // pushes at the end
-  if (const std::string url = absl::GetFlag(FLAGS_pushgateway); !url.empty()) {
-    char host[256] = {};
-    gethostname(host, sizeof(host) - 1);
-    absl::StatusOr<std::unique_ptr<pskit::MetricsPusher>> p =
-        pskit::MetricsPusher::Start(
-            url, "pskit-worker",
-            {{"instance", host},
-             {"role", metrics_role},
-             {"rank", std::to_string(metrics_rank)}},
-            metrics.registry(),
-            absl::Seconds(absl::GetFlag(FLAGS_pushgateway_interval_s)));
-    if (!p.ok()) return Usage(p.status().ToString());
-    metrics_pusher = *std::move(p);
-  }
+pw::DataSourceOptions DataFromFlags() {
+  pw::DataSourceOptions d;
+  d.dataset = absl::GetFlag(FLAGS_dataset);
+  d.data_path = absl::GetFlag(FLAGS_data_path);
+  d.test_path = absl::GetFlag(FLAGS_test_path);
+  d.features = absl::GetFlag(FLAGS_features);
+  d.labels = absl::GetFlag(FLAGS_labels);
+  d.label_column = absl::GetFlag(FLAGS_label_column);
+  d.synthetic_train = absl::GetFlag(FLAGS_synthetic_train);
+  d.synthetic_test = absl::GetFlag(FLAGS_synthetic_test);
+  d.synthetic_dim = absl::GetFlag(FLAGS_synthetic_dim);
+  d.synthetic_classes = absl::GetFlag(FLAGS_synthetic_classes);
+  d.seed = absl::GetFlag(FLAGS_seed);
+  return d;
+}
 
-  absl::StatusOr<std::unique_ptr<pw::Backend>> backend = pw::MakeBackend(
-      absl::GetFlag(FLAGS_backend), absl::GetFlag(FLAGS_threads));
-  if (!backend.ok()) return Usage(backend.status().ToString());
-
-  if (role == "evaluator") {
-    pw::EvalOptions o;
-    o.job = job;
-    o.eval_interval_s = absl::GetFlag(FLAGS_eval_interval_s);
-    o.target_accuracy = absl::GetFlag(FLAGS_target_accuracy);
-    o.patience = absl::GetFlag(FLAGS_patience);
-    absl::StatusOr<pw::EvalSummary> s = pw::Evaluate(o, backend->get(), test);
-    if (!s.ok()) {
-      std::fprintf(stderr, "ps-worker evaluator: %s\n", s.status().ToString().c_str());
-      return 1;
-    }
-    std::printf(
-        "evaluator summary: %d evaluations in %.1f s, best accuracy %.4f, "
-        "last %.4f (loss %.4f), target %s; ended: %s\n",
-        s->evaluations, s->seconds, s->best_accuracy, s->last_accuracy,
-        s->last_loss,
-        s->seconds_to_target >= 0
-            ? absl::StrCat("reached after ", s->seconds_to_target, " s").c_str()
-            : "not reached",
-        s->reason.c_str());
-    return 0;
-  }
+pw::TrainOptions TrainFromFlags() {
   pw::TrainOptions o;
-  o.job = job;
-  o.algorithm = absl::GetFlag(FLAGS_algorithm);
+  o.algorithm.name = absl::GetFlag(FLAGS_algorithm);
+  o.algorithm.n_push = absl::GetFlag(FLAGS_n_push);
+  o.algorithm.n_fetch = absl::GetFlag(FLAGS_n_fetch);
+  o.algorithm.tau = absl::GetFlag(FLAGS_tau);
+  o.algorithm.alpha = static_cast<float>(absl::GetFlag(FLAGS_alpha));
+  o.algorithm.local_lr = static_cast<float>(absl::GetFlag(FLAGS_local_lr));
+  o.algorithm.local_momentum =
+      static_cast<float>(absl::GetFlag(FLAGS_local_momentum));
+  o.algorithm.nesterov = absl::GetFlag(FLAGS_nesterov);
   o.batch_size = absl::GetFlag(FLAGS_batch_size);
   o.epochs = absl::GetFlag(FLAGS_epochs);
-  o.n_push = absl::GetFlag(FLAGS_n_push);
-  o.n_fetch = absl::GetFlag(FLAGS_n_fetch);
-  o.tau = absl::GetFlag(FLAGS_tau);
-  o.alpha = static_cast<float>(absl::GetFlag(FLAGS_alpha));
-  o.local_lr = static_cast<float>(absl::GetFlag(FLAGS_local_lr));
-  o.local_momentum = static_cast<float>(absl::GetFlag(FLAGS_local_momentum));
-  o.nesterov = absl::GetFlag(FLAGS_nesterov);
   o.prefetch = absl::GetFlag(FLAGS_prefetch);
   o.trace_file = absl::GetFlag(FLAGS_trace_file);
-  o.rank = rw->rank;
-  o.world = rw->world;
-  if (o.algorithm == "local" && test.size() > 0) {
-    o.local_test = &test;
-    o.local_eval_interval_s = absl::GetFlag(FLAGS_eval_interval_s);
-    o.local_target_accuracy = absl::GetFlag(FLAGS_target_accuracy);
+  return o;
+}
+
+}  // namespace
+
+int main(int argc, char** argv) {
+  pskit::ParseFlags(argc, argv,
+      "trains a model against a pskit cluster (or evaluates it).\n"
+      "  ps-worker --shards h1:7000,h2:7000 --dataset idx --data_path DIR");
+  pskit::TuneMallocForLargeMessages();
+  pw::WorkerOptions o;
+  o.role = absl::GetFlag(FLAGS_role);
+  if (absl::Status s = pskit::SetupLogging(
+          o.role == "evaluator" ? "evaluator" : "ps-worker",
+          absl::GetFlag(FLAGS_log_level));
+      !s.ok()) {
+    return Usage(s.ToString());
   }
-  spdlog::info("rank {} of {} ({}), {} on {} samples, model {}, backend {}",
-               rw->rank, rw->world, rw->source, o.algorithm, train.size(),
-               layers, (*backend)->name());
-  absl::StatusOr<pw::TrainSummary> s = pw::Train(o, backend->get(), train);
-  if (!s.ok()) {
-    std::fprintf(stderr, "ps-worker rank %d: %s\n", rw->rank,
-                 s.status().ToString().c_str());
-    return s.status().code() == absl::StatusCode::kInvalidArgument ? 2 : 1;
+  if (o.role != "worker" && o.role != "evaluator") {
+    return Usage("--role must be worker or evaluator, got '" + o.role + "'");
   }
-  std::printf(
-      "worker summary: rank %d: %lld steps, %lld samples in %.1f s, %.0f "
-      "samples/s, last loss %.4f%s%s\n",
-      rw->rank, static_cast<long long>(s->steps),
-      static_cast<long long>(s->samples), s->seconds, s->samples_per_s,
-      s->last_loss,
-      s->ended_by_evaluator ? ", ended by the evaluator"
-      : s->stopped          ? ", stopped by a signal"
-                            : "",
-      s->seconds_to_target >= 0
-          ? absl::StrCat(", test accuracy ", s->local_accuracy,
-                         " reached after ", s->seconds_to_target, " s")
-                .c_str()
-          : "");
-  return 0;
+  pw::StopOnSignal stop_on_signal;
+  absl::StatusOr<pw::RankWorld> rw =
+      pw::RankAndWorld(absl::GetFlag(FLAGS_rank), absl::GetFlag(FLAGS_world),
+                       [](const char* name) { return std::getenv(name); });
+  if (!rw.ok()) return Usage(rw.status().ToString());
+  o.rank_world = *rw;
+  absl::StatusOr<pw::JobOptions> job = JobFromFlags();
+  if (!job.ok()) return Usage(std::string(job.status().message()));
+  o.job = *std::move(job);
+  o.job.stop = stop_on_signal.notification();
+  o.data = DataFromFlags();
+  o.layers = absl::GetFlag(FLAGS_layers);
+  o.activation = absl::GetFlag(FLAGS_activation);
+  o.loss = absl::GetFlag(FLAGS_loss);
+  o.train = TrainFromFlags();
+  o.eval.eval_interval_s = absl::GetFlag(FLAGS_eval_interval_s);
+  o.eval.target_accuracy = absl::GetFlag(FLAGS_target_accuracy);
+  o.eval.patience = absl::GetFlag(FLAGS_patience);
+  o.backend = absl::GetFlag(FLAGS_backend);
+  o.threads = absl::GetFlag(FLAGS_threads);
+  o.metrics_port = absl::GetFlag(FLAGS_metrics_port);
+  o.metrics_host = absl::GetFlag(FLAGS_metrics_host);
+  o.pushgateway = absl::GetFlag(FLAGS_pushgateway);
+  o.pushgateway_interval_s = absl::GetFlag(FLAGS_pushgateway_interval_s);
+  return pw::RunWorker(o);
 }

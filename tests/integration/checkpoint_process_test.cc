@@ -135,7 +135,7 @@ TEST(CheckpointProcess, SigtermWritesAFinalCheckpointAndLosesNothing) {
 }  // namespace pskit
 
 #include "tests/testing/cluster.h"
-#include "worker/trainer.h"
+#include "worker/evaluator.h"
 
 namespace pskit {
 namespace {

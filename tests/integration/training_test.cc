@@ -8,6 +8,9 @@
 #include "gtest/gtest.h"
 #include "tests/testing/cluster.h"
 #include "tests/testing/status_matchers.h"
+#include "worker/algorithms/algorithm.h"
+#include "worker/evaluator.h"
+#include "worker/host_params.h"
 #include "worker/trainer.h"
 
 namespace pskit::worker {
@@ -44,12 +47,12 @@ ClusterRun TrainCluster(TestCluster* cluster, const std::string& algorithm,
     threads.emplace_back([&, r] {
       TrainOptions o;
       o.job = job;
-      o.algorithm = algorithm;
+      o.algorithm.name = algorithm;
       o.batch_size = 32;
       o.epochs = 1000;
-      o.tau = 4;
-      o.local_lr = 0.05f;
-      o.local_momentum = 0.9f;
+      o.algorithm.tau = 4;
+      o.algorithm.local_lr = 0.05f;
+      o.algorithm.local_momentum = 0.9f;
       o.rank = r;
       o.world = 2;
       if (r == 0) o.after_step = rank0_after_step;
@@ -174,11 +177,61 @@ TEST(Training, EvaluatorStopsWhenTheJobWasEndedElsewhere) {
   EXPECT_LT(r->seconds, 60);
 }
 
+// Local mode starts from exactly the weights a cluster serves on its first
+// Pull: the same tensor specs, namespace and initializer, whatever the number
+// of shards and the chunk size.
+TEST(Training, LocalModeStartsFromTheWeightsTheShardsServe) {
+  ServerOptions base;
+  base.chunk_elems = 1000;  // every weight tensor spans chunks on all shards
+  ASSERT_OK_AND_ASSIGN(auto cluster, TestCluster::Start(3, base));
+  ASSERT_OK_AND_ASSIGN(auto client, cluster->NewClient());
+  std::unique_ptr<Backend> be = MakeCpuBackend(1);
+  for (const std::string ns : {"", "same-start"}) {  // "" is the default one
+    SCOPED_TRACE("namespace '" + ns + "'");
+    JobOptions job;
+    job.ns = ns;
+    job.seed = 77;
+    job.model = ParseMlpConfig("16,300,64,4", "relu", "xent").value();
+    job.server_config.mutable_optimizer()->set_kind(v1::OPTIMIZER_SGD);
+    job.server_config.mutable_optimizer()->set_learning_rate(0.01f);
+    ASSERT_OK_AND_ASSIGN(std::unique_ptr<Mlp> mlp,
+                         Mlp::Create(job.model, be.get(), 1));
+
+    ASSERT_OK(client->Declare(ns, job.server_config, ModelDecls(*mlp)));
+    HostParams served(*mlp);
+    ASSERT_OK(client->Pull(ns, served.mutable_views));
+
+    AlgorithmOptions local;
+    local.name = "local";
+    ASSERT_OK_AND_ASSIGN(
+        std::unique_ptr<Algorithm> algorithm,
+        MakeAlgorithm(local, {&job, be.get(), mlp.get(), "local", 1}));
+    ASSERT_OK(algorithm->Setup());
+    HostParams started(*mlp);
+    ASSERT_OK(started.CopyFrom(be.get(), ParamPointers(mlp.get())));
+
+    for (size_t i = 0; i < mlp->num_params(); ++i) {
+      const std::vector<float>& a = started.values[i];
+      const std::vector<float>& b = served.values[i];
+      ASSERT_EQ(a.size(), b.size());
+      size_t differ = 0, nonzero = 0;
+      for (size_t j = 0; j < a.size(); ++j) {
+        differ += a[j] != b[j];
+        nonzero += a[j] != 0;
+      }
+      EXPECT_EQ(differ, 0u) << mlp->specs()[i].name();
+      if (mlp->specs()[i].init().kind() != v1::INIT_ZEROS) {
+        EXPECT_GT(nonzero, a.size() / 2) << mlp->specs()[i].name();
+      }
+    }
+  }
+}
+
 TEST(Training, BadOptionsSayWhatIsWrong) {
   const Dataset data = MakeTeacherDataset(1, 1, 100, 8, 3);
   std::unique_ptr<Backend> be = MakeCpuBackend(1);
   TrainOptions o;
-  o.algorithm = "local";
+  o.algorithm.name = "local";
   o.job.model = ParseMlpConfig("9,3", "relu", "xent").value();
   absl::StatusOr<TrainSummary> r = Train(o, be.get(), data);
   EXPECT_EQ(r.status().code(), absl::StatusCode::kInvalidArgument);
@@ -188,13 +241,13 @@ TEST(Training, BadOptionsSayWhatIsWrong) {
   EXPECT_EQ(Train(o, be.get(), data).status().code(),
             absl::StatusCode::kInvalidArgument);  // 3 classes, 2 outputs
   o.job.model = ParseMlpConfig("8,3", "relu", "xent").value();
-  o.algorithm = "hogwild";
+  o.algorithm.name = "hogwild";
   EXPECT_EQ(Train(o, be.get(), data).status().code(),
             absl::StatusCode::kInvalidArgument);
-  o.algorithm = "downpour";  // no shards
+  o.algorithm.name = "downpour";  // no shards
   EXPECT_EQ(Train(o, be.get(), data).status().code(),
             absl::StatusCode::kInvalidArgument);
-  o.algorithm = "local";
+  o.algorithm.name = "local";
   o.epochs = 3;
   o.batch_size = 10;
   EXPECT_EQ(Train(o, be.get(), data).status().code(),

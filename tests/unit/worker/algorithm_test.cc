@@ -1,0 +1,99 @@
+// MakeAlgorithm's choice and checks, and the local algorithm's update, with
+// no shard involved (the cluster algorithms run in
+// tests/integration/training_test.cc).
+#include "worker/algorithms/algorithm.h"
+
+#include <memory>
+#include <vector>
+
+#include "gtest/gtest.h"
+#include "tests/testing/status_matchers.h"
+#include "worker/host_params.h"
+
+namespace pskit::worker {
+namespace {
+
+struct Fixture {
+  Fixture() {
+    job.model = ParseMlpConfig("3,2", "relu", "xent").value();
+    job.server_config.mutable_optimizer()->set_kind(v1::OPTIMIZER_SGD);
+    job.server_config.mutable_optimizer()->set_learning_rate(0.5f);
+    mlp = Mlp::Create(job.model, backend.get(), 1).value();
+  }
+  AlgorithmContext context() { return {&job, backend.get(), mlp.get(), "w", 2}; }
+
+  JobOptions job;
+  std::unique_ptr<Backend> backend = MakeCpuBackend(1);
+  std::unique_ptr<Mlp> mlp;
+};
+
+absl::StatusCode CodeOf(const AlgorithmOptions& o, const AlgorithmContext& c) {
+  return MakeAlgorithm(o, c).status().code();
+}
+
+TEST(MakeAlgorithm, RefusesUnknownNamesMissingShardsAndBadOptions) {
+  Fixture f;
+  AlgorithmOptions o;
+  o.name = "hogwild";
+  absl::StatusOr<std::unique_ptr<Algorithm>> a = MakeAlgorithm(o, f.context());
+  EXPECT_EQ(a.status().code(), absl::StatusCode::kInvalidArgument);
+  EXPECT_NE(a.status().message().find("downpour, easgd or local"),
+            absl::string_view::npos);
+  o.name = "downpour";  // no shards
+  EXPECT_EQ(CodeOf(o, f.context()), absl::StatusCode::kInvalidArgument);
+  f.job.shards = {"127.0.0.1:1"};  // never contacted: nothing is set up
+  EXPECT_OK(MakeAlgorithm(o, f.context()));
+  o.n_fetch = 0;
+  EXPECT_EQ(CodeOf(o, f.context()), absl::StatusCode::kInvalidArgument);
+  o = AlgorithmOptions();
+  o.name = "easgd";
+  EXPECT_OK(MakeAlgorithm(o, f.context()));
+  o.tau = 0;
+  EXPECT_EQ(CodeOf(o, f.context()), absl::StatusCode::kInvalidArgument);
+  o.tau = 1;
+  o.alpha = 1.5f;
+  EXPECT_EQ(CodeOf(o, f.context()), absl::StatusCode::kInvalidArgument);
+  o = AlgorithmOptions();
+  o.name = "local";
+  f.job.server_config.mutable_optimizer()->set_kind(v1::OPTIMIZER_RMSPROP);
+  EXPECT_EQ(CodeOf(o, f.context()), absl::StatusCode::kInvalidArgument);
+}
+
+TEST(MakeAlgorithm, OnlyLocalTrainsWithoutShards) {
+  EXPECT_TRUE(TrainsWithoutShards("local"));
+  EXPECT_FALSE(TrainsWithoutShards("downpour"));
+  EXPECT_FALSE(TrainsWithoutShards("easgd"));
+  EXPECT_FALSE(TrainsWithoutShards("hogwild"));
+}
+
+// Local SGD: every step moves each weight by -lr * gradient.
+TEST(LocalAlgorithm, AppliesTheShardsOptimizerToItsOwnWeights) {
+  Fixture f;
+  AlgorithmOptions o;
+  o.name = "local";
+  ASSERT_OK_AND_ASSIGN(std::unique_ptr<Algorithm> local,
+                       MakeAlgorithm(o, f.context()));
+  ASSERT_OK(local->Setup());
+  HostParams before(*f.mlp), grads(*f.mlp), after(*f.mlp);
+  ASSERT_OK(before.CopyFrom(f.backend.get(), ParamPointers(f.mlp.get())));
+  for (size_t i = 0; i < grads.values.size(); ++i) {
+    for (size_t j = 0; j < grads.values[i].size(); ++j) {
+      grads.values[i][j] = 0.25f * static_cast<float>(j + 1);
+    }
+  }
+  ASSERT_OK(grads.CopyTo(f.backend.get(), GradPointers(f.mlp.get())));
+  ASSERT_OK(local->AfterGradient(1));
+  ASSERT_OK(local->Communicate(1, nullptr));
+  EXPECT_FALSE(local->JobDone());
+  ASSERT_OK(after.CopyFrom(f.backend.get(), ParamPointers(f.mlp.get())));
+  for (size_t i = 0; i < after.values.size(); ++i) {
+    for (size_t j = 0; j < after.values[i].size(); ++j) {
+      EXPECT_FLOAT_EQ(after.values[i][j],
+                      before.values[i][j] - 0.5f * grads.values[i][j])
+          << f.mlp->specs()[i].name() << "[" << j << "]";
+    }
+  }
+}
+
+}  // namespace
+}  // namespace pskit::worker
