@@ -9,7 +9,7 @@ PACKAGES=(
   libabsl-dev librocksdb-dev prometheus-cpp-dev libspdlog-dev
   libopenblas-dev zlib1g-dev libhdf5-dev
   libgtest-dev libgmock-dev libbenchmark-dev
-  iperf3 dataset-fashion-mnist prometheus prometheus-pushgateway
+  iperf3 dataset-fashion-mnist prometheus prometheus-pushgateway python3-numpy
 )
 
 missing=()
