@@ -1,8 +1,6 @@
 #include "client/client.h"
 
-#include <grpcpp/create_channel.h>
 #include <grpcpp/support/proto_buffer_reader.h>
-#include <grpcpp/security/credentials.h>
 
 #include <algorithm>
 #include <type_traits>
@@ -10,12 +8,13 @@
 
 #include "absl/container/flat_hash_set.h"
 #include "absl/strings/str_cat.h"
-#include "absl/synchronization/blocking_counter.h"
+#include "client/internal/fan_out.h"
+#include "client/internal/wire.h"
+#include "common/channel.h"
 #include "common/encoding.h"
 #include "common/grpc_status.h"
 #include "common/status_macros.h"
 #include "common/validation.h"
-#include "client/internal/wire.h"
 #include "spdlog/spdlog.h"
 
 namespace pskit {
@@ -33,14 +32,10 @@ struct Client::Batch {
 };
 
 template <typename Req, typename Resp>
-struct Client::Call {
-  uint32_t shard = 0;
+struct Client::Call : client_internal::FanOutCall {
   std::vector<Piece> pieces;
   Req req;
   Resp resp;
-  std::unique_ptr<grpc::ClientContext> ctx;
-  grpc::Status status;
-  absl::Status answer;  // what on_ok made of a successful answer
 };
 
 namespace {
@@ -104,17 +99,23 @@ Client::Client(std::vector<std::string> shards, const ClientOptions& options,
   generic_.resize(shards_.size());
   for (size_t s = 0; s < shards_.size(); ++s) {
     for (int c = 0; c < options_.channels_per_shard; ++c) {
-      auto channel = grpc::CreateCustomChannel(
-          shards_[s], grpc::InsecureChannelCredentials(),
-          ClientChannelArguments(options_.max_message_bytes, c));
-      if (c == 0) {
-        channels_.push_back(channel);
-        admin_.push_back(v1::Admin::NewStub(channel));
-      }
+      ChannelOptions channel_options;
+      channel_options.max_message_bytes = options_.max_message_bytes;
+      channel_options.channel_index = c;
+      auto channel = MakeChannel(shards_[s], channel_options);
+      if (c == 0) channels_.push_back(channel);
       stubs_[s].push_back(v1::ParameterServer::NewStub(channel));
       generic_[s].push_back(std::make_unique<grpc::GenericStub>(channel));
     }
   }
+  // Admin calls wait for a restarting shard, as data-plane calls do.
+  AdminOptions admin_options;
+  admin_options.timeout = options_.timeout;
+  admin_options.wait_for_ready = true;
+  admin_options.retry_unavailable = true;
+  admin_options.initial_backoff = options_.initial_backoff;
+  admin_options.max_backoff = options_.max_backoff;
+  admin_ = std::make_unique<AdminClient>(shards_, channels_, admin_options);
 }
 
 Client::~Client() = default;
@@ -166,87 +167,24 @@ std::vector<Client::Batch> Client::Plan(
 template <typename Req, typename Resp, typename Send, typename OnOk>
 absl::Status Client::Run(const char* op, std::vector<Call<Req, Resp>>& calls,
                          Send send, OnOk on_ok) {
-  const absl::Time deadline = absl::Now() + options_.timeout;
-  absl::Duration backoff = options_.initial_backoff;
-  std::vector<size_t> pending(calls.size());
-  for (size_t i = 0; i < calls.size(); ++i) pending[i] = i;
-  for (int attempt = 1;; ++attempt) {
-    absl::BlockingCounter done(static_cast<int>(pending.size()));
-    for (size_t i : pending) {
-      Call<Req, Resp>& c = calls[i];
-      c.ctx = std::make_unique<grpc::ClientContext>();
-      c.ctx->set_deadline(absl::ToChronoTime(deadline));
-      // Wait for a (re)connecting shard instead of failing at once.
-      c.ctx->set_wait_for_ready(true);
-      c.resp.Clear();
-      c.answer = absl::OkStatus();
-      const size_t channel = i % stubs_[c.shard].size();
-      send(c.shard, channel, c.ctx.get(), &c.req, &c.resp,
-           [&c, &done, &on_ok](grpc::Status status) {
-             c.status = std::move(status);
-             if (c.status.ok()) c.answer = on_ok(c);
-             done.DecrementCount();
-           });
-    }
-    done.Wait();
-
-    // Every failed shard is named, so one answer tells what to fix where;
-    // the first failure's code stands for all.
-    std::vector<size_t> retry;
-    absl::Status failed;
-    absl::flat_hash_set<uint32_t> named;
-    for (size_t i : pending) {
-      Call<Req, Resp>& c = calls[i];
-      absl::Status s = c.status.ok() ? c.answer : FromGrpcStatus(c.status);
-      if (s.ok()) continue;
-      // This client never cancels its own calls, so CANCELLED comes from the
-      // shard's side (a shutdown cancelling what was in flight): like
-      // UNAVAILABLE, the shard may be back soon.
-      if (s.code() == absl::StatusCode::kUnavailable ||
-          s.code() == absl::StatusCode::kCancelled) {
-        retry.push_back(i);
-        continue;
-      }
-      if (!named.insert(c.shard).second) continue;  // one line per shard
-      const std::string where =
-          absl::StrCat("shard ", c.shard, " (", shards_[c.shard], ")");
-      std::string line;
-      if (s.code() == absl::StatusCode::kDeadlineExceeded) {
-        const grpc_connectivity_state state =
-            channels_[c.shard]->GetState(/*try_to_connect=*/false);
-        line = state != GRPC_CHANNEL_READY && state != GRPC_CHANNEL_IDLE
-                   ? absl::StrCat("could not connect to ", where, " within ",
-                                  absl::FormatDuration(options_.timeout),
-                                  "; is ps-server running there, and is the "
-                                  "address right?")
-                   : absl::StrCat(where, " did not answer within ",
-                                  absl::FormatDuration(options_.timeout),
-                                  " (attempt ", attempt, ")");
-      } else {
-        line = absl::StrCat(where, ": ", s.message());
-      }
-      failed = failed.ok()
-                   ? absl::Status(s.code(), absl::StrCat(op, ": ", line))
-                   : absl::Status(failed.code(),
-                                  absl::StrCat(failed.message(), "; ", line));
-    }
-    if (!failed.ok()) return failed;
-    if (retry.empty()) return absl::OkStatus();
-    const Call<Req, Resp>& first = calls[retry.front()];
-    if (absl::Now() + backoff >= deadline) {
-      return absl::UnavailableError(absl::StrCat(
-          op, ": shard ", first.shard, " (", shards_[first.shard],
-          ") still unavailable after ", attempt, " attempts over ",
-          absl::FormatDuration(options_.timeout), ": ",
-          first.status.error_message()));
-    }
-    spdlog::debug("{}: shard {} ({}) unavailable ({}); retrying in {}", op,
-                  first.shard, shards_[first.shard],
-                  first.status.error_message(), absl::FormatDuration(backoff));
-    absl::SleepFor(backoff);
-    backoff = std::min(backoff * 2, options_.max_backoff);
-    pending = std::move(retry);
-  }
+  client_internal::FanOutOptions o;
+  o.timeout = options_.timeout;
+  // Wait for a (re)connecting shard instead of failing at once.
+  o.wait_for_ready = true;
+  o.retry_unavailable = true;
+  o.initial_backoff = options_.initial_backoff;
+  o.max_backoff = options_.max_backoff;
+  o.op = op;
+  const int attempts = client_internal::FanOut(
+      calls, o,
+      [&](Call<Req, Resp>& c, size_t i, std::function<void(grpc::Status)> done) {
+        c.resp.Clear();
+        send(c.shard, i % stubs_[c.shard].size(), c.ctx.get(), &c.req,
+             &c.resp, std::move(done));
+      },
+      on_ok);
+  return client_internal::JoinFailures(op, calls, shards_, channels_, o,
+                                       attempts);
 }
 
 absl::Status Client::CheckBuffers(
@@ -732,36 +670,34 @@ absl::StatusOr<std::vector<v1::CheckpointInfo>> Client::Checkpoint(
   v1::CheckpointRequest req;
   req.set_id(id.empty() ? absl::StrCat("ckpt-", absl::ToUnixMillis(absl::Now()))
                         : std::move(id));
-  PSKIT_ASSIGN_OR_RETURN(std::vector<v1::CheckpointResponse> got,
-                         Broadcast<v1::CheckpointResponse>(
-                             "Checkpoint", req, 0, layout_.num_shards(),
-                             PSKIT_SEND(admin_[shard], Checkpoint)));
+  auto got = admin_->Checkpoint(req);
+  PSKIT_RETURN_IF_ERROR(AllOk("Checkpoint", got));
   std::vector<v1::CheckpointInfo> out;
-  for (const v1::CheckpointResponse& r : got) out.push_back(r.checkpoint());
+  for (const auto& r : got) out.push_back(r.response.checkpoint());
   return out;
 }
 
 absl::StatusOr<std::vector<v1::StatusResponse>> Client::Status() {
-  return Broadcast<v1::StatusResponse>("Status", v1::StatusRequest(), 0,
-                                       layout_.num_shards(),
-                                       PSKIT_SEND(admin_[shard], Status));
+  auto got = admin_->Status();
+  PSKIT_RETURN_IF_ERROR(AllOk("Status", got));
+  std::vector<v1::StatusResponse> out;
+  for (auto& r : got) out.push_back(std::move(r.response));
+  return out;
 }
 
 absl::StatusOr<std::vector<v1::CheckpointInfo>> Client::Restore(
     const std::string& id) {
   v1::RestoreRequest req;
   req.set_id(id);
-  PSKIT_ASSIGN_OR_RETURN(std::vector<v1::RestoreResponse> got,
-                         Broadcast<v1::RestoreResponse>(
-                             "Restore", req, 0, layout_.num_shards(),
-                             PSKIT_SEND(admin_[shard], Restore)));
+  auto got = admin_->Restore(req);
+  PSKIT_RETURN_IF_ERROR(AllOk("Restore", got));
   // Versions pulled before the restore mean nothing now.
   {
     absl::MutexLock lock(&mu_);
     versions_.clear();
   }
   std::vector<v1::CheckpointInfo> out;
-  for (const v1::RestoreResponse& r : got) out.push_back(r.checkpoint());
+  for (const auto& r : got) out.push_back(r.response.checkpoint());
   return out;
 }
 

@@ -4,7 +4,6 @@
 // 127.0.0.1: a job to its target, a worker killed with SIGKILL, SIGTERM to
 // psrun leaving a checkpoint, a shard that cannot start, bad flags.
 #include <fcntl.h>
-#include <grpcpp/create_channel.h>
 #include <netinet/in.h>
 #include <poll.h>
 #include <signal.h>
@@ -28,10 +27,11 @@
 #include "absl/strings/str_split.h"
 #include "absl/time/clock.h"
 #include "absl/time/time.h"
-#include "client/tools/launch/child_process.h"
-#include "client/tools/launch/launcher.h"
-#include "client/tools/launch/ports.h"
-#include "client/tools/launch/progress.h"
+#include "common/channel.h"
+#include "tools/psrun/launch/child_process.h"
+#include "tools/psrun/launch/launcher.h"
+#include "tools/psrun/launch/ports.h"
+#include "tools/psrun/launch/progress.h"
 #include "gtest/gtest.h"
 #include "pskit/v1/admin.grpc.pb.h"
 #include "tests/testing/child_server.h"
@@ -496,7 +496,7 @@ TEST(Psrun, SigtermLeavesACheckpointInTheDataDir) {
   }
   ASSERT_FALSE(address.empty());
   auto admin = v1::Admin::NewStub(
-      grpc::CreateChannel(address, grpc::InsecureChannelCredentials()));
+      MakeChannel(address));
   grpc::ClientContext ctx;
   ctx.set_deadline(std::chrono::system_clock::now() + std::chrono::seconds(10));
   v1::ListCheckpointsResponse list;

@@ -1,4 +1,4 @@
-// client/tools/launch/launcher.h
+// tools/psrun/launch/launcher.h
 //
 // The local-cluster launcher behind psrun: starts N ps-server shards and M
 // ps-worker processes (plus an optional evaluator) on 127.0.0.1, streams
@@ -27,8 +27,8 @@
 // SIGCHLD (threads started later inherit the mask) and reads them from a
 // signalfd; children die with the thread that started them
 // (PR_SET_PDEATHSIG). It writes to stdout and stderr.
-#ifndef PSKIT_CLIENT_TOOLS_LAUNCH_LAUNCHER_H_
-#define PSKIT_CLIENT_TOOLS_LAUNCH_LAUNCHER_H_
+#ifndef PSKIT_TOOLS_PSRUN_LAUNCH_LAUNCHER_H_
+#define PSKIT_TOOLS_PSRUN_LAUNCH_LAUNCHER_H_
 
 #include <optional>
 #include <string>
@@ -120,4 +120,4 @@ int RunLocalCluster(const LauncherOptions& options);
 
 }  // namespace pskit::launch
 
-#endif  // PSKIT_CLIENT_TOOLS_LAUNCH_LAUNCHER_H_
+#endif  // PSKIT_TOOLS_PSRUN_LAUNCH_LAUNCHER_H_

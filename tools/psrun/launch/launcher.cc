@@ -1,4 +1,4 @@
-#include "client/tools/launch/launcher.h"
+#include "tools/psrun/launch/launcher.h"
 
 #include <errno.h>
 #include <fcntl.h>
@@ -25,10 +25,10 @@
 #include "absl/strings/str_format.h"
 #include "absl/strings/str_join.h"
 #include "absl/strings/strip.h"
-#include "client/tools/launch/child_process.h"
-#include "client/tools/launch/monitor.h"
-#include "client/tools/launch/ports.h"
-#include "client/tools/launch/progress.h"
+#include "tools/psrun/launch/child_process.h"
+#include "tools/psrun/launch/monitor.h"
+#include "tools/psrun/launch/ports.h"
+#include "tools/psrun/launch/progress.h"
 
 namespace pskit::launch {
 namespace {

@@ -24,8 +24,6 @@
 // Thread safety: one thread runs the commands; gRPC's callback threads only
 // hand answers back under a mutex.
 #include <fcntl.h>
-#include <grpcpp/create_channel.h>
-#include <grpcpp/security/credentials.h>
 #include <unistd.h>
 
 #include <algorithm>
@@ -61,6 +59,7 @@
 #include "absl/synchronization/mutex.h"
 #include "absl/time/clock.h"
 #include "absl/time/time.h"
+#include "client/admin_client.h"
 #include "client/client.h"
 #include "common/grpc_options.h"
 #include "common/grpc_status.h"
@@ -111,9 +110,7 @@ Outcome Usage(std::string msg) { return {kExitUsage, std::move(msg)}; }
 Outcome Failed(std::string msg) { return {kExitFailed, std::move(msg)}; }
 
 // "UNAVAILABLE: failed to connect to all addresses".
-std::string StatusText(const grpc::Status& s) {
-  return FromGrpcStatus(s).ToString();
-}
+std::string StatusText(const absl::Status& s) { return s.ToString(); }
 
 // ---------------------------------------------------------------------------
 // JSON: an ordered tree, written compactly.
@@ -389,74 +386,12 @@ std::string EvaluationText(const std::string& ns, const v1::Evaluation& e) {
 struct Shard {
   uint32_t index;
   std::string address;
-  std::unique_ptr<v1::Admin::Stub> stub;
 };
-
-template <typename Resp>
-struct Reply {
-  grpc::Status status;
-  Resp resp;
-};
-
-// Starts one async Admin call: (stub, ctx, req, resp, done).
-#define PSCTL_ADMIN_CALL(Method)                                       \
-  [](v1::Admin::Stub* stub, grpc::ClientContext* ctx, const auto* req, \
-     auto* resp, std::function<void(grpc::Status)> done) {             \
-    stub->async()->Method(ctx, req, resp, std::move(done));            \
-  }
-
-// Sends reqs[i] to *shards[i] for every i at once, each with deadline
-// `timeout`, and returns the answers in that order. Waits at most `wait`
-// (<= timeout) for them: calls still open then are cancelled on this side
-// and answer CANCELLED (the shard may go on with the work).
-template <typename Req, typename Resp, typename Start>
-std::vector<Reply<Resp>> FanOut(const std::vector<const Shard*>& shards,
-                                const std::vector<Req>& reqs,
-                                absl::Duration timeout, absl::Duration wait,
-                                Start start) {
-  const size_t n = shards.size();
-  std::vector<Reply<Resp>> replies(n);
-  std::vector<std::unique_ptr<grpc::ClientContext>> ctxs(n);
-  absl::Mutex mu;
-  size_t pending = n;
-  const auto deadline = absl::ToChronoTime(absl::Now() + timeout);
-  for (size_t i = 0; i < n; ++i) {
-    ctxs[i] = std::make_unique<grpc::ClientContext>();
-    ctxs[i]->set_deadline(deadline);
-    start(shards[i]->stub.get(), ctxs[i].get(), &reqs[i], &replies[i].resp,
-          [&mu, &pending, &replies, i](grpc::Status s) {
-            absl::MutexLock lock(&mu);
-            replies[i].status = std::move(s);
-            --pending;
-          });
-  }
-  auto all_answered = [&pending]() { return pending == 0; };
-  absl::MutexLock lock(&mu);
-  if (!mu.AwaitWithTimeout(absl::Condition(&all_answered), wait)) {
-    for (auto& ctx : ctxs) ctx->TryCancel();
-    mu.Await(absl::Condition(&all_answered));
-  }
-  return replies;
-}
-
-std::vector<const Shard*> All(const std::vector<Shard>& shards) {
-  std::vector<const Shard*> out;
-  for (const Shard& s : shards) out.push_back(&s);
-  return out;
-}
-
-// The same request to every shard, waiting for every answer.
-template <typename Resp, typename Req, typename Start>
-std::vector<Reply<Resp>> FanOutSame(const std::vector<Shard>& shards,
-                                    const Req& req, absl::Duration timeout,
-                                    Start start) {
-  return FanOut<Req, Resp>(All(shards), std::vector<Req>(shards.size(), req),
-                           timeout, timeout, start);
-}
 
 // What every command starts from.
 struct Context {
   std::vector<Shard> shards;
+  std::unique_ptr<AdminClient> admin;  // every Admin call goes through it
   absl::Duration timeout;
   // Status of each shard; nullopt where it did not answer.
   std::vector<std::optional<v1::StatusResponse>> status;
@@ -472,14 +407,13 @@ std::string Where(const Shard& s) {
 // Asks every shard for its Status. Returns exit 3 naming each shard that
 // did not answer, or exit 2 when one's place in --shards is not its index.
 Outcome QueryStatus(Context* ctx) {
-  auto replies = FanOutSame<v1::StatusResponse>(
-      ctx->shards, v1::StatusRequest(), ctx->timeout, PSCTL_ADMIN_CALL(Status));
+  auto replies = ctx->admin->Status();
   std::vector<std::string> unreachable;
   ctx->status.assign(ctx->shards.size(), std::nullopt);
   ctx->down.assign(ctx->shards.size(), "");
   for (size_t i = 0; i < replies.size(); ++i) {
     if (replies[i].status.ok()) {
-      ctx->status[i] = std::move(replies[i].resp);
+      ctx->status[i] = std::move(replies[i].response);
       continue;
     }
     ctx->down[i] = StatusText(replies[i].status);
@@ -517,7 +451,7 @@ Outcome QueryStatus(Context* ctx) {
 }
 
 // The shard entry of a JSON answer: index, address, ok, and error if not.
-Json ShardJson(const Shard& s, const grpc::Status& status) {
+Json ShardJson(const Shard& s, const absl::Status& status) {
   Json j = Json::Object();
   j.Set("index", s.index).Set("address", s.address).Set("ok", status.ok());
   if (!status.ok()) j.Set("error", StatusText(status));
@@ -527,7 +461,7 @@ Json ShardJson(const Shard& s, const grpc::Status& status) {
 // Joins the failures among `replies` into one message ("" if none).
 template <typename Resp>
 std::string Failures(const Context& ctx,
-                     const std::vector<Reply<Resp>>& replies,
+                     const std::vector<ShardResult<Resp>>& replies,
                      absl::string_view what) {
   std::vector<std::string> lines;
   for (size_t i = 0; i < replies.size(); ++i) {
@@ -760,10 +694,8 @@ Outcome CmdCheckpoint(Context* ctx, const std::vector<std::string>& args) {
   // or not psctl is still there.
   const absl::Duration patience =
       wait ? ctx->timeout : std::min(ctx->timeout, absl::Seconds(1));
-  auto replies = FanOut<v1::CheckpointRequest, v1::CheckpointResponse>(
-      All(ctx->shards),
-      std::vector<v1::CheckpointRequest>(ctx->shards.size(), req), ctx->timeout,
-      patience, PSCTL_ADMIN_CALL(Checkpoint));
+  auto replies =
+      ctx->admin->Checkpoint(ctx->admin->ToEveryShard(req), patience);
   Json shards = Json::Array();
   Table table(
       {"shard", "address", "state", "chunks", "size", "seconds", "error"});
@@ -771,16 +703,16 @@ Outcome CmdCheckpoint(Context* ctx, const std::vector<std::string>& args) {
   std::vector<std::string> failures;
   for (size_t i = 0; i < replies.size(); ++i) {
     const Shard& shard = ctx->shards[i];
-    const grpc::Status& st = replies[i].status;
+    const absl::Status& st = replies[i].status;
     const bool started =
-        !wait && st.error_code() == grpc::StatusCode::CANCELLED;
+        !wait && st.code() == absl::StatusCode::kCancelled;
     std::string state = st.ok() ? "done" : started ? "started" : "failed";
     Json j = Json::Object();
     j.Set("index", shard.index)
         .Set("address", shard.address)
         .Set("state", state);
     if (st.ok()) {
-      const v1::CheckpointInfo& c = replies[i].resp.checkpoint();
+      const v1::CheckpointInfo& c = replies[i].response.checkpoint();
       j.Set("checkpoint", CheckpointJson(c));
       table.Row({absl::StrCat(shard.index), shard.address, state,
                  absl::StrCat(c.chunks()), HumanBytes(c.bytes()),
@@ -825,9 +757,7 @@ struct MergedCheckpoint {
 // ListCheckpoints on every durable shard, merged by id. Fails (exit 1) when
 // a durable shard refuses to list.
 Outcome ListAll(Context* ctx, std::map<std::string, MergedCheckpoint>* merged) {
-  auto replies = FanOutSame<v1::ListCheckpointsResponse>(
-      ctx->shards, v1::ListCheckpointsRequest(), ctx->timeout,
-      PSCTL_ADMIN_CALL(ListCheckpoints));
+  auto replies = ctx->admin->ListCheckpoints();
   std::vector<std::string> failures;
   for (size_t i = 0; i < replies.size(); ++i) {
     if (!replies[i].status.ok()) {
@@ -837,7 +767,7 @@ Outcome ListAll(Context* ctx, std::map<std::string, MergedCheckpoint>* merged) {
                                       StatusText(replies[i].status)));
       continue;
     }
-    for (const v1::CheckpointInfo& c : replies[i].resp.checkpoints()) {
+    for (const v1::CheckpointInfo& c : replies[i].response.checkpoints()) {
       MergedCheckpoint& m = (*merged)[c.id()];
       m.shards.push_back(ctx->shards[i].index);
       m.time_unix_ms = std::max(m.time_unix_ms, c.time_unix_ms());
@@ -938,8 +868,7 @@ Outcome CmdRestore(Context* ctx, const std::vector<std::string>& args) {
   }
   v1::RestoreRequest req;
   req.set_id(id);
-  auto replies = FanOutSame<v1::RestoreResponse>(ctx->shards, req, ctx->timeout,
-                                                 PSCTL_ADMIN_CALL(Restore));
+  auto replies = ctx->admin->Restore(req);
   Json shards = Json::Array();
   Table table(
       {"shard", "address", "restored", "chunks", "size", "taken (UTC)"});
@@ -947,7 +876,7 @@ Outcome CmdRestore(Context* ctx, const std::vector<std::string>& args) {
     const Shard& s = ctx->shards[i];
     Json j = ShardJson(s, replies[i].status);
     if (replies[i].status.ok()) {
-      const v1::CheckpointInfo& c = replies[i].resp.checkpoint();
+      const v1::CheckpointInfo& c = replies[i].response.checkpoint();
       j.Set("checkpoint", CheckpointJson(c));
       table.Row({absl::StrCat(s.index), s.address, "yes",
                  absl::StrCat(c.chunks()), HumanBytes(c.bytes()),
@@ -1086,27 +1015,25 @@ Outcome CmdSet(Context* ctx, const std::vector<std::string>& args) {
   if (!problems.empty()) return Failed(absl::StrJoin(problems, "; "));
 
   ctx->out.Set("namespace", args[0]).Set("changes", std::move(changes));
-  auto replies = FanOutSame<v1::SetConfigResponse>(
-      ctx->shards, req, ctx->timeout, PSCTL_ADMIN_CALL(SetConfig));
+  auto replies = ctx->admin->SetConfig(req);
   std::string failures = Failures(*ctx, replies, "set");
   bool rolled_back = false;
   if (!failures.empty()) {
     // Put back the shards that took it, so the cluster keeps one config.
     std::vector<const Shard*> took;
-    std::vector<v1::SetConfigRequest> undo;
+    std::vector<ShardRequest<v1::SetConfigRequest>> undo;
     for (size_t i = 0; i < replies.size(); ++i) {
       if (!replies[i].status.ok()) continue;
       v1::SetConfigRequest u;
       u.set_namespace_(args[0]);
-      *u.mutable_optimizer() = replies[i].resp.previous().optimizer();
+      *u.mutable_optimizer() = replies[i].response.previous().optimizer();
       u.mutable_optimizer()->clear_initial_accumulator();
-      u.set_compensation(replies[i].resp.previous().compensation());
-      undo.push_back(std::move(u));
+      u.set_compensation(replies[i].response.previous().compensation());
+      undo.push_back({ctx->shards[i].index, std::move(u)});
       took.push_back(&ctx->shards[i]);
     }
     if (!took.empty()) {
-      auto undone = FanOut<v1::SetConfigRequest, v1::SetConfigResponse>(
-          took, undo, ctx->timeout, ctx->timeout, PSCTL_ADMIN_CALL(SetConfig));
+      auto undone = ctx->admin->SetConfig(undo);
       rolled_back = true;
       for (size_t i = 0; i < undone.size(); ++i) {
         if (undone[i].status.ok()) continue;
@@ -1128,12 +1055,12 @@ Outcome CmdSet(Context* ctx, const std::vector<std::string>& args) {
     const Shard& s = ctx->shards[i];
     Json j = ShardJson(s, replies[i].status);
     if (replies[i].status.ok()) {
-      j.Set("previous", ConfigJson(replies[i].resp.previous()))
-          .Set("config", ConfigJson(replies[i].resp.config()));
+      j.Set("previous", ConfigJson(replies[i].response.previous()))
+          .Set("config", ConfigJson(replies[i].response.config()));
       absl::StrAppend(
           &text, Where(s),
-          ":\n  before: ", DescribeConfig(replies[i].resp.previous()),
-          "\n  now:    ", DescribeConfig(replies[i].resp.config()), "\n");
+          ":\n  before: ", DescribeConfig(replies[i].response.previous()),
+          "\n  now:    ", DescribeConfig(replies[i].response.config()), "\n");
     } else {
       absl::StrAppend(&text, Where(s),
                       ": refused: ", StatusText(replies[i].status), "\n");
@@ -1275,14 +1202,13 @@ Outcome CmdDrain(Context* ctx, const std::vector<std::string>& args) {
   req.set_reason(absl::GetFlag(FLAGS_reason));
   // One id for every shard's drain checkpoint, so it restores cluster-wide.
   req.set_checkpoint_id(absl::StrCat("drain-", absl::ToUnixMillis(start)));
-  auto replies = FanOutSame<v1::DrainResponse>(ctx->shards, req, ctx->timeout,
-                                               PSCTL_ADMIN_CALL(Drain));
+  auto replies = ctx->admin->Drain(req);
   Json shards = Json::Array();
   Table table({"shard", "address", "drained", "jobs ended", "workers then",
                "checkpoint"});
   for (size_t i = 0; i < replies.size(); ++i) {
     const Shard& s = ctx->shards[i];
-    const v1::DrainResponse& r = replies[i].resp;
+    const v1::DrainResponse& r = replies[i].response;
     Json j = ShardJson(s, replies[i].status);
     if (replies[i].status.ok()) {
       j.Set("namespaces", JsonArray(r.namespaces()))
@@ -1316,9 +1242,7 @@ Outcome CmdDrain(Context* ctx, const std::vector<std::string>& args) {
   uint64_t live = 0;
   std::string down;
   for (;;) {
-    auto status =
-        FanOutSame<v1::StatusResponse>(ctx->shards, v1::StatusRequest(),
-                                       ctx->timeout, PSCTL_ADMIN_CALL(Status));
+    auto status = ctx->admin->Status();
     live = 0;
     for (size_t i = 0; i < status.size(); ++i) {
       if (!status[i].status.ok()) {
@@ -1327,7 +1251,7 @@ Outcome CmdDrain(Context* ctx, const std::vector<std::string>& args) {
                          " became unreachable: ", StatusText(status[i].status));
         break;
       }
-      live = std::max<uint64_t>(live, status[i].resp.live_workers());
+      live = std::max<uint64_t>(live, status[i].response.live_workers());
     }
     if (!down.empty() || live == 0 ||
         absl::Now() + absl::Milliseconds(500) > deadline) {
@@ -1615,13 +1539,15 @@ int Main(int argc, char** argv) {
   }
   ctx.timeout = absl::Seconds(timeout_s);
   for (size_t i = 0; i < addresses.size(); ++i) {
-    std::string address(absl::StripAsciiWhitespace(addresses[i]));
-    auto channel = grpc::CreateCustomChannel(
-        address, grpc::InsecureChannelCredentials(),
-        ClientChannelArguments(kDefaultMaxMessageBytes, 0));
-    ctx.shards.push_back(
-        {static_cast<uint32_t>(i), address, v1::Admin::NewStub(channel)});
+    addresses[i] = std::string(absl::StripAsciiWhitespace(addresses[i]));
+    ctx.shards.push_back({static_cast<uint32_t>(i), addresses[i]});
   }
+  AdminOptions admin_options;
+  admin_options.timeout = ctx.timeout;
+  absl::StatusOr<std::unique_ptr<AdminClient>> admin =
+      AdminClient::Connect(addresses, admin_options);
+  if (!admin.ok()) return finish(Usage(std::string(admin.status().message())));
+  ctx.admin = *std::move(admin);
   return finish(command->run(&ctx, args));
 }
 
