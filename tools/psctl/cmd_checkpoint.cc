@@ -57,8 +57,7 @@ Outcome CmdCheckpoint(Context* ctx, const std::vector<std::string>& args) {
   for (size_t i = 0; i < replies.size(); ++i) {
     const Shard& shard = ctx->shards[i];
     const absl::Status& st = replies[i].status;
-    const bool started =
-        !wait && st.code() == absl::StatusCode::kCancelled;
+    const bool started = !wait && st.code() == absl::StatusCode::kCancelled;
     std::string state = st.ok() ? "done" : started ? "started" : "failed";
     Json j = Json::Object();
     j.Set("index", shard.index)

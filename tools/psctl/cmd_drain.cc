@@ -70,8 +70,9 @@ Outcome CmdDrain(Context* ctx, const std::vector<std::string>& args) {
   // shard, so the count is the most any shard holds.
   const double wait_s = absl::GetFlag(FLAGS_wait_s);
   if (!(wait_s >= 0)) {
-    return {kExitUsage, "--wait_s must be >= 0 (seconds to wait for the "
-                        "workers to leave)"};
+    return {kExitUsage,
+            "--wait_s must be >= 0 (seconds to wait for the "
+            "workers to leave)"};
   }
   const absl::Time deadline = start + absl::Seconds(wait_s);
   uint64_t live = 0;
@@ -101,8 +102,8 @@ Outcome CmdDrain(Context* ctx, const std::vector<std::string>& args) {
       .Set("waited_s", Json::Seconds(waited));
   absl::StrAppend(
       &ctx->text,
-      drained ? absl::StrFormat("drained: no live workers after %.1f s\n",
-                                waited)
+      drained
+          ? absl::StrFormat("drained: no live workers after %.1f s\n", waited)
       : !down.empty()
           ? absl::StrFormat("a shard went away %.1f s into the wait (a "
                             "launcher such as psrun stops the shards once "

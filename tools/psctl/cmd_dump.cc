@@ -20,10 +20,10 @@
 #include "absl/time/clock.h"
 #include "absl/time/time.h"
 #include "client/client.h"
-#include "tools/psctl/npy.h"
 #include "tools/psctl/commands.h"
 #include "tools/psctl/context.h"
 #include "tools/psctl/flags.h"
+#include "tools/psctl/npy.h"
 #include "tools/psctl/output.h"
 
 namespace pskit::psctl {

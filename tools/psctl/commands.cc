@@ -62,7 +62,6 @@ constexpr absl::string_view kCommonHelp =
     "Exit codes: 0 ok, 1 an operation failed, 2 usage error, 3 a shard\n"
     "unreachable.\n";
 
-
 }  // namespace
 
 std::string GeneralHelp() {

@@ -66,7 +66,6 @@ Json ShardJson(const Shard& s, const absl::Status& status) {
   return j;
 }
 
-
 // Exit 1 naming every memory-only shard, if any.
 Outcome RequireDurable(const Context& ctx, absl::string_view command) {
   std::vector<std::string> memory_only;

@@ -25,7 +25,6 @@ ABSL_DECLARE_FLAG(std::string, reason);
 
 namespace pskit::psctl {
 
-
 // Sets the flags given anywhere in argv (--name=value, --name value, --bool,
 // --nobool; "--" ends them) and returns the other arguments. Only psctl's
 // own flags are accepted. `help` is set by --help or -h. INVALID_ARGUMENT

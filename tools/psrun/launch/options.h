@@ -1,0 +1,75 @@
+// tools/psrun/launch/options.h
+//
+// LauncherOptions: what psrun's flags become (shards, workers, evaluator,
+// directories, ports, status line, timeouts), psrun's exit codes, and the
+// check of the options before anything starts.
+//
+// Thread safety: plain data and a pure function.
+#ifndef PSKIT_TOOLS_PSRUN_LAUNCH_OPTIONS_H_
+#define PSKIT_TOOLS_PSRUN_LAUNCH_OPTIONS_H_
+
+#include <string>
+#include <vector>
+
+#include "absl/status/status.h"
+#include "absl/time/time.h"
+
+namespace pskit::launch {
+
+// psrun's exit codes besides 128 + signal number after SIGINT (130),
+// SIGTERM (143) or SIGHUP (129).
+inline constexpr int kExitOk = 0;
+inline constexpr int kExitFailed = 1;  // a child failed, or startup did
+inline constexpr int kExitUsage = 2;   // bad flags, missing binaries
+
+struct LauncherOptions {
+  // Directory holding ps-server and ps-worker. Required.
+  std::string bin_dir;
+  // Shards and training workers, each >= 1. Default: 1 and 1.
+  int servers = 1;
+  int workers = 1;
+  // Also run `ps-worker --role evaluator`. Default: off.
+  bool evaluator = false;
+  // Shard i keeps its checkpoints in data_dir/shard-i; a second run with
+  // the same directory resumes from them. Empty: a fresh directory under
+  // temp_root, removed at the end unless keep_data. Default: empty.
+  std::string data_dir;
+  std::string temp_root = "/tmp";
+  bool keep_data = false;
+  // Extra flags for every ps-server (e.g. {"--log_level", "warn"}).
+  // psrun sets --listen, --shard_index, --num_shards, --data_dir and
+  // --metrics_port itself. Default: none.
+  std::vector<std::string> server_args;
+  // The flags after `--`: given to every worker and to the evaluator
+  // (ps-worker has one set of flags; each role ignores those it does not
+  // use, and both must agree on the model and the optimizer). psrun sets
+  // --shards, --rank, --world, --role and --metrics_port itself.
+  std::vector<std::string> worker_args;
+  // Metrics ports: shard i at base+i, the evaluator at base+99, worker j at
+  // base+100+j; a busy one is replaced by a free port (with a warning).
+  // 0: free ports for all. Default: 9400.
+  int metrics_port_base = 9400;
+  // Where to write the Prometheus file_sd targets (replaced atomically,
+  // parent directories created). Empty: <run dir>/prometheus_targets.json.
+  // deploy/prometheus/prometheus.yml reads /tmp/pskit/prometheus_targets.json.
+  std::string prometheus_targets;
+  // Redraw a status line at the bottom (stdout is a terminal), or print it
+  // as a normal line every status_interval (0: never). Default: off, 10 s.
+  bool live_status_line = false;
+  absl::Duration status_interval = absl::Seconds(10);
+  // How long children get after SIGTERM before SIGKILL. Default: 30 s.
+  absl::Duration kill_timeout = absl::Seconds(30);
+  // How long shards get to print their address and answer Admin/Status.
+  // Default: 60 s.
+  absl::Duration start_timeout = absl::Seconds(60);
+};
+
+// INVALID_ARGUMENT (the message says which option and how to fix it) for
+// servers or workers < 1, a negative duration or port base, an evaluator
+// that could never end, a server arg psrun sets itself; NOT_FOUND when
+// ps-server or ps-worker is missing from bin_dir.
+[[nodiscard]] absl::Status ValidateLauncherOptions(const LauncherOptions& o);
+
+}  // namespace pskit::launch
+
+#endif  // PSKIT_TOOLS_PSRUN_LAUNCH_OPTIONS_H_
