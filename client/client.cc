@@ -8,7 +8,9 @@
 
 #include "absl/container/flat_hash_set.h"
 #include "absl/strings/str_cat.h"
+#include "client/internal/client_call.h"
 #include "client/internal/fan_out.h"
+#include "client/internal/plan.h"
 #include "client/internal/wire.h"
 #include "common/channel.h"
 #include "common/encoding.h"
@@ -19,42 +21,7 @@
 
 namespace pskit {
 
-// One chunk of a request: which tensor (index into the call's tensor list)
-// and which part of it.
-struct Client::Piece {
-  size_t tensor;
-  ChunkSpan span;
-};
-
-struct Client::Batch {
-  uint32_t shard;
-  std::vector<Piece> pieces;
-};
-
-template <typename Req, typename Resp>
-struct Client::Call : client_internal::FanOutCall {
-  std::vector<Piece> pieces;
-  Req req;
-  Resp resp;
-};
-
-namespace {
-
-std::string NamespaceOf(absl::string_view ns) {
-  return ns.empty() ? std::string(kDefaultNamespace) : std::string(ns);
-}
-
-}  // namespace
-
-// A `send` for Run that calls `Method` on `stub`, an expression of `shard`
-// and `channel`.
-#define PSKIT_SEND(stub, Method)                                           \
-  [this](uint32_t shard, size_t channel, grpc::ClientContext* ctx,         \
-         const auto* req, auto* resp,                                      \
-         std::function<void(grpc::Status)> cb) {                           \
-    (void)channel;                                                         \
-    (stub)->async()->Method(ctx, req, resp, std::move(cb));                \
-  }
+using client_internal::NamespaceOf;
 
 absl::StatusOr<std::unique_ptr<Client>> Client::Connect(
     std::vector<std::string> shards, const ClientOptions& options) {
@@ -128,64 +95,6 @@ v1::Layout Client::WireLayout(uint32_t shard) const {
   return l;
 }
 
-std::vector<Client::Batch> Client::Plan(
-    absl::string_view ns,
-    absl::Span<const std::pair<absl::string_view, uint64_t>> tensors,
-    size_t bytes_per_elem) const {
-  std::vector<std::vector<Batch>> per_shard(layout_.num_shards());
-  std::vector<size_t> open_bytes(layout_.num_shards(), 0);
-  for (size_t t = 0; t < tensors.size(); ++t) {
-    for (const ChunkSpan& span :
-         layout_.Chunks(ns, tensors[t].first, tensors[t].second)) {
-      std::vector<Batch>& batches = per_shard[span.shard];
-      const size_t bytes = span.length * bytes_per_elem;
-      if (batches.empty() ||
-          (!batches.back().pieces.empty() &&
-           open_bytes[span.shard] + bytes > options_.max_request_bytes)) {
-        batches.push_back(Batch{span.shard, {}});
-        open_bytes[span.shard] = 0;
-      }
-      batches.back().pieces.push_back(Piece{t, span});
-      open_bytes[span.shard] += bytes;
-    }
-  }
-  // Interleave shards so the first requests on the wire go to all shards.
-  std::vector<Batch> out;
-  for (size_t round = 0;; ++round) {
-    bool any = false;
-    for (auto& batches : per_shard) {
-      if (round < batches.size()) {
-        out.push_back(std::move(batches[round]));
-        any = true;
-      }
-    }
-    if (!any) break;
-  }
-  return out;
-}
-
-template <typename Req, typename Resp, typename Send, typename OnOk>
-absl::Status Client::Run(const char* op, std::vector<Call<Req, Resp>>& calls,
-                         Send send, OnOk on_ok) {
-  client_internal::FanOutOptions o;
-  o.timeout = options_.timeout;
-  // Wait for a (re)connecting shard instead of failing at once.
-  o.wait_for_ready = true;
-  o.retry_unavailable = true;
-  o.initial_backoff = options_.initial_backoff;
-  o.max_backoff = options_.max_backoff;
-  o.op = op;
-  const int attempts = client_internal::FanOut(
-      calls, o,
-      [&](Call<Req, Resp>& c, size_t i, std::function<void(grpc::Status)> done) {
-        c.resp.Clear();
-        send(c.shard, i % stubs_[c.shard].size(), c.ctx.get(), &c.req,
-             &c.resp, std::move(done));
-      },
-      on_ok);
-  return client_internal::JoinFailures(op, calls, shards_, channels_, o,
-                                       attempts);
-}
 
 absl::Status Client::CheckBuffers(
     absl::string_view ns,
@@ -313,8 +222,9 @@ absl::Status Client::Pull(absl::string_view ns_in,
   }
   PSKIT_RETURN_IF_ERROR(CheckBuffers(ns, sizes));
   using WireCall = Call<grpc::ByteBuffer, grpc::ByteBuffer>;
-  std::vector<Batch> batches =
-      Plan(ns, sizes, BytesPerElement(options_.encoding));
+  std::vector<Batch> batches = client_internal::PlanRequests(
+      layout_, ns, sizes, BytesPerElement(options_.encoding),
+      options_.max_request_bytes);
   std::vector<WireCall> calls(batches.size());
   for (size_t i = 0; i < batches.size(); ++i) {
     WireCall& c = calls[i];
@@ -436,7 +346,8 @@ absl::StatusOr<PushResult> Client::PushImpl(
   PSKIT_RETURN_IF_ERROR(CheckBuffers(ns, sizes));
   using WireCall = Call<grpc::ByteBuffer, grpc::ByteBuffer>;
   const size_t bpe = BytesPerElement(options_.encoding);
-  std::vector<Batch> batches = Plan(ns, sizes, bpe);
+  std::vector<Batch> batches = client_internal::PlanRequests(
+      layout_, ns, sizes, bpe, options_.max_request_bytes);
   // The versions this worker pulled, and its id, read under mu_ once; the
   // (possibly long) encoding below runs without it.
   std::vector<std::vector<uint64_t>> pulled(batches.size());
@@ -524,7 +435,8 @@ absl::Status Client::Exchange(absl::string_view ns_in, float alpha,
   PSKIT_RETURN_IF_ERROR(CheckBuffers(ns, sizes));
   using WireCall = Call<grpc::ByteBuffer, grpc::ByteBuffer>;
   const size_t bpe = BytesPerElement(options_.encoding);
-  std::vector<Batch> batches = Plan(ns, sizes, bpe);
+  std::vector<Batch> batches = client_internal::PlanRequests(
+      layout_, ns, sizes, bpe, options_.max_request_bytes);
   uint64_t worker_id;
   {
     absl::MutexLock lock(&mu_);
@@ -556,149 +468,6 @@ absl::Status Client::Exchange(absl::string_view ns_in, float alpha,
         return ReceiveChunks(c, /*with_acks=*/false, /*subtract=*/true, params,
                              nullptr, &meta);
       });
-}
-
-template <typename Resp, typename Req, typename Send>
-absl::StatusOr<std::vector<Resp>> Client::Broadcast(const char* op,
-                                                    const Req& req,
-                                                    uint32_t begin,
-                                                    uint32_t end, Send send) {
-  std::vector<Call<Req, Resp>> calls(end - begin);
-  for (uint32_t s = begin; s < end; ++s) {
-    calls[s - begin].shard = s;
-    calls[s - begin].req = req;
-  }
-  PSKIT_RETURN_IF_ERROR(
-      Run(op, calls, send, [](Call<Req, Resp>&) { return absl::OkStatus(); }));
-  std::vector<Resp> out;
-  for (Call<Req, Resp>& c : calls) out.push_back(std::move(c.resp));
-  return out;
-}
-
-absl::StatusOr<uint64_t> Client::RegisterWorker(std::string name) {
-  // Shard 0 picks the id; the others are told to use it.
-  v1::RegisterWorkerRequest req;
-  req.set_name(name);
-  PSKIT_ASSIGN_OR_RETURN(
-      std::vector<v1::RegisterWorkerResponse> first,
-      Broadcast<v1::RegisterWorkerResponse>(
-          "RegisterWorker", req, 0, 1,
-          PSKIT_SEND(stubs_[shard][channel], RegisterWorker)));
-  const uint64_t id = first[0].worker_id();
-  req.set_worker_id(id);
-  PSKIT_RETURN_IF_ERROR(Broadcast<v1::RegisterWorkerResponse>(
-                            "RegisterWorker", req, 1, layout_.num_shards(),
-                            PSKIT_SEND(stubs_[shard][channel], RegisterWorker))
-                            .status());
-  absl::MutexLock lock(&mu_);
-  worker_id_ = id;
-  worker_name_ = std::move(name);
-  return id;
-}
-
-absl::StatusOr<bool> Client::Heartbeat(absl::string_view ns) {
-  v1::RegisterWorkerRequest again;
-  v1::HeartbeatRequest req;
-  req.set_namespace_(NamespaceOf(ns));
-  {
-    absl::MutexLock lock(&mu_);
-    req.set_worker_id(worker_id_);
-    again.set_worker_id(worker_id_);
-    again.set_name(worker_name_);
-  }
-  if (req.worker_id() == 0) {
-    return absl::FailedPreconditionError(
-        "Heartbeat before RegisterWorker; register first");
-  }
-  absl::StatusOr<std::vector<v1::HeartbeatResponse>> beats =
-      Broadcast<v1::HeartbeatResponse>(
-          "Heartbeat", req, 0, layout_.num_shards(),
-          PSKIT_SEND(stubs_[shard][channel], Heartbeat));
-  if (beats.ok()) {
-    for (const v1::HeartbeatResponse& b : *beats) {
-      if (b.job_done()) return true;
-    }
-    return false;
-  }
-  if (beats.status().code() != absl::StatusCode::kNotFound) {
-    return beats.status();
-  }
-  // A shard forgot this worker (it restarted, or the lease lapsed): register
-  // the same id again everywhere (a renewal where it is still known).
-  spdlog::warn("worker {}: {}; registering again", req.worker_id(),
-               std::string(beats.status().message()));
-  PSKIT_RETURN_IF_ERROR(
-      Broadcast<v1::RegisterWorkerResponse>(
-          "RegisterWorker", again, 0, layout_.num_shards(),
-          PSKIT_SEND(stubs_[shard][channel], RegisterWorker))
-          .status());
-  return false;
-}
-
-absl::StatusOr<bool> Client::ReportEvaluation(absl::string_view ns,
-                                              const v1::Evaluation& eval) {
-  v1::ReportEvaluationRequest req;
-  req.set_namespace_(NamespaceOf(ns));
-  *req.mutable_evaluation() = eval;
-  PSKIT_ASSIGN_OR_RETURN(
-      auto answers, Broadcast<v1::ReportEvaluationResponse>(
-                        "ReportEvaluation", req, 0, layout_.num_shards(),
-                        PSKIT_SEND(stubs_[shard][channel], ReportEvaluation)));
-  bool done = false;
-  for (const v1::ReportEvaluationResponse& a : answers) done |= a.job_done();
-  return done;
-}
-
-absl::Status Client::Leave() {
-  v1::LeaveRequest req;
-  {
-    absl::MutexLock lock(&mu_);
-    req.set_worker_id(worker_id_);
-  }
-  if (req.worker_id() == 0) return absl::OkStatus();
-  PSKIT_RETURN_IF_ERROR(Broadcast<v1::LeaveResponse>(
-                            "Leave", req, 0, layout_.num_shards(),
-                            PSKIT_SEND(stubs_[shard][channel], Leave))
-                            .status());
-  absl::MutexLock lock(&mu_);
-  if (worker_id_ == req.worker_id()) worker_id_ = 0;
-  return absl::OkStatus();
-}
-
-absl::StatusOr<std::vector<v1::CheckpointInfo>> Client::Checkpoint(
-    std::string id) {
-  v1::CheckpointRequest req;
-  req.set_id(id.empty() ? absl::StrCat("ckpt-", absl::ToUnixMillis(absl::Now()))
-                        : std::move(id));
-  auto got = admin_->Checkpoint(req);
-  PSKIT_RETURN_IF_ERROR(AllOk("Checkpoint", got));
-  std::vector<v1::CheckpointInfo> out;
-  for (const auto& r : got) out.push_back(r.response.checkpoint());
-  return out;
-}
-
-absl::StatusOr<std::vector<v1::StatusResponse>> Client::Status() {
-  auto got = admin_->Status();
-  PSKIT_RETURN_IF_ERROR(AllOk("Status", got));
-  std::vector<v1::StatusResponse> out;
-  for (auto& r : got) out.push_back(std::move(r.response));
-  return out;
-}
-
-absl::StatusOr<std::vector<v1::CheckpointInfo>> Client::Restore(
-    const std::string& id) {
-  v1::RestoreRequest req;
-  req.set_id(id);
-  auto got = admin_->Restore(req);
-  PSKIT_RETURN_IF_ERROR(AllOk("Restore", got));
-  // Versions pulled before the restore mean nothing now.
-  {
-    absl::MutexLock lock(&mu_);
-    versions_.clear();
-  }
-  std::vector<v1::CheckpointInfo> out;
-  for (const auto& r : got) out.push_back(r.response.checkpoint());
-  return out;
 }
 
 #undef PSKIT_SEND

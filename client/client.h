@@ -49,6 +49,7 @@
 #include "absl/time/time.h"
 #include "absl/types/span.h"
 #include "client/admin_client.h"
+#include "client/internal/plan.h"
 #include "common/grpc_options.h"
 #include "common/layout.h"
 #include "pskit/v1/admin.grpc.pb.h"
@@ -173,20 +174,13 @@ class Client {
   const std::vector<std::string>& shards() const { return shards_; }
 
  private:
-  struct Piece;
-  struct Batch;
+  using Piece = client_internal::RequestPiece;
+  using Batch = client_internal::RequestBatch;
   template <typename Req, typename Resp>
   struct Call;
 
   Client(std::vector<std::string> shards, const ClientOptions& options,
          Layout layout);
-
-  // Cuts the tensors into chunks and groups them per shard into batches of
-  // at most max_request_bytes at `bytes_per_elem`.
-  std::vector<Batch> Plan(absl::string_view ns,
-                          absl::Span<const std::pair<absl::string_view, uint64_t>>
-                              tensors,
-                          size_t bytes_per_elem) const;
 
   // Sends every call with send(shard, channel, ctx, req, resp, done)
   // through client_internal::FanOut, retrying UNAVAILABLE ones with backoff
