@@ -384,6 +384,22 @@ TEST_F(PsctlTest, UsageErrorsExitTwo) {
   EXPECT_TRUE(absl::StrContains(ran.out, "usage: psctl drain")) << ran.out;
 }
 
+// --help on every operator program lists its flags on stdout and exits 0.
+TEST(ToolsHelp, ListsTheFlagsAndExitsZero) {
+  const struct {
+    const char* program;
+    const char* flag;
+  } kCases[] = {{"psctl", "--timeout_s"},
+                {"psrun", "--servers"},
+                {"ps-bench", "--model_mib"}};
+  for (const auto& c : kCases) {
+    const Ran ran = RunProgram(SiblingBinary(c.program), {"--help"});
+    EXPECT_EQ(ran.exit_code, 0) << c.program << ": " << ran.err;
+    EXPECT_TRUE(absl::StrContains(ran.out, c.flag))
+        << c.program << " --help:\n" << ran.out;
+  }
+}
+
 TEST_F(PsctlTest, TensorsMergesEveryShard) {
   auto c = NewClient();
   ASSERT_NO_FATAL_FAILURE(PushRamp(c.get(), 0.01f));
