@@ -43,6 +43,7 @@
 #include "absl/synchronization/mutex.h"
 #include "absl/time/clock.h"
 #include "absl/time/time.h"
+#include "common/clock.h"
 #include "common/grpc_status.h"
 #include "spdlog/spdlog.h"
 
@@ -84,6 +85,15 @@ struct FanOutOptions {
   absl::Duration max_backoff = absl::Seconds(2);
   // Named in the debug log line of a retry. Default: "call".
   const char* op = "call";
+  // When to stop retrying (clock->Now() + timeout) and how to wait between
+  // retries: injectable so a test advances a FakeClock in `sleep_for`
+  // instead of sleeping. gRPC's own deadline on each call is real time.
+  // Default: the wall clock and absl::SleepFor. Borrowed; must outlive the
+  // call.
+  const Clock* clock = SystemClock();
+  std::function<void(absl::Duration)> sleep_for = [](absl::Duration d) {
+    absl::SleepFor(d);
+  };
 };
 
 // Whether FanOut retries a call that ended with `s`: the shard is down,
@@ -112,6 +122,7 @@ int FanOut(std::vector<CallT>& calls, const FanOutOptions& options, Start start,
   const absl::Time deadline = absl::Now() + options.timeout;
   const absl::Time wait_until =
       absl::Now() + std::min(options.wait, options.timeout);
+  const absl::Time retry_until = options.clock->Now() + options.timeout;
   absl::Duration backoff = options.initial_backoff;
   std::vector<size_t> todo(calls.size());
   for (size_t i = 0; i < calls.size(); ++i) todo[i] = i;
@@ -155,12 +166,14 @@ int FanOut(std::vector<CallT>& calls, const FanOutOptions& options, Start start,
       if (!IsRetryable(s)) return attempt;  // reported at once
       retry.push_back(i);
     }
-    if (retry.empty() || absl::Now() + backoff >= deadline) return attempt;
+    if (retry.empty() || options.clock->Now() + backoff >= retry_until) {
+      return attempt;
+    }
     const CallT& first = calls[retry.front()];
     spdlog::debug("{}: shard {} unavailable ({}); retrying in {}", options.op,
                   first.shard, first.status.error_message(),
                   absl::FormatDuration(backoff));
-    absl::SleepFor(backoff);
+    options.sleep_for(backoff);
     backoff = std::min(backoff * 2, options.max_backoff);
     todo = std::move(retry);
   }
