@@ -65,7 +65,7 @@ std::vector<ShardResult<Resp>> AdminClient::Call(
   o.initial_backoff = options_.initial_backoff;
   o.max_backoff = options_.max_backoff;
   o.op = op;
-  client_internal::FanOut(
+  const int attempts = client_internal::FanOut(
       calls, o,
       [&](CallT& c, size_t, std::function<void(grpc::Status)> done) {
         c.resp.Clear();
@@ -79,6 +79,17 @@ std::vector<ShardResult<Resp>> AdminClient::Call(
     out[i].address = shards_[calls[i].shard];
     out[i].status = calls[i].Outcome();
     out[i].response = std::move(calls[i].resp);
+    if (out[i].ok()) continue;
+    const uint32_t s = calls[i].shard;
+    out[i].description =
+        o.retry_unavailable && client_internal::IsRetryable(out[i].status)
+            ? absl::StrCat("shard ", s, " (", shards_[s],
+                           ") still unavailable after ", attempts,
+                           " attempts over ", absl::FormatDuration(o.timeout),
+                           ": ", out[i].status.message())
+            : client_internal::DescribeFailure(s, shards_[s], out[i].status,
+                                               o.timeout, attempts,
+                                               channels_[s].get());
   }
   return out;
 }

@@ -57,14 +57,16 @@ struct ShardResult {
   // The shard's gRPC status: OK, or its error as the shard (or gRPC) gave it.
   absl::Status status;
   Resp response;  // meaningful when status is OK
+  // When not ok(): one line naming the shard and why, e.g. "shard 1
+  // (h2:7000): <message>", "could not connect to shard 1 (h2:7000) within
+  // 5s; ..." or "shard 1 (h2:7000) still unavailable after 4 attempts ...".
+  std::string description;
 
   bool ok() const { return status.ok(); }
-  // status with the shard named: "shard 1 (h2:7000): <message>"; OK if ok().
+  // status's code with `description` as its message; OK if ok().
   absl::Status Error() const {
     if (status.ok()) return status;
-    return absl::Status(
-        status.code(),
-        absl::StrCat("shard ", shard, " (", address, "): ", status.message()));
+    return absl::Status(status.code(), description);
   }
 };
 

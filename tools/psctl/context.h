@@ -29,10 +29,10 @@ namespace pskit::psctl {
 // ---------------------------------------------------------------------------
 // Exit codes and errors.
 
-constexpr int kExitOk = 0;
-constexpr int kExitFailed = 1;
-constexpr int kExitUsage = 2;
-constexpr int kExitUnreachable = 3;
+inline constexpr int kExitOk = 0;
+inline constexpr int kExitFailed = 1;
+inline constexpr int kExitUsage = 2;
+inline constexpr int kExitUnreachable = 3;
 
 // A command's end: the exit code and, unless it is 0, what went wrong.
 struct Outcome {
@@ -48,7 +48,7 @@ inline Outcome Failed(std::string msg) { return {kExitFailed, std::move(msg)}; }
 inline std::string StatusText(const absl::Status& s) { return s.ToString(); }
 
 // ---------------------------------------------------------------------------
-// Shards and fan-out.
+// Shards.
 
 struct Shard {
   uint32_t index;

@@ -5,11 +5,12 @@
 //   psctl set job1 lr=0.0005 --json
 //   psctl dump job1 fc1/w --out fc1_w.npy
 //
-// It talks to each shard's pskit.v1.Admin service (one channel per shard,
-// every call fanned out to all shards at once with a deadline) and, for
-// `dump`, pulls through libpskit_client. Output is tables for people, or with
-// --json one JSON object on stdout for scripts (README.md, "psctl", has the
-// schema); errors also go to stderr, one line each, naming shard and address.
+// It talks to each shard's pskit.v1.Admin service through AdminClient (one
+// channel per shard, every call fanned out to all shards at once with a
+// deadline) and, for `dump`, pulls through libpskit_client. Output is tables
+// for people, or with --json one JSON object on stdout for scripts
+// (README.md, "psctl", has the schema); errors also go to stderr, one line
+// each, naming shard and address.
 //
 // Every command first asks each shard for its Status: a shard that does not
 // answer stops the command (exit 3) before anything changes, and shard i of
@@ -21,7 +22,6 @@
 // flag, bad argument, --shards missing or out of order); 3 a shard
 // unreachable.
 //
-// Thread safety: one thread runs the commands; gRPC's callback threads only
 // The code: flags.h (flags and parser), context.h (shards, Status, exit
 // codes), commands.h (the commands, one file per group), output.h (JSON,
 // tables), npy.h (dump's .npy writer).
