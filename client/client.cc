@@ -1,8 +1,6 @@
 #include "client/client.h"
 
-#include <grpcpp/create_channel.h>
 #include <grpcpp/support/proto_buffer_reader.h>
-#include <grpcpp/security/credentials.h>
 
 #include <algorithm>
 #include <type_traits>
@@ -10,56 +8,20 @@
 
 #include "absl/container/flat_hash_set.h"
 #include "absl/strings/str_cat.h"
-#include "absl/synchronization/blocking_counter.h"
+#include "client/internal/client_call.h"
+#include "client/internal/fan_out.h"
+#include "client/internal/plan.h"
+#include "client/internal/wire.h"
+#include "common/channel.h"
 #include "common/encoding.h"
 #include "common/grpc_status.h"
 #include "common/status_macros.h"
 #include "common/validation.h"
-#include "client/internal/wire.h"
 #include "spdlog/spdlog.h"
 
 namespace pskit {
 
-// One chunk of a request: which tensor (index into the call's tensor list)
-// and which part of it.
-struct Client::Piece {
-  size_t tensor;
-  ChunkSpan span;
-};
-
-struct Client::Batch {
-  uint32_t shard;
-  std::vector<Piece> pieces;
-};
-
-template <typename Req, typename Resp>
-struct Client::Call {
-  uint32_t shard = 0;
-  std::vector<Piece> pieces;
-  Req req;
-  Resp resp;
-  std::unique_ptr<grpc::ClientContext> ctx;
-  grpc::Status status;
-  absl::Status answer;  // what on_ok made of a successful answer
-};
-
-namespace {
-
-std::string NamespaceOf(absl::string_view ns) {
-  return ns.empty() ? std::string(kDefaultNamespace) : std::string(ns);
-}
-
-}  // namespace
-
-// A `send` for Run that calls `Method` on `stub`, an expression of `shard`
-// and `channel`.
-#define PSKIT_SEND(stub, Method)                                           \
-  [this](uint32_t shard, size_t channel, grpc::ClientContext* ctx,         \
-         const auto* req, auto* resp,                                      \
-         std::function<void(grpc::Status)> cb) {                           \
-    (void)channel;                                                         \
-    (stub)->async()->Method(ctx, req, resp, std::move(cb));                \
-  }
+using client_internal::NamespaceOf;
 
 absl::StatusOr<std::unique_ptr<Client>> Client::Connect(
     std::vector<std::string> shards, const ClientOptions& options) {
@@ -104,17 +66,23 @@ Client::Client(std::vector<std::string> shards, const ClientOptions& options,
   generic_.resize(shards_.size());
   for (size_t s = 0; s < shards_.size(); ++s) {
     for (int c = 0; c < options_.channels_per_shard; ++c) {
-      auto channel = grpc::CreateCustomChannel(
-          shards_[s], grpc::InsecureChannelCredentials(),
-          ClientChannelArguments(options_.max_message_bytes, c));
-      if (c == 0) {
-        channels_.push_back(channel);
-        admin_.push_back(v1::Admin::NewStub(channel));
-      }
+      ChannelOptions channel_options;
+      channel_options.max_message_bytes = options_.max_message_bytes;
+      channel_options.channel_index = c;
+      auto channel = MakeChannel(shards_[s], channel_options);
+      if (c == 0) channels_.push_back(channel);
       stubs_[s].push_back(v1::ParameterServer::NewStub(channel));
       generic_[s].push_back(std::make_unique<grpc::GenericStub>(channel));
     }
   }
+  // Admin calls wait for a restarting shard, as data-plane calls do.
+  AdminOptions admin_options;
+  admin_options.timeout = options_.timeout;
+  admin_options.wait_for_ready = true;
+  admin_options.retry_unavailable = true;
+  admin_options.initial_backoff = options_.initial_backoff;
+  admin_options.max_backoff = options_.max_backoff;
+  admin_ = std::make_unique<AdminClient>(shards_, channels_, admin_options);
 }
 
 Client::~Client() = default;
@@ -127,127 +95,6 @@ v1::Layout Client::WireLayout(uint32_t shard) const {
   return l;
 }
 
-std::vector<Client::Batch> Client::Plan(
-    absl::string_view ns,
-    absl::Span<const std::pair<absl::string_view, uint64_t>> tensors,
-    size_t bytes_per_elem) const {
-  std::vector<std::vector<Batch>> per_shard(layout_.num_shards());
-  std::vector<size_t> open_bytes(layout_.num_shards(), 0);
-  for (size_t t = 0; t < tensors.size(); ++t) {
-    for (const ChunkSpan& span :
-         layout_.Chunks(ns, tensors[t].first, tensors[t].second)) {
-      std::vector<Batch>& batches = per_shard[span.shard];
-      const size_t bytes = span.length * bytes_per_elem;
-      if (batches.empty() ||
-          (!batches.back().pieces.empty() &&
-           open_bytes[span.shard] + bytes > options_.max_request_bytes)) {
-        batches.push_back(Batch{span.shard, {}});
-        open_bytes[span.shard] = 0;
-      }
-      batches.back().pieces.push_back(Piece{t, span});
-      open_bytes[span.shard] += bytes;
-    }
-  }
-  // Interleave shards so the first requests on the wire go to all shards.
-  std::vector<Batch> out;
-  for (size_t round = 0;; ++round) {
-    bool any = false;
-    for (auto& batches : per_shard) {
-      if (round < batches.size()) {
-        out.push_back(std::move(batches[round]));
-        any = true;
-      }
-    }
-    if (!any) break;
-  }
-  return out;
-}
-
-template <typename Req, typename Resp, typename Send, typename OnOk>
-absl::Status Client::Run(const char* op, std::vector<Call<Req, Resp>>& calls,
-                         Send send, OnOk on_ok) {
-  const absl::Time deadline = absl::Now() + options_.timeout;
-  absl::Duration backoff = options_.initial_backoff;
-  std::vector<size_t> pending(calls.size());
-  for (size_t i = 0; i < calls.size(); ++i) pending[i] = i;
-  for (int attempt = 1;; ++attempt) {
-    absl::BlockingCounter done(static_cast<int>(pending.size()));
-    for (size_t i : pending) {
-      Call<Req, Resp>& c = calls[i];
-      c.ctx = std::make_unique<grpc::ClientContext>();
-      c.ctx->set_deadline(absl::ToChronoTime(deadline));
-      // Wait for a (re)connecting shard instead of failing at once.
-      c.ctx->set_wait_for_ready(true);
-      c.resp.Clear();
-      c.answer = absl::OkStatus();
-      const size_t channel = i % stubs_[c.shard].size();
-      send(c.shard, channel, c.ctx.get(), &c.req, &c.resp,
-           [&c, &done, &on_ok](grpc::Status status) {
-             c.status = std::move(status);
-             if (c.status.ok()) c.answer = on_ok(c);
-             done.DecrementCount();
-           });
-    }
-    done.Wait();
-
-    // Every failed shard is named, so one answer tells what to fix where;
-    // the first failure's code stands for all.
-    std::vector<size_t> retry;
-    absl::Status failed;
-    absl::flat_hash_set<uint32_t> named;
-    for (size_t i : pending) {
-      Call<Req, Resp>& c = calls[i];
-      absl::Status s = c.status.ok() ? c.answer : FromGrpcStatus(c.status);
-      if (s.ok()) continue;
-      // This client never cancels its own calls, so CANCELLED comes from the
-      // shard's side (a shutdown cancelling what was in flight): like
-      // UNAVAILABLE, the shard may be back soon.
-      if (s.code() == absl::StatusCode::kUnavailable ||
-          s.code() == absl::StatusCode::kCancelled) {
-        retry.push_back(i);
-        continue;
-      }
-      if (!named.insert(c.shard).second) continue;  // one line per shard
-      const std::string where =
-          absl::StrCat("shard ", c.shard, " (", shards_[c.shard], ")");
-      std::string line;
-      if (s.code() == absl::StatusCode::kDeadlineExceeded) {
-        const grpc_connectivity_state state =
-            channels_[c.shard]->GetState(/*try_to_connect=*/false);
-        line = state != GRPC_CHANNEL_READY && state != GRPC_CHANNEL_IDLE
-                   ? absl::StrCat("could not connect to ", where, " within ",
-                                  absl::FormatDuration(options_.timeout),
-                                  "; is ps-server running there, and is the "
-                                  "address right?")
-                   : absl::StrCat(where, " did not answer within ",
-                                  absl::FormatDuration(options_.timeout),
-                                  " (attempt ", attempt, ")");
-      } else {
-        line = absl::StrCat(where, ": ", s.message());
-      }
-      failed = failed.ok()
-                   ? absl::Status(s.code(), absl::StrCat(op, ": ", line))
-                   : absl::Status(failed.code(),
-                                  absl::StrCat(failed.message(), "; ", line));
-    }
-    if (!failed.ok()) return failed;
-    if (retry.empty()) return absl::OkStatus();
-    const Call<Req, Resp>& first = calls[retry.front()];
-    if (absl::Now() + backoff >= deadline) {
-      return absl::UnavailableError(absl::StrCat(
-          op, ": shard ", first.shard, " (", shards_[first.shard],
-          ") still unavailable after ", attempt, " attempts over ",
-          absl::FormatDuration(options_.timeout), ": ",
-          first.status.error_message()));
-    }
-    spdlog::debug("{}: shard {} ({}) unavailable ({}); retrying in {}", op,
-                  first.shard, shards_[first.shard],
-                  first.status.error_message(), absl::FormatDuration(backoff));
-    absl::SleepFor(backoff);
-    backoff = std::min(backoff * 2, options_.max_backoff);
-    pending = std::move(retry);
-  }
-}
 
 absl::Status Client::CheckBuffers(
     absl::string_view ns,
@@ -375,8 +222,9 @@ absl::Status Client::Pull(absl::string_view ns_in,
   }
   PSKIT_RETURN_IF_ERROR(CheckBuffers(ns, sizes));
   using WireCall = Call<grpc::ByteBuffer, grpc::ByteBuffer>;
-  std::vector<Batch> batches =
-      Plan(ns, sizes, BytesPerElement(options_.encoding));
+  std::vector<Batch> batches = client_internal::PlanRequests(
+      layout_, ns, sizes, BytesPerElement(options_.encoding),
+      options_.max_request_bytes);
   std::vector<WireCall> calls(batches.size());
   for (size_t i = 0; i < batches.size(); ++i) {
     WireCall& c = calls[i];
@@ -498,7 +346,8 @@ absl::StatusOr<PushResult> Client::PushImpl(
   PSKIT_RETURN_IF_ERROR(CheckBuffers(ns, sizes));
   using WireCall = Call<grpc::ByteBuffer, grpc::ByteBuffer>;
   const size_t bpe = BytesPerElement(options_.encoding);
-  std::vector<Batch> batches = Plan(ns, sizes, bpe);
+  std::vector<Batch> batches = client_internal::PlanRequests(
+      layout_, ns, sizes, bpe, options_.max_request_bytes);
   // The versions this worker pulled, and its id, read under mu_ once; the
   // (possibly long) encoding below runs without it.
   std::vector<std::vector<uint64_t>> pulled(batches.size());
@@ -586,7 +435,8 @@ absl::Status Client::Exchange(absl::string_view ns_in, float alpha,
   PSKIT_RETURN_IF_ERROR(CheckBuffers(ns, sizes));
   using WireCall = Call<grpc::ByteBuffer, grpc::ByteBuffer>;
   const size_t bpe = BytesPerElement(options_.encoding);
-  std::vector<Batch> batches = Plan(ns, sizes, bpe);
+  std::vector<Batch> batches = client_internal::PlanRequests(
+      layout_, ns, sizes, bpe, options_.max_request_bytes);
   uint64_t worker_id;
   {
     absl::MutexLock lock(&mu_);
@@ -618,151 +468,6 @@ absl::Status Client::Exchange(absl::string_view ns_in, float alpha,
         return ReceiveChunks(c, /*with_acks=*/false, /*subtract=*/true, params,
                              nullptr, &meta);
       });
-}
-
-template <typename Resp, typename Req, typename Send>
-absl::StatusOr<std::vector<Resp>> Client::Broadcast(const char* op,
-                                                    const Req& req,
-                                                    uint32_t begin,
-                                                    uint32_t end, Send send) {
-  std::vector<Call<Req, Resp>> calls(end - begin);
-  for (uint32_t s = begin; s < end; ++s) {
-    calls[s - begin].shard = s;
-    calls[s - begin].req = req;
-  }
-  PSKIT_RETURN_IF_ERROR(
-      Run(op, calls, send, [](Call<Req, Resp>&) { return absl::OkStatus(); }));
-  std::vector<Resp> out;
-  for (Call<Req, Resp>& c : calls) out.push_back(std::move(c.resp));
-  return out;
-}
-
-absl::StatusOr<uint64_t> Client::RegisterWorker(std::string name) {
-  // Shard 0 picks the id; the others are told to use it.
-  v1::RegisterWorkerRequest req;
-  req.set_name(name);
-  PSKIT_ASSIGN_OR_RETURN(
-      std::vector<v1::RegisterWorkerResponse> first,
-      Broadcast<v1::RegisterWorkerResponse>(
-          "RegisterWorker", req, 0, 1,
-          PSKIT_SEND(stubs_[shard][channel], RegisterWorker)));
-  const uint64_t id = first[0].worker_id();
-  req.set_worker_id(id);
-  PSKIT_RETURN_IF_ERROR(Broadcast<v1::RegisterWorkerResponse>(
-                            "RegisterWorker", req, 1, layout_.num_shards(),
-                            PSKIT_SEND(stubs_[shard][channel], RegisterWorker))
-                            .status());
-  absl::MutexLock lock(&mu_);
-  worker_id_ = id;
-  worker_name_ = std::move(name);
-  return id;
-}
-
-absl::StatusOr<bool> Client::Heartbeat(absl::string_view ns) {
-  v1::RegisterWorkerRequest again;
-  v1::HeartbeatRequest req;
-  req.set_namespace_(NamespaceOf(ns));
-  {
-    absl::MutexLock lock(&mu_);
-    req.set_worker_id(worker_id_);
-    again.set_worker_id(worker_id_);
-    again.set_name(worker_name_);
-  }
-  if (req.worker_id() == 0) {
-    return absl::FailedPreconditionError(
-        "Heartbeat before RegisterWorker; register first");
-  }
-  absl::StatusOr<std::vector<v1::HeartbeatResponse>> beats =
-      Broadcast<v1::HeartbeatResponse>(
-          "Heartbeat", req, 0, layout_.num_shards(),
-          PSKIT_SEND(stubs_[shard][channel], Heartbeat));
-  if (beats.ok()) {
-    for (const v1::HeartbeatResponse& b : *beats) {
-      if (b.job_done()) return true;
-    }
-    return false;
-  }
-  if (beats.status().code() != absl::StatusCode::kNotFound) {
-    return beats.status();
-  }
-  // A shard forgot this worker (it restarted, or the lease lapsed): register
-  // the same id again everywhere (a renewal where it is still known).
-  spdlog::warn("worker {}: {}; registering again", req.worker_id(),
-               std::string(beats.status().message()));
-  PSKIT_RETURN_IF_ERROR(
-      Broadcast<v1::RegisterWorkerResponse>(
-          "RegisterWorker", again, 0, layout_.num_shards(),
-          PSKIT_SEND(stubs_[shard][channel], RegisterWorker))
-          .status());
-  return false;
-}
-
-absl::StatusOr<bool> Client::ReportEvaluation(absl::string_view ns,
-                                              const v1::Evaluation& eval) {
-  v1::ReportEvaluationRequest req;
-  req.set_namespace_(NamespaceOf(ns));
-  *req.mutable_evaluation() = eval;
-  PSKIT_ASSIGN_OR_RETURN(
-      auto answers, Broadcast<v1::ReportEvaluationResponse>(
-                        "ReportEvaluation", req, 0, layout_.num_shards(),
-                        PSKIT_SEND(stubs_[shard][channel], ReportEvaluation)));
-  bool done = false;
-  for (const v1::ReportEvaluationResponse& a : answers) done |= a.job_done();
-  return done;
-}
-
-absl::Status Client::Leave() {
-  v1::LeaveRequest req;
-  {
-    absl::MutexLock lock(&mu_);
-    req.set_worker_id(worker_id_);
-  }
-  if (req.worker_id() == 0) return absl::OkStatus();
-  PSKIT_RETURN_IF_ERROR(Broadcast<v1::LeaveResponse>(
-                            "Leave", req, 0, layout_.num_shards(),
-                            PSKIT_SEND(stubs_[shard][channel], Leave))
-                            .status());
-  absl::MutexLock lock(&mu_);
-  if (worker_id_ == req.worker_id()) worker_id_ = 0;
-  return absl::OkStatus();
-}
-
-absl::StatusOr<std::vector<v1::CheckpointInfo>> Client::Checkpoint(
-    std::string id) {
-  v1::CheckpointRequest req;
-  req.set_id(id.empty() ? absl::StrCat("ckpt-", absl::ToUnixMillis(absl::Now()))
-                        : std::move(id));
-  PSKIT_ASSIGN_OR_RETURN(std::vector<v1::CheckpointResponse> got,
-                         Broadcast<v1::CheckpointResponse>(
-                             "Checkpoint", req, 0, layout_.num_shards(),
-                             PSKIT_SEND(admin_[shard], Checkpoint)));
-  std::vector<v1::CheckpointInfo> out;
-  for (const v1::CheckpointResponse& r : got) out.push_back(r.checkpoint());
-  return out;
-}
-
-absl::StatusOr<std::vector<v1::StatusResponse>> Client::Status() {
-  return Broadcast<v1::StatusResponse>("Status", v1::StatusRequest(), 0,
-                                       layout_.num_shards(),
-                                       PSKIT_SEND(admin_[shard], Status));
-}
-
-absl::StatusOr<std::vector<v1::CheckpointInfo>> Client::Restore(
-    const std::string& id) {
-  v1::RestoreRequest req;
-  req.set_id(id);
-  PSKIT_ASSIGN_OR_RETURN(std::vector<v1::RestoreResponse> got,
-                         Broadcast<v1::RestoreResponse>(
-                             "Restore", req, 0, layout_.num_shards(),
-                             PSKIT_SEND(admin_[shard], Restore)));
-  // Versions pulled before the restore mean nothing now.
-  {
-    absl::MutexLock lock(&mu_);
-    versions_.clear();
-  }
-  std::vector<v1::CheckpointInfo> out;
-  for (const v1::RestoreResponse& r : got) out.push_back(r.checkpoint());
-  return out;
 }
 
 #undef PSKIT_SEND

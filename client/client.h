@@ -48,6 +48,8 @@
 #include "absl/synchronization/mutex.h"
 #include "absl/time/time.h"
 #include "absl/types/span.h"
+#include "client/admin_client.h"
+#include "client/internal/plan.h"
 #include "common/grpc_options.h"
 #include "common/layout.h"
 #include "pskit/v1/admin.grpc.pb.h"
@@ -172,25 +174,18 @@ class Client {
   const std::vector<std::string>& shards() const { return shards_; }
 
  private:
-  struct Piece;
-  struct Batch;
+  using Piece = client_internal::RequestPiece;
+  using Batch = client_internal::RequestBatch;
   template <typename Req, typename Resp>
   struct Call;
 
   Client(std::vector<std::string> shards, const ClientOptions& options,
          Layout layout);
 
-  // Cuts the tensors into chunks and groups them per shard into batches of
-  // at most max_request_bytes at `bytes_per_elem`.
-  std::vector<Batch> Plan(absl::string_view ns,
-                          absl::Span<const std::pair<absl::string_view, uint64_t>>
-                              tensors,
-                          size_t bytes_per_elem) const;
-
-  // Sends every call with send(shard, channel, ctx, req, resp, done),
-  // retries UNAVAILABLE ones with backoff until the deadline, and runs
-  // `on_ok` on each answer (on a gRPC thread). Returns once every call has
-  // finished.
+  // Sends every call with send(shard, channel, ctx, req, resp, done)
+  // through client_internal::FanOut, retrying UNAVAILABLE ones with backoff
+  // until the deadline, and runs `on_ok` on each answer (on a gRPC thread).
+  // Returns once every call has finished: OK, or every failed shard named.
   template <typename Req, typename Resp, typename Send, typename OnOk>
   absl::Status Run(const char* op, std::vector<Call<Req, Resp>>& calls,
                    Send send, OnOk on_ok);
@@ -253,9 +248,10 @@ class Client {
   // on the same channels for the data plane (client/internal/wire.h).
   std::vector<std::vector<std::unique_ptr<v1::ParameterServer::Stub>>> stubs_;
   std::vector<std::vector<std::unique_ptr<grpc::GenericStub>>> generic_;
-  std::vector<std::unique_ptr<v1::Admin::Stub>> admin_;  // [shard]
-  // channels_[shard]: the first channel to each shard, to report its state.
+  // channels_[shard]: the first channel to each shard, to report its state;
+  // admin_ sends the Admin calls on them.
   std::vector<std::shared_ptr<grpc::Channel>> channels_;
+  std::unique_ptr<AdminClient> admin_;
 
   absl::Mutex mu_;
   // "ns/tensor" -> number of elements, from Declare.

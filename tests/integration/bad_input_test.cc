@@ -1,6 +1,5 @@
 // Every class of bad input gets its own gRPC code and a message naming what
 // was wrong, and leaves the shard's values bit-identical.
-#include <grpcpp/create_channel.h>
 
 #include <cmath>
 #include <cstring>
@@ -10,6 +9,7 @@
 #include <vector>
 
 #include "absl/strings/str_cat.h"
+#include "common/channel.h"
 #include "common/encoding.h"
 #include "common/layout.h"
 #include "gtest/gtest.h"
@@ -55,8 +55,7 @@ class BadInputTest : public ::testing::Test {
     for (const ChunkSpan& s : layout.Chunks("job", "w", kN)) {
       (s.shard == 0 ? mine_ : theirs_) = s;
     }
-    stub_ = v1::ParameterServer::NewStub(grpc::CreateChannel(
-        cluster_->addresses()[0], grpc::InsecureChannelCredentials()));
+    stub_ = v1::ParameterServer::NewStub(MakeChannel(cluster_->addresses()[0]));
     before_ = Snapshot();
   }
 
@@ -400,8 +399,8 @@ TEST(DeclareLimits, TooManyElementsOrTooMuchMemory) {
   base.chunk_elems = 1;
   base.max_memory_bytes = 1 << 20;
   ASSERT_OK_AND_ASSIGN(auto cluster, TestCluster::Start(1, base));
-  auto stub = v1::ParameterServer::NewStub(grpc::CreateChannel(
-      cluster->addresses()[0], grpc::InsecureChannelCredentials()));
+  auto stub =
+      v1::ParameterServer::NewStub(MakeChannel(cluster->addresses()[0]));
   auto declare = [&](int64_t n, v1::OptimizerKind kind) {
     v1::DeclareRequest req;
     req.set_namespace_(absl::StrCat("n", n, "k", static_cast<int>(kind)));

@@ -8,8 +8,8 @@
 #include <vector>
 
 #include "absl/strings/str_cat.h"
+#include "common/channel.h"
 #include "gtest/gtest.h"
-#include "grpcpp/create_channel.h"
 #include "pskit/v1/admin.grpc.pb.h"
 #include "rocksdb/db.h"
 #include "tests/testing/cluster.h"
@@ -249,8 +249,7 @@ TEST(Checkpoint, StatusShowsNamespacesVersionsWorkersAndCheckpoints) {
   ASSERT_OK(c->RegisterWorker("rank0"));
   PushSteps(c.get(), "job", 0, 3);
   ASSERT_OK(c->Checkpoint("s1"));
-  auto admin = v1::Admin::NewStub(grpc::CreateChannel(
-      cluster->addresses()[0], grpc::InsecureChannelCredentials()));
+  auto admin = v1::Admin::NewStub(MakeChannel(cluster->addresses()[0]));
   grpc::ClientContext ctx;
   v1::StatusResponse status;
   ASSERT_TRUE(admin->Status(&ctx, v1::StatusRequest(), &status).ok());

@@ -1,10 +1,10 @@
 // Real shard servers on 127.0.0.1 (OS-chosen ports) driven through Client.
-#include <grpcpp/create_channel.h>
 
 #include <thread>
 #include <vector>
 
 #include "absl/strings/str_cat.h"
+#include "common/channel.h"
 #include "gtest/gtest.h"
 #include "pskit/v1/ps.grpc.pb.h"
 #include "tests/testing/cluster.h"
@@ -172,8 +172,8 @@ TEST(Cluster, LapsedLeaseRemovesTheWorker) {
 
   clock.Advance(absl::Seconds(11));
   // A raw Heartbeat shows the shard dropped the worker...
-  auto stub = v1::ParameterServer::NewStub(grpc::CreateChannel(
-      cluster->addresses()[0], grpc::InsecureChannelCredentials()));
+  auto stub =
+      v1::ParameterServer::NewStub(MakeChannel(cluster->addresses()[0]));
   grpc::ClientContext ctx;
   v1::HeartbeatRequest hb;
   hb.set_worker_id(id);

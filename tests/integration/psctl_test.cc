@@ -8,7 +8,6 @@
 #include <fcntl.h>
 #include <netinet/in.h>
 #include <signal.h>
-#include <spawn.h>
 #include <sys/socket.h>
 #include <sys/stat.h>
 #include <sys/wait.h>
@@ -43,17 +42,11 @@ using google::protobuf::ListValue;
 using google::protobuf::Struct;
 using google::protobuf::Value;
 using testing::ChildServer;
+using testing::SiblingBinary;
 using testing::TempDir;
 
 constexpr uint32_t kChunkElems = 4;
 
-// A program next to the test binary (build/bin/<name>).
-std::string Binary(const std::string& name) {
-  char buf[4096];
-  const ssize_t n = readlink("/proc/self/exe", buf, sizeof(buf) - 1);
-  std::string self(buf, n > 0 ? n : 0);
-  return self.substr(0, self.rfind('/')) + "/" + name;
-}
 
 std::string ReadFile(const std::string& path) {
   std::ifstream in(path, std::ios::binary);
@@ -73,37 +66,30 @@ struct Ran {
 Ran RunProgram(const std::string& program, std::vector<std::string> args,
                const std::vector<std::string>& env = {}) {
   TempDir dir;
-  const std::string out = dir.path() + "/out", err = dir.path() + "/err";
-  posix_spawn_file_actions_t actions;
-  posix_spawn_file_actions_init(&actions);
-  posix_spawn_file_actions_addopen(&actions, 1, out.c_str(),
-                                   O_WRONLY | O_CREAT | O_TRUNC, 0644);
-  posix_spawn_file_actions_addopen(&actions, 2, err.c_str(),
-                                   O_WRONLY | O_CREAT | O_TRUNC, 0644);
-  args.insert(args.begin(), program);
-  std::vector<char*> argv;
-  for (std::string& a : args) argv.push_back(a.data());
-  argv.push_back(nullptr);
+  const std::string err = dir.path() + "/err";
   std::vector<std::string> env_strings(env);
   for (char** e = environ; *e != nullptr; ++e) {
     if (!absl::StartsWith(*e, "PSKIT_SHARDS=")) env_strings.emplace_back(*e);
   }
-  std::vector<char*> envp;
-  for (std::string& e : env_strings) envp.push_back(e.data());
-  envp.push_back(nullptr);
   Ran ran;
-  pid_t pid;
-  if (posix_spawn(&pid, argv[0], &actions, nullptr, argv.data(), envp.data()) !=
-      0) {
+  int fd = -1;
+  const pid_t pid = testing::SpawnPiped(program, std::move(args),
+                                        /*merge_stderr=*/false, &fd,
+                                        &env_strings, err);
+  if (pid < 0) {
     ADD_FAILURE() << "cannot start " << program;
-    posix_spawn_file_actions_destroy(&actions);
     return ran;
   }
-  posix_spawn_file_actions_destroy(&actions);
+  char buf[4096];
+  for (ssize_t n; (n = read(fd, buf, sizeof(buf))) != 0;) {
+    if (n < 0 && errno == EINTR) continue;
+    if (n < 0) break;
+    ran.out.append(buf, n);
+  }
+  close(fd);
   int status = 0;
   waitpid(pid, &status, 0);
   ran.exit_code = WIFEXITED(status) ? WEXITSTATUS(status) : -1;
-  ran.out = ReadFile(out);
   ran.err = ReadFile(err);
   return ran;
 }
@@ -243,7 +229,7 @@ class PsctlTest : public ::testing::Test {
 
   Ran Psctl(std::vector<std::string> args) {
     args.insert(args.begin(), {"--shards", shard_list_, "--timeout_s", "20"});
-    return RunProgram(Binary("psctl"), std::move(args));
+    return RunProgram(SiblingBinary("psctl"), std::move(args));
   }
 
   // The namespace "job" entry of `psctl status --json`.
@@ -317,7 +303,7 @@ TEST_F(PsctlTest, StatusReportsEveryShard) {
 
   // The table, with the shards from PSKIT_SHARDS.
   ran =
-      RunProgram(Binary("psctl"), {"status"}, {"PSKIT_SHARDS=" + shard_list_});
+      RunProgram(SiblingBinary("psctl"), {"status"}, {"PSKIT_SHARDS=" + shard_list_});
   ASSERT_EQ(ran.exit_code, 0) << ran.err;
   for (const std::string& want :
        {addresses_[0], addresses_[1], std::string("latest evaluation"),
@@ -332,7 +318,7 @@ TEST_F(PsctlTest, UnreachableShardExitsThreeNamingItsAddress) {
   const std::string closed = absl::StrCat("127.0.0.1:", ClosedPort());
   for (const char* command : {"status", "tensors", "checkpoint", "drain"}) {
     Ran ran =
-        RunProgram(Binary("psctl"), {"--shards", addresses_[0] + "," + closed,
+        RunProgram(SiblingBinary("psctl"), {"--shards", addresses_[0] + "," + closed,
                                      "--timeout_s", "10", command, "--json"});
     EXPECT_EQ(ran.exit_code, 3) << command << ": " << ran.err;
     EXPECT_TRUE(absl::StrContains(ran.err, closed)) << ran.err;
@@ -355,7 +341,7 @@ TEST_F(PsctlTest, UnreachableShardExitsThreeNamingItsAddress) {
 }
 
 TEST_F(PsctlTest, UsageErrorsExitTwo) {
-  const std::string psctl = Binary("psctl");
+  const std::string psctl = SiblingBinary("psctl");
   Ran ran = RunProgram(psctl, {});
   EXPECT_EQ(ran.exit_code, 2);
   EXPECT_TRUE(absl::StrContains(ran.err, "commands:")) << ran.err;
@@ -396,6 +382,22 @@ TEST_F(PsctlTest, UsageErrorsExitTwo) {
   ran = RunProgram(psctl, {"drain", "--help"});
   EXPECT_EQ(ran.exit_code, 0);
   EXPECT_TRUE(absl::StrContains(ran.out, "usage: psctl drain")) << ran.out;
+}
+
+// --help on every operator program lists its flags on stdout and exits 0.
+TEST(ToolsHelp, ListsTheFlagsAndExitsZero) {
+  const struct {
+    const char* program;
+    const char* flag;
+  } kCases[] = {{"psctl", "--timeout_s"},
+                {"psrun", "--servers"},
+                {"ps-bench", "--model_mib"}};
+  for (const auto& c : kCases) {
+    const Ran ran = RunProgram(SiblingBinary(c.program), {"--help"});
+    EXPECT_EQ(ran.exit_code, 0) << c.program << ": " << ran.err;
+    EXPECT_TRUE(absl::StrContains(ran.out, c.flag))
+        << c.program << " --help:\n" << ran.out;
+  }
 }
 
 TEST_F(PsctlTest, TensorsMergesEveryShard) {

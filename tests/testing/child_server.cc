@@ -9,10 +9,8 @@
 extern char** environ;
 
 namespace pskit::testing {
-namespace {
 
-// build/bin/<name>, next to the test binary; an absolute path as it is.
-std::string Binary(const std::string& name) {
+std::string SiblingBinary(const std::string& name) {
   if (!name.empty() && name[0] == '/') return name;
   char buf[4096];
   const ssize_t n = readlink("/proc/self/exe", buf, sizeof(buf) - 1);
@@ -20,10 +18,10 @@ std::string Binary(const std::string& name) {
   return self.substr(0, self.rfind('/')) + "/" + name;
 }
 
-}  // namespace
-
 pid_t SpawnPiped(const std::string& path, std::vector<std::string> args,
-                 bool merge_stderr, int* read_fd) {
+                 bool merge_stderr, int* read_fd,
+                 const std::vector<std::string>* env,
+                 const std::string& stderr_file) {
   *read_fd = -1;
   int out[2];
   if (pipe2(out, O_CLOEXEC) != 0) return -1;
@@ -31,13 +29,24 @@ pid_t SpawnPiped(const std::string& path, std::vector<std::string> args,
   posix_spawn_file_actions_init(&actions);
   posix_spawn_file_actions_adddup2(&actions, out[1], 1);
   if (merge_stderr) posix_spawn_file_actions_adddup2(&actions, out[1], 2);
+  if (!stderr_file.empty()) {
+    posix_spawn_file_actions_addopen(&actions, 2, stderr_file.c_str(),
+                                     O_WRONLY | O_CREAT | O_TRUNC, 0644);
+  }
+  std::vector<std::string> env_strings;
+  std::vector<char*> envp;
+  if (env != nullptr) {
+    env_strings = *env;
+    for (std::string& e : env_strings) envp.push_back(e.data());
+    envp.push_back(nullptr);
+  }
   args.insert(args.begin(), path);
   std::vector<char*> argv;
   for (std::string& a : args) argv.push_back(a.data());
   argv.push_back(nullptr);
   pid_t pid = -1;
-  if (posix_spawn(&pid, argv[0], &actions, nullptr, argv.data(), environ) !=
-      0) {
+  if (posix_spawn(&pid, argv[0], &actions, nullptr, argv.data(),
+                  env != nullptr ? envp.data() : environ) != 0) {
     pid = -1;
   }
   posix_spawn_file_actions_destroy(&actions);
@@ -53,7 +62,7 @@ pid_t SpawnPiped(const std::string& path, std::vector<std::string> args,
 ChildServer::ChildServer(const std::string& binary,
                          std::vector<std::string> args, bool merge_stderr) {
   int fd = -1;
-  pid_ = SpawnPiped(Binary(binary), std::move(args), merge_stderr, &fd);
+  pid_ = SpawnPiped(SiblingBinary(binary), std::move(args), merge_stderr, &fd);
   if (fd >= 0) out_ = fdopen(fd, "r");
   first_line_ = ReadLine();
 }

@@ -17,12 +17,21 @@
 
 namespace pskit::testing {
 
-// Starts `path` with `args` (argv[1..]) and the caller's environment, its
-// stdout (and with `merge_stderr` its stderr) on a pipe whose read end
-// (close-on-exec) goes to *read_fd. Returns the pid, or -1 (and *read_fd
-// -1) when it could not be started.
+// build/bin/<name>: the pskit program `name` next to the test binary
+// (ps-server, ps-worker, psrun, psctl); an absolute path is returned as it
+// is. The one way tests find the programs they start.
+std::string SiblingBinary(const std::string& name);
+
+// Starts `path` with `args` (argv[1..]), its stdout (and with `merge_stderr`
+// its stderr) on a pipe whose read end (close-on-exec) goes to *read_fd.
+// `env` (if not null) is its whole environment, else it gets the caller's;
+// a non-empty `stderr_file` receives its stderr (created or truncated).
+// Returns the pid, or -1 (and *read_fd -1) when it could not be started.
+// The one way tests start child processes.
 pid_t SpawnPiped(const std::string& path, std::vector<std::string> args,
-                 bool merge_stderr, int* read_fd);
+                 bool merge_stderr, int* read_fd,
+                 const std::vector<std::string>* env = nullptr,
+                 const std::string& stderr_file = "");
 
 class ChildServer {
  public:

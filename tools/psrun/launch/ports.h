@@ -1,4 +1,4 @@
-// client/tools/launch/ports.h
+// tools/psrun/launch/ports.h
 //
 // Choosing psrun's metrics ports: the fixed layout a fixed Prometheus config
 // scrapes (deploy/prometheus), with free TCP ports on 127.0.0.1 where a fixed
@@ -9,8 +9,8 @@
 //   // p.shards {9400, 9401}, p.evaluator 9499, p.workers {9500, 9501}
 //
 // Thread safety: every function may be called from any thread.
-#ifndef PSKIT_CLIENT_TOOLS_LAUNCH_PORTS_H_
-#define PSKIT_CLIENT_TOOLS_LAUNCH_PORTS_H_
+#ifndef PSKIT_TOOLS_PSRUN_LAUNCH_PORTS_H_
+#define PSKIT_TOOLS_PSRUN_LAUNCH_PORTS_H_
 
 #include <string>
 #include <vector>
@@ -54,4 +54,4 @@ struct MetricsPorts {
 
 }  // namespace pskit::launch
 
-#endif  // PSKIT_CLIENT_TOOLS_LAUNCH_PORTS_H_
+#endif  // PSKIT_TOOLS_PSRUN_LAUNCH_PORTS_H_

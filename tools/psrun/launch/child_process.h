@@ -1,4 +1,4 @@
-// client/tools/launch/child_process.h
+// tools/psrun/launch/child_process.h
 //
 // The process plumbing of psrun: starting a program as a child whose stdout
 // and stderr come back on two pipes, cutting what arrives on a pipe into
@@ -14,8 +14,8 @@
 // PR_SET_PDEATHSIG fires when the *thread* that called it exits, so call it
 // from a thread that lives as long as the children should (psrun: main).
 // LineSplitter is not thread-safe (one per pipe, one reader).
-#ifndef PSKIT_CLIENT_TOOLS_LAUNCH_CHILD_PROCESS_H_
-#define PSKIT_CLIENT_TOOLS_LAUNCH_CHILD_PROCESS_H_
+#ifndef PSKIT_TOOLS_PSRUN_LAUNCH_CHILD_PROCESS_H_
+#define PSKIT_TOOLS_PSRUN_LAUNCH_CHILD_PROCESS_H_
 
 #include <sys/types.h>
 
@@ -72,4 +72,4 @@ class LineSplitter {
 
 }  // namespace pskit::launch
 
-#endif  // PSKIT_CLIENT_TOOLS_LAUNCH_CHILD_PROCESS_H_
+#endif  // PSKIT_TOOLS_PSRUN_LAUNCH_CHILD_PROCESS_H_

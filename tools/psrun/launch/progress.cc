@@ -1,4 +1,4 @@
-#include "client/tools/launch/progress.h"
+#include "tools/psrun/launch/progress.h"
 
 #include <algorithm>
 #include <cmath>

@@ -1,7 +1,5 @@
-#include "client/tools/launch/monitor.h"
+#include "tools/psrun/launch/monitor.h"
 
-#include <grpcpp/create_channel.h>
-#include <grpcpp/security/credentials.h>
 #include <unistd.h>
 
 #include <chrono>
@@ -10,9 +8,8 @@
 
 #include "absl/status/status.h"
 #include "absl/strings/str_cat.h"
-#include "absl/synchronization/blocking_counter.h"
-#include "common/grpc_options.h"
 #include "common/http_get.h"
+#include "common/status_macros.h"
 
 namespace pskit::launch {
 
@@ -21,17 +18,17 @@ absl::StatusOr<std::unique_ptr<Monitor>> Monitor::Start(
   if (options.shards.empty()) {
     return absl::InvalidArgumentError("the monitor needs at least one shard");
   }
-  std::unique_ptr<Monitor> m(new Monitor(std::move(options)));
+  AdminOptions admin_options;
+  admin_options.timeout = options.rpc_timeout;
+  PSKIT_ASSIGN_OR_RETURN(std::unique_ptr<AdminClient> admin,
+                         AdminClient::Connect(options.shards, admin_options));
+  std::unique_ptr<Monitor> m(new Monitor(std::move(options), std::move(admin)));
   m->thread_ = std::thread([raw = m.get()] { raw->Loop(); });
   return m;
 }
 
-Monitor::Monitor(MonitorOptions options) : options_(std::move(options)) {
-  for (const std::string& address : options_.shards) {
-    stubs_.push_back(v1::Admin::NewStub(grpc::CreateCustomChannel(
-        address, grpc::InsecureChannelCredentials(),
-        ClientChannelArguments(kDefaultMaxMessageBytes, 0))));
-  }
+Monitor::Monitor(MonitorOptions options, std::unique_ptr<AdminClient> admin)
+    : options_(std::move(options)), admin_(std::move(admin)) {
   const size_t workers = options_.worker_metrics_ports.size();
   prev_samples_.resize(workers);
   prev_samples_time_.resize(workers);
@@ -76,27 +73,9 @@ void Monitor::Loop() {
 }
 
 ClusterSample Monitor::Round() {
-  const size_t n = stubs_.size();
-  // Fan out: every shard at once, one deadline for all.
-  std::unique_ptr<grpc::ClientContext[]> contexts(new grpc::ClientContext[n]);
-  std::vector<v1::StatusResponse> responses(n);
-  std::vector<grpc::Status> statuses(n);
-  const v1::StatusRequest request;
-  // Safe to destroy once Wait returns, unlike a bare mutex the callbacks
-  // might still be unlocking.
-  absl::BlockingCounter done(static_cast<int>(n));
-  const auto deadline = std::chrono::system_clock::now() +
-                        std::chrono::milliseconds(
-                            absl::ToInt64Milliseconds(options_.rpc_timeout));
-  for (size_t i = 0; i < n; ++i) {
-    contexts[i].set_deadline(deadline);
-    stubs_[i]->async()->Status(&contexts[i], &request, &responses[i],
-                               [&statuses, &done, i](grpc::Status s) {
-                                 statuses[i] = std::move(s);
-                                 done.DecrementCount();
-                               });
-  }
-  done.Wait();
+  // Every shard at once, one deadline for all.
+  const std::vector<ShardResult<v1::StatusResponse>> results = admin_->Status();
+  const size_t n = results.size();
 
   std::vector<bool> running;
   ClusterSample previous;
@@ -112,14 +91,15 @@ ClusterSample Monitor::Round() {
   uint64_t updates = 0;
   int64_t newest_eval_ms = -1;
   for (size_t i = 0; i < n; ++i) {
-    if (!statuses[i].ok()) {
+    if (!results[i].ok()) {
       s.all_shards_answered = false;
       s.shard_errors.push_back(absl::StrCat(
           "shard", i, " at ", options_.shards[i], ": gRPC code ",
-          statuses[i].error_code(), ": ", statuses[i].error_message()));
+          static_cast<int>(results[i].status.code()), ": ",
+          results[i].status.message()));
       continue;
     }
-    const v1::StatusResponse& r = responses[i];
+    const v1::StatusResponse& r = results[i].response;
     updates += r.updates_applied();
     s.live_workers = std::max(s.live_workers, r.live_workers());
     // The job's namespace if a shard has it, else the newest of any.

@@ -1,4 +1,4 @@
-#include "client/tools/launch/ports.h"
+#include "tools/psrun/launch/ports.h"
 
 #include <arpa/inet.h>
 #include <netinet/in.h>

@@ -1,4 +1,4 @@
-#include "client/tools/launch/child_process.h"
+#include "tools/psrun/launch/child_process.h"
 
 #include <errno.h>
 #include <fcntl.h>

@@ -10,7 +10,7 @@
 // The flags after `--` go to every worker and to the evaluator. Exit status:
 // 0 when the job ended well, 1 when a child failed (psrun names it), 2 for
 // bad flags, 128 + signal when interrupted (130 for Ctrl-C). See
-// client/tools/launch/launcher.h.
+// tools/psrun/launch/launcher.h.
 #include <unistd.h>
 
 #include <cstdio>
@@ -21,8 +21,8 @@
 #include "absl/flags/flag.h"
 #include "absl/strings/str_split.h"
 #include "absl/time/time.h"
-#include "client/tools/launch/launcher.h"
 #include "common/flags.h"
+#include "tools/psrun/launch/launcher.h"
 
 ABSL_FLAG(int32_t, servers, 1, "number of ps-server shards (>= 1)");
 ABSL_FLAG(int32_t, workers, 1, "number of training ps-worker processes (>= 1)");

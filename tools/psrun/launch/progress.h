@@ -1,4 +1,4 @@
-// client/tools/launch/progress.h
+// tools/psrun/launch/progress.h
 //
 // The arithmetic behind psrun's status line: how accuracy is trending and
 // when it will reach the target, and compact numbers and durations.
@@ -9,8 +9,8 @@
 //   HumanDuration(*left)  // "12 s"
 //
 // Thread safety: AccuracyTrend is not thread-safe; the functions are pure.
-#ifndef PSKIT_CLIENT_TOOLS_LAUNCH_PROGRESS_H_
-#define PSKIT_CLIENT_TOOLS_LAUNCH_PROGRESS_H_
+#ifndef PSKIT_TOOLS_PSRUN_LAUNCH_PROGRESS_H_
+#define PSKIT_TOOLS_PSRUN_LAUNCH_PROGRESS_H_
 
 #include <deque>
 #include <optional>
@@ -66,4 +66,4 @@ std::string FormatCount(double v);
 
 }  // namespace pskit::launch
 
-#endif  // PSKIT_CLIENT_TOOLS_LAUNCH_PROGRESS_H_
+#endif  // PSKIT_TOOLS_PSRUN_LAUNCH_PROGRESS_H_

@@ -1,4 +1,4 @@
-// client/tools/launch/monitor.h
+// tools/psrun/launch/monitor.h
 //
 // Monitor: watches a running local cluster for psrun. Every `interval` it
 // asks each shard for pskit.v1.Admin/Status (all at once) and scrapes each
@@ -17,8 +17,8 @@
 // concurrently; Stop and the destructor by the owner only. The monitor owns
 // one thread, joined by Stop() or the destructor. Rounds never overlap:
 // PollNow waits for a round in progress.
-#ifndef PSKIT_CLIENT_TOOLS_LAUNCH_MONITOR_H_
-#define PSKIT_CLIENT_TOOLS_LAUNCH_MONITOR_H_
+#ifndef PSKIT_TOOLS_PSRUN_LAUNCH_MONITOR_H_
+#define PSKIT_TOOLS_PSRUN_LAUNCH_MONITOR_H_
 
 #include <memory>
 #include <optional>
@@ -31,6 +31,7 @@
 #include "absl/synchronization/mutex.h"
 #include "absl/synchronization/notification.h"
 #include "absl/time/time.h"
+#include "client/admin_client.h"
 #include "pskit/v1/admin.grpc.pb.h"
 
 namespace pskit::launch {
@@ -105,7 +106,7 @@ class Monitor {
   ClusterSample PollNow() ABSL_LOCKS_EXCLUDED(round_mu_, mu_);
 
  private:
-  explicit Monitor(MonitorOptions options);
+  Monitor(MonitorOptions options, std::unique_ptr<AdminClient> admin);
   void Loop() ABSL_LOCKS_EXCLUDED(round_mu_, mu_);
   // One round: Status from every shard, scrapes, rates; publishes the sample.
   ClusterSample Round() ABSL_EXCLUSIVE_LOCKS_REQUIRED(round_mu_)
@@ -113,7 +114,7 @@ class Monitor {
 
   // Constant after construction.
   const MonitorOptions options_;
-  std::vector<std::unique_ptr<v1::Admin::Stub>> stubs_;
+  const std::unique_ptr<AdminClient> admin_;
 
   // Protected by round_mu_: what the rates are computed from.
   absl::Mutex round_mu_;
@@ -135,4 +136,4 @@ class Monitor {
 
 }  // namespace pskit::launch
 
-#endif  // PSKIT_CLIENT_TOOLS_LAUNCH_MONITOR_H_
+#endif  // PSKIT_TOOLS_PSRUN_LAUNCH_MONITOR_H_

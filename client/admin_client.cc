@@ -1,0 +1,158 @@
+#include "client/admin_client.h"
+
+#include <utility>
+
+#include "client/internal/fan_out.h"
+#include "common/channel.h"
+
+namespace pskit {
+namespace {
+
+template <typename Req, typename Resp>
+struct AdminCall : client_internal::FanOutCall {
+  Req req;
+  Resp resp;
+};
+
+}  // namespace
+
+absl::StatusOr<std::unique_ptr<AdminClient>> AdminClient::Connect(
+    std::vector<std::string> shards, const AdminOptions& options) {
+  if (shards.empty()) {
+    return absl::InvalidArgumentError(
+        "no shard addresses; give host:port of every shard, in shard order");
+  }
+  std::vector<std::shared_ptr<grpc::Channel>> channels;
+  for (size_t i = 0; i < shards.size(); ++i) {
+    if (shards[i].empty()) {
+      return absl::InvalidArgumentError(
+          absl::StrCat("shard address ", i, " is empty"));
+    }
+    channels.push_back(MakeChannel(shards[i]));
+  }
+  return std::make_unique<AdminClient>(std::move(shards), std::move(channels),
+                                       options);
+}
+
+AdminClient::AdminClient(std::vector<std::string> shards,
+                         std::vector<std::shared_ptr<grpc::Channel>> channels,
+                         const AdminOptions& options)
+    : shards_(std::move(shards)),
+      channels_(std::move(channels)),
+      options_(options) {
+  for (const auto& channel : channels_) {
+    stubs_.push_back(v1::Admin::NewStub(channel));
+  }
+}
+
+AdminClient::~AdminClient() = default;
+
+template <typename Resp, typename Req, typename Start>
+std::vector<ShardResult<Resp>> AdminClient::Call(
+    const char* op, const std::vector<ShardRequest<Req>>& reqs,
+    absl::Duration wait, Start start) {
+  using CallT = AdminCall<Req, Resp>;
+  std::vector<CallT> calls(reqs.size());
+  for (size_t i = 0; i < reqs.size(); ++i) {
+    calls[i].shard = reqs[i].shard;
+    calls[i].req = reqs[i].request;
+  }
+  client_internal::FanOutOptions o;
+  o.timeout = options_.timeout;
+  o.wait = wait;
+  o.wait_for_ready = options_.wait_for_ready;
+  o.retry_unavailable = options_.retry_unavailable;
+  o.initial_backoff = options_.initial_backoff;
+  o.max_backoff = options_.max_backoff;
+  o.op = op;
+  const int attempts = client_internal::FanOut(
+      calls, o,
+      [&](CallT& c, size_t, std::function<void(grpc::Status)> done) {
+        c.resp.Clear();
+        start(stubs_[c.shard].get(), c.ctx.get(), &c.req, &c.resp,
+              std::move(done));
+      },
+      [](CallT&) { return absl::OkStatus(); });
+  std::vector<ShardResult<Resp>> out(calls.size());
+  for (size_t i = 0; i < calls.size(); ++i) {
+    out[i].shard = calls[i].shard;
+    out[i].address = shards_[calls[i].shard];
+    out[i].status = calls[i].Outcome();
+    out[i].response = std::move(calls[i].resp);
+    if (out[i].ok()) continue;
+    const uint32_t s = calls[i].shard;
+    out[i].description =
+        o.retry_unavailable && client_internal::IsRetryable(out[i].status)
+            ? absl::StrCat("shard ", s, " (", shards_[s],
+                           ") still unavailable after ", attempts,
+                           " attempts over ", absl::FormatDuration(o.timeout),
+                           ": ", out[i].status.message())
+            : client_internal::DescribeFailure(s, shards_[s], out[i].status,
+                                               o.timeout, attempts,
+                                               channels_[s].get());
+  }
+  return out;
+}
+
+// A `start` for Call that calls Admin method `Method`.
+#define PSKIT_ADMIN_START(Method)                                      \
+  [](v1::Admin::Stub* stub, grpc::ClientContext* ctx, const auto* req, \
+     auto* resp, std::function<void(grpc::Status)> done) {             \
+    stub->async()->Method(ctx, req, resp, std::move(done));            \
+  }
+
+std::vector<ShardResult<v1::StatusResponse>> AdminClient::Status(
+    const v1::StatusRequest& req) {
+  return Call<v1::StatusResponse>("Status", ToEveryShard(req),
+                                  absl::InfiniteDuration(),
+                                  PSKIT_ADMIN_START(Status));
+}
+
+std::vector<ShardResult<v1::CheckpointResponse>> AdminClient::Checkpoint(
+    const v1::CheckpointRequest& req) {
+  return Checkpoint(ToEveryShard(req));
+}
+
+std::vector<ShardResult<v1::CheckpointResponse>> AdminClient::Checkpoint(
+    const std::vector<ShardRequest<v1::CheckpointRequest>>& reqs,
+    absl::Duration wait) {
+  return Call<v1::CheckpointResponse>("Checkpoint", reqs, wait,
+                                      PSKIT_ADMIN_START(Checkpoint));
+}
+
+std::vector<ShardResult<v1::ListCheckpointsResponse>>
+AdminClient::ListCheckpoints(const v1::ListCheckpointsRequest& req) {
+  return Call<v1::ListCheckpointsResponse>("ListCheckpoints", ToEveryShard(req),
+                                           absl::InfiniteDuration(),
+                                           PSKIT_ADMIN_START(ListCheckpoints));
+}
+
+std::vector<ShardResult<v1::RestoreResponse>> AdminClient::Restore(
+    const v1::RestoreRequest& req) {
+  return Call<v1::RestoreResponse>("Restore", ToEveryShard(req),
+                                   absl::InfiniteDuration(),
+                                   PSKIT_ADMIN_START(Restore));
+}
+
+std::vector<ShardResult<v1::SetConfigResponse>> AdminClient::SetConfig(
+    const v1::SetConfigRequest& req) {
+  return SetConfig(ToEveryShard(req));
+}
+
+std::vector<ShardResult<v1::SetConfigResponse>> AdminClient::SetConfig(
+    const std::vector<ShardRequest<v1::SetConfigRequest>>& reqs) {
+  return Call<v1::SetConfigResponse>("SetConfig", reqs,
+                                     absl::InfiniteDuration(),
+                                     PSKIT_ADMIN_START(SetConfig));
+}
+
+std::vector<ShardResult<v1::DrainResponse>> AdminClient::Drain(
+    const v1::DrainRequest& req) {
+  return Call<v1::DrainResponse>("Drain", ToEveryShard(req),
+                                 absl::InfiniteDuration(),
+                                 PSKIT_ADMIN_START(Drain));
+}
+
+#undef PSKIT_ADMIN_START
+
+}  // namespace pskit

@@ -1,0 +1,232 @@
+// client/internal/fan_out.h
+//
+// FanOut: the one way pskit sends a set of unary calls to shards at once.
+// Client's data-plane and worker-control calls (Client::Run) and every Admin
+// call (AdminClient: Client's admin calls, psctl, psrun's monitor) go
+// through it; so do the retry of UNAVAILABLE shards and the naming of a
+// failed shard.
+//
+//   struct MyCall : FanOutCall {
+//     v1::StatusRequest req;
+//     v1::StatusResponse resp;
+//   };
+//   std::vector<MyCall> calls(n);  // calls[i].shard = i
+//   FanOutOptions o;
+//   o.timeout = absl::Seconds(5);
+//   FanOut(calls, o,
+//          [&](MyCall& c, size_t i, std::function<void(grpc::Status)> done) {
+//            stubs[c.shard]->async()->Status(c.ctx.get(), &c.req, &c.resp,
+//                                            std::move(done));
+//          },
+//          [](MyCall&) { return absl::OkStatus(); });
+//   // every calls[i].status / .answer is now set.
+//
+// Thread safety: FanOut blocks its caller until every call has finished;
+// `start` runs on the caller's thread, `on_answer` on gRPC's threads (at
+// most once per call and attempt, concurrently for different calls).
+#ifndef PSKIT_CLIENT_INTERNAL_FAN_OUT_H_
+#define PSKIT_CLIENT_INTERNAL_FAN_OUT_H_
+
+#include <grpcpp/channel.h>
+#include <grpcpp/client_context.h>
+
+#include <algorithm>
+#include <cstdint>
+#include <functional>
+#include <memory>
+#include <string>
+#include <utility>
+#include <vector>
+
+#include "absl/status/status.h"
+#include "absl/strings/str_cat.h"
+#include "absl/synchronization/mutex.h"
+#include "absl/time/clock.h"
+#include "absl/time/time.h"
+#include "common/clock.h"
+#include "common/grpc_status.h"
+#include "spdlog/spdlog.h"
+
+namespace pskit::client_internal {
+
+// What FanOut needs of a call; a call type derives from it and adds its
+// request and response.
+struct FanOutCall {
+  uint32_t shard = 0;
+  // Made fresh by FanOut for every attempt, with the deadline set.
+  std::unique_ptr<grpc::ClientContext> ctx;
+  // The last attempt's gRPC status, and what `on_answer` made of its answer
+  // (OK when the call failed).
+  grpc::Status status;
+  absl::Status answer;
+
+  // The call's outcome: the gRPC error, else the answer's.
+  absl::Status Outcome() const {
+    return status.ok() ? answer : FromGrpcStatus(status);
+  }
+};
+
+struct FanOutOptions {
+  // Deadline of the whole fan-out, retries included. Required.
+  absl::Duration timeout = absl::Seconds(60);
+  // After `wait` (at most timeout) the calls still open are cancelled on
+  // this side and answer CANCELLED (the shard may go on with the work).
+  // Default: wait for every answer.
+  absl::Duration wait = absl::InfiniteDuration();
+  // Wait for a (re)connecting shard instead of failing at once with
+  // UNAVAILABLE. Default: false.
+  bool wait_for_ready = false;
+  // Send calls that ended UNAVAILABLE or CANCELLED (a shard down or shutting
+  // down) again, after a backoff doubling from initial_backoff up to
+  // max_backoff, until `timeout`. Not after `wait` cancelled calls, and not
+  // once a call failed otherwise. Default: false.
+  bool retry_unavailable = false;
+  absl::Duration initial_backoff = absl::Milliseconds(50);
+  absl::Duration max_backoff = absl::Seconds(2);
+  // Named in the debug log line of a retry. Default: "call".
+  const char* op = "call";
+  // When to stop retrying (clock->Now() + timeout) and how to wait between
+  // retries: injectable so a test advances a FakeClock in `sleep_for`
+  // instead of sleeping. gRPC's own deadline on each call is real time.
+  // Default: the wall clock and absl::SleepFor. Borrowed; must outlive the
+  // call.
+  const Clock* clock = SystemClock();
+  std::function<void(absl::Duration)> sleep_for = [](absl::Duration d) {
+    absl::SleepFor(d);
+  };
+};
+
+// Whether FanOut retries a call that ended with `s`: the shard is down,
+// restarting, or shut down with the call in flight. pskit never cancels a
+// call it still waits for, so CANCELLED comes from the shard's side.
+inline bool IsRetryable(const absl::Status& s) {
+  return s.code() == absl::StatusCode::kUnavailable ||
+         s.code() == absl::StatusCode::kCancelled;
+}
+
+// Sends every call of `calls` at once: start(call, index, done) starts the
+// RPC on call.ctx and arranges for done(status) to run when it ends. For
+// each call that succeeds, on_answer(call) runs (on a gRPC thread) and its
+// Status is stored in call.answer. Retries as `options` say. Returns the
+// number of attempts once every call has finished; each call's status and
+// answer then hold its outcome.
+template <typename CallT, typename Start, typename OnAnswer>
+int FanOut(std::vector<CallT>& calls, const FanOutOptions& options, Start start,
+           OnAnswer on_answer) {
+  // Shared with the callbacks: the last one may still be unlocking `mu`
+  // when FanOut returns.
+  struct Pending {
+    absl::Mutex mu;
+    size_t open ABSL_GUARDED_BY(mu) = 0;
+  };
+  const absl::Time deadline = absl::Now() + options.timeout;
+  const absl::Time wait_until =
+      absl::Now() + std::min(options.wait, options.timeout);
+  const absl::Time retry_until = options.clock->Now() + options.timeout;
+  absl::Duration backoff = options.initial_backoff;
+  std::vector<size_t> todo(calls.size());
+  for (size_t i = 0; i < calls.size(); ++i) todo[i] = i;
+  for (int attempt = 1;; ++attempt) {
+    auto pending = std::make_shared<Pending>();
+    {
+      absl::MutexLock lock(&pending->mu);
+      pending->open = todo.size();
+    }
+    for (size_t i : todo) {
+      CallT& c = calls[i];
+      c.ctx = std::make_unique<grpc::ClientContext>();
+      c.ctx->set_deadline(absl::ToChronoTime(deadline));
+      c.ctx->set_wait_for_ready(options.wait_for_ready);
+      c.answer = absl::OkStatus();
+      start(c, i, [&c, &on_answer, pending](grpc::Status status) {
+        c.status = std::move(status);
+        if (c.status.ok()) c.answer = on_answer(c);
+        absl::MutexLock lock(&pending->mu);
+        --pending->open;
+      });
+    }
+    bool cancelled = false;
+    {
+      Pending* p = pending.get();
+      auto all_done = [p]() ABSL_EXCLUSIVE_LOCKS_REQUIRED(p->mu) {
+        return p->open == 0;
+      };
+      absl::MutexLock lock(&p->mu);
+      if (!p->mu.AwaitWithDeadline(absl::Condition(&all_done), wait_until)) {
+        for (size_t i : todo) calls[i].ctx->TryCancel();
+        cancelled = true;
+        p->mu.Await(absl::Condition(&all_done));
+      }
+    }
+    if (!options.retry_unavailable || cancelled) return attempt;
+    std::vector<size_t> retry;
+    for (size_t i : todo) {
+      const absl::Status s = calls[i].Outcome();
+      if (s.ok()) continue;
+      if (!IsRetryable(s)) return attempt;  // reported at once
+      retry.push_back(i);
+    }
+    if (retry.empty() || options.clock->Now() + backoff >= retry_until) {
+      return attempt;
+    }
+    const CallT& first = calls[retry.front()];
+    spdlog::debug("{}: shard {} unavailable ({}); retrying in {}", options.op,
+                  first.shard, first.status.error_message(),
+                  absl::FormatDuration(backoff));
+    options.sleep_for(backoff);
+    backoff = std::min(backoff * 2, options.max_backoff);
+    todo = std::move(retry);
+  }
+}
+
+// One line naming a failed call's shard and why: "shard 1 (h:7000): ...".
+// A DEADLINE_EXCEEDED says whether the shard could not be reached at all
+// (from `channel`'s state, if not null) or did not answer in `timeout`.
+std::string DescribeFailure(uint32_t shard, const std::string& address,
+                            const absl::Status& s, absl::Duration timeout,
+                            int attempts, grpc::Channel* channel);
+
+// The outcome of a whole fan-out as one Status: OK when every call
+// succeeded; otherwise "op: <line>; <line>..." with one DescribeFailure line
+// per failed shard and the first failure's code. When only retryable
+// failures remain after retrying, UNAVAILABLE naming the first such shard
+// and the attempts made. `addresses[shard]` and `channels[shard]` (may be
+// empty) describe the shards.
+template <typename CallT>
+absl::Status JoinFailures(
+    const char* op, const std::vector<CallT>& calls,
+    const std::vector<std::string>& addresses,
+    const std::vector<std::shared_ptr<grpc::Channel>>& channels,
+    const FanOutOptions& options, int attempts) {
+  absl::Status failed;
+  const CallT* unavailable = nullptr;
+  std::vector<bool> named(addresses.size(), false);
+  for (const CallT& c : calls) {
+    const absl::Status s = c.Outcome();
+    if (s.ok()) continue;
+    if (options.retry_unavailable && IsRetryable(s)) {
+      if (unavailable == nullptr) unavailable = &c;
+      continue;
+    }
+    if (named[c.shard]) continue;  // one line per shard
+    named[c.shard] = true;
+    const std::string line = DescribeFailure(
+        c.shard, addresses[c.shard], s, options.timeout, attempts,
+        c.shard < channels.size() ? channels[c.shard].get() : nullptr);
+    failed = failed.ok()
+                 ? absl::Status(s.code(), absl::StrCat(op, ": ", line))
+                 : absl::Status(failed.code(),
+                                absl::StrCat(failed.message(), "; ", line));
+  }
+  if (!failed.ok() || unavailable == nullptr) return failed;
+  return absl::UnavailableError(absl::StrCat(
+      op, ": shard ", unavailable->shard, " (", addresses[unavailable->shard],
+      ") still unavailable after ", attempts, " attempts over ",
+      absl::FormatDuration(options.timeout), ": ",
+      unavailable->status.ok() ? std::string(unavailable->answer.message())
+                               : unavailable->status.error_message()));
+}
+
+}  // namespace pskit::client_internal
+
+#endif  // PSKIT_CLIENT_INTERNAL_FAN_OUT_H_

@@ -1,0 +1,167 @@
+// client_internal::FanOut, the one fan-out of pskit, with scripted answers
+// (no network) and a FakeClock advanced by the backoff instead of sleeping:
+// which calls are sent again, the backoff sequence, when it gives up, and
+// how JoinFailures names every failed shard.
+#include "client/internal/fan_out.h"
+
+#include <map>
+#include <string>
+#include <vector>
+
+#include "gtest/gtest.h"
+#include "tests/testing/fake_clock.h"
+
+namespace pskit::client_internal {
+namespace {
+
+struct TestCall : FanOutCall {
+  int sent = 0;
+};
+
+// Answers each call at once: shard s fails with script[s][k] on its k-th
+// send (OK past the end of its script).
+class ScriptedShards {
+ public:
+  explicit ScriptedShards(std::map<uint32_t, std::vector<grpc::Status>> script)
+      : script_(std::move(script)) {}
+
+  void Start(TestCall& c, size_t, std::function<void(grpc::Status)> done) {
+    const std::vector<grpc::Status>& s = script_[c.shard];
+    const size_t k = static_cast<size_t>(c.sent++);
+    done(k < s.size() ? s[k] : grpc::Status::OK);
+  }
+
+ private:
+  std::map<uint32_t, std::vector<grpc::Status>> script_;
+};
+
+grpc::Status Unavailable() {
+  return grpc::Status(grpc::StatusCode::UNAVAILABLE, "down");
+}
+
+std::vector<TestCall> CallsTo(uint32_t shards) {
+  std::vector<TestCall> calls(shards);
+  for (uint32_t s = 0; s < shards; ++s) calls[s].shard = s;
+  return calls;
+}
+
+const std::vector<std::string> kAddresses = {"h0:1", "h1:1", "h2:1"};
+
+class FanOutTest : public ::testing::Test {
+ protected:
+  FanOutOptions Options(bool retry) {
+    FanOutOptions o;
+    o.timeout = absl::Seconds(1);
+    o.retry_unavailable = retry;
+    o.initial_backoff = absl::Milliseconds(100);
+    o.max_backoff = absl::Milliseconds(400);
+    o.op = "Op";
+    o.clock = &clock_;
+    o.sleep_for = [this](absl::Duration d) {
+      sleeps_.push_back(d);
+      clock_.Advance(d);
+    };
+    return o;
+  }
+
+  testing::FakeClock clock_;
+  std::vector<absl::Duration> sleeps_;
+};
+
+auto NoCheck() {
+  return [](TestCall&) { return absl::OkStatus(); };
+}
+
+TEST_F(FanOutTest, RetriesOnlyTheUnavailableShardWithDoublingBackoff) {
+  ScriptedShards shards(
+      {{1,
+        {Unavailable(), Unavailable(), Unavailable(), Unavailable(),
+         grpc::Status(grpc::StatusCode::CANCELLED, "shutting down")}}});
+  std::vector<TestCall> calls = CallsTo(3);
+  FanOutOptions o = Options(/*retry=*/true);
+  o.timeout = absl::Seconds(10);
+  const int attempts = FanOut(
+      calls, o,
+      [&](TestCall& c, size_t i, auto done) { shards.Start(c, i, done); },
+      NoCheck());
+  EXPECT_EQ(attempts, 6);
+  EXPECT_EQ(calls[0].sent, 1);
+  EXPECT_EQ(calls[1].sent, 6);
+  EXPECT_EQ(calls[2].sent, 1);
+  // Doubling, capped at max_backoff.
+  EXPECT_EQ(sleeps_, (std::vector<absl::Duration>{
+                         absl::Milliseconds(100), absl::Milliseconds(200),
+                         absl::Milliseconds(400), absl::Milliseconds(400),
+                         absl::Milliseconds(400)}));
+  EXPECT_TRUE(JoinFailures("Op", calls, kAddresses, {}, o, attempts).ok());
+}
+
+TEST_F(FanOutTest, GivesUpWhenTheNextBackoffWouldPassTheTimeout) {
+  ScriptedShards shards({{2, std::vector<grpc::Status>(100, Unavailable())}});
+  std::vector<TestCall> calls = CallsTo(3);
+  const FanOutOptions o = Options(/*retry=*/true);
+  const int attempts = FanOut(
+      calls, o,
+      [&](TestCall& c, size_t i, auto done) { shards.Start(c, i, done); },
+      NoCheck());
+  // Sleeps 100 + 200 + 400 ms; at 700 ms another 400 would pass 1 s.
+  EXPECT_EQ(attempts, 4);
+  EXPECT_EQ(sleeps_.size(), 3u);
+  const absl::Status s = JoinFailures("Op", calls, kAddresses, {}, o, attempts);
+  EXPECT_EQ(s.code(), absl::StatusCode::kUnavailable);
+  EXPECT_EQ(s.message(),
+            "Op: shard 2 (h2:1) still unavailable after 4 attempts over 1s: "
+            "down");
+}
+
+TEST_F(FanOutTest, AnotherErrorStopsAtOnceAndEveryFailedShardIsNamed) {
+  ScriptedShards shards(
+      {{0, {grpc::Status(grpc::StatusCode::INVALID_ARGUMENT, "bad")}},
+       {1, {grpc::Status(grpc::StatusCode::NOT_FOUND, "gone")}},
+       {2, {Unavailable()}}});
+  std::vector<TestCall> calls = CallsTo(3);
+  const FanOutOptions o = Options(/*retry=*/true);
+  const int attempts = FanOut(
+      calls, o,
+      [&](TestCall& c, size_t i, auto done) { shards.Start(c, i, done); },
+      NoCheck());
+  EXPECT_EQ(attempts, 1);
+  EXPECT_TRUE(sleeps_.empty());
+  const absl::Status s = JoinFailures("Op", calls, kAddresses, {}, o, attempts);
+  EXPECT_EQ(s.code(), absl::StatusCode::kInvalidArgument);
+  EXPECT_EQ(s.message(), "Op: shard 0 (h0:1): bad; shard 1 (h1:1): gone");
+}
+
+TEST_F(FanOutTest, WithoutRetryAnUnavailableShardIsReportedAsIs) {
+  ScriptedShards shards({{1, {Unavailable()}}});
+  std::vector<TestCall> calls = CallsTo(2);
+  const FanOutOptions o = Options(/*retry=*/false);
+  const int attempts = FanOut(
+      calls, o,
+      [&](TestCall& c, size_t i, auto done) { shards.Start(c, i, done); },
+      NoCheck());
+  EXPECT_EQ(attempts, 1);
+  EXPECT_EQ(calls[1].Outcome().code(), absl::StatusCode::kUnavailable);
+  EXPECT_EQ(JoinFailures("Op", calls, kAddresses, {}, o, attempts).message(),
+            "Op: shard 1 (h1:1): down");
+}
+
+TEST_F(FanOutTest, AnswerCheckRunsOnSuccessAndItsErrorCounts) {
+  ScriptedShards shards({});
+  std::vector<TestCall> calls = CallsTo(2);
+  const FanOutOptions o = Options(/*retry=*/true);
+  const int attempts = FanOut(
+      calls, o,
+      [&](TestCall& c, size_t i, auto done) { shards.Start(c, i, done); },
+      [](TestCall& c) {
+        return c.shard == 1 ? absl::DataLossError("short answer")
+                            : absl::OkStatus();
+      });
+  EXPECT_EQ(attempts, 1);
+  const absl::Status s = JoinFailures("Op", calls, kAddresses, {}, o, attempts);
+  EXPECT_EQ(s.code(), absl::StatusCode::kDataLoss);
+  EXPECT_EQ(s.message(), "Op: shard 1 (h1:1): short answer");
+}
+
+}  // namespace
+}  // namespace pskit::client_internal

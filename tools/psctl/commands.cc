@@ -1,0 +1,91 @@
+#include "tools/psctl/commands.h"
+
+#include <string>
+
+#include "absl/strings/str_cat.h"
+
+namespace pskit::psctl {
+namespace {
+
+constexpr Command kCommands[] = {
+    {"status", "status",
+     "Per shard: up/draining/down, namespaces, tensors, parameters held, max\n"
+     "version, live workers, last checkpoint and its age, latest evaluation;\n"
+     "then per namespace its optimizer config. Exit 3 when a shard is down\n"
+     "(the others are still shown).",
+     CmdStatus},
+    {"tensors", "tensors [NAMESPACE]",
+     "Every tensor (of NAMESPACE, or of all), merged across shards: shape,\n"
+     "elements, chunks in all and per shard, max version.",
+     CmdTensors},
+    {"checkpoint", "checkpoint [--id ID] [--wait]",
+     "Takes checkpoint ID (default psctl-<unix ms>) on every shard, so it can\n"
+     "be restored cluster-wide. With --wait: waits for every shard (up to\n"
+     "--timeout_s) and reports each. Without: waits at most 1 s; shards that\n"
+     "answered are reported done or failed, the rest 'started' (they finish\n"
+     "on their own; `psctl checkpoints` shows when the id is complete).",
+     CmdCheckpoint},
+    {"checkpoints", "checkpoints",
+     "Every shard's checkpoints, merged by id, newest first: which shards "
+     "hold\n"
+     "each; an id on every shard is complete (restorable cluster-wide).",
+     CmdCheckpoints},
+    {"restore", "restore ID",
+     "Restores checkpoint ID on every shard (each swaps its whole state at\n"
+     "once). Refused before anything changes when a shard lacks ID.",
+     CmdRestore},
+    {"set", "set NAMESPACE key=value [key=value...]",
+     "Changes NAMESPACE's hyper-parameters live on every shard, checked as\n"
+     "Declare checks them. Keys: lr (learning_rate), momentum, beta1, beta2,\n"
+     "epsilon (eps), weight_decay (wd), rho, compensation=none|inverse.\n"
+     "The optimizer kind and initial_accumulator cannot change. If a shard\n"
+     "refuses, the shards that took it are set back. Checkpoints keep it.",
+     CmdSet},
+    {"dump", "dump NAMESPACE TENSOR --out FILE.npy",
+     "Pulls TENSOR and writes it as NumPy .npy 1.0 (little-endian float32,\n"
+     "C order) through a temporary file renamed into place, so FILE is never\n"
+     "half written. Each chunk is as of its own pull.",
+     CmdDump},
+    {"drain", "drain [--wait_s N] [--reason TEXT]",
+     "Ends every job on every shard (workers see job_done at their next\n"
+     "heartbeat and exit 0), makes shards refuse new workers until they\n"
+     "restart, and has each durable shard write checkpoint drain-<unix ms>;\n"
+     "then waits (asking every 0.5 s, up to --timeout_s) until no worker\n"
+     "holds a lease. Exit 1 if some still do.",
+     CmdDrain},
+};
+
+constexpr absl::string_view kCommonHelp =
+    "Flags: --shards A,B,... (default $PSKIT_SHARDS; shard i of the list must\n"
+    "be shard i), --json (one JSON object on stdout), --timeout_s N (default\n"
+    "60).\n"
+    "Exit codes: 0 ok, 1 an operation failed, 2 usage error, 3 a shard\n"
+    "unreachable.\n";
+
+}  // namespace
+
+std::string GeneralHelp() {
+  std::string out =
+      "psctl: operate a pskit cluster.\n\n"
+      "usage: psctl [--shards A,B,...] [--json] [--timeout_s N] COMMAND "
+      "[ARGS]\n\ncommands:\n";
+  for (const Command& c : kCommands)
+    absl::StrAppend(&out, "  ", c.synopsis, "\n");
+  absl::StrAppend(&out, "\n", kCommonHelp,
+                  "`psctl help COMMAND` or `psctl COMMAND --help` describes "
+                  "one command.\n");
+  return out;
+}
+
+std::string CommandHelp(const Command& c) {
+  return absl::StrCat("usage: psctl ", c.synopsis, "\n\n", c.help, "\n\n",
+                      kCommonHelp);
+}
+
+const Command* FindCommand(absl::string_view name) {
+  for (const Command& c : kCommands) {
+    if (name == c.name) return &c;
+  }
+  return nullptr;
+}
+}  // namespace pskit::psctl

@@ -1,0 +1,50 @@
+// tools/psctl/commands.h
+//
+// psctl's commands: one function per command (each in the file of its
+// group: cmd_status.cc, cmd_checkpoint.cc, cmd_set.cc, cmd_dump.cc,
+// cmd_drain.cc), the table that names them, and the help texts.
+//
+// A command gets the Context after QueryStatus has succeeded (except status,
+// which reports what the reachable shards said) and the arguments after the
+// command name; it fills ctx->out (JSON) and ctx->text (tables) and returns
+// its Outcome.
+//
+// Thread safety: run by psctl's one thread.
+#ifndef PSKIT_TOOLS_PSCTL_COMMANDS_H_
+#define PSKIT_TOOLS_PSCTL_COMMANDS_H_
+
+#include <string>
+#include <vector>
+
+#include "absl/strings/string_view.h"
+#include "tools/psctl/context.h"
+
+namespace pskit::psctl {
+
+Outcome CmdStatus(Context* ctx, const std::vector<std::string>& args);
+Outcome CmdTensors(Context* ctx, const std::vector<std::string>& args);
+Outcome CmdCheckpoint(Context* ctx, const std::vector<std::string>& args);
+Outcome CmdCheckpoints(Context* ctx, const std::vector<std::string>& args);
+Outcome CmdRestore(Context* ctx, const std::vector<std::string>& args);
+Outcome CmdSet(Context* ctx, const std::vector<std::string>& args);
+Outcome CmdDump(Context* ctx, const std::vector<std::string>& args);
+Outcome CmdDrain(Context* ctx, const std::vector<std::string>& args);
+
+// One command: its name, one-line synopsis, help text and function.
+struct Command {
+  const char* name;
+  const char* synopsis;
+  const char* help;
+  Outcome (*run)(Context*, const std::vector<std::string>&);
+};
+
+// The whole help (`psctl help`, `psctl --help`): usage and every command.
+std::string GeneralHelp();
+// One command's help (`psctl help COMMAND`, `psctl COMMAND --help`).
+std::string CommandHelp(const Command& c);
+// The command called `name`, or nullptr.
+const Command* FindCommand(absl::string_view name);
+
+}  // namespace pskit::psctl
+
+#endif  // PSKIT_TOOLS_PSCTL_COMMANDS_H_

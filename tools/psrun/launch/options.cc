@@ -1,0 +1,68 @@
+#include "tools/psrun/launch/options.h"
+
+#include <unistd.h>
+
+#include <filesystem>
+#include <string>
+
+#include "absl/strings/str_cat.h"
+#include "tools/psrun/launch/ports.h"
+#include "tools/psrun/launch/worker_flags.h"
+
+namespace pskit::launch {
+
+absl::Status ValidateLauncherOptions(const LauncherOptions& o) {
+  if (o.servers < 1) {
+    return absl::InvalidArgumentError(
+        absl::StrCat("--servers must be at least 1, got ", o.servers));
+  }
+  if (o.workers < 1) {
+    return absl::InvalidArgumentError(absl::StrCat(
+        "--workers must be at least 1 (the job ends when every worker has "
+        "exited), got ",
+        o.workers));
+  }
+  if (o.metrics_port_base < 0 || o.metrics_port_base > 65535) {
+    return absl::InvalidArgumentError(absl::StrCat(
+        "--metrics_port_base must be 0 (free ports) or a port, got ",
+        o.metrics_port_base));
+  }
+  if (absl::Status s =
+          CheckMetricsPortBase(o.metrics_port_base, o.servers, o.workers);
+      !s.ok()) {
+    return s;
+  }
+  if (o.kill_timeout < absl::ZeroDuration() ||
+      o.start_timeout <= absl::ZeroDuration() ||
+      o.status_interval < absl::ZeroDuration()) {
+    return absl::InvalidArgumentError(
+        "--kill_timeout_s and --status_interval_s must be >= 0 and "
+        "--start_timeout_s > 0");
+  }
+  absl::StatusOr<WorkerFlagInfo> info = InspectWorkerArgs(o.worker_args);
+  if (!info.ok()) return info.status();
+  if (o.evaluator && !info->evaluator_can_end) {
+    return absl::InvalidArgumentError(
+        "--evaluator needs --target_accuracy, --patience or --max_seconds "
+        "among the flags after -- (otherwise it never ends)");
+  }
+  if (absl::Status s = RejectReserved(
+          o.server_args,
+          {"listen", "shard_index", "num_shards", "data_dir", "metrics_port"},
+          "server");
+      !s.ok()) {
+    return s;
+  }
+  for (const char* binary : {"ps-server", "ps-worker"}) {
+    const std::string path = o.bin_dir + "/" + binary;
+    if (access(path.c_str(), X_OK) != 0) {
+      return absl::NotFoundError(absl::StrCat(
+          binary, " not found at ", path,
+          " (psrun runs the ps-server and ps-worker next to its own binary; "
+          "build them: cmake --build build --target ps-server ps-worker)"));
+    }
+  }
+  return absl::OkStatus();
+}
+
+}  // namespace pskit::launch

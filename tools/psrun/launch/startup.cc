@@ -1,0 +1,201 @@
+// tools/psrun/launch/startup.cc
+//
+// Launcher's startup: the run directory, metrics ports and Prometheus
+// targets, the signalfd, and spawning shards, workers and the evaluator.
+#include <errno.h>
+#include <fcntl.h>
+#include <poll.h>
+#include <signal.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/eventfd.h>
+#include <sys/signalfd.h>
+#include <sys/wait.h>
+#include <unistd.h>
+
+#include <algorithm>
+#include <cstdio>
+#include <filesystem>
+#include <fstream>
+#include <memory>
+#include <utility>
+
+#include "absl/strings/numbers.h"
+#include "absl/strings/str_cat.h"
+#include "absl/strings/str_format.h"
+#include "absl/strings/str_join.h"
+#include "absl/strings/strip.h"
+#include "tools/psrun/launch/child_process.h"
+#include "tools/psrun/launch/ports.h"
+#include "tools/psrun/launch/progress.h"
+#include "tools/psrun/launch/supervisor.h"
+
+namespace pskit::launch {
+
+namespace fs = std::filesystem;
+
+bool Launcher::Prepare() {
+  std::error_code ec;
+  if (options_.data_dir.empty()) {
+    std::string tmpl = options_.temp_root + "/psrun-XXXXXX";
+    if (mkdtemp(tmpl.data()) == nullptr) {
+      console_.Err(absl::StrCat("psrun: cannot create a directory under ",
+                                options_.temp_root, ": ", strerror(errno)));
+      return false;
+    }
+    run_dir_ = tmpl;
+    remove_run_dir_ = !options_.keep_data;
+  } else {
+    run_dir_ = options_.data_dir;
+  }
+  for (int i = 0; i < options_.servers; ++i) {
+    const std::string dir = absl::StrCat(run_dir_, "/shard-", i);
+    fs::create_directories(dir, ec);
+    if (ec) {
+      console_.Err(
+          absl::StrCat("psrun: cannot create ", dir, ": ", ec.message()));
+      return false;
+    }
+  }
+  Note(absl::StrCat("shard data in ", run_dir_, "/shard-{0..",
+                    options_.servers - 1, "}",
+                    options_.data_dir.empty()
+                        ? (options_.keep_data ? " (a fresh directory, kept)"
+                                              : " (a fresh directory, removed "
+                                                "at the end; --keep_data "
+                                                "keeps it)")
+                        : ""));
+
+  absl::StatusOr<MetricsPorts> ports =
+      ChooseMetricsPorts(options_.metrics_port_base, options_.servers,
+                         options_.workers, options_.evaluator);
+  if (!ports.ok()) {
+    console_.Err(absl::StrCat("psrun: ", ports.status().message()));
+    return false;
+  }
+  ports_ = *std::move(ports);
+  for (const std::string& w : ports_.warnings)
+    console_.Err("psrun: warning: " + w);
+
+  // Prometheus file_sd: the same ports a fixed config would scrape.
+  auto targets = [](const std::vector<int>& list) {
+    std::vector<std::string> quoted;
+    for (int p : list) quoted.push_back(absl::StrCat("\"127.0.0.1:", p, "\""));
+    return absl::StrJoin(quoted, ", ");
+  };
+  std::vector<int> worker_ports = ports_.workers;
+  if (ports_.evaluator > 0) worker_ports.push_back(ports_.evaluator);
+  const std::string json = absl::StrCat(
+      "[\n  {\"targets\": [", targets(ports_.shards),
+      "], \"labels\": {\"job\": \"pskit-server\"}},\n  {\"targets\": [",
+      targets(worker_ports),
+      "], \"labels\": {\"job\": \"pskit-worker\"}}\n]\n");
+  const std::string path = options_.prometheus_targets.empty()
+                               ? run_dir_ + "/prometheus_targets.json"
+                               : options_.prometheus_targets;
+  {
+    // Prometheus may read the file at any moment: write a sibling, rename.
+    std::error_code ec;
+    const std::filesystem::path parent =
+        std::filesystem::path(path).parent_path();
+    if (!parent.empty()) std::filesystem::create_directories(parent, ec);
+    const std::string tmp = path + ".tmp";
+    std::ofstream out(tmp, std::ios::trunc);
+    out << json;
+    out.close();
+    if (!out || std::rename(tmp.c_str(), path.c_str()) != 0) {
+      std::remove(tmp.c_str());
+      console_.Err("psrun: warning: cannot write " + path);
+    } else {
+      Note("Prometheus targets (file_sd): " + path);
+    }
+  }
+  return true;
+}
+
+bool Launcher::Spawn(Role role, int index, const std::string& binary,
+                     const std::vector<std::string>& args) {
+  auto c = std::make_unique<Child>();
+  c->role = role;
+  c->index = index;
+  c->name = role == Role::kShard    ? absl::StrCat("shard", index)
+            : role == Role::kWorker ? absl::StrCat("worker", index)
+                                    : "evaluator";
+  absl::StatusOr<SpawnedChild> spawned =
+      SpawnChild(options_.bin_dir + "/" + binary, args);
+  if (!spawned.ok()) {
+    Fail(absl::StrCat("cannot start ", c->name, ": ",
+                      spawned.status().message()),
+         nullptr);
+    return false;
+  }
+  c->pid = spawned->pid;
+  c->fds[0] = spawned->stdout_fd;
+  c->fds[1] = spawned->stderr_fd;
+  c->started = absl::Now();
+  c->running = true;
+  Note(absl::StrCat("started ", c->name, " (pid ", c->pid, ")"));
+  children_.push_back(std::move(c));
+  return true;
+}
+
+bool Launcher::StartShards() {
+  start_deadline_ = absl::Now() + options_.start_timeout;
+  for (int i = 0; i < options_.servers; ++i) {
+    std::vector<std::string> args = {
+        "--listen",       "127.0.0.1:0",
+        "--shard_index",  absl::StrCat(i),
+        "--num_shards",   absl::StrCat(options_.servers),
+        "--data_dir",     absl::StrCat(run_dir_, "/shard-", i),
+        "--metrics_port", absl::StrCat(ports_.shards[i])};
+    args.insert(args.end(), options_.server_args.begin(),
+                options_.server_args.end());
+    if (!Spawn(Role::kShard, i, "ps-server", args)) return false;
+  }
+  return true;
+}
+
+void Launcher::StartWorkers() {
+  std::vector<std::string> shards;
+  for (const auto& c : children_) {
+    if (c->role == Role::kShard) shards.push_back(c->address);
+  }
+  const std::string list = absl::StrJoin(shards, ",");
+  Note(absl::StrCat("every shard answers; starting ", options_.workers,
+                    options_.workers == 1 ? " worker" : " workers",
+                    options_.evaluator ? " and the evaluator" : "",
+                    ": ps-worker --shards ", list, " --rank J --world ",
+                    options_.workers, " ",
+                    absl::StrJoin(options_.worker_args, " ")));
+  workers_started_ = absl::Now();
+  for (int j = 0; j < options_.workers; ++j) {
+    std::vector<std::string> args = {
+        "--shards",       list,
+        "--rank",         absl::StrCat(j),
+        "--world",        absl::StrCat(options_.workers),
+        "--metrics_port", absl::StrCat(ports_.workers[j]),
+        "--metrics_host", "127.0.0.1"};
+    args.insert(args.end(), options_.worker_args.begin(),
+                options_.worker_args.end());
+    if (!Spawn(Role::kWorker, j, "ps-worker", args)) return;
+    monitor_->SetWorkerRunning(j, true);
+  }
+  if (options_.evaluator) {
+    // --rank/--world keep a launcher's environment (SLURM_PROCID, ...)
+    // from reaching the evaluator.
+    std::vector<std::string> args = {
+        "--role",         "evaluator",
+        "--shards",       list,
+        "--rank",         "0",
+        "--world",        "1",
+        "--metrics_port", absl::StrCat(ports_.evaluator),
+        "--metrics_host", "127.0.0.1"};
+    args.insert(args.end(), options_.worker_args.begin(),
+                options_.worker_args.end());
+    if (!Spawn(Role::kEvaluator, 0, "ps-worker", args)) return;
+  }
+  phase_ = Phase::kRunning;
+  next_status_ = absl::Now() + options_.status_interval;
+}
+
+}  // namespace pskit::launch
