@@ -21,7 +21,6 @@
 
 namespace pskit {
 
-using client_internal::NamespaceOf;
 
 absl::StatusOr<std::unique_ptr<Client>> Client::Connect(
     std::vector<std::string> shards, const ClientOptions& options) {

@@ -17,7 +17,6 @@
 
 namespace pskit {
 
-using client_internal::NamespaceOf;
 
 template <typename Resp, typename Req, typename Send>
 absl::StatusOr<std::vector<Resp>> Client::Broadcast(const char* op,

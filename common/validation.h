@@ -26,6 +26,13 @@ inline constexpr size_t kMaxNameBytes = 256;
 // The namespace an empty namespace field means.
 inline constexpr absl::string_view kDefaultNamespace = "default";
 
+// The namespace a request, an operation or a local job addresses: `ns`, or
+// kDefaultNamespace when it is empty. Shards, clients and local mode all
+// call this one function, so they agree on what "" means.
+inline std::string NamespaceOf(absl::string_view ns) {
+  return ns.empty() ? std::string(kDefaultNamespace) : std::string(ns);
+}
+
 // "tensor 'fc1/w' chunk 3".
 std::string ChunkName(absl::string_view tensor, uint32_t chunk);
 

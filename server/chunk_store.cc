@@ -22,10 +22,6 @@
 namespace pskit {
 namespace chunk_store_internal {
 
-std::string NamespaceOf(const std::string& ns) {
-  return ns.empty() ? std::string(kDefaultNamespace) : ns;
-}
-
 std::string ShapeString(const google::protobuf::RepeatedField<int64_t>& shape) {
   return absl::StrCat("[", absl::StrJoin(shape, ","), "]");
 }
@@ -61,7 +57,6 @@ absl::StatusOr<uint64_t> NumElements(const v1::TensorSpec& spec,
 
 namespace {
 
-using chunk_store_internal::NamespaceOf;
 
 // Bytes a ChunkData of `elems` elements takes on the wire, with room for
 // its tensor name and field tags.

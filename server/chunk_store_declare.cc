@@ -23,7 +23,6 @@ namespace pskit {
 namespace {
 
 using chunk_store_internal::DeclarePlan;
-using chunk_store_internal::NamespaceOf;
 using chunk_store_internal::NumElements;
 using chunk_store_internal::ShapeString;
 

@@ -98,9 +98,6 @@ struct DeclarePlan {
   uint64_t needed_bytes = 0;
 };
 
-// The namespace a request means: "" is kDefaultNamespace.
-std::string NamespaceOf(const std::string& ns);
-
 // "[2,3]", for error messages.
 std::string ShapeString(const google::protobuf::RepeatedField<int64_t>& shape);
 

@@ -20,7 +20,6 @@
 
 namespace pskit {
 
-using chunk_store_internal::NamespaceOf;
 
 void ChunkStore::Describe(v1::StatusResponse* out) const {
   out->set_shard_index(shard_index_);

@@ -29,15 +29,6 @@ struct Client::Call : client_internal::FanOutCall {
   Resp resp;
 };
 
-namespace client_internal {
-
-// The namespace an operation addresses: "" means the default one.
-inline std::string NamespaceOf(absl::string_view ns) {
-  return ns.empty() ? std::string(kDefaultNamespace) : std::string(ns);
-}
-
-}  // namespace client_internal
-
 // A `send` for Run that calls `Method` on `stub`, an expression of `shard`
 // and `channel`.
 #define PSKIT_SEND(stub, Method)                                              \

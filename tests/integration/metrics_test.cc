@@ -77,8 +77,7 @@ void ExpectConventionalNames(const std::string& text, const std::string& process
     ++pskit_families;
     names->insert(name);
     EXPECT_TRUE(std::regex_match(name, shape)) << name;
-    if (kind == "counter") EXPECT_TRUE(absl::EndsWith(name, "_total")) << name;
-    if (kind != "counter") EXPECT_FALSE(absl::EndsWith(name, "_total")) << name;
+    EXPECT_EQ(absl::EndsWith(name, "_total"), kind == "counter") << name;
     if (absl::StrContains(name, "duration")) {
       EXPECT_EQ(kind, "histogram") << name;
       EXPECT_TRUE(absl::EndsWith(name, "_seconds")) << name;

@@ -30,9 +30,7 @@ class Local final : public Algorithm {
   // namespace (an empty one is the shards' default), same function.
   absl::Status Setup() override {
     const Mlp& model = *context_.model;
-    const std::string ns = context_.job->ns.empty()
-                               ? std::string(kDefaultNamespace)
-                               : context_.job->ns;
+    const std::string ns = NamespaceOf(context_.job->ns);
     HostParams initial(model);
     for (size_t i = 0; i < model.num_params(); ++i) {
       const v1::TensorSpec& spec = model.specs()[i];
