@@ -64,6 +64,7 @@ std::vector<ShardResult<Resp>> AdminClient::Call(
   o.retry_unavailable = options_.retry_unavailable;
   o.initial_backoff = options_.initial_backoff;
   o.max_backoff = options_.max_backoff;
+  o.clock = options_.clock;
   o.op = op;
   const int attempts = client_internal::FanOut(
       calls, o,

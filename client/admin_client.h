@@ -30,6 +30,7 @@
 #include "absl/strings/str_cat.h"
 #include "absl/strings/string_view.h"
 #include "absl/time/time.h"
+#include "common/clock.h"
 #include "common/grpc_status.h"
 #include "pskit/v1/admin.grpc.pb.h"
 
@@ -47,6 +48,9 @@ struct AdminOptions {
   // First and largest wait between retries. Default: 50 ms and 2 s.
   absl::Duration initial_backoff = absl::Milliseconds(50);
   absl::Duration max_backoff = absl::Seconds(2);
+  // The clock retries and backoffs are measured on (see FanOutOptions).
+  // Borrowed; must outlive the AdminClient. Default: the wall clock.
+  const Clock* clock = SystemClock();
 };
 
 // One shard's answer to one fan-out.

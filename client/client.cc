@@ -81,6 +81,7 @@ Client::Client(std::vector<std::string> shards, const ClientOptions& options,
   admin_options.retry_unavailable = true;
   admin_options.initial_backoff = options_.initial_backoff;
   admin_options.max_backoff = options_.max_backoff;
+  admin_options.clock = options_.clock;
   admin_ = std::make_unique<AdminClient>(shards_, channels_, admin_options);
 }
 

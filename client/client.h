@@ -50,6 +50,7 @@
 #include "absl/types/span.h"
 #include "client/admin_client.h"
 #include "client/internal/plan.h"
+#include "common/clock.h"
 #include "common/grpc_options.h"
 #include "common/layout.h"
 #include "pskit/v1/admin.grpc.pb.h"
@@ -77,6 +78,11 @@ struct ClientOptions {
   // Default: 50 ms and 2 s.
   absl::Duration initial_backoff = absl::Milliseconds(50);
   absl::Duration max_backoff = absl::Seconds(2);
+  // The clock an operation's retry deadline and the backoff between retries
+  // are measured on. Tests pass a testing::FakeClock, so a retried call
+  // costs no real time; gRPC's own per-call deadline stays real time.
+  // Borrowed; must outlive the Client. Default: the wall clock.
+  const Clock* clock = SystemClock();
   // Encoding of pushed gradients, pulled values and exchanged parameters.
   // f16/bf16 halve the bytes at a loss of precision. Default: f32.
   v1::Encoding encoding = v1::ENCODING_F32;

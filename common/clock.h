@@ -33,6 +33,11 @@ class Clock {
       ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu) {
     return mu->AwaitWithDeadline(cond, deadline);
   }
+
+  // Blocks the caller for `d` of this clock's time: a backoff between
+  // retries. The default sleeps on the wall clock; a fake clock advances
+  // itself instead, so a test's retries take no real time.
+  virtual void SleepFor(absl::Duration d) const { absl::SleepFor(d); }
 };
 
 // The wall clock. Lives for the whole program; never delete it.

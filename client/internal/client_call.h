@@ -48,6 +48,7 @@ absl::Status Client::Run(const char* op, std::vector<Call<Req, Resp>>& calls,
   o.retry_unavailable = true;
   o.initial_backoff = options_.initial_backoff;
   o.max_backoff = options_.max_backoff;
+  o.clock = options_.clock;
   o.op = op;
   const int attempts = client_internal::FanOut(
       calls, o,

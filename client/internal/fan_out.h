@@ -86,14 +86,10 @@ struct FanOutOptions {
   // Named in the debug log line of a retry. Default: "call".
   const char* op = "call";
   // When to stop retrying (clock->Now() + timeout) and how to wait between
-  // retries: injectable so a test advances a FakeClock in `sleep_for`
+  // retries (clock->SleepFor): injectable so a test's FakeClock advances
   // instead of sleeping. gRPC's own deadline on each call is real time.
-  // Default: the wall clock and absl::SleepFor. Borrowed; must outlive the
-  // call.
+  // Default: the wall clock. Borrowed; must outlive the call.
   const Clock* clock = SystemClock();
-  std::function<void(absl::Duration)> sleep_for = [](absl::Duration d) {
-    absl::SleepFor(d);
-  };
 };
 
 // Whether FanOut retries a call that ended with `s`: the shard is down,
@@ -173,7 +169,7 @@ int FanOut(std::vector<CallT>& calls, const FanOutOptions& options, Start start,
     spdlog::debug("{}: shard {} unavailable ({}); retrying in {}", options.op,
                   first.shard, first.status.error_message(),
                   absl::FormatDuration(backoff));
-    options.sleep_for(backoff);
+    options.clock->SleepFor(backoff);
     backoff = std::min(backoff * 2, options.max_backoff);
     todo = std::move(retry);
   }

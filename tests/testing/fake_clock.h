@@ -27,8 +27,24 @@ class FakeClock final : public Clock {
     return absl::FromUnixNanos(now_ns_.load());
   }
 
+  // Records `d` (see sleeps()) and advances time by it, at once.
+  void SleepFor(absl::Duration d) const override {
+    {
+      absl::MutexLock lock(&mu_);
+      sleeps_.push_back(d);
+    }
+    Advance(d);
+  }
+
+  // Every SleepFor so far, in order.
+  std::vector<absl::Duration> sleeps() const {
+    absl::MutexLock lock(&mu_);
+    return sleeps_;
+  }
+
   // Moves time forward by `d` and wakes the waiters whose deadline passed.
-  void Advance(absl::Duration d) {
+  // Const like every Clock method: what a reference to the clock may do.
+  void Advance(absl::Duration d) const {
     std::vector<absl::Mutex*> waiters;
     {
       absl::MutexLock lock(&mu_);
@@ -64,11 +80,12 @@ class FakeClock final : public Clock {
   mutable absl::Mutex mu_;
   // The mutexes of the threads inside AwaitWithDeadline (one entry each).
   mutable std::vector<absl::Mutex*> waiters_ ABSL_GUARDED_BY(mu_);
+  mutable std::vector<absl::Duration> sleeps_ ABSL_GUARDED_BY(mu_);
   // Unix nanoseconds. Atomic so that a waiter's condition, which absl may
   // evaluate on any thread that releases the waiter's mutex, reads it
   // without taking a lock. Changed only under mu_, so a waiter registered
   // under mu_ sees every Advance either in its first check or as a wake-up.
-  std::atomic<int64_t> now_ns_{int64_t{1'700'000'000} * 1'000'000'000};
+  mutable std::atomic<int64_t> now_ns_{int64_t{1'700'000'000} * 1'000'000'000};
 };
 
 }  // namespace pskit::testing

@@ -57,15 +57,10 @@ class FanOutTest : public ::testing::Test {
     o.max_backoff = absl::Milliseconds(400);
     o.op = "Op";
     o.clock = &clock_;
-    o.sleep_for = [this](absl::Duration d) {
-      sleeps_.push_back(d);
-      clock_.Advance(d);
-    };
     return o;
   }
 
   testing::FakeClock clock_;
-  std::vector<absl::Duration> sleeps_;
 };
 
 auto NoCheck() {
@@ -89,7 +84,7 @@ TEST_F(FanOutTest, RetriesOnlyTheUnavailableShardWithDoublingBackoff) {
   EXPECT_EQ(calls[1].sent, 6);
   EXPECT_EQ(calls[2].sent, 1);
   // Doubling, capped at max_backoff.
-  EXPECT_EQ(sleeps_, (std::vector<absl::Duration>{
+  EXPECT_EQ(clock_.sleeps(), (std::vector<absl::Duration>{
                          absl::Milliseconds(100), absl::Milliseconds(200),
                          absl::Milliseconds(400), absl::Milliseconds(400),
                          absl::Milliseconds(400)}));
@@ -106,7 +101,7 @@ TEST_F(FanOutTest, GivesUpWhenTheNextBackoffWouldPassTheTimeout) {
       NoCheck());
   // Sleeps 100 + 200 + 400 ms; at 700 ms another 400 would pass 1 s.
   EXPECT_EQ(attempts, 4);
-  EXPECT_EQ(sleeps_.size(), 3u);
+  EXPECT_EQ(clock_.sleeps().size(), 3u);
   const absl::Status s = JoinFailures("Op", calls, kAddresses, {}, o, attempts);
   EXPECT_EQ(s.code(), absl::StatusCode::kUnavailable);
   EXPECT_EQ(s.message(),
@@ -126,7 +121,7 @@ TEST_F(FanOutTest, AnotherErrorStopsAtOnceAndEveryFailedShardIsNamed) {
       [&](TestCall& c, size_t i, auto done) { shards.Start(c, i, done); },
       NoCheck());
   EXPECT_EQ(attempts, 1);
-  EXPECT_TRUE(sleeps_.empty());
+  EXPECT_TRUE(clock_.sleeps().empty());
   const absl::Status s = JoinFailures("Op", calls, kAddresses, {}, o, attempts);
   EXPECT_EQ(s.code(), absl::StatusCode::kInvalidArgument);
   EXPECT_EQ(s.message(), "Op: shard 0 (h0:1): bad; shard 1 (h1:1): gone");
