@@ -1,7 +1,11 @@
+// client/admin_client.cc: AdminClient, the per-shard Admin fan-out over
+// client_internal::FanOut.
 #include "client/admin_client.h"
 
+#include <cstdlib>
 #include <utility>
 
+#include "spdlog/spdlog.h"
 #include "client/internal/fan_out.h"
 #include "common/channel.h"
 
@@ -40,6 +44,12 @@ AdminClient::AdminClient(std::vector<std::string> shards,
     : shards_(std::move(shards)),
       channels_(std::move(channels)),
       options_(options) {
+  // A broken precondition of the caller's code, not bad input.
+  if (channels_.size() != shards_.size()) {
+    spdlog::critical("AdminClient: {} channels for {} shards", channels_.size(),
+                     shards_.size());
+    std::abort();
+  }
   for (const auto& channel : channels_) {
     stubs_.push_back(v1::Admin::NewStub(channel));
   }
@@ -52,6 +62,24 @@ std::vector<ShardResult<Resp>> AdminClient::Call(
     const char* op, const std::vector<ShardRequest<Req>>& reqs,
     absl::Duration wait, Start start) {
   using CallT = AdminCall<Req, Resp>;
+  // A shard index the client does not know is the caller's error: it gets
+  // INVALID_ARGUMENT and nothing is sent anywhere.
+  for (const ShardRequest<Req>& r : reqs) {
+    if (r.shard >= shards_.size()) {
+      std::vector<ShardResult<Resp>> out(reqs.size());
+      for (size_t i = 0; i < reqs.size(); ++i) {
+        out[i].shard = reqs[i].shard;
+        out[i].status = absl::InvalidArgumentError(absl::StrCat(
+            op, " for shard ", r.shard, ", but there are ", shards_.size(),
+            " shards (0..", shards_.size() - 1, "); nothing was sent"));
+        out[i].description = std::string(out[i].status.message());
+        if (reqs[i].shard < shards_.size()) {
+          out[i].address = shards_[reqs[i].shard];
+        }
+      }
+      return out;
+    }
+  }
   std::vector<CallT> calls(reqs.size());
   for (size_t i = 0; i < reqs.size(); ++i) {
     calls[i].shard = reqs[i].shard;
@@ -82,12 +110,12 @@ std::vector<ShardResult<Resp>> AdminClient::Call(
     out[i].response = std::move(calls[i].resp);
     if (out[i].ok()) continue;
     const uint32_t s = calls[i].shard;
+    out[i].gave_up_retrying =
+        o.retry_unavailable && client_internal::IsRetryable(out[i].status);
     out[i].description =
-        o.retry_unavailable && client_internal::IsRetryable(out[i].status)
-            ? absl::StrCat("shard ", s, " (", shards_[s],
-                           ") still unavailable after ", attempts,
-                           " attempts over ", absl::FormatDuration(o.timeout),
-                           ": ", out[i].status.message())
+        out[i].gave_up_retrying
+            ? client_internal::DescribeGaveUp(s, shards_[s], out[i].status,
+                                              o.timeout, attempts)
             : client_internal::DescribeFailure(s, shards_[s], out[i].status,
                                                o.timeout, attempts,
                                                channels_[s].get());

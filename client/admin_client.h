@@ -65,6 +65,9 @@ struct ShardResult {
   // (h2:7000): <message>", "could not connect to shard 1 (h2:7000) within
   // 5s; ..." or "shard 1 (h2:7000) still unavailable after 4 attempts ...".
   std::string description;
+  // Whether the shard still answered UNAVAILABLE or CANCELLED when the
+  // retries (AdminOptions::retry_unavailable) stopped.
+  bool gave_up_retrying = false;
 
   bool ok() const { return status.ok(); }
   // status's code with `description` as its message; OK if ok().
@@ -82,20 +85,30 @@ struct ShardRequest {
 };
 
 // OK when every result is; otherwise "op: shard i (addr): msg; shard j ..."
-// with the first failure's code.
+// naming each shard that failed for a reason of its own, with the first such
+// failure's code. Only when every failure is a shard that stayed unavailable
+// through the retries: UNAVAILABLE naming the first of those. (The rule of
+// client_internal::JoinFailures: a real error is not hidden behind a shard
+// that was merely down.)
 template <typename Resp>
 absl::Status AllOk(absl::string_view op,
                    const std::vector<ShardResult<Resp>>& results) {
   absl::Status failed;
+  const ShardResult<Resp>* gave_up = nullptr;
   for (const ShardResult<Resp>& r : results) {
     if (r.ok()) continue;
+    if (r.gave_up_retrying) {
+      if (gave_up == nullptr) gave_up = &r;
+      continue;
+    }
     const absl::Status e = r.Error();
     failed = failed.ok()
                  ? absl::Status(e.code(), absl::StrCat(op, ": ", e.message()))
                  : absl::Status(failed.code(), absl::StrCat(failed.message(),
                                                             "; ", e.message()));
   }
-  return failed;
+  if (!failed.ok() || gave_up == nullptr) return failed;
+  return absl::UnavailableError(absl::StrCat(op, ": ", gave_up->description));
 }
 
 class AdminClient {
@@ -144,7 +157,6 @@ class AdminClient {
   }
 
   const std::vector<std::string>& shards() const { return shards_; }
-  const AdminOptions& options() const { return options_; }
 
  private:
   template <typename Resp, typename Req, typename Start>

@@ -2,16 +2,20 @@
 //
 // Checkpointer: takes a shard's checkpoints on its own thread, so no gRPC
 // reactor ever waits on disk. Triggers: every `interval` (0 = never) at the
-// multiples of it on the injected clock (the wall clock in ps-server), named "auto-<unix ms of the slot>", so every
+// multiples of it on the injected clock (the wall clock in ps-server),
+// named "auto-<unix ms of the slot>", so every
 // shard with the same interval writes the same id at the same time and the
 // set is a whole-cluster checkpoint; a
 // request (the Admin Checkpoint RPC parks its reactor and is answered from
 // here), and a final one at shutdown (Server calls CheckpointNow after the
 // gRPC server has drained). Restore requests run here too, one at a time
 // with checkpoints. When an automatic slot is due, it is taken before the
-// queued requests, so a request made after a slot passed finds that slot's
-// checkpoint written; a slot missed while another checkpoint was written is
-// skipped, not made up.
+// queued requests: every shard then copies its state for the slot at the
+// slot's time, not after whatever requests were queued on it, which keeps a
+// cluster-wide checkpoint close to one moment; and a request made after a
+// slot passed finds that slot's checkpoint written (tests rely on it). A
+// queued request waits at most one extra checkpoint write. A slot missed
+// while another checkpoint was written is skipped, not made up.
 //
 // Thread safety: CheckpointAsync/RestoreAsync may be called from any thread;
 // `done` runs exactly once: on the checkpointer's thread, or at once on the

@@ -115,10 +115,7 @@ namespace pw = pskit::worker;
 
 namespace {
 
-int Usage(const std::string& msg) {
-  std::fprintf(stderr, "ps-worker: %s\n", msg.c_str());
-  return 2;
-}
+using pw::Usage;
 
 absl::StatusOr<pskit::v1::OptimizerKind> ParseOptimizer(const std::string& s) {
   static const std::pair<const char*, pskit::v1::OptimizerKind> kinds[] = {
@@ -233,7 +230,7 @@ int main(int argc, char** argv) {
   if (!rw.ok()) return Usage(rw.status().ToString());
   o.rank_world = *rw;
   absl::StatusOr<pw::JobOptions> job = JobFromFlags();
-  if (!job.ok()) return Usage(std::string(job.status().message()));
+  if (!job.ok()) return Usage(job.status().ToString());
   o.job = *std::move(job);
   o.job.stop = stop_on_signal.notification();
   o.data = DataFromFlags();

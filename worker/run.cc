@@ -14,12 +14,13 @@
 #include "worker/worker_metrics.h"
 
 namespace pskit::worker {
-namespace {
 
 int Usage(const std::string& msg) {
   std::fprintf(stderr, "ps-worker: %s\n", msg.c_str());
   return 2;
 }
+
+namespace {
 
 int RunEvaluator(const WorkerOptions& w, const JobOptions& job,
                  Backend* backend, const Dataset& test) {

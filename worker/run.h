@@ -60,6 +60,10 @@ struct WorkerOptions {
 // options (a message on stderr says which).
 int RunWorker(const WorkerOptions& options);
 
+// Prints "ps-worker: <msg>" to stderr and returns 2, ps-worker's exit status
+// for a bad command line.
+int Usage(const std::string& msg);
+
 }  // namespace pskit::worker
 
 #endif  // PSKIT_WORKER_RUN_H_

@@ -23,4 +23,12 @@ std::string DescribeFailure(uint32_t shard, const std::string& address,
                       ")");
 }
 
+std::string DescribeGaveUp(uint32_t shard, const std::string& address,
+                           const absl::Status& s, absl::Duration timeout,
+                           int attempts) {
+  return absl::StrCat("shard ", shard, " (", address,
+                      ") still unavailable after ", attempts, " attempts over ",
+                      absl::FormatDuration(timeout), ": ", s.message());
+}
+
 }  // namespace pskit::client_internal

@@ -116,8 +116,11 @@ int FanOut(std::vector<CallT>& calls, const FanOutOptions& options, Start start,
     size_t open ABSL_GUARDED_BY(mu) = 0;
   };
   const absl::Time deadline = absl::Now() + options.timeout;
-  const absl::Time wait_until =
-      absl::Now() + std::min(options.wait, options.timeout);
+  // Only a `wait` shorter than the timeout cancels calls; otherwise gRPC's
+  // deadline ends them, as DEADLINE_EXCEEDED (a wait that expired a few ns
+  // after that deadline would race it and turn the error into CANCELLED).
+  const bool bounded_wait = options.wait < options.timeout;
+  const absl::Time wait_until = absl::Now() + options.wait;
   const absl::Time retry_until = options.clock->Now() + options.timeout;
   absl::Duration backoff = options.initial_backoff;
   std::vector<size_t> todo(calls.size());
@@ -148,7 +151,10 @@ int FanOut(std::vector<CallT>& calls, const FanOutOptions& options, Start start,
         return p->open == 0;
       };
       absl::MutexLock lock(&p->mu);
-      if (!p->mu.AwaitWithDeadline(absl::Condition(&all_done), wait_until)) {
+      if (!bounded_wait) {
+        p->mu.Await(absl::Condition(&all_done));
+      } else if (!p->mu.AwaitWithDeadline(absl::Condition(&all_done),
+                                          wait_until)) {
         for (size_t i : todo) calls[i].ctx->TryCancel();
         cancelled = true;
         p->mu.Await(absl::Condition(&all_done));
@@ -181,6 +187,13 @@ int FanOut(std::vector<CallT>& calls, const FanOutOptions& options, Start start,
 std::string DescribeFailure(uint32_t shard, const std::string& address,
                             const absl::Status& s, absl::Duration timeout,
                             int attempts, grpc::Channel* channel);
+
+// One line for a shard that still answered UNAVAILABLE or CANCELLED when
+// FanOut stopped retrying: "shard 1 (h:7000) still unavailable after 4
+// attempts over 5s: <message>".
+std::string DescribeGaveUp(uint32_t shard, const std::string& address,
+                           const absl::Status& s, absl::Duration timeout,
+                           int attempts);
 
 // The outcome of a whole fan-out as one Status: OK when every call
 // succeeded; otherwise "op: <line>; <line>..." with one DescribeFailure line
@@ -216,11 +229,9 @@ absl::Status JoinFailures(
   }
   if (!failed.ok() || unavailable == nullptr) return failed;
   return absl::UnavailableError(absl::StrCat(
-      op, ": shard ", unavailable->shard, " (", addresses[unavailable->shard],
-      ") still unavailable after ", attempts, " attempts over ",
-      absl::FormatDuration(options.timeout), ": ",
-      unavailable->status.ok() ? std::string(unavailable->answer.message())
-                               : unavailable->status.error_message()));
+      op, ": ",
+      DescribeGaveUp(unavailable->shard, addresses[unavailable->shard],
+                     unavailable->Outcome(), options.timeout, attempts)));
 }
 
 }  // namespace pskit::client_internal

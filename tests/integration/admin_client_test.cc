@@ -87,6 +87,49 @@ TEST(AdminClient, RequestsGoOnlyToTheShardsNamed) {
   }
 }
 
+TEST(AdminClient, AShardIndexOutOfRangeIsInvalidAndNothingIsSent) {
+  ASSERT_OK_AND_ASSIGN(auto cluster, TestCluster::Start(2));
+  ASSERT_OK_AND_ASSIGN(auto admin,
+                       AdminClient::Connect(cluster->addresses(), {}));
+  v1::SetConfigRequest set;
+  set.set_namespace_("missing");
+  const auto results = admin->SetConfig({{0, set}, {7, set}});
+  ASSERT_EQ(results.size(), 2u);
+  for (const auto& r : results) {
+    EXPECT_EQ(r.status.code(), absl::StatusCode::kInvalidArgument) << r.Error();
+    EXPECT_TRUE(absl::StrContains(r.Error().message(), "shard 7"))
+        << r.Error();
+  }
+}
+
+// A shard that failed for a reason of its own is not hidden behind one that
+// was merely down: AllOk reports the real error, with its code, and names
+// the down shard only when it is the only kind of failure.
+TEST(AdminClient, AllOkPutsARealErrorBeforeAShardThatStayedDown) {
+  ShardResult<v1::StatusResponse> down;
+  down.shard = 0;
+  down.status = absl::UnavailableError("connection refused");
+  down.description = "shard 0 (h0:1) still unavailable after 3 attempts";
+  down.gave_up_retrying = true;
+  ShardResult<v1::StatusResponse> refused;
+  refused.shard = 1;
+  refused.status = absl::FailedPreconditionError("no data dir");
+  refused.description = "shard 1 (h1:1): no data dir";
+  ShardResult<v1::StatusResponse> fine;
+  fine.shard = 2;
+
+  absl::Status s = AllOk("Checkpoint", std::vector{down, refused, fine});
+  EXPECT_EQ(s.code(), absl::StatusCode::kFailedPrecondition) << s;
+  EXPECT_EQ(s.message(), "Checkpoint: shard 1 (h1:1): no data dir");
+
+  s = AllOk("Checkpoint", std::vector{fine, down, down});
+  EXPECT_EQ(s.code(), absl::StatusCode::kUnavailable) << s;
+  EXPECT_EQ(s.message(),
+            "Checkpoint: shard 0 (h0:1) still unavailable after 3 attempts");
+
+  EXPECT_OK(AllOk("Checkpoint", std::vector{fine, fine}));
+}
+
 TEST(AdminClient, ConnectRefusesAnEmptyListOrAddress) {
   EXPECT_EQ(AdminClient::Connect({}, {}).status().code(),
             absl::StatusCode::kInvalidArgument);

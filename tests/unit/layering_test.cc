@@ -17,6 +17,7 @@
 #include <string>
 #include <vector>
 
+#include "absl/strings/match.h"
 #include "absl/strings/str_cat.h"
 #include "absl/strings/str_join.h"
 #include "gtest/gtest.h"
@@ -70,6 +71,14 @@ std::vector<std::string> LayerViolations(const fs::path& root) {
       while (std::getline(in, line)) {
         if (!std::regex_search(line, m, kInclude)) continue;
         const std::string header = m[1];
+        // Full paths only (STYLE.md): a relative one ("../client/x.h")
+        // would slip past the layer check below.
+        if (absl::StrContains(header, "..") || header.rfind("./", 0) == 0) {
+          violations.push_back(absl::StrCat(
+              fs::relative(entry.path(), root).string(), ": includes \"",
+              header, "\" (write the full path from the source root)"));
+          continue;
+        }
         const std::string target = LayerOf(header);
         if (target.empty() || allowed.count(target)) continue;
         violations.push_back(absl::StrCat(
@@ -87,7 +96,7 @@ std::vector<std::string> LayerViolations(const fs::path& root) {
 // instead of through MakeChannel (common/channel.h), tests included.
 std::vector<std::string> ChannelsMadeElsewhere(const fs::path& root) {
   static const std::regex kCreate(
-      R"re(\b(CreateChannel|CreateCustomChannel|CreateChannelInternal)\s*\()re");
+      R"re(\b(Create\w*Channel\w*|InProcessChannel\w*)\s*\()re");
   std::vector<std::string> found;
   for (const char* dir :
        {"common", "client", "server", "worker", "tools", "tests"}) {
@@ -145,17 +154,21 @@ TEST(LayeringTest, NamesFileAndHeaderOfEachViolation) {
   std::ofstream(root / "client" / "bad.h")
       << "  #  include <tools/psctl/x.h>\n";
   std::ofstream(root / "common" / "bad.cc")
-      << "#include \"tests/testing/cluster.h\"\n";
+      << "#include \"tests/testing/cluster.h\"\n"
+         "#include \"../client/client.h\"\n";
 
   const std::vector<std::string> violations = LayerViolations(root);
-  ASSERT_EQ(violations.size(), 3u) << absl::StrJoin(violations, "\n");
+  ASSERT_EQ(violations.size(), 4u) << absl::StrJoin(violations, "\n");
   EXPECT_EQ(violations[0],
             "client/bad.h: includes \"tools/psctl/x.h\" (layer client may "
             "include only client, common, proto)");
   EXPECT_EQ(violations[1],
+            "common/bad.cc: includes \"../client/client.h\" (write the full "
+            "path from the source root)");
+  EXPECT_EQ(violations[2],
             "common/bad.cc: includes \"tests/testing/cluster.h\" (layer "
             "common may include only common, proto)");
-  EXPECT_EQ(violations[2],
+  EXPECT_EQ(violations[3],
             "server/bad.cc: includes \"client/client.h\" (layer server may "
             "include only common, proto, server)");
   fs::remove_all(root);
@@ -170,11 +183,13 @@ TEST(LayeringTest, FindsAChannelMadeOutsideTheFactory) {
   std::ofstream(root / "common" / "channel.cc")
       << "return grpc::CreateCustomChannel(a, c, args);\n";
   std::ofstream(root / "tools" / "x.cc")
-      << "// one\nauto ch = grpc::CreateChannel(address, creds);\n";
+      << "// one\nauto ch = grpc::CreateChannel(address, creds);\n"
+         "auto in = server->InProcessChannel(args);\n";
   const std::vector<std::string> found = ChannelsMadeElsewhere(root);
-  ASSERT_EQ(found.size(), 1u) << absl::StrJoin(found, "\n");
+  ASSERT_EQ(found.size(), 2u) << absl::StrJoin(found, "\n");
   EXPECT_EQ(found[0],
             "tools/x.cc:2: auto ch = grpc::CreateChannel(address, creds);");
+  EXPECT_EQ(found[1], "tools/x.cc:3: auto in = server->InProcessChannel(args);");
   fs::remove_all(root);
 }
 
