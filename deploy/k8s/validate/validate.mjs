@@ -168,7 +168,7 @@ function runs(c, binary) {
 
 // The container's environment: env values and the keys of envFrom'd
 // ConfigMaps (from the same rendered set).
-function envOf(c, configMaps) {
+export function envOf(c, configMaps) {
   const env = new Map();
   for (const from of c.envFrom ?? []) {
     const cm = configMaps.get(from.configMapRef?.name);
@@ -181,7 +181,7 @@ function envOf(c, configMaps) {
 }
 
 // Expands $(VAR) as the kubelet does; unknown references are reported.
-function expand(s, env, missing) {
+export function expand(s, env, missing) {
   return String(s).replace(/\$\(([A-Za-z_][A-Za-z0-9_]*)\)/g, (m, name) => {
     if (!env.has(name)) {
       missing.push(name);
@@ -364,6 +364,12 @@ export function checkPskitRules(items) {
     if (indexes.join() !== [...Array(shardCount).keys()].join()) {
       fail(shardPods[0], `shard pods have --shard_index ${indexes.join(",")}, not 0..${shardCount - 1}`);
     }
+    // Pods are found by name (podman's DNS), in shard-index order.
+    shardNames = [...shardPods].sort((a, b) => Number(flag(expanded.get(allContainers(a.spec)
+      .find((c) => runs(c, SHARD_BINARY))), "shard_index")) - Number(flag(expanded.get(allContainers(b.spec)
+      .find((c) => runs(c, SHARD_BINARY))), "shard_index")))
+      .map((p) => `${p.metadata.name}:${(allContainers(p.spec).flatMap((c) => c.ports ?? [])
+        .find((cp) => cp.name === "grpc"))?.containerPort}`);
   }
   if (shardCount !== undefined) {
     for (const { doc, pod } of workloads) {
@@ -378,7 +384,7 @@ export function checkPskitRules(items) {
           if (list.length !== shardCount) {
             fail(doc, `container ${c.name}: --shards lists ${list.length} shards, there are ${shardCount}`);
           } else if (shardNames && list.join() !== shardNames.join()) {
-            fail(doc, `container ${c.name}: --shards is ${list.join()}, the StatefulSet's names are ${shardNames.join()}`);
+            fail(doc, `container ${c.name}: --shards is ${list.join()}, the shards are ${shardNames.join()}`);
           }
         }
       }
@@ -455,6 +461,7 @@ if (import.meta.url === pathToFileURL(process.argv[1] ?? "").href) {
     process.exit(2);
   }
   const { items, errors } = await validateFiles(files);
+  if (items.length === 0) errors.push(`no objects in ${files.join(" ")}: nothing rendered?`);
   for (const e of errors) console.error(`invalid: ${e}`);
   if (errors.length > 0) {
     console.error(`validate: ${errors.length} problem(s) in ${items.length} objects`);
