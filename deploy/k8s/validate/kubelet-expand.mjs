@@ -1,8 +1,13 @@
 // Expands $(VAR) references in the command and args of every Pod's
 // containers, as the kubelet does, and prints the objects again:
 //
-//   node kubelet-expand.mjs RENDERED.yaml > PLAY.yaml; podman kube play PLAY.yaml
+//   node kubelet-expand.mjs RENDERED.yaml [COMPONENT] > PLAY.yaml
+//   podman kube play PLAY.yaml
 //
+// With COMPONENT (e.g. shard), only the ConfigMaps and the Pods labelled
+// app.kubernetes.io/component=COMPONENT are kept: test-k8s.sh plays the
+// shards again on the volumes their PersistentVolumeClaims made the first
+// time.
 // podman 4.3's `kube play` passes "$(PSKIT_SHARDS)" through literally (found
 // by trying), and the manifests keep the Kubernetes form. A reference to a
 // variable that is not defined fails here (the validator refuses it too).
@@ -10,12 +15,14 @@ import { readFileSync } from "node:fs";
 import { parseAllDocuments, stringify } from "yaml";
 import { envOf, expand } from "./validate.mjs";
 
-const file = process.argv[2];
+const [file, component] = process.argv.slice(2);
 if (!file) {
-  console.error("usage: node kubelet-expand.mjs RENDERED.yaml");
+  console.error("usage: node kubelet-expand.mjs RENDERED.yaml [COMPONENT]");
   process.exit(2);
 }
-const docs = parseAllDocuments(readFileSync(file, "utf8")).map((d) => d.toJS()).filter(Boolean);
+const docs = parseAllDocuments(readFileSync(file, "utf8")).map((d) => d.toJS()).filter(Boolean)
+  .filter((d) => !component || d.kind === "ConfigMap" ||
+    (d.kind === "Pod" && d.metadata?.labels?.["app.kubernetes.io/component"] === component));
 const configMaps = new Map(docs.filter((d) => d.kind === "ConfigMap").map((d) => [d.metadata.name, d]));
 const missing = [];
 for (const d of docs.filter((d) => d.kind === "Pod")) {

@@ -1,0 +1,154 @@
+#!/usr/bin/env bash
+# Test 3 of scripts/test-deploy.sh: Kubernetes. First the static part
+# (scripts/check-deploy.sh --k8s: every overlay renders, the validator passes
+# them all, its injected mistakes fail), then a real job from the manifests:
+# `podman kube play` of deploy/k8s/overlays/podman (the job as Pods, PVCs and
+# the shared ConfigMap; no API server exists here) on a podman network of its
+# own, where pods find each other by name.
+#   1. 2 shards, 2 workers (JOB_COMPLETION_INDEX 0, 1) and the evaluator
+#      train Fashion-MNIST; the evaluator container must exit 0 having
+#      reached its target (0.80, capped at 600 s), the workers exit 0.
+#   2. The shards get SIGTERM with a 60 s grace (what scaling the StatefulSet
+#      to 0 does): each must exit 0 after writing its final checkpoint.
+#   3. The shard pods are played again on the same PVCs (podman volumes):
+#      each must restore that final checkpoint.
+# Everything it makes is named k8s-pskit-* and removed at the end, also on
+# failure; the PVC volumes are removed before and after.
+#
+#   scripts/deploy/test-k8s.sh
+#
+# Needs podman (scripts/deploy/setup-podman.sh), the image localhost/pskit
+# (docker/Dockerfile; built here if missing) and the Fashion-MNIST image
+# (deploy/k8s/dataset; built here, cached after the first time).
+set -euo pipefail
+cd "$(dirname "$0")/../.."
+
+prefix=k8s-pskit
+network="$prefix-net"
+volumes=("$prefix-shard-0-data" "$prefix-shard-1-data")
+shards=("$prefix-shard-0" "$prefix-shard-1")
+workers=("$prefix-worker-0" "$prefix-worker-1")
+evaluator="$prefix-evaluator"
+job_timeout_s=900
+
+log() { echo "test-k8s: $*"; }
+die() { echo "test-k8s: FAIL: $*" >&2; exit 1; }
+
+# -- 0. Static checks -------------------------------------------------------
+bash scripts/check-deploy.sh --k8s
+
+command -v podman >/dev/null ||
+  die "podman is not installed: run scripts/deploy/setup-podman.sh first"
+
+work="$(mktemp -d)"
+play_down() {
+  local f
+  for f in "$work/play.yaml" "$work/shards.yaml"; do
+    [ -f "$f" ] && podman kube down "$f" >/dev/null 2>&1 || true
+  done
+}
+cleanup() {
+  play_down
+  podman pod rm -f "${shards[@]}" "${workers[@]}" "$evaluator" >/dev/null 2>&1 || true
+  podman volume rm -f "${volumes[@]}" >/dev/null 2>&1 || true
+  podman network rm -f "$network" >/dev/null 2>&1 || true
+  rm -rf "$work"
+}
+trap cleanup EXIT
+# Leftovers of an interrupted run would restore a trained model.
+podman pod rm -f "${shards[@]}" "${workers[@]}" "$evaluator" >/dev/null 2>&1 || true
+podman volume rm -f "${volumes[@]}" >/dev/null 2>&1 || true
+podman network rm -f "$network" >/dev/null 2>&1 || true
+
+# -- Images -----------------------------------------------------------------
+if ! podman image exists localhost/pskit:latest; then
+  log "building localhost/pskit:latest (docker/Dockerfile; minutes)"
+  nice podman build --network host -f docker/Dockerfile -t localhost/pskit:latest .
+fi
+log "building localhost/pskit-fashion-mnist:latest (deploy/k8s/dataset)"
+nice podman build -q --network host -t localhost/pskit-fashion-mnist:latest \
+  deploy/k8s/dataset >/dev/null
+
+# -- The manifests, as podman runs them ----------------------------------------
+kubectl kustomize deploy/k8s/overlays/podman >"$work/rendered.yaml"
+node deploy/k8s/validate/validate.mjs "$work/rendered.yaml"
+# podman 4.3 does not expand $(VAR) in args: do it as the kubelet would.
+node deploy/k8s/validate/kubelet-expand.mjs "$work/rendered.yaml" >"$work/play.yaml"
+node deploy/k8s/validate/kubelet-expand.mjs "$work/rendered.yaml" shard >"$work/shards.yaml"
+
+podman network create "$network" >/dev/null
+
+# -- 1. The job ---------------------------------------------------------------
+log "podman kube play deploy/k8s/overlays/podman (2 shards, 2 workers, evaluator)"
+start=$(date +%s)
+podman kube play --network "$network" "$work/play.yaml" >/dev/null
+
+# wait_exit CONTAINER SECONDS: its exit code, or "timeout".
+wait_exit() {
+  local code
+  if code="$(timeout "$2" podman wait "$1" 2>/dev/null)"; then
+    echo "$code"
+  else
+    echo timeout
+  fi
+}
+dump_logs() {
+  local c
+  for c in "$@"; do
+    echo "---- last lines of $c"
+    podman logs --tail 15 "$c" 2>&1 || true
+  done
+}
+evaluator_code="$(wait_exit "$evaluator-evaluator" "$job_timeout_s")"
+elapsed=$(($(date +%s) - start))
+eval_log="$(podman logs "$evaluator-evaluator" 2>&1)"
+if [ "$evaluator_code" != 0 ] || ! grep -q "target accuracy .* reached after" <<<"$eval_log"; then
+  dump_logs "$evaluator-evaluator" "${workers[@]/%/-ps-worker}" "${shards[@]/%/-ps-server}"
+  die "the evaluator ended with '$evaluator_code' without reaching its target"
+fi
+log "evaluator exited 0: $(grep -o "target accuracy .* reached after [0-9.]* s" <<<"$eval_log" | tail -1) ($elapsed s from kube play, with image start and data copy)"
+for w in "${workers[@]}"; do
+  code="$(wait_exit "$w-ps-worker" 120)"
+  if [ "$code" != 0 ]; then
+    dump_logs "$w-ps-worker"
+    die "worker $w ended with '$code' after the evaluator ended the job"
+  fi
+done
+log "both workers exited 0 (JOB_COMPLETION_INDEX 0 and 1)"
+
+# -- 2. Stopping the shards: SIGTERM, final checkpoint, exit 0 ----------------------
+log "stopping the shards with a 60 s grace (as scaling the StatefulSet to 0 does)"
+podman pod stop -t 60 "${shards[@]}" >/dev/null
+for s in "${shards[@]}"; do
+  code="$(podman inspect -f '{{.State.ExitCode}}' "$s-ps-server")"
+  slog="$(podman logs "$s-ps-server" 2>&1)"
+  if [ "$code" != 0 ] || ! grep -q "checkpoint 'final-[0-9]*' written" <<<"$slog"; then
+    dump_logs "$s-ps-server"
+    die "shard $s exited $code without writing its final checkpoint"
+  fi
+done
+log "both shards exited 0 after writing their final checkpoint into their PVC"
+play_down
+
+# -- 3. The shards again, on the same PVCs: they restore ----------------------------
+log "playing the shard pods again on the same PVCs"
+podman kube play --network "$network" "$work/shards.yaml" >/dev/null
+for s in "${shards[@]}"; do
+  restored=""
+  for _ in $(seq 60); do
+    if podman logs "$s-ps-server" 2>&1 | grep -q "restored checkpoint 'final-"; then
+      restored=1
+      break
+    fi
+    sleep 1
+  done
+  if [ -z "$restored" ]; then
+    dump_logs "$s-ps-server"
+    die "shard $s did not restore its final checkpoint from its PVC"
+  fi
+done
+log "both shards restored their final checkpoint"
+podman pod stop -t 60 "${shards[@]}" >/dev/null
+play_down
+
+log "passed: job to target in $elapsed s, workers and shards exited 0, checkpoints kept and restored"
