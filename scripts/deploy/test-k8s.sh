@@ -44,7 +44,9 @@ work="$(mktemp -d)"
 play_down() {
   local f
   for f in "$work/play.yaml" "$work/shards.yaml"; do
-    [ -f "$f" ] && podman kube down "$f" >/dev/null 2>&1 || true
+    if [ -f "$f" ]; then
+      podman kube down "$f" >/dev/null 2>&1 || true
+    fi
   done
 }
 cleanup() {
