@@ -74,9 +74,10 @@ nice podman build -q --network host -t localhost/pskit-fashion-mnist:latest \
 # -- The manifests, as podman runs them ----------------------------------------
 kubectl kustomize deploy/k8s/overlays/podman >"$work/rendered.yaml"
 node deploy/k8s/validate/validate.mjs "$work/rendered.yaml"
-# podman 4.3 does not expand $(VAR) in args: do it as the kubelet would.
-node deploy/k8s/validate/kubelet-expand.mjs "$work/rendered.yaml" >"$work/play.yaml"
-node deploy/k8s/validate/kubelet-expand.mjs "$work/rendered.yaml" shard >"$work/shards.yaml"
+# podman 4.3 neither expands $(VAR) in args nor leaves unpublished ports
+# alone: podman-play.mjs makes the play file as a cluster would run it.
+node deploy/k8s/validate/podman-play.mjs "$work/rendered.yaml" >"$work/play.yaml"
+node deploy/k8s/validate/podman-play.mjs "$work/rendered.yaml" shard >"$work/shards.yaml"
 
 podman network create "$network" >/dev/null
 

@@ -1,23 +1,29 @@
-// Expands $(VAR) references in the command and args of every Pod's
-// containers, as the kubelet does, and prints the objects again:
+// Turns a rendered manifest (overlays/podman) into what podman 4.3's
+// `kube play` runs as a cluster would, and prints it:
 //
-//   node kubelet-expand.mjs RENDERED.yaml [COMPONENT] > PLAY.yaml
-//   podman kube play PLAY.yaml
+//   node podman-play.mjs RENDERED.yaml [COMPONENT] > PLAY.yaml
+//   podman kube play --network NET PLAY.yaml
 //
+// Two differences found by trying, each undone here and nowhere else:
+//  - $(VAR) in command and args is passed through literally: it is expanded
+//    here from env and envFrom ConfigMaps, as the kubelet does;
+//  - every containerPort is published on the host's port of the same number
+//    even without hostPort (two shards on 7000 collide, and the host's own
+//    9400 may be taken): ports are dropped; pods talk over the podman network
+//    by pod name, which needs no published port.
 // With COMPONENT (e.g. shard), only the ConfigMaps and the Pods labelled
 // app.kubernetes.io/component=COMPONENT are kept: test-k8s.sh plays the
 // shards again on the volumes their PersistentVolumeClaims made the first
 // time.
-// podman 4.3's `kube play` passes "$(PSKIT_SHARDS)" through literally (found
-// by trying), and the manifests keep the Kubernetes form. A reference to a
-// variable that is not defined fails here (the validator refuses it too).
+// A reference to a variable that is not defined fails here (the validator
+// refuses it too).
 import { readFileSync } from "node:fs";
 import { parseAllDocuments, stringify } from "yaml";
 import { envOf, expand } from "./validate.mjs";
 
 const [file, component] = process.argv.slice(2);
 if (!file) {
-  console.error("usage: node kubelet-expand.mjs RENDERED.yaml [COMPONENT]");
+  console.error("usage: node podman-play.mjs RENDERED.yaml [COMPONENT]");
   process.exit(2);
 }
 const docs = parseAllDocuments(readFileSync(file, "utf8")).map((d) => d.toJS()).filter(Boolean)
@@ -31,10 +37,11 @@ for (const d of docs.filter((d) => d.kind === "Pod")) {
     for (const key of ["command", "args"]) {
       if (c[key]) c[key] = c[key].map((a) => expand(a, env, missing));
     }
+    delete c.ports;
   }
 }
 if (missing.length > 0) {
-  console.error(`kubelet-expand: undefined variables: ${[...new Set(missing)].join(", ")}`);
+  console.error(`podman-play: undefined variables: ${[...new Set(missing)].join(", ")}`);
   process.exit(1);
 }
 process.stdout.write(docs.map((d) => stringify(d)).join("---\n"));
