@@ -25,7 +25,6 @@ cd "$(dirname "$0")/../.."
 
 prefix=k8s-pskit
 network="$prefix-net"
-volumes=("$prefix-shard-0-data" "$prefix-shard-1-data")
 shards=("$prefix-shard-0" "$prefix-shard-1")
 workers=("$prefix-worker-0" "$prefix-worker-1")
 evaluator="$prefix-evaluator"
@@ -49,18 +48,26 @@ play_down() {
     fi
   done
 }
+# Removes the pods, the PVC volumes, the pods' emptyDir volumes (podman-play.mjs
+# names them k8s-pskit-<pod>-<volume>) and the network.
+remove_all() {
+  local v
+  podman pod rm -f "${shards[@]}" "${workers[@]}" "$evaluator" >/dev/null 2>&1 || true
+  for v in $(podman volume ls -q 2>/dev/null); do
+    if [[ "$v" == "$prefix"-* ]]; then
+      podman volume rm -f "$v" >/dev/null 2>&1 || true
+    fi
+  done
+  podman network rm -f "$network" >/dev/null 2>&1 || true
+}
 cleanup() {
   play_down
-  podman pod rm -f "${shards[@]}" "${workers[@]}" "$evaluator" >/dev/null 2>&1 || true
-  podman volume rm -f "${volumes[@]}" >/dev/null 2>&1 || true
-  podman network rm -f "$network" >/dev/null 2>&1 || true
+  remove_all
   rm -rf "$work"
 }
 trap cleanup EXIT
 # Leftovers of an interrupted run would restore a trained model.
-podman pod rm -f "${shards[@]}" "${workers[@]}" "$evaluator" >/dev/null 2>&1 || true
-podman volume rm -f "${volumes[@]}" >/dev/null 2>&1 || true
-podman network rm -f "$network" >/dev/null 2>&1 || true
+remove_all
 
 # -- Images -----------------------------------------------------------------
 if ! podman image exists localhost/pskit:latest; then
