@@ -55,7 +55,7 @@ remove_all() {
   podman pod rm -f "${shards[@]}" "${workers[@]}" "$evaluator" >/dev/null 2>&1 || true
   for v in $(podman volume ls -q 2>/dev/null); do
     if [[ "$v" == "$prefix"-* ]]; then
-      podman volume rm -f "$v" >/dev/null 2>&1 || true
+      podman volume rm -f "$v" >/dev/null || echo "test-k8s: could not remove volume $v" >&2
     fi
   done
   podman network rm -f "$network" >/dev/null 2>&1 || true
@@ -146,7 +146,7 @@ podman kube play --network "$network" "$work/shards.yaml" >/dev/null
 for s in "${shards[@]}"; do
   restored=""
   for _ in $(seq 60); do
-    if podman logs "$s-ps-server" 2>&1 | grep -q "restored checkpoint 'final-"; then
+    if podman logs "$s-ps-server" 2>&1 | grep -q "loaded checkpoint 'final-"; then
       restored=1
       break
     fi
