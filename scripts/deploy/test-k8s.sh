@@ -16,9 +16,10 @@
 # failure; the PVC volumes are removed before and after.
 #
 #   scripts/deploy/test-k8s.sh
+#   PSKIT_IMAGE=localhost/other:tag scripts/deploy/test-k8s.sh   another pskit image
 #
 # Needs podman (scripts/deploy/setup-podman.sh), the image localhost/pskit
-# (docker/Dockerfile; built here if missing) and the Fashion-MNIST image
+# (docker/Dockerfile; built here if missing; PSKIT_IMAGE replaces it) and the Fashion-MNIST image
 # (deploy/k8s/dataset; built here, cached after the first time).
 set -euo pipefail
 cd "$(dirname "$0")/../.."
@@ -29,6 +30,7 @@ shards=("$prefix-shard-0" "$prefix-shard-1")
 workers=("$prefix-worker-0" "$prefix-worker-1")
 evaluator="$prefix-evaluator"
 job_timeout_s=900
+image="${PSKIT_IMAGE:-localhost/pskit:latest}"
 
 log() { echo "test-k8s: $*"; }
 die() { echo "test-k8s: FAIL: $*" >&2; exit 1; }
@@ -70,7 +72,8 @@ trap cleanup EXIT
 remove_all
 
 # -- Images -----------------------------------------------------------------
-if ! podman image exists localhost/pskit:latest; then
+if ! podman image exists "$image"; then
+  [ "$image" = localhost/pskit:latest ] || die "image $image does not exist"
   log "building localhost/pskit:latest (docker/Dockerfile; minutes)"
   nice podman build --network host -f docker/Dockerfile -t localhost/pskit:latest .
 fi
@@ -79,7 +82,8 @@ nice podman build -q --network host -t localhost/pskit-fashion-mnist:latest \
   deploy/k8s/dataset >/dev/null
 
 # -- The manifests, as podman runs them ----------------------------------------
-kubectl kustomize deploy/k8s/overlays/podman >"$work/rendered.yaml"
+kubectl kustomize deploy/k8s/overlays/podman |
+  sed "s#image: localhost/pskit:latest\$#image: $image#" >"$work/rendered.yaml"
 node deploy/k8s/validate/validate.mjs "$work/rendered.yaml"
 # podman 4.3 neither expands $(VAR) in args nor leaves unpublished ports
 # alone: podman-play.mjs makes the play file as a cluster would run it.
@@ -117,14 +121,20 @@ if [ "$evaluator_code" != 0 ] || ! grep -q "target accuracy .* reached after" <<
   die "the evaluator ended with '$evaluator_code' without reaching its target"
 fi
 log "evaluator exited 0: $(grep -o "target accuracy .* reached after [0-9.]* s" <<<"$eval_log" | tail -1) ($elapsed s from kube play, with image start and data copy)"
-for w in "${workers[@]}"; do
+for i in "${!workers[@]}"; do
+  w="${workers[$i]}"
   code="$(wait_exit "$w-ps-worker" 120)"
   if [ "$code" != 0 ]; then
     dump_logs "$w-ps-worker"
     die "worker $w ended with '$code' after the evaluator ended the job"
   fi
+  # The rank is the Indexed Job's JOB_COMPLETION_INDEX, the world PSKIT_WORLD_SIZE.
+  if ! podman logs "$w-ps-worker" 2>&1 | grep -q "rank $i of ${#workers[@]} (Kubernetes)"; then
+    dump_logs "$w-ps-worker"
+    die "worker $w did not take rank $i of ${#workers[@]} from JOB_COMPLETION_INDEX/PSKIT_WORLD_SIZE"
+  fi
 done
-log "both workers exited 0 (JOB_COMPLETION_INDEX 0 and 1)"
+log "both workers exited 0, as ranks 0 and 1 of 2 from JOB_COMPLETION_INDEX"
 
 # -- 2. Stopping the shards: SIGTERM, final checkpoint, exit 0 ----------------------
 log "stopping the shards with a 60 s grace (as scaling the StatefulSet to 0 does)"
