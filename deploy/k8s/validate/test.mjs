@@ -159,3 +159,21 @@ test("containers run as the image's non-root user without privileges", () => {
   expectRule(errors, /runAsUser must be 10001/);
   expectRule(errors, /capabilities.drop must include ALL/);
 });
+
+test("the stop-shards container's kubectl command parses (it gets as far as the API server)", () => {
+  // No API server here: an address nothing listens on (local port 9) makes
+  // kubectl stop at the connection, after it has parsed every flag; a
+  // misspelled flag or subresource would stop it earlier with a usage error.
+  const docs = parseAllDocuments(rendered.base).map((d) => d.toJS()).filter(Boolean);
+  const stop = container(find(docs, "Job", "pskit-evaluator").spec.template.spec, "stop-shards");
+  const [binary, ...args] = [...stop.command, ...stop.args];
+  assert.equal(binary, "kubectl");
+  let stderr = "";
+  try {
+    execFileSync("kubectl", ["--server=http://127.0.0.1:9", "--request-timeout=2s", ...args], { stdio: "pipe" });
+  } catch (e) {
+    stderr = e.stderr.toString();
+  }
+  assert.match(stderr, /connection to the server 127\.0\.0\.1:9 was refused/);
+  assert.doesNotMatch(stderr, /unknown flag|usage|invalid/i);
+});
