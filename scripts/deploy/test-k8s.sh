@@ -129,7 +129,10 @@ for i in "${!workers[@]}"; do
     die "worker $w ended with '$code' after the evaluator ended the job"
   fi
   # The rank is the Indexed Job's JOB_COMPLETION_INDEX, the world PSKIT_WORLD_SIZE.
-  if ! podman logs "$w-ps-worker" 2>&1 | grep -q "rank $i of ${#workers[@]} (Kubernetes)"; then
+  # (Logs in a variable: `podman logs | grep -q` fails under pipefail when grep
+  # stops reading early.)
+  wlog="$(podman logs "$w-ps-worker" 2>&1)"
+  if ! grep -q "rank $i of ${#workers[@]} (Kubernetes)" <<<"$wlog"; then
     dump_logs "$w-ps-worker"
     die "worker $w did not take rank $i of ${#workers[@]} from JOB_COMPLETION_INDEX/PSKIT_WORLD_SIZE"
   fi
@@ -156,7 +159,8 @@ podman kube play --network "$network" "$work/shards.yaml" >/dev/null
 for s in "${shards[@]}"; do
   restored=""
   for _ in $(seq 60); do
-    if podman logs "$s-ps-server" 2>&1 | grep -q "loaded checkpoint 'final-"; then
+    slog="$(podman logs "$s-ps-server" 2>&1)"
+    if grep -q "loaded checkpoint 'final-" <<<"$slog"; then
       restored=1
       break
     fi
