@@ -11,6 +11,13 @@ PACKAGES=(
   libgtest-dev libgmock-dev libbenchmark-dev
   iperf3 dataset-fashion-mnist prometheus prometheus-pushgateway python3-numpy
 )
+# scripts/check-deploy.sh's static checks of deploy/: shellcheck, yamllint,
+# docker-compose (only its offline `config` validation of the compose file;
+# no Docker engine), and Node.js with npm for the Kubernetes validator's
+# pinned packages: Debian's only where the machine has none (these hosts'
+# image ships Node.js 20 and npm; Debian's npm would replace that nodejs).
+PACKAGES+=(shellcheck yamllint docker-compose)
+command -v npm >/dev/null || PACKAGES+=(nodejs npm)
 
 missing=()
 for p in "${PACKAGES[@]}"; do

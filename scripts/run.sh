@@ -14,11 +14,11 @@ bash scripts/build.sh
 
 data=/usr/share/datasets/fashion-mnist
 if [ -f "$data/train-images-idx3-ubyte.gz" ] || [ -f "$data/train-images-idx3-ubyte" ]; then
-  dataflags=(--dataset idx --data_path "$data" --layers 784,256,128,10)
+  dataflags=(--dataset idx --data_path "$data" --layers "784,256,128,10")
   target=0.88
 else
   echo "Fashion-MNIST is not installed; training on the synthetic set"
-  dataflags=(--dataset synthetic --synthetic_train 300000 --layers 32,256,128,10)
+  dataflags=(--dataset synthetic --synthetic_train 300000 --layers "32,256,128,10")
   target=0.90
 fi
 
