@@ -10,6 +10,9 @@
 #
 # With `cuda` the CUDA backend is required (PSKIT_WITH_CUDA=ON: a missing nvcc
 # or cuBLAS fails the build instead of silently building a CPU-only worker).
+# Environment: PSKIT_BUILD_JOBS parallel compile jobs (default: all cores);
+# PSKIT_CUDA_ARCHITECTURES the GPU architectures to compile for, as CMake's
+# CUDA_ARCHITECTURES (default: worker/CMakeLists.txt's, 80).
 # Run where the build dependencies are installed (scripts/install-deps.sh
 # --build-only).
 set -euo pipefail
@@ -32,11 +35,14 @@ esac
 # files).
 TARGETS=(ps-server ps-worker psctl psrun ps-bench)
 
-build="$(mktemp -d /tmp/pskit-build.XXXXXX)"
+# A fixed build path: the compile commands name it (generated proto headers),
+# and ccache only hits when they are the same from one image build to the next.
+build=/tmp/pskit-build
+rm -rf "$build"
 trap 'rm -rf "$build"' EXIT
 cmake -S "$src" -B "$build" -DCMAKE_BUILD_TYPE=Release \
-  -DPSKIT_BUILD_TESTS=OFF -DPSKIT_WITH_CUDA="$cuda"
-# Jobs: PSKIT_BUILD_JOBS if set, else every core the build may use.
+  -DPSKIT_BUILD_TESTS=OFF -DPSKIT_WITH_CUDA="$cuda" \
+  ${PSKIT_CUDA_ARCHITECTURES:+"-DCMAKE_CUDA_ARCHITECTURES=$PSKIT_CUDA_ARCHITECTURES"}
 cmake --build "$build" -j "${PSKIT_BUILD_JOBS:-$(nproc)}" --target "${TARGETS[@]}"
 
 mkdir -p "$prefix/bin"
