@@ -55,9 +55,9 @@ cleanup() {
 trap cleanup EXIT
 
 log "building $PSKIT_IMAGE and $PROMETHEUS_IMAGE"
-nice podman build --network host -f docker/Dockerfile -t "$PSKIT_IMAGE" . >"$work/build.log" 2>&1 ||
+nice podman build --format docker --network host -f docker/Dockerfile -t "$PSKIT_IMAGE" . >"$work/build.log" 2>&1 ||
   { tail -n 30 "$work/build.log" >&2; fail "podman build of pskit failed"; }
-nice podman build --network host -t "$PROMETHEUS_IMAGE" docker/prometheus >"$work/build.log" 2>&1 ||
+nice podman build --format docker --network host -t "$PROMETHEUS_IMAGE" docker/prometheus >"$work/build.log" 2>&1 ||
   { tail -n 30 "$work/build.log" >&2; fail "podman build of docker/prometheus failed"; }
 
 # The instances whose pskit_* series Prometheus must hold (every target of

@@ -43,7 +43,7 @@ cleanup() {
 trap cleanup EXIT
 
 log "building $image (docker/Dockerfile)"
-nice podman build --network host -f docker/Dockerfile -t "$image" . >"$work/build.log" 2>&1 ||
+nice podman build --format docker --network host -f docker/Dockerfile -t "$image" . >"$work/build.log" 2>&1 ||
   { tail -n 30 "$work/build.log" >&2; fail "podman build failed (log above)"; }
 size="$(podman image inspect --format '{{.Size}}' "$image")"
 log "image $image: $((size / 1000000)) MB ($size bytes)"
@@ -72,17 +72,32 @@ wait_healthy() {
   fail "the shard's health check never passed"
 }
 
+# psctl inside the shard container. Exit 3 (shard unreachable) is tried
+# again twice: pskit's clients give a connection attempt only 100 ms
+# (GRPC_ARG_MIN_RECONNECT_BACKOFF_MS is also gRPC's connect timeout), which a
+# loaded 2-core host sometimes misses.
+psctl_in_shard() {
+  local attempt rc
+  for attempt in 1 2 3; do
+    rc=0
+    podman exec "$shard" psctl --shards 127.0.0.1:7000 "$@" 2>"$work/psctl.err" || rc=$?
+    [ "$rc" = 3 ] || break
+    echo "test-image: psctl $1: shard unreachable (attempt $attempt): $(head -n 1 "$work/psctl.err")" >&2
+    sleep 1
+  done
+  [ "$rc" = 0 ] || { cat "$work/psctl.err" >&2; fail "psctl $* exited $rc"; }
+}
+
 # Every tensor of namespace `default`, dumped inside the shard container, as
 # "name sha256" lines, sorted.
 dump_tensors() {
   local names name
-  names="$(podman exec "$shard" psctl --shards 127.0.0.1:7000 tensors default --json |
-    python3 -c 'import json, sys
+  names="$(psctl_in_shard tensors default --json | python3 -c 'import json, sys
 for t in json.load(sys.stdin)["tensors"]: print(t["name"])')"
   [ -n "$names" ] || fail "the shard holds no tensors in namespace default"
   for name in $names; do
-    podman exec "$shard" sh -c "psctl --shards 127.0.0.1:7000 dump default '$name' --out /tmp/t.npy >/dev/null &&
-      sha256sum /tmp/t.npy" | awk -v n="$name" '{print n, $1}'
+    psctl_in_shard dump default "$name" --out /tmp/t.npy >/dev/null
+    podman exec "$shard" sha256sum /tmp/t.npy | awk -v n="$name" '{print n, $1}'
   done | sort
 }
 
@@ -100,15 +115,15 @@ log "ok: PID 1 is tini; ps-server is its child: $(podman exec "$shard" sh -c 'ca
 wait_healthy
 health="$(podman inspect --format '{{.State.Healthcheck.Status}}' "$shard")"
 [ "$health" = healthy ] || fail "health status is '$health' after a passing check"
-log "ok: health check answers: $(podman exec "$shard" psctl --shards 127.0.0.1:7000 health 2>&1 | head -n 1); status $health"
+log "ok: health check answers: $(podman exec "$shard" psctl --shards 127.0.0.1:7000 health 2>&1 | tail -n 1); status $health"
 
 log "a short ps-worker job from another container puts a model into the shard"
-podman run --name "$prefix-worker" --network "$net" "$image" \
+podman run --name "$prefix-worker" --network "$net" --no-healthcheck "$image" \
   ps-worker --shards "$shard:7000" --rank 0 --world 1 --dataset synthetic \
   --synthetic_train 4000 --synthetic_test 500 --layers 32,64,10 --epochs 2 \
   --log_level warn >"$work/worker.log" 2>&1 ||
   { cat "$work/worker.log" >&2; fail "the worker container failed"; }
-podman rm "$prefix-worker" >/dev/null
+quiet podman rm "$prefix-worker" >/dev/null
 dump_tensors >"$work/before.txt"
 log "ok: $(wc -l <"$work/before.txt") tensors in the shard; first: $(head -n 1 "$work/before.txt")"
 
@@ -118,7 +133,7 @@ code="$(podman inspect --format '{{.State.ExitCode}}' "$shard")"
 [ "$code" = 0 ] || { podman logs "$shard" >&2; fail "the shard exited with $code after SIGTERM, not 0"; }
 final="$(podman logs "$shard" 2>&1 | grep -o "checkpoint 'final-[0-9]*' written" | tail -n 1)"
 [ -n "$final" ] || { podman logs "$shard" >&2; fail "no final checkpoint in the shard's log"; }
-files="$(podman run --rm -v "$vol:/data" --entrypoint sh "$image" -c 'find /data -type f | wc -l')"
+files="$(quiet podman run --rm -v "$vol:/data" --entrypoint sh "$image" -c 'find /data -type f | wc -l')"
 [ "$files" -gt 0 ] || fail "the volume $vol is empty after the stop"
 log "ok: exit code 0; $final; $files files in the volume"
 
@@ -129,7 +144,7 @@ wait_healthy
 id="${final#checkpoint \'}"
 id="${id%%\'*}"
 podman logs --since "$(date -u -r "$work/restart-mark" +%Y-%m-%dT%H:%M:%SZ)" "$shard" 2>&1 |
-  grep -q "restored checkpoint '$id'" ||
+  grep -q "loaded checkpoint '$id'" ||
   { podman logs "$shard" >&2; fail "the restarted shard did not restore checkpoint '$id'"; }
 dump_tensors >"$work/after.txt"
 if ! diff -u "$work/before.txt" "$work/after.txt" >&2; then
