@@ -123,7 +123,8 @@ for s in shard0 shard1; do
   grep -q 'got SIGTERM; draining' "$work/$s.log" || { cat "$work/$s.log" >&2; fail "$s did not get SIGTERM"; }
   final="$(grep -o "checkpoint 'final-[0-9]*' written[^)]*)" "$work/$s.log" | tail -n 1)"
   [ -n "$final" ] || { tail -n 20 "$work/$s.log" >&2; fail "$s wrote no final checkpoint"; }
-  files="$(podman run --rm -v "${project}_${s}-data:/data" --entrypoint sh "$PSKIT_IMAGE" -c 'find /data -type f | wc -l')"
+  grep -q "shard [0-9]* on .* stopped" "$work/$s.log" || { tail -n 20 "$work/$s.log" >&2; fail "$s did not stop cleanly"; }
+  files="$(podman run --rm --no-healthcheck -v "${project}_${s}-data:/data" --entrypoint sh "$PSKIT_IMAGE" -c 'find /data -type f | wc -l')"
   [ "$files" -gt 0 ] || fail "volume ${project}_${s}-data is empty"
   log "ok: $s: $final; $files files in its volume"
 done
