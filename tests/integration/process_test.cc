@@ -90,6 +90,36 @@ TEST(PsServerProcess, BadFlagExitsNonZeroWithAMessage) {
   EXPECT_EQ(server.StopWith(0), 1);
 }
 
+// A shard name that never resolves (*.invalid, RFC 6761): the worker's first
+// contact asks again until --timeout_s, saying which name it waits for, and
+// then fails (exit 1) naming it.
+TEST(PsWorkerProcess, WaitsForAShardNameUntilTheTimeoutThenNamesIt) {
+  ChildServer worker("ps-worker",
+                     {"--shards", "pskit-shard.invalid:7000", "--timeout_s",
+                      "3", "--log_level", "info"},
+                     /*merge_stderr=*/true);
+  std::string all = worker.first_line() + "\n";
+  for (std::string line = worker.ReadLine(); !line.empty();
+       line = worker.ReadLine()) {
+    all += line + "\n";
+  }
+  EXPECT_EQ(worker.StopWith(0), 1) << all;
+  EXPECT_NE(all.find("pskit-shard.invalid:7000"), std::string::npos) << all;
+  // Where DNS answers (here it does), gRPC says the name has no address:
+  // then the wait is logged and the failure says so. Without any DNS
+  // server the lookup itself runs into the deadline ("could not connect").
+  if (all.find("DNS resolution failed") != std::string::npos) {
+    EXPECT_NE(all.find("waiting for shard pskit-shard.invalid:7000: the name "
+                       "does not resolve yet"),
+              std::string::npos)
+        << all;
+    EXPECT_NE(all.find("the name 'pskit-shard.invalid' of shard 0 "
+                       "(pskit-shard.invalid:7000) did not resolve within 3s"),
+              std::string::npos)
+        << all;
+  }
+}
+
 // SIGTERM to a training ps-worker: it finishes the step in hand, leaves the
 // shards (its lease is gone at once, not after it lapses), prints its
 // summary and exits 0.
