@@ -17,7 +17,7 @@
 // every 5 s. gRPC asks DNS again on its own schedule: after 1 s, then 1.6x
 // longer each time up to 2 min (fixed in gRPC 1.51; resetting the channel's
 // backoff does not hurry it, tried), so a name that appears T seconds after
-// the first try is used about 0.6 T later at worst. A call
+// the first try is used at worst about 0.8 T later (with 20% jitter). A call
 // that would wait_for_ready is sent without it on its first attempt and
 // after each resolution failure: gRPC holds a waiting call silently, so the
 // failure would otherwise show only as a deadline.
