@@ -92,6 +92,7 @@ std::vector<ShardHealth> CheckHealth(const std::vector<std::string>& shards,
   o.timeout = options.timeout;
   o.clock = options.clock;
   o.op = "health check";
+  o.addresses = &shards;
   // wait_for_ready and retry_unavailable stay off: a shard that is down now
   // is unhealthy now.
   client_internal::FanOut(

@@ -1,3 +1,5 @@
+// client/internal/fan_out.cc: the non-template parts of FanOut: naming a
+// failed shard, the wait for a shard's name.
 #include "client/internal/fan_out.h"
 
 namespace pskit::client_internal {
@@ -10,6 +12,18 @@ std::string HostOf(const std::string& address) {
   const size_t colon = address.rfind(':');
   if (colon == std::string::npos || address.find(':') != colon) return address;
   return address.substr(0, colon);
+}
+
+void LogNameWait(uint32_t shard, const std::vector<std::string>* addresses,
+                 const absl::Status& s, absl::Duration left) {
+  const std::string address = addresses != nullptr && shard < addresses->size()
+                                  ? (*addresses)[shard]
+                                  : absl::StrCat("shard ", shard);
+  spdlog::warn(
+      "waiting for shard {}: the name does not resolve yet (giving up in {}): "
+      "{}",
+      address, absl::FormatDuration(absl::Trunc(left, absl::Seconds(1))),
+      std::string(s.message()));
 }
 
 std::string DescribeFailure(uint32_t shard, const std::string& address,

@@ -482,6 +482,40 @@ TEST(PsctlHealth, ServingIsZeroNotServingOrUnreachableIsOne) {
   EXPECT_TRUE(absl::StrContains(ran.out, "usage: psctl health")) << ran.out;
 }
 
+// A shard name that never resolves: psctl asks again until --timeout_s
+// (saying which name it waits for), then status exits 3 and health 1, both
+// naming the name; the shard that answers is still reported.
+TEST(PsctlNames, AnUnresolvableNameIsWaitedForThenNamed) {
+  ChildServer shard({"--listen", "127.0.0.1:0", "--log_level", "warn"});
+  ASSERT_FALSE(shard.address().empty()) << shard.first_line();
+  const std::string name = "pskit-shard.invalid:7000";
+  Ran ran = RunProgram(SiblingBinary("psctl"),
+                       {"--shards", name, "--timeout_s", "2", "status"});
+  EXPECT_EQ(ran.exit_code, 3) << ran.err;
+  EXPECT_TRUE(absl::StrContains(ran.err, "shard 0 (" + name + ")")) << ran.err;
+  if (absl::StrContains(ran.err, "DNS resolution failed")) {
+    EXPECT_TRUE(absl::StrContains(
+        ran.err, "waiting for shard " + name +
+                     ": the name does not resolve yet"))
+        << ran.err;
+  }
+  ran = RunProgram(SiblingBinary("psctl"), {"--shards", shard.address() + "," +
+                                                name,
+                                            "--timeout_s", "2", "health",
+                                            "--json"});
+  EXPECT_EQ(ran.exit_code, 1) << ran.err;
+  EXPECT_TRUE(absl::StrContains(ran.err, name)) << ran.err;
+  Struct s = ParseJson(ran);
+  EXPECT_EQ(Str(At(At(At(s, "shards"), 0), "status")), "SERVING");
+  if (absl::StrContains(ran.err, "DNS resolution failed")) {
+    EXPECT_EQ(Str(At(At(At(s, "shards"), 1), "status")), "NAME_NOT_RESOLVED");
+    EXPECT_TRUE(absl::StrContains(
+        ran.err, "the name 'pskit-shard.invalid' of shard 1 (" + name +
+                     ") did not resolve within 2s"))
+        << ran.err;
+  }
+}
+
 TEST_F(PsctlTest, TensorsMergesEveryShard) {
   auto c = NewClient();
   ASSERT_NO_FATAL_FAILURE(PushRamp(c.get(), 0.01f));
