@@ -94,6 +94,7 @@ std::vector<ShardResult<Resp>> AdminClient::Call(
   o.max_backoff = options_.max_backoff;
   o.clock = options_.clock;
   o.op = op;
+  o.addresses = &shards_;
   const int attempts = client_internal::FanOut(
       calls, o,
       [&](CallT& c, size_t, std::function<void(grpc::Status)> done) {

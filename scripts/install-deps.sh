@@ -1,23 +1,39 @@
 #!/usr/bin/env bash
 # Installs the Debian 12 packages pskit needs to build, test and run.
 # A quick no-op when they are all present. Run as root (or with sudo).
+#
+#   scripts/install-deps.sh               everything (build, tests, tools)
+#   scripts/install-deps.sh --build-only  only what compiling the binaries
+#                                         needs (the container images' build
+#                                         stage, docker/build-pskit.sh)
 set -euo pipefail
 
-PACKAGES=(
-  build-essential cmake pkg-config ccache git clang
+# What compiling ps-server, ps-worker, psctl, psrun and ps-bench needs
+# (ccache: CMake uses it when present; image builds keep its cache).
+BUILD_PACKAGES=(
+  build-essential cmake pkg-config ccache
   libgrpc++-dev protobuf-compiler-grpc libprotobuf-dev protobuf-compiler
   libabsl-dev librocksdb-dev prometheus-cpp-dev libspdlog-dev
   libopenblas-dev zlib1g-dev libhdf5-dev
-  libgtest-dev libgmock-dev libbenchmark-dev
-  iperf3 dataset-fashion-mnist prometheus prometheus-pushgateway python3-numpy
 )
+case "${1:-}" in
+  "") PACKAGES=(
+        "${BUILD_PACKAGES[@]}" git clang
+        libgtest-dev libgmock-dev libbenchmark-dev
+        iperf3 dataset-fashion-mnist prometheus prometheus-pushgateway python3-numpy
+      ) ;;
+  --build-only) PACKAGES=("${BUILD_PACKAGES[@]}") ;;
+  *) echo "install-deps: unknown argument '$1' (use --build-only or nothing)" >&2; exit 2 ;;
+esac
 # scripts/check-deploy.sh's static checks of deploy/: shellcheck, yamllint,
 # docker-compose (only its offline `config` validation of the compose file;
 # no Docker engine), and Node.js with npm for the Kubernetes validator's
 # pinned packages: Debian's only where the machine has none (these hosts'
 # image ships Node.js 20 and npm; Debian's npm would replace that nodejs).
-PACKAGES+=(shellcheck yamllint docker-compose)
-command -v npm >/dev/null || PACKAGES+=(nodejs npm)
+if [ -z "${1:-}" ]; then
+  PACKAGES+=(shellcheck yamllint docker-compose)
+  command -v npm >/dev/null || PACKAGES+=(nodejs npm)
+fi
 
 missing=()
 for p in "${PACKAGES[@]}"; do

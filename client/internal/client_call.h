@@ -50,6 +50,7 @@ absl::Status Client::Run(const char* op, std::vector<Call<Req, Resp>>& calls,
   o.max_backoff = options_.max_backoff;
   o.clock = options_.clock;
   o.op = op;
+  o.addresses = &shards_;
   const int attempts = client_internal::FanOut(
       calls, o,
       [&](Call<Req, Resp>& c, size_t i,

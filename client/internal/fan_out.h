@@ -3,8 +3,24 @@
 // FanOut: the one way pskit sends a set of unary calls to shards at once.
 // Client's data-plane and worker-control calls (Client::Run) and every Admin
 // call (AdminClient: Client's admin calls, psctl, psrun's monitor) go
-// through it; so do the retry of UNAVAILABLE shards and the naming of a
-// failed shard.
+// through it; so do the retry of UNAVAILABLE shards, the wait for a shard
+// name that does not resolve yet, and the naming of a failed shard.
+//
+// Shard names: a shard may be given as a DNS name (a Kubernetes headless
+// Service's pod record, a compose service) that has no address until the
+// shard is up. gRPC resolves the name itself (pskit never does, so a shard
+// that comes back on another address is found again: gRPC resolves anew
+// when a connection fails) and fails a call UNAVAILABLE "DNS resolution
+// failed for NAME:PORT" while it has none. FanOut sends such a call again
+// after the backoff until `timeout`, whatever retry_unavailable says, and
+// logs "waiting for shard NAME:PORT: the name does not resolve yet" at most
+// every 5 s. gRPC asks DNS again on its own schedule: after 1 s, then 1.6x
+// longer each time up to 2 min (fixed in gRPC 1.51; resetting the channel's
+// backoff does not hurry it, tried), so a name that appears T seconds after
+// the first try is used at worst about 0.8 T later (with 20% jitter). A call
+// that would wait_for_ready is sent without it on its first attempt and
+// after each resolution failure: gRPC holds a waiting call silently, so the
+// failure would otherwise show only as a deadline.
 //
 //   struct MyCall : FanOutCall {
 //     v1::StatusRequest req;
@@ -39,6 +55,7 @@
 #include <vector>
 
 #include "absl/status/status.h"
+#include "absl/strings/match.h"
 #include "absl/strings/str_cat.h"
 #include "absl/synchronization/mutex.h"
 #include "absl/time/clock.h"
@@ -55,6 +72,9 @@ struct FanOutCall {
   uint32_t shard = 0;
   // Made fresh by FanOut for every attempt, with the deadline set.
   std::unique_ptr<grpc::ClientContext> ctx;
+  // Whether the last attempt was sent with wait_for_ready (ClientContext
+  // does not say).
+  bool wait_for_ready = false;
   // The last attempt's gRPC status, and what `on_answer` made of its answer
   // (OK when the call failed).
   grpc::Status status;
@@ -85,6 +105,9 @@ struct FanOutOptions {
   absl::Duration max_backoff = absl::Seconds(2);
   // Named in the debug log line of a retry. Default: "call".
   const char* op = "call";
+  // Shard addresses by shard index, named in the "waiting for shard" line.
+  // Borrowed; must outlive the call. Default: none ("shard N" instead).
+  const std::vector<std::string>* addresses = nullptr;
   // When to stop retrying (clock->Now() + timeout) and how to wait between
   // retries (clock->SleepFor): injectable so a test's FakeClock advances
   // instead of sleeping. gRPC's own deadline on each call is real time.
@@ -100,12 +123,33 @@ inline bool IsRetryable(const absl::Status& s) {
          s.code() == absl::StatusCode::kCancelled;
 }
 
+// Whether `s` says that gRPC could not resolve the shard's host name (no
+// DNS record yet, or a misspelt name): gRPC gives no code of its own for it,
+// only UNAVAILABLE with "DNS resolution failed for NAME:PORT: ..." (the
+// c-ares and the native resolver alike).
+inline bool IsNameNotResolved(const absl::Status& s) {
+  return s.code() == absl::StatusCode::kUnavailable &&
+         absl::StrContains(s.message(), "DNS resolution failed");
+}
+
+// The host of "host:port" ("[::1]:7000" -> "::1"; no port: all of it).
+std::string HostOf(const std::string& address);
+
+// At most this often FanOut logs that it waits for a shard's name.
+inline constexpr absl::Duration kNameWaitLogInterval = absl::Seconds(5);
+
+// Logs (warning) "waiting for shard NAME:PORT: the name does not resolve
+// yet ..." for shard `shard`, its address from `addresses` if given.
+void LogNameWait(uint32_t shard, const std::vector<std::string>* addresses,
+                 const absl::Status& s, absl::Duration left);
+
 // Sends every call of `calls` at once: start(call, index, done) starts the
 // RPC on call.ctx and arranges for done(status) to run when it ends. For
 // each call that succeeds, on_answer(call) runs (on a gRPC thread) and its
 // Status is stored in call.answer. Retries as `options` say. Returns the
 // number of attempts once every call has finished; each call's status and
-// answer then hold its outcome.
+// answer then hold its outcome. A call whose shard's name does not resolve
+// is sent again until the timeout (see the top of this file).
 template <typename CallT, typename Start, typename OnAnswer>
 int FanOut(std::vector<CallT>& calls, const FanOutOptions& options, Start start,
            OnAnswer on_answer) {
@@ -125,6 +169,13 @@ int FanOut(std::vector<CallT>& calls, const FanOutOptions& options, Start start,
   absl::Duration backoff = options.initial_backoff;
   std::vector<size_t> todo(calls.size());
   for (size_t i = 0; i < calls.size(); ++i) todo[i] = i;
+  // Per call: send it without wait_for_ready, to learn whether its shard's
+  // name resolves (first attempt, and after a resolution failure). Only
+  // where UNAVAILABLE is retried anyway: otherwise a shard merely
+  // reconnecting would fail a call that was asked to wait.
+  const bool probe_names = options.wait_for_ready && options.retry_unavailable;
+  std::vector<bool> name_unknown(calls.size(), true);
+  absl::Time next_name_log = absl::InfinitePast();
   for (int attempt = 1;; ++attempt) {
     auto pending = std::make_shared<Pending>();
     {
@@ -135,7 +186,9 @@ int FanOut(std::vector<CallT>& calls, const FanOutOptions& options, Start start,
       CallT& c = calls[i];
       c.ctx = std::make_unique<grpc::ClientContext>();
       c.ctx->set_deadline(absl::ToChronoTime(deadline));
-      c.ctx->set_wait_for_ready(options.wait_for_ready);
+      c.wait_for_ready =
+          options.wait_for_ready && !(probe_names && name_unknown[i]);
+      c.ctx->set_wait_for_ready(c.wait_for_ready);
       c.answer = absl::OkStatus();
       start(c, i, [&c, &on_answer, pending](grpc::Status status) {
         c.status = std::move(status);
@@ -160,16 +213,34 @@ int FanOut(std::vector<CallT>& calls, const FanOutOptions& options, Start start,
         p->mu.Await(absl::Condition(&all_done));
       }
     }
-    if (!options.retry_unavailable || cancelled) return attempt;
+    if (cancelled) return attempt;
     std::vector<size_t> retry;
+    std::vector<size_t> unresolved;  // one call per shard whose name failed
     for (size_t i : todo) {
       const absl::Status s = calls[i].Outcome();
+      name_unknown[i] = IsNameNotResolved(s);
       if (s.ok()) continue;
-      if (!IsRetryable(s)) return attempt;  // reported at once
+      if (name_unknown[i]) {
+        retry.push_back(i);
+        if (std::none_of(unresolved.begin(), unresolved.end(), [&](size_t j) {
+              return calls[j].shard == calls[i].shard;
+            })) {
+          unresolved.push_back(i);
+        }
+        continue;
+      }
+      if (!options.retry_unavailable) continue;  // reported as it is
+      if (!IsRetryable(s)) return attempt;       // reported at once
       retry.push_back(i);
     }
-    if (retry.empty() || options.clock->Now() + backoff >= retry_until) {
-      return attempt;
+    const absl::Time now = options.clock->Now();
+    if (retry.empty() || now + backoff >= retry_until) return attempt;
+    if (!unresolved.empty() && now >= next_name_log) {
+      for (size_t i : unresolved) {
+        LogNameWait(calls[i].shard, options.addresses, calls[i].Outcome(),
+                    retry_until - now);
+      }
+      next_name_log = now + kNameWaitLogInterval;
     }
     const CallT& first = calls[retry.front()];
     spdlog::debug("{}: shard {} unavailable ({}); retrying in {}", options.op,
@@ -182,7 +253,8 @@ int FanOut(std::vector<CallT>& calls, const FanOutOptions& options, Start start,
 }
 
 // One line naming a failed call's shard and why: "shard 1 (h:7000): ...".
-// A DEADLINE_EXCEEDED says whether the shard could not be reached at all
+// A name that did not resolve is named as such ("the name 'h' of shard 1
+// (h:7000) did not resolve within 5s: ..."). A DEADLINE_EXCEEDED says whether the shard could not be reached at all
 // (from `channel`'s state, if not null) or did not answer in `timeout`.
 std::string DescribeFailure(uint32_t shard, const std::string& address,
                             const absl::Status& s, absl::Duration timeout,

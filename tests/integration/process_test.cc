@@ -1,7 +1,9 @@
 // ps-server and ps-worker as child processes: the address line on stdout,
-// real traffic, and SIGTERM ending each with exit status 0.
+// the --address_file, real traffic, and SIGTERM ending each with exit
+// status 0.
 #include <signal.h>
 
+#include <fstream>
 #include <string>
 #include <vector>
 
@@ -35,6 +37,47 @@ TEST(PsServerProcess, PrintsAddressServesAndExitsZeroOnSigterm) {
   EXPECT_EQ(server.StopWith(SIGTERM), 0);
 }
 
+// --address_file: once serving, the file holds the address to dial (the
+// listen host, or --advertise_host) and a newline; a client reaches the
+// shard through it. A missing directory stops ps-server before it serves.
+TEST(PsServerProcess, WritesItsAddressFile) {
+  testing::TempDir dir;
+  const std::string path = dir.path() + "/shard0";
+  ChildServer server({"--listen", "127.0.0.1:0", "--address_file", path,
+                      "--log_level", "warn"});
+  const std::string address = server.address();
+  ASSERT_FALSE(address.empty()) << server.first_line();
+  // ps-server writes the file before it prints the address line.
+  std::string line;
+  std::getline(std::ifstream(path), line);
+  EXPECT_EQ(line, address);
+  ClientOptions opts;
+  opts.timeout = absl::Seconds(20);
+  ASSERT_OK_AND_ASSIGN(auto client, Client::Connect({line}, opts));
+  ASSERT_OK(client->Declare("", testing::SgdConfig(1.0f),
+                            {testing::ZerosTensor("w", 10)}));
+  EXPECT_EQ(server.StopWith(SIGTERM), 0);
+
+  // --advertise_host replaces the listen host; "localhost" is dialled too.
+  ChildServer advertised({"--listen", "127.0.0.1:0", "--address_file", path,
+                          "--advertise_host", "localhost", "--log_level",
+                          "warn"});
+  const std::string port =
+      advertised.address().substr(advertised.address().rfind(':') + 1);
+  ASSERT_FALSE(port.empty()) << advertised.first_line();
+  std::getline(std::ifstream(path), line);
+  EXPECT_EQ(line, "localhost:" + port);
+  ASSERT_OK_AND_ASSIGN(client, Client::Connect({line}, opts));
+  ASSERT_OK(client->Declare("", testing::SgdConfig(1.0f),
+                            {testing::ZerosTensor("w", 10)}));
+  EXPECT_EQ(advertised.StopWith(SIGTERM), 0);
+
+  ChildServer missing({"--listen", "127.0.0.1:0", "--address_file",
+                       dir.path() + "/no/such/dir/shard0"});
+  EXPECT_TRUE(missing.address().empty());
+  EXPECT_EQ(missing.StopWith(0), 2);
+}
+
 TEST(PsServerProcess, SigintAlsoExitsZero) {
   ChildServer server({"--listen", "127.0.0.1:0", "--log_level", "warn"});
   ASSERT_FALSE(server.address().empty()) << server.first_line();
@@ -45,6 +88,36 @@ TEST(PsServerProcess, BadFlagExitsNonZeroWithAMessage) {
   ChildServer server({"--shard_index", "4", "--num_shards", "2"});
   EXPECT_TRUE(server.address().empty());
   EXPECT_EQ(server.StopWith(0), 1);
+}
+
+// A shard name that never resolves (*.invalid, RFC 6761): the worker's first
+// contact asks again until --timeout_s, saying which name it waits for, and
+// then fails (exit 1) naming it.
+TEST(PsWorkerProcess, WaitsForAShardNameUntilTheTimeoutThenNamesIt) {
+  ChildServer worker("ps-worker",
+                     {"--shards", "pskit-shard.invalid:7000", "--timeout_s",
+                      "3", "--log_level", "info"},
+                     /*merge_stderr=*/true);
+  std::string all = worker.first_line() + "\n";
+  for (std::string line = worker.ReadLine(); !line.empty();
+       line = worker.ReadLine()) {
+    all += line + "\n";
+  }
+  EXPECT_EQ(worker.StopWith(0), 1) << all;
+  EXPECT_NE(all.find("pskit-shard.invalid:7000"), std::string::npos) << all;
+  // Where DNS answers (here it does), gRPC says the name has no address:
+  // then the wait is logged and the failure says so. Without any DNS
+  // server the lookup itself runs into the deadline ("could not connect").
+  if (all.find("DNS resolution failed") != std::string::npos) {
+    EXPECT_NE(all.find("waiting for shard pskit-shard.invalid:7000: the name "
+                       "does not resolve yet"),
+              std::string::npos)
+        << all;
+    EXPECT_NE(all.find("the name 'pskit-shard.invalid' of shard 0 "
+                       "(pskit-shard.invalid:7000) did not resolve within 3s"),
+              std::string::npos)
+        << all;
+  }
 }
 
 // SIGTERM to a training ps-worker: it finishes the step in hand, leaves the
