@@ -18,8 +18,9 @@
 # script's exit status is 0 when the evaluator reached PSKIT_TARGET (or no
 # target was set), 3 when it ended the job without reaching it.
 # Any step that fails (a shard killed: --kill-on-bad-exit ends its step at
-# once) ends the job with status 1 at once: the other steps get SIGTERM
-# (shards still checkpoint), and SIGKILL after PSKIT_STOP_GRACE_S.
+# once) ends the job with status 1 at once: surviving shards get SIGTERM (they
+# still checkpoint), workers and the evaluator SIGKILL, and anything left
+# SIGKILL after PSKIT_STOP_GRACE_S.
 #
 # The calling script sets, before `pskit_main`:
 #   PSKIT_HOME           the repository (for the default PSKIT_BIN)
@@ -107,15 +108,15 @@ pskit_steps_named() {
   squeue -h -s -j "$SLURM_JOB_ID" -o '%i %j' 2>/dev/null | awk -v n="$1" '$2 == n { print $1 }'
 }
 
-# Sends SIGTERM to the step named $1 whose srun is pid $2: through scancel
-# (only SIGTERM: slurmd sends nothing stronger later), else to the srun,
-# which forwards it to its tasks.
-pskit_term_step() {
-  local id sent=0
+# Sends signal $3 (default TERM) to the step named $1 whose srun is pid $2:
+# through scancel (only that signal: slurmd sends nothing stronger later),
+# else to the srun, which forwards it to its tasks.
+pskit_signal_step() {
+  local id sent=0 sig=${3:-TERM}
   for id in $(pskit_steps_named "$1"); do
-    scancel --quiet --signal=TERM "$id" && sent=1
+    scancel --quiet --signal="$sig" "$id" && sent=1
   done
-  [ "$sent" = 1 ] || kill -TERM "$2" 2>/dev/null || true
+  [ "$sent" = 1 ] || kill -"$sig" "$2" 2>/dev/null || true
 }
 
 # Waits up to $1 seconds for the srun pids that follow; returns 1 if any is
@@ -134,16 +135,20 @@ pskit_wait_pids() {
   done
 }
 
-# EXIT trap: stops what still runs (SIGTERM, then SIGKILL after the grace
-# period; SLURM would also end the steps with the job), removes the
-# rendezvous directory.
+# EXIT trap: stops what still runs and removes the rendezvous directory.
+# Shards get SIGTERM (a surviving shard writes its final checkpoint), workers
+# and the evaluator SIGKILL: they hold no state, and one blocked on a dead
+# shard would take 10 s to give up. Whatever still runs after the grace
+# period is killed (SLURM would also end the steps with the job).
 pskit_cleanup() {
-  local rc=$? name pids=()
+  local rc=$? name sig pids=()
   trap - EXIT
   for name in "${!PSKIT_STEP_PID[@]}"; do
     if kill -0 "${PSKIT_STEP_PID[$name]}" 2>/dev/null; then
-      pskit_say "stopping the $name step"
-      pskit_term_step "pskit-$name" "${PSKIT_STEP_PID[$name]}"
+      sig=KILL
+      [ "$name" = shards ] && sig=TERM
+      pskit_say "stopping the $name step (SIG$sig)"
+      pskit_signal_step "pskit-$name" "${PSKIT_STEP_PID[$name]}" "$sig"
       pids+=("${PSKIT_STEP_PID[$name]}")
     fi
   done
@@ -259,10 +264,10 @@ pskit_main() {
   if [ -n "${PSKIT_STEP_PID[workers]:-}" ] &&
     ! pskit_wait_pids "$PSKIT_STOP_GRACE_S" "${PSKIT_STEP_PID[workers]}"; then
     pskit_say "the workers did not leave within ${PSKIT_STOP_GRACE_S}s; stopping them"
-    pskit_term_step pskit-workers "${PSKIT_STEP_PID[workers]}"
+    pskit_signal_step pskit-workers "${PSKIT_STEP_PID[workers]}"
   fi
   pskit_say "stopping the shards (SIGTERM: final checkpoint)"
-  pskit_term_step pskit-shards "${PSKIT_STEP_PID[shards]}"
+  pskit_signal_step pskit-shards "${PSKIT_STEP_PID[shards]}"
   rc=0
   wait "${PSKIT_STEP_PID[shards]}" || rc=$?
   unset "PSKIT_STEP_PID[shards]"

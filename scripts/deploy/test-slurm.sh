@@ -1,0 +1,165 @@
+#!/usr/bin/env bash
+# Test 4 of scripts/test-deploy.sh: deploy/slurm/pskit.sbatch on a real
+# single-node SLURM cluster (set up by scripts/deploy/setup-slurm.sh). Run as
+# root from anywhere:
+#
+#   bash scripts/deploy/test-slurm.sh
+#
+# 1. A small Fashion-MNIST job (2 shards, 2 workers, evaluator target 0.85)
+#    submitted with `sbatch --wait`: exit 0, state COMPLETED, the evaluator's
+#    verdict in the job's output, both shards' final checkpoint written and
+#    loadable by a fresh ps-server, the rendezvous directory removed.
+# 2. The same job with an unreachable target: once both workers train, one
+#    ps-server is SIGKILLed; the job must end FAILED (exit 1), long before its
+#    10-minute limit, naming the shard step, with no ps-server or ps-worker of
+#    the job left running.
+# Binaries: PSKIT_BIN if set, else build/bin, built here if missing.
+set -euo pipefail
+cd "$(dirname "$0")/../.."
+repo=$(pwd)
+
+say() { echo "test-slurm: $*"; }
+fail() {
+  echo "test-slurm: FAIL: $*" >&2
+  exit 1
+}
+
+[ "$(id -u)" -eq 0 ] || fail "run as root: it installs and starts SLURM"
+
+bin=${PSKIT_BIN:-$repo/build/bin}
+if [ ! -x "$bin/ps-server" ] || [ ! -x "$bin/ps-worker" ]; then
+  [ -z "${PSKIT_BIN:-}" ] || fail "PSKIT_BIN=$PSKIT_BIN holds no ps-server/ps-worker"
+  say "building ps-server and ps-worker into build/"
+  export CCACHE_BASEDIR="${CCACHE_BASEDIR:-$(dirname "$repo")}"
+  cmake -S . -B build -DCMAKE_BUILD_TYPE=Release -DPSKIT_WITH_CUDA=OFF >/dev/null
+  nice cmake --build build -j2 --target ps-server ps-worker >/dev/null
+fi
+"$bin/ps-server" --help 2>&1 | grep -q -- '--address_file' ||
+  fail "$bin/ps-server has no --address_file flag: rebuild it from this tree"
+
+data=/usr/share/datasets/fashion-mnist
+if [ ! -f "$data/train-images-idx3-ubyte.gz" ]; then
+  say "installing dataset-fashion-mnist"
+  DEBIAN_FRONTEND=noninteractive apt-get -o DPkg::Lock::Timeout=600 install -y -q dataset-fashion-mnist >/dev/null
+fi
+
+bash scripts/deploy/setup-slurm.sh
+
+# The submit directory stands in for the cluster's shared file system: the
+# rendezvous and checkpoint directories go under it.
+work=$(mktemp -d /tmp/pskit-test-slurm.XXXXXX)
+jobs=()
+cleanup() {
+  local rc=$? j
+  for j in "${jobs[@]}"; do scancel "$j" 2>/dev/null || true; done
+  rm -rf "$work"
+  exit "$rc"
+}
+trap cleanup EXIT
+
+# Field $2 (JobState, ExitCode, ...) of job $1, from slurmctld (no
+# accounting database: finished jobs stay visible for MinJobAge).
+job_field() {
+  scontrol show job -o "$1" | tr ' ' '\n' | sed -n "s/^$2=//p" | head -n 1
+}
+
+# Pids of ps-server / ps-worker processes that belong to job $1 (their
+# environment holds SLURM_JOB_ID; containers of other tests do not match).
+job_processes() {
+  local p
+  for p in $(pgrep -x 'ps-server|ps-worker' || true); do
+    tr '\0' '\n' <"/proc/$p/environ" 2>/dev/null | grep -qx "SLURM_JOB_ID=$1" && echo "$p"
+  done
+  return 0
+}
+
+common_env=(PSKIT_BIN="$bin" PSKIT_HOME="$repo" PSKIT_SHARDS=2 PSKIT_WORKERS=2
+  PSKIT_DATA="$data" PSKIT_SERVER_ARGS="--log_level info" PSKIT_STOP_GRACE_S=30)
+# --overcommit: 5 tasks on this host's 2 CPUs.
+sbatch_args=(--parsable --overcommit --ntasks=5 --time=10)
+
+# --- 1. a job that reaches its target ---------------------------------------
+say "job 1: 2 shards, 2 workers, evaluator target 0.85 (sbatch --wait)"
+start=$SECONDS
+rc=0
+job1=$(cd "$work" && env "${common_env[@]}" PSKIT_TARGET=0.85 PSKIT_MAX_SECONDS=300 \
+  PSKIT_STATE_DIR="$work/state1" \
+  sbatch "${sbatch_args[@]}" --wait --job-name=pskit-test-ok --output="$work/job1.out" \
+  "$repo/deploy/slurm/pskit.sbatch") || rc=$?
+jobs+=("$job1")
+out1=$work/job1.out
+state=$(job_field "$job1" JobState)
+say "job 1 ($job1): sbatch exit $rc, state $state, exit code $(job_field "$job1" ExitCode), run time $(job_field "$job1" RunTime) ($((SECONDS - start)) s until sbatch --wait returned)"
+if [ "$rc" -ne 0 ] || [ "$state" != COMPLETED ]; then
+  tail -n 40 "$out1" >&2 || true
+  fail "job 1 should end COMPLETED with exit 0"
+fi
+verdict=$(grep -m 1 '^pskit: the evaluator ended the job:' "$out1") ||
+  fail "job 1's output has no evaluator verdict"
+[[ "$verdict" == *"target reached"* ]] || fail "job 1's verdict is not 'target reached': $verdict"
+say "${verdict#pskit: }"
+grep -q 'rank 1 of 2 (SLURM)' "$out1" || fail "no worker took its rank from SLURM"
+finals=$(grep -c "checkpoint 'final-" "$out1" || true)
+[ "$finals" -eq 2 ] || fail "expected 2 final checkpoints in job 1's output, found $finals"
+[ ! -e "$work/.pskit-rendezvous/$job1" ] || fail "job 1 left its rendezvous directory"
+# A fresh shard on each data directory restores the final checkpoint.
+for i in 0 1; do
+  "$bin/ps-server" --listen 127.0.0.1:0 --shard_index "$i" --num_shards 2 \
+    --data_dir "$work/state1/shard-$i" >"$work/restore-$i.log" 2>&1 &
+  pid=$!
+  for _ in $(seq 100); do
+    grep -q 'listening on' "$work/restore-$i.log" && break
+    kill -0 "$pid" 2>/dev/null || break
+    sleep 0.1
+  done
+  kill -TERM "$pid" 2>/dev/null || true
+  wait "$pid" || fail "shard $i did not start and stop cleanly on its data directory: $(cat "$work/restore-$i.log")"
+  grep -q "loaded checkpoint 'final-" "$work/restore-$i.log" ||
+    fail "shard $i did not load a final checkpoint: $(cat "$work/restore-$i.log")"
+done
+say "job 1: both shards wrote a final checkpoint, and a fresh ps-server loads each"
+
+# --- 2. a shard killed mid-job -----------------------------------------------
+say "job 2: the same with target 0.99; SIGKILL one ps-server once both workers train"
+job2=$(cd "$work" && env "${common_env[@]}" PSKIT_TARGET=0.99 PSKIT_MAX_SECONDS=600 \
+  PSKIT_STATE_DIR="$work/state2" \
+  sbatch "${sbatch_args[@]}" --job-name=pskit-test-kill --output="$work/job2.out" \
+  "$repo/deploy/slurm/pskit.sbatch")
+jobs+=("$job2")
+out2=$work/job2.out
+for _ in $(seq 240); do
+  [ "$(grep -c 'rank [01] of 2 (SLURM)' "$out2" 2>/dev/null)" = 2 ] && break
+  case "$(job_field "$job2" JobState)" in PENDING | RUNNING | CONFIGURING) ;; *) break ;; esac
+  sleep 0.5
+done
+[ "$(grep -c 'rank [01] of 2 (SLURM)' "$out2" 2>/dev/null)" = 2 ] ||
+  { tail -n 40 "$out2" >&2 || true; fail "job 2's workers did not start within 120 s"; }
+victim=""
+for p in $(job_processes "$job2"); do
+  if [ "$(cat "/proc/$p/comm")" = ps-server ] &&
+    tr '\0' ' ' <"/proc/$p/cmdline" | grep -q -- '--shard_index 0 '; then
+    victim=$p
+  fi
+done
+[ -n "$victim" ] || fail "job 2's shard 0 process not found"
+kill -KILL "$victim"
+killed_at=$SECONDS
+say "killed shard 0 (pid $victim) of job $job2"
+state=""
+for _ in $(seq 240); do
+  state=$(job_field "$job2" JobState)
+  case "$state" in PENDING | RUNNING | CONFIGURING | COMPLETING) ;; *) break ;; esac
+  sleep 0.5
+done
+took=$((SECONDS - killed_at))
+say "job 2 ($job2): state $state, exit code $(job_field "$job2" ExitCode), ${took} s after the kill (time limit 600 s)"
+if [ "$state" != FAILED ]; then
+  tail -n 40 "$out2" >&2 || true
+  fail "job 2 should end FAILED within 120 s of the kill, is '$state'"
+fi
+grep -q 'pskit: the shards step failed' "$out2" || fail "job 2's output does not say the shard step failed"
+left=$(job_processes "$job2")
+[ -z "$left" ] || fail "job 2 left processes behind: $left"
+[ ! -e "$work/.pskit-rendezvous/$job2" ] || fail "job 2 left its rendezvous directory"
+say "job 2: ended FAILED, the shard step named, no ps-server or ps-worker left"
+say "PASS"
