@@ -42,9 +42,11 @@
 #                        evaluator (default: idx data, 784,256,128,10, EASGD
 #                        tau 8, 50 epochs)
 #   PSKIT_SERVER_ARGS    extra ps-server flags (default --log_level warn)
-#   PSKIT_GPUS_PER_WORKER  0: CPU workers (default); N: the workers' step
-#                        asks --gres=gpu:N and ps-worker --backend cuda (the
-#                        allocation must hold the GPUs: sbatch --gres=gpu:N)
+#   PSKIT_GPUS_PER_NODE  0: CPU workers (default); N: the workers' step
+#                        asks --gres=gpu:N (per node: the workers on a node
+#                        share them) and ps-worker --backend cuda; the shard
+#                        and evaluator steps get --gres=none. The allocation
+#                        must hold the GPUs: sbatch --gres=gpu:N
 #   PSKIT_RENDEZVOUS     shared directory of the shard address files
 #                        (default $SLURM_SUBMIT_DIR/.pskit-rendezvous/JOBID;
 #                        removed at the end)
@@ -76,7 +78,7 @@ pskit_defaults() {
   : "${PSKIT_MAX_SECONDS:=600}"
   : "${PSKIT_WORKER_ARGS:=--dataset idx --data_path $PSKIT_DATA --layers 784,256,128,10 --algorithm easgd --tau 8 --epochs 50}"
   : "${PSKIT_SERVER_ARGS:=--log_level warn}"
-  : "${PSKIT_GPUS_PER_WORKER:=0}"
+  : "${PSKIT_GPUS_PER_NODE:=0}"
   : "${PSKIT_RENDEZVOUS:=$SLURM_SUBMIT_DIR/.pskit-rendezvous/$SLURM_JOB_ID}"
   : "${PSKIT_STATE_DIR:=$SLURM_SUBMIT_DIR/pskit-state/${SLURM_JOB_NAME:-pskit}}"
   : "${PSKIT_RENDEZVOUS_TIMEOUT_S:=120}"
@@ -87,7 +89,7 @@ pskit_defaults() {
   export PSKIT_BIN PSKIT_RENDEZVOUS PSKIT_STATE_DIR PSKIT_SERVER_ARGS
 
   local v
-  for v in PSKIT_SHARDS PSKIT_WORKERS PSKIT_GPUS_PER_WORKER PSKIT_RENDEZVOUS_TIMEOUT_S PSKIT_STOP_GRACE_S; do
+  for v in PSKIT_SHARDS PSKIT_WORKERS PSKIT_GPUS_PER_NODE PSKIT_RENDEZVOUS_TIMEOUT_S PSKIT_STOP_GRACE_S; do
     [[ "${!v}" =~ ^[0-9]+$ ]] || pskit_die "$v must be a whole number, got '${!v}'"
   done
   if [ "$PSKIT_SHARDS" -lt 1 ] || [ "$PSKIT_WORKERS" -lt 1 ]; then
@@ -176,11 +178,11 @@ pskit_main() {
   # GRES); without it SLURM 22.05 gives each step its CPUs exclusively and
   # the workers' step waits for the shards' step to end, forever.
   read -r -a srun_all <<<"--overlap $PSKIT_SRUN_ARGS"
-  if [ "$PSKIT_GPUS_PER_WORKER" -gt 0 ]; then
+  if [ "$PSKIT_GPUS_PER_NODE" -gt 0 ]; then
     # A step gets all the job's GRES unless told otherwise: keep the GPUs
     # for the workers.
     gpu_none=(--gres=none)
-    worker_gpu=("--gres=gpu:$PSKIT_GPUS_PER_WORKER")
+    worker_gpu=("--gres=gpu:$PSKIT_GPUS_PER_NODE")
     worker_backend=(--backend cuda)
   fi
 
