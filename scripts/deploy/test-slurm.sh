@@ -78,6 +78,21 @@ common_env=(PSKIT_BIN="$bin" PSKIT_HOME="$repo" PSKIT_SHARDS=2 PSKIT_WORKERS=2
 # --overcommit: 5 tasks on this host's 2 CPUs.
 sbatch_args=(--parsable --overcommit --ntasks=5 --time=10)
 
+# --- 0. what cannot run on one node: the heterogeneous job ---------------------
+# Shellcheck follows both batch scripts into the pskit-common.sh they share;
+# `sbatch --test-only` makes slurmctld parse every #SBATCH line of both
+# components (the GPU request swapped for --overcommit: this cluster has no
+# GPU GRES) without submitting anything.
+command -v shellcheck >/dev/null ||
+  DEBIAN_FRONTEND=noninteractive apt-get -o DPkg::Lock::Timeout=600 install -y -q shellcheck >/dev/null
+shellcheck -x deploy/slurm/pskit.sbatch deploy/slurm/pskit-hetjob.sbatch deploy/slurm/pskit-common.sh ||
+  fail "shellcheck found problems in deploy/slurm/"
+sed -E 's/^(#SBATCH .*)--gres=gpu:[0-9]+/\1--overcommit/' deploy/slurm/pskit-hetjob.sbatch >"$work/hetjob.sbatch"
+grep -q '^#SBATCH hetjob' "$work/hetjob.sbatch" || fail "pskit-hetjob.sbatch has no '#SBATCH hetjob' line"
+hetjob=$(cd "$work" && sbatch --test-only "$work/hetjob.sbatch" 2>&1) ||
+  fail "sbatch --test-only rejects pskit-hetjob.sbatch: $hetjob"
+say "hetjob variant: shellcheck clean; sbatch --test-only: ${hetjob#sbatch: }"
+
 # --- 1. a job that reaches its target ---------------------------------------
 say "job 1: 2 shards, 2 workers, evaluator target 0.85 (sbatch --wait)"
 start=$SECONDS
