@@ -168,6 +168,10 @@ pskit_main() {
   pskit_defaults
   declare -gA PSKIT_STEP_PID=()
   trap pskit_cleanup EXIT
+  # scancel of the job or its time limit: SLURM signals every step itself
+  # (shards checkpoint on SIGTERM); the script still cleans up and fails.
+  trap 'pskit_die "got SIGTERM (scancel or the time limit)"' TERM
+  trap 'pskit_die "interrupted"' INT
   # A requeued job keeps its id: old address files would point at dead
   # shards.
   mkdir -p "$PSKIT_RENDEZVOUS" "$PSKIT_STATE_DIR"
@@ -183,6 +187,7 @@ pskit_main() {
     # for the workers.
     gpu_none=(--gres=none)
     worker_gpu=("--gres=gpu:$PSKIT_GPUS_PER_NODE")
+    # Before PSKIT_WORKER_ARGS, which may override it (the last flag wins).
     worker_backend=(--backend cuda)
   fi
 
@@ -226,7 +231,7 @@ pskit_main() {
   [ "$PSKIT_TARGET" = 0 ] || target=(--target_accuracy "$PSKIT_TARGET")
   srun --job-name=pskit-workers --ntasks="$PSKIT_WORKERS" --kill-on-bad-exit=1 --label \
     "${srun_all[@]}" "${worker_gpu[@]}" "${PSKIT_WORKER_SRUN[@]}" \
-    "$PSKIT_BIN/ps-worker" --shards "$shards" "${common[@]}" "${worker_backend[@]}" \
+    "$PSKIT_BIN/ps-worker" --shards "$shards" "${worker_backend[@]}" "${common[@]}" \
     --max_seconds "$PSKIT_MAX_SECONDS" &
   PSKIT_STEP_PID[workers]=$!
   # The evaluator's output is also kept in the rendezvous directory: its
