@@ -13,6 +13,13 @@
 #    ps-server is SIGKILLed; the job must end FAILED (exit 1), long before its
 #    10-minute limit, naming the shard step, with no ps-server or ps-worker of
 #    the job left running.
+# 3. deploy/slurm/pskit-hetjob.sbatch on two nodes: a throw-away second
+#    cluster on this host (its own slurmctld and two slurmd, `slurmd -N n1`
+#    and `-N n2`, on their own ports), n2 with a stand-in GPU (a gres.conf
+#    entry on /dev/null) so the script's unchanged `--gres=gpu:1` is
+#    scheduled; the workers run `--backend cpu` (no CUDA here). The job must
+#    reach its target with the shards on n1 and the workers on n2.
+# Before these, shellcheck and `sbatch --test-only` check the hetjob script.
 # Binaries: PSKIT_BIN if set, else build/bin, built here if missing.
 set -euo pipefail
 cd "$(dirname "$0")/../.."
@@ -49,9 +56,25 @@ bash scripts/deploy/setup-slurm.sh
 # rendezvous and checkpoint directories go under it.
 work=$(mktemp -d /tmp/pskit-test-slurm.XXXXXX)
 jobs=()
+cluster2_pids=()
 cleanup() {
-  local rc=$? j
+  local rc=$? j p
+  unset SLURM_CONF # part 3 points it at the test cluster
   for j in "${jobs[@]}"; do scancel "$j" 2>/dev/null || true; done
+  # Daemons of the test cluster whose pid file was not read yet.
+  for p in $(pgrep -f -- "-f $work/cluster2/slurm.conf" || true); do cluster2_pids+=("$p"); done
+  if [ ${#cluster2_pids[@]} -gt 0 ]; then
+    for j in $(SLURM_CONF=$work/cluster2/slurm.conf squeue -h -o %A 2>/dev/null); do
+      SLURM_CONF=$work/cluster2/slurm.conf scancel "$j" 2>/dev/null || true
+    done
+    for p in "${cluster2_pids[@]}"; do kill -TERM "$p" 2>/dev/null || true; done
+    for p in "${cluster2_pids[@]}"; do
+      for _ in $(seq 50); do
+        kill -0 "$p" 2>/dev/null || break
+        sleep 0.2
+      done
+    done
+  fi
   rm -rf "$work"
   exit "$rc"
 }
@@ -177,4 +200,108 @@ left=$(job_processes "$job2")
 [ -z "$left" ] || fail "job 2 left processes behind: $left"
 [ ! -e "$work/.pskit-rendezvous/$job2" ] || fail "job 2 left its rendezvous directory"
 say "job 2: ended FAILED, the shard step named, no ps-server or ps-worker left"
+
+# --- 3. the heterogeneous job on two nodes -------------------------------------
+# The second cluster's settings are setup-slurm.sh's, plus: its own ports,
+# state and logs under $work; two nodes on this host (slurmd -N says which
+# one a daemon is); bf_interval=2 because only the backfill scheduler starts
+# heterogeneous jobs (every 30 s by default).
+c2=$work/cluster2
+ports=(6917 6921 6922)
+for p in "${ports[@]}"; do
+  if ss -ltnH "sport = :$p" | grep -q .; then
+    fail "port $p is taken; the two-node test cluster needs ports ${ports[*]}"
+  fi
+done
+mkdir -p "$c2/state" "$c2/log"
+host=$(hostname -s)
+cpus=$(nproc)
+{
+  echo "# Two-node test cluster of scripts/deploy/test-slurm.sh (removed at its end)."
+  echo "ClusterName=pskit-test2"
+  echo "SlurmctldHost=$host"
+  echo "SlurmctldPort=${ports[0]}"
+  echo "SlurmUser=$(id -un)"
+  echo "SlurmdUser=$(id -un)"
+  echo "AuthType=auth/munge"
+  echo "CredType=cred/munge"
+  echo "MpiDefault=none"
+  echo "ProctrackType=proctrack/linuxproc"
+  echo "TaskPlugin=task/none"
+  echo "JobAcctGatherType=jobacct_gather/none"
+  echo "AccountingStorageType=accounting_storage/none"
+  echo "SchedulerType=sched/backfill"
+  echo "SchedulerParameters=bf_interval=2"
+  echo "SelectType=select/cons_tres"
+  echo "SelectTypeParameters=CR_Core"
+  echo "GresTypes=gpu"
+  echo "ReturnToService=2"
+  echo "MinJobAge=600"
+  echo "StateSaveLocation=$c2/state"
+  echo "SlurmdSpoolDir=$c2/spool-%n"
+  echo "SlurmctldPidFile=$c2/slurmctld.pid"
+  echo "SlurmdPidFile=$c2/slurmd-%n.pid"
+  echo "SlurmctldLogFile=$c2/log/slurmctld.log"
+  echo "SlurmdLogFile=$c2/log/slurmd-%n.log"
+  echo "NodeName=n1 NodeHostname=$host NodeAddr=127.0.0.1 Port=${ports[1]} CPUs=$cpus RealMemory=1000"
+  echo "NodeName=n2 NodeHostname=$host NodeAddr=127.0.0.1 Port=${ports[2]} CPUs=$cpus RealMemory=1000 Gres=gpu:1"
+  echo "PartitionName=test2 Nodes=n1,n2 Default=YES MaxTime=INFINITE State=UP OverSubscribe=FORCE:4"
+} >"$c2/slurm.conf"
+echo 'NodeName=n2 Name=gpu Count=1 File=/dev/null' >"$c2/gres.conf"
+export SLURM_CONF=$c2/slurm.conf
+# The daemons fork into the background and write their pid file after.
+started() {
+  local pidfile=$1
+  for _ in $(seq 50); do
+    [ -s "$pidfile" ] && break
+    sleep 0.1
+  done
+  [ -s "$pidfile" ] || fail "$pidfile was not written; see $c2/log/"
+  cluster2_pids+=("$(cat "$pidfile")")
+}
+/usr/sbin/slurmctld -f "$SLURM_CONF" ||
+  fail "the test cluster's slurmctld did not start: $(tail -n 5 "$c2/log/slurmctld.log")"
+started "$c2/slurmctld.pid"
+for n in n1 n2; do
+  /usr/sbin/slurmd -f "$SLURM_CONF" -N "$n" ||
+    fail "slurmd -N $n did not start: $(tail -n 5 "$c2/log/slurmd-$n.log")"
+  started "$c2/slurmd-$n.pid"
+done
+for _ in $(seq 100); do
+  [ "$(sinfo -h -N -o '%T' 2>/dev/null | sort -u)" = idle ] && break
+  sleep 0.3
+done
+[ "$(sinfo -h -N -o '%T' | sort -u)" = idle ] || fail "the two test nodes are not idle: $(sinfo -N)"
+# One step on each node first. It proves both run jobs, and it is needed:
+# without it this slurmctld left the hetjob PENDING (Resources) for over
+# 10 minutes, planning both components on n2, until a job had run on n1.
+for n in n1 n2; do
+  timeout 120 srun --nodelist="$n" --ntasks=1 --time=1 true ||
+    fail "node $n of the test cluster ran no job step in 120 s; see $c2/log/"
+done
+say "two-node test cluster up: $(sinfo -h -N -o '%N %T %G' | paste -sd ' ')"
+# Options before the ':' are component 0's (the batch script's output
+# among them), after it component 1's; --overcommit for each: 3 tasks on a
+# node with 2 CPUs.
+start=$SECONDS
+rc=0
+job3=$(cd "$work" && env "${common_env[@]}" PSKIT_TARGET=0.85 PSKIT_MAX_SECONDS=300 \
+  PSKIT_STATE_DIR="$work/state3" \
+  PSKIT_WORKER_ARGS="--dataset idx --data_path $data --layers 784,256,128,10 --algorithm easgd --tau 8 --epochs 50 --backend cpu" \
+  sbatch --parsable --wait --time=10 --output="$work/job3.out" --overcommit : --overcommit \
+  "$repo/deploy/slurm/pskit-hetjob.sbatch") || rc=$?
+out3=$work/job3.out
+state=$(job_field "$job3" JobState)
+say "hetjob ($job3): sbatch exit $rc, state $state, run time $(job_field "$job3" RunTime) ($((SECONDS - start)) s from submission, scheduling included)"
+if [ "$rc" -ne 0 ] || [ "$state" != COMPLETED ]; then
+  tail -n 40 "$out3" >&2 || true
+  fail "the heterogeneous job should end COMPLETED with exit 0"
+fi
+nodes=$(scontrol show job -o "$job3" | tr ' ' '\n' | sed -n 's/^NodeList=//p' | paste -sd ' ')
+[ "$nodes" = "n1 n2" ] || fail "the components ran on '$nodes', expected n1 (shards) and n2 (workers)"
+verdict=$(grep -m 1 '^pskit: the evaluator ended the job:' "$out3") || fail "the hetjob's output has no verdict"
+[[ "$verdict" == *"target reached"* ]] || fail "the hetjob's verdict is not 'target reached': $verdict"
+finals=$(grep -c "checkpoint 'final-" "$out3" || true)
+[ "$finals" -eq 2 ] || fail "expected 2 final checkpoints in the hetjob's output, found $finals"
+say "hetjob: shards on n1, workers and evaluator on n2 (gres gpu:1), target reached, 2 final checkpoints"
 say "PASS"
