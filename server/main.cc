@@ -7,7 +7,13 @@
 // first loads its newest complete checkpoint. SIGTERM or SIGINT: health goes
 // NOT_SERVING, in-flight calls finish, a final checkpoint is written (with
 // --data_dir), exit 0.
+//
+// For a job script's rendezvous (SLURM: shards on nodes chosen at run time):
+//   ps-server --listen 0.0.0.0:0 --address_file /shared/rdv/shard0
+// writes "node17:41234\n" (this machine's hostname, or --advertise_host)
+// atomically once serving; workers wait until every shard's file exists.
 #include <signal.h>
+#include <unistd.h>
 
 #include <cstdio>
 #include <memory>
@@ -21,6 +27,7 @@
 #include "common/layout.h"
 #include "common/logging.h"
 #include "common/malloc_tuning.h"
+#include "server/address_file.h"
 #include "server/server.h"
 #include "spdlog/spdlog.h"
 
@@ -56,6 +63,15 @@ ABSL_FLAG(int32_t, metrics_port, -1,
           "-1 serves none");
 ABSL_FLAG(std::string, metrics_host, "",
           "address the metrics endpoint binds; empty: the host of --listen");
+ABSL_FLAG(std::string, address_file, "",
+          "once serving, write HOST:PORT and a newline to this file, "
+          "atomically (a temporary file renamed over it), for a job script's "
+          "rendezvous directory; its directory must exist. HOST: "
+          "--advertise_host, else the host of --listen, else (0.0.0.0 or "
+          "[::]) this machine's hostname. Empty: none");
+ABSL_FLAG(std::string, advertise_host, "",
+          "the host others dial, written into --address_file (a DNS name or "
+          "address of this machine). Empty: see --address_file");
 ABSL_FLAG(std::string, log_level, "info",
           "trace, debug, info, warn, error or off");
 
@@ -78,6 +94,16 @@ int main(int argc, char** argv) {
   sigaddset(&stop_signals, SIGTERM);
   sigaddset(&stop_signals, SIGINT);
   pthread_sigmask(SIG_BLOCK, &stop_signals, nullptr);
+
+  // A missing rendezvous directory is found before the shard loads
+  // anything, not after.
+  const std::string address_file = absl::GetFlag(FLAGS_address_file);
+  if (!address_file.empty()) {
+    if (absl::Status s = pskit::CheckAddressFileDir(address_file); !s.ok()) {
+      std::fprintf(stderr, "ps-server: %s\n", s.ToString().c_str());
+      return 2;
+    }
+  }
 
   pskit::ServerOptions options;
   options.listen = absl::GetFlag(FLAGS_listen);
@@ -111,13 +137,32 @@ int main(int argc, char** argv) {
       never.WaitForNotification();
     });
   }
+  // The address file is written before the address line, so whoever read
+  // the line finds the file.
+  if (!address_file.empty()) {
+    const std::string listen_host =
+        options.listen.substr(0, options.listen.rfind(':'));
+    char hostname[256] = {};
+    if (gethostname(hostname, sizeof(hostname) - 1) != 0) hostname[0] = '\0';
+    const std::string advertised = pskit::AdvertisedAddress(
+        listen_host, (*server)->port(), absl::GetFlag(FLAGS_advertise_host),
+        hostname);
+    if (absl::Status s = pskit::WriteAddressFile(address_file, advertised);
+        !s.ok()) {
+      std::fprintf(stderr, "ps-server: --address_file: %s\n",
+                   s.ToString().c_str());
+      (*server)->Shutdown(absl::ZeroDuration());
+      return 1;
+    }
+    spdlog::info("wrote {} to {}", advertised, address_file);
+  }
+
   // The address line comes first: scripts and tests read it as line one.
   std::printf("ps-server listening on %s\n", (*server)->address().c_str());
   if ((*server)->metrics_port() != 0) {
     std::printf("ps-server metrics on %s\n", (*server)->metrics_url().c_str());
   }
   std::fflush(stdout);
-
   int sig = 0;
   sigwait(&stop_signals, &sig);
   spdlog::info("got {}; draining", sig == SIGTERM ? "SIGTERM" : "SIGINT");

@@ -1,3 +1,4 @@
+// worker/launch_env.cc: RankAndWorld, the launchers' variables in order.
 #include "worker/launch_env.h"
 
 #include "absl/strings/numbers.h"
@@ -21,8 +22,8 @@ absl::StatusOr<RankWorld> RankAndWorld(int flag_rank, int flag_world,
                                        const EnvLookup& env) {
   if ((flag_rank >= 0) != (flag_world >= 0)) {
     return absl::InvalidArgumentError(
-        "give both --rank and --world, or neither (then SLURM, Open MPI or "
-        "PMI variables are used)");
+        "give both --rank and --world, or neither (then SLURM, Open MPI, "
+        "PMI or Kubernetes variables are used)");
   }
   RankWorld rw;
   if (flag_rank >= 0) {
@@ -36,7 +37,8 @@ absl::StatusOr<RankWorld> RankAndWorld(int flag_rank, int flag_world,
     const char* name;
   } launchers[] = {{"SLURM_PROCID", "SLURM_NTASKS", "SLURM"},
                    {"OMPI_COMM_WORLD_RANK", "OMPI_COMM_WORLD_SIZE", "Open MPI"},
-                   {"PMI_RANK", "PMI_SIZE", "PMI"}};
+                   {"PMI_RANK", "PMI_SIZE", "PMI"},
+                   {"JOB_COMPLETION_INDEX", "PSKIT_WORLD_SIZE", "Kubernetes"}};
   for (const auto& l : launchers) {
     const char* r = env(l.rank);
     const char* w = env(l.world);
@@ -48,6 +50,13 @@ absl::StatusOr<RankWorld> RankAndWorld(int flag_rank, int flag_world,
     }
     if (absl::Status s = Check(rw); !s.ok()) return s;
     return rw;
+  }
+  if (const char* index = env("JOB_COMPLETION_INDEX"); index != nullptr) {
+    return absl::InvalidArgumentError(absl::StrCat(
+        "JOB_COMPLETION_INDEX=", index,
+        " is set (a Kubernetes Indexed Job) but PSKIT_WORLD_SIZE is not: set "
+        "PSKIT_WORLD_SIZE in the pod template to the Job's completions (the "
+        "number of workers), or give --rank and --world"));
   }
   return RankWorld{0, 1, "default"};
 }

@@ -4,7 +4,8 @@
 //       --data_path /usr/share/datasets/fashion-mnist --layers 784,256,128,10
 //   ps-worker --role evaluator --shards ... --target_accuracy 0.88
 //
-// Rank and world come from --rank/--world or SLURM / Open MPI / PMI
+// Rank and world come from --rank/--world or SLURM / Open MPI / PMI /
+// Kubernetes Indexed Job (JOB_COMPLETION_INDEX with PSKIT_WORLD_SIZE)
 // variables; each rank trains on its own slice of the data. Exit status: 0
 // done (epochs, time limit, the evaluator ended the job, or SIGTERM/SIGINT:
 // see worker/signals.h), 1 failed, 2 bad flags.
@@ -54,8 +55,14 @@ ABSL_FLAG(double, alpha, 0, "easgd: moving rate; 0 = 0.9 / world");
 ABSL_FLAG(double, local_lr, 0.05, "easgd: local learning rate");
 ABSL_FLAG(double, local_momentum, 0.9, "easgd: local momentum (0 = SGD)");
 ABSL_FLAG(bool, nesterov, false, "easgd: Nesterov momentum (EAMSGD)");
-ABSL_FLAG(int32_t, rank, -1, "this worker's rank; -1: from the launcher");
-ABSL_FLAG(int32_t, world, -1, "number of workers; -1: from the launcher");
+ABSL_FLAG(int32_t, rank, -1,
+          "this worker's rank; -1: from the launcher (SLURM_PROCID, "
+          "OMPI_COMM_WORLD_RANK, PMI_RANK, or Kubernetes' "
+          "JOB_COMPLETION_INDEX, in that order)");
+ABSL_FLAG(int32_t, world, -1,
+          "number of workers; -1: from the launcher (SLURM_NTASKS, "
+          "OMPI_COMM_WORLD_SIZE, PMI_SIZE, or PSKIT_WORLD_SIZE with "
+          "JOB_COMPLETION_INDEX)");
 ABSL_FLAG(std::string, dataset, "",
           "idx, csv, hdf5 or synthetic; empty: idx when --data_path is given, "
           "else "

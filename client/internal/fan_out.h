@@ -39,6 +39,7 @@
 #include <vector>
 
 #include "absl/status/status.h"
+#include "absl/strings/match.h"
 #include "absl/strings/str_cat.h"
 #include "absl/synchronization/mutex.h"
 #include "absl/time/clock.h"
@@ -99,6 +100,18 @@ inline bool IsRetryable(const absl::Status& s) {
   return s.code() == absl::StatusCode::kUnavailable ||
          s.code() == absl::StatusCode::kCancelled;
 }
+
+// Whether `s` says that gRPC could not resolve the shard's host name (no
+// DNS record yet, or a misspelt name): gRPC gives no code of its own for it,
+// only UNAVAILABLE with "DNS resolution failed for NAME:PORT: ..." (the
+// c-ares and the native resolver alike).
+inline bool IsNameNotResolved(const absl::Status& s) {
+  return s.code() == absl::StatusCode::kUnavailable &&
+         absl::StrContains(s.message(), "DNS resolution failed");
+}
+
+// The host of "host:port" ("[::1]:7000" -> "::1"; no port: all of it).
+std::string HostOf(const std::string& address);
 
 // Sends every call of `calls` at once: start(call, index, done) starts the
 // RPC on call.ctx and arranges for done(status) to run when it ends. For
@@ -182,7 +195,8 @@ int FanOut(std::vector<CallT>& calls, const FanOutOptions& options, Start start,
 }
 
 // One line naming a failed call's shard and why: "shard 1 (h:7000): ...".
-// A DEADLINE_EXCEEDED says whether the shard could not be reached at all
+// A name that did not resolve is named as such ("the name 'h' of shard 1
+// (h:7000) did not resolve within 5s: ..."). A DEADLINE_EXCEEDED says whether the shard could not be reached at all
 // (from `channel`'s state, if not null) or did not answer in `timeout`.
 std::string DescribeFailure(uint32_t shard, const std::string& address,
                             const absl::Status& s, absl::Duration timeout,

@@ -1,7 +1,9 @@
 // ps-server and ps-worker as child processes: the address line on stdout,
-// real traffic, and SIGTERM ending each with exit status 0.
+// the --address_file, real traffic, and SIGTERM ending each with exit
+// status 0.
 #include <signal.h>
 
+#include <fstream>
 #include <string>
 #include <vector>
 
@@ -33,6 +35,47 @@ TEST(PsServerProcess, PrintsAddressServesAndExitsZeroOnSigterm) {
   EXPECT_EQ(w[999], -2.0f);
 
   EXPECT_EQ(server.StopWith(SIGTERM), 0);
+}
+
+// --address_file: once serving, the file holds the address to dial (the
+// listen host, or --advertise_host) and a newline; a client reaches the
+// shard through it. A missing directory stops ps-server before it serves.
+TEST(PsServerProcess, WritesItsAddressFile) {
+  testing::TempDir dir;
+  const std::string path = dir.path() + "/shard0";
+  ChildServer server({"--listen", "127.0.0.1:0", "--address_file", path,
+                      "--log_level", "warn"});
+  const std::string address = server.address();
+  ASSERT_FALSE(address.empty()) << server.first_line();
+  // ps-server writes the file before it prints the address line.
+  std::string line;
+  std::getline(std::ifstream(path), line);
+  EXPECT_EQ(line, address);
+  ClientOptions opts;
+  opts.timeout = absl::Seconds(20);
+  ASSERT_OK_AND_ASSIGN(auto client, Client::Connect({line}, opts));
+  ASSERT_OK(client->Declare("", testing::SgdConfig(1.0f),
+                            {testing::ZerosTensor("w", 10)}));
+  EXPECT_EQ(server.StopWith(SIGTERM), 0);
+
+  // --advertise_host replaces the listen host; "localhost" is dialled too.
+  ChildServer advertised({"--listen", "127.0.0.1:0", "--address_file", path,
+                          "--advertise_host", "localhost", "--log_level",
+                          "warn"});
+  const std::string port =
+      advertised.address().substr(advertised.address().rfind(':') + 1);
+  ASSERT_FALSE(port.empty()) << advertised.first_line();
+  std::getline(std::ifstream(path), line);
+  EXPECT_EQ(line, "localhost:" + port);
+  ASSERT_OK_AND_ASSIGN(client, Client::Connect({line}, opts));
+  ASSERT_OK(client->Declare("", testing::SgdConfig(1.0f),
+                            {testing::ZerosTensor("w", 10)}));
+  EXPECT_EQ(advertised.StopWith(SIGTERM), 0);
+
+  ChildServer missing({"--listen", "127.0.0.1:0", "--address_file",
+                       dir.path() + "/no/such/dir/shard0"});
+  EXPECT_TRUE(missing.address().empty());
+  EXPECT_EQ(missing.StopWith(0), 2);
 }
 
 TEST(PsServerProcess, SigintAlsoExitsZero) {

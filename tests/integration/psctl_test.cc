@@ -3,8 +3,8 @@
 // with protobuf's JSON parser into a google.protobuf.Struct), the .npy dump
 // checked byte for byte (and through numpy where /usr/bin/python3 has it),
 // live config changes surviving restore and restart, refusals that change
-// nothing, an unreachable shard, usage errors, and a drain that ends a
-// worker's job and refuses new ones.
+// nothing, an unreachable shard, usage errors, a drain that ends a
+// worker's job and refuses new ones, and the health command.
 #include <fcntl.h>
 #include <netinet/in.h>
 #include <signal.h>
@@ -21,6 +21,11 @@
 #include <sstream>
 #include <string>
 #include <vector>
+
+#include <grpcpp/health_check_service_interface.h>
+#include <grpcpp/security/server_credentials.h>
+#include <grpcpp/server.h>
+#include <grpcpp/server_builder.h>
 
 #include "absl/strings/match.h"
 #include "absl/strings/str_cat.h"
@@ -402,6 +407,79 @@ TEST(ToolsHelp, ListsTheFlagsAndExitsZero) {
     EXPECT_TRUE(absl::StrContains(ran.out, c.flag))
         << c.program << " --help:\n" << ran.out;
   }
+}
+
+// psctl health asks only the gRPC health service: a shard just started,
+// with nothing declared, is healthy (exit 0); one that was stopped by
+// SIGTERM, a closed port, or a server whose health is NOT_SERVING is not
+// (exit 1, the shard's address and the reason on stderr and in the JSON).
+TEST(PsctlHealth, ServingIsZeroNotServingOrUnreachableIsOne) {
+  const std::string psctl = SiblingBinary("psctl");
+  ChildServer fresh({"--listen", "127.0.0.1:0", "--log_level", "warn"});
+  const std::string address = fresh.address();
+  ASSERT_FALSE(address.empty()) << fresh.first_line();
+
+  Ran ran = RunProgram(psctl, {"--shards", address, "health"});
+  EXPECT_EQ(ran.exit_code, 0) << ran.err;
+  EXPECT_TRUE(absl::StrContains(ran.out, "SERVING")) << ran.out;
+  ran = RunProgram(psctl, {"health", "--json"}, {"PSKIT_SHARDS=" + address});
+  ASSERT_EQ(ran.exit_code, 0) << ran.err;
+  Struct s = ParseJson(ran);
+  EXPECT_EQ(Str(At(s, "command")), "health");
+  EXPECT_TRUE(At(s, "ok").bool_value());
+  EXPECT_EQ(Num(At(s, "timeout_s")), 3);  // health's own default
+  ASSERT_EQ(Size(At(s, "shards")), 1);
+  EXPECT_EQ(Str(At(At(At(s, "shards"), 0), "address")), address);
+  EXPECT_EQ(Str(At(At(At(s, "shards"), 0), "status")), "SERVING");
+
+  // A server whose health service says NOT_SERVING (what a draining
+  // ps-server says between SIGTERM and its exit).
+  grpc::EnableDefaultHealthCheckService(true);
+  grpc::ServerBuilder builder;
+  int port = 0;
+  builder.AddListeningPort("127.0.0.1:0", grpc::InsecureServerCredentials(),
+                           &port);
+  std::unique_ptr<grpc::Server> draining = builder.BuildAndStart();
+  ASSERT_NE(draining, nullptr);
+  draining->GetHealthCheckService()->SetServingStatus(false);
+  const std::string not_serving = absl::StrCat("127.0.0.1:", port);
+  ran = RunProgram(psctl, {"--shards", absl::StrCat(address, ",", not_serving),
+                           "health", "--json"});
+  EXPECT_EQ(ran.exit_code, 1) << ran.err;
+  EXPECT_TRUE(absl::StrContains(ran.err, not_serving + ") is NOT_SERVING"))
+      << ran.err;
+  s = ParseJson(ran);
+  EXPECT_EQ(Num(At(s, "exit_code")), 1);
+  EXPECT_TRUE(At(At(At(s, "shards"), 0), "ok").bool_value());
+  EXPECT_EQ(Str(At(At(At(s, "shards"), 1), "status")), "NOT_SERVING");
+  draining->Shutdown();
+
+  // A closed port: unreachable, and --timeout_s is honoured.
+  const std::string closed = absl::StrCat("127.0.0.1:", ClosedPort());
+  ran = RunProgram(psctl, {"--shards", closed, "--timeout_s", "2", "health",
+                           "--json"});
+  EXPECT_EQ(ran.exit_code, 1) << ran.err;
+  EXPECT_TRUE(absl::StrContains(ran.err, closed + ") is unreachable"))
+      << ran.err;
+  s = ParseJson(ran);
+  EXPECT_EQ(Num(At(s, "timeout_s")), 2);
+  EXPECT_EQ(Str(At(At(At(s, "shards"), 0), "status")), "UNREACHABLE");
+
+  // The shard after SIGTERM (drained, exited 0): unreachable at its address.
+  EXPECT_EQ(fresh.StopWith(SIGTERM), 0);
+  ran = RunProgram(psctl, {"--shards", address, "health"});
+  EXPECT_EQ(ran.exit_code, 1) << ran.err;
+  EXPECT_TRUE(absl::StrContains(ran.err, address)) << ran.err;
+  EXPECT_TRUE(absl::StrContains(ran.out, "UNREACHABLE")) << ran.out;
+
+  // Usage and help.
+  EXPECT_EQ(RunProgram(psctl, {"--shards", address, "health", "x"}).exit_code,
+            2);
+  ran = RunProgram(psctl, {"help"});
+  EXPECT_TRUE(absl::StrContains(ran.out, "  health\n")) << ran.out;
+  ran = RunProgram(psctl, {"health", "--help"});
+  EXPECT_EQ(ran.exit_code, 0);
+  EXPECT_TRUE(absl::StrContains(ran.out, "usage: psctl health")) << ran.out;
 }
 
 TEST_F(PsctlTest, TensorsMergesEveryShard) {

@@ -14,6 +14,15 @@ constexpr Command kCommands[] = {
      "then per namespace its optimizer config. Exit 3 when a shard is down\n"
      "(the others are still shown).",
      CmdStatus},
+    {"health", "health",
+     "Asks each shard's standard gRPC health service (grpc.health.v1, the\n"
+     "one Kubernetes' grpc probes ask) whether it is SERVING; needs nothing\n"
+     "else (a shard with nothing declared is healthy). Exit 0 when every\n"
+     "shard is SERVING, 1 otherwise, naming each shard and why\n"
+     "(NOT_SERVING: draining or not started; UNREACHABLE; NAME_NOT_RESOLVED;\n"
+     "DEADLINE_EXCEEDED). Its deadline is --timeout_s if given, else 3 s.\n"
+     "For a container's HEALTHCHECK: psctl --shards 127.0.0.1:7000 health",
+     CmdHealth},
     {"tensors", "tensors [NAMESPACE]",
      "Every tensor (of NAMESPACE, or of all), merged across shards: shape,\n"
      "elements, chunks in all and per shard, max version.",
@@ -58,7 +67,7 @@ constexpr Command kCommands[] = {
 constexpr absl::string_view kCommonHelp =
     "Flags: --shards A,B,... (default $PSKIT_SHARDS; shard i of the list must\n"
     "be shard i), --json (one JSON object on stdout), --timeout_s N (default\n"
-    "60).\n"
+    "60; health: 3).\n"
     "Exit codes: 0 ok, 1 an operation failed, 2 usage error, 3 a shard\n"
     "unreachable.\n";
 

@@ -2,11 +2,12 @@
 //
 // psctl's commands: one function per command (each in the file of its
 // group: cmd_status.cc, cmd_checkpoint.cc, cmd_set.cc, cmd_dump.cc,
-// cmd_drain.cc), the table that names them, and the help texts.
+// cmd_drain.cc, cmd_health.cc), the table that names them, and the help
+// texts.
 //
-// A command gets the Context after QueryStatus has succeeded (except status,
-// which reports what the reachable shards said) and the arguments after the
-// command name; it fills ctx->out (JSON) and ctx->text (tables) and returns
+// A command gets the Context and the arguments after the command name; most
+// call QueryStatus first (status reports what the reachable shards said;
+// health never asks for Status, only the gRPC health service); it fills ctx->out (JSON) and ctx->text (tables) and returns
 // its Outcome.
 //
 // Thread safety: run by psctl's one thread.
@@ -29,6 +30,7 @@ Outcome CmdRestore(Context* ctx, const std::vector<std::string>& args);
 Outcome CmdSet(Context* ctx, const std::vector<std::string>& args);
 Outcome CmdDump(Context* ctx, const std::vector<std::string>& args);
 Outcome CmdDrain(Context* ctx, const std::vector<std::string>& args);
+Outcome CmdHealth(Context* ctx, const std::vector<std::string>& args);
 
 // One command: its name, one-line synopsis, help text and function.
 struct Command {

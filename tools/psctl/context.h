@@ -34,6 +34,9 @@ inline constexpr int kExitFailed = 1;
 inline constexpr int kExitUsage = 2;
 inline constexpr int kExitUnreachable = 3;
 
+// health's deadline when --timeout_s is not given: a probe must be quick.
+inline constexpr absl::Duration kHealthDefaultTimeout = absl::Seconds(3);
+
 // A command's end: the exit code and, unless it is 0, what went wrong.
 struct Outcome {
   int code = kExitOk;
@@ -60,6 +63,7 @@ struct Context {
   std::vector<Shard> shards;
   std::unique_ptr<AdminClient> admin;  // every Admin call goes through it
   absl::Duration timeout;
+  bool timeout_given = false;  // --timeout_s was on the command line
   // Status of each shard; nullopt where it did not answer.
   std::vector<std::optional<v1::StatusResponse>> status;
   std::vector<std::string> down;  // per shard: "" or the gRPC error

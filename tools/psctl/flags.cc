@@ -18,7 +18,8 @@ ABSL_FLAG(std::string, shards, "",
 ABSL_FLAG(bool, json, false,
           "print one JSON object on stdout instead of tables");
 ABSL_FLAG(double, timeout_s, 60,
-          "deadline of every call to a shard, in seconds");
+          "deadline of every call to a shard, in seconds (health: 3 unless "
+          "given)");
 ABSL_FLAG(double, wait_s, 60,
           "drain: how long to wait for the workers to leave, in seconds "
           "(counted from the start of the command)");
@@ -35,9 +36,8 @@ ABSL_FLAG(std::string, reason, "",
 
 namespace pskit::psctl {
 
-// for an unknown flag or a bad value.
-absl::StatusOr<std::vector<std::string>> ParseArgs(int argc, char** argv,
-                                                   bool* help) {
+absl::StatusOr<std::vector<std::string>> ParseArgs(
+    int argc, char** argv, bool* help, std::set<std::string>* given) {
   static const std::set<std::string> kOwn = {
       "shards", "json", "timeout_s", "wait_s", "id", "wait", "out", "reason"};
   std::vector<std::string> positional;
@@ -97,6 +97,7 @@ absl::StatusOr<std::vector<std::string>> ParseArgs(int argc, char** argv,
       return absl::InvalidArgumentError(
           absl::StrCat("--", name, "=", value, ": ", error));
     }
+    if (given != nullptr) given->insert(name);
   }
   return positional;
 }

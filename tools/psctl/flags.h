@@ -8,6 +8,7 @@
 #ifndef PSKIT_TOOLS_PSCTL_FLAGS_H_
 #define PSKIT_TOOLS_PSCTL_FLAGS_H_
 
+#include <set>
 #include <string>
 #include <vector>
 
@@ -27,10 +28,11 @@ namespace pskit::psctl {
 
 // Sets the flags given anywhere in argv (--name=value, --name value, --bool,
 // --nobool; "--" ends them) and returns the other arguments. Only psctl's
-// own flags are accepted. `help` is set by --help or -h. INVALID_ARGUMENT
-[[nodiscard]] absl::StatusOr<std::vector<std::string>> ParseArgs(int argc,
-                                                                 char** argv,
-                                                                 bool* help);
+// own flags are accepted. `help` is set by --help or -h; `given` (if not
+// null) receives the name of every flag on the command line. INVALID_ARGUMENT
+// for an unknown flag or a bad value.
+[[nodiscard]] absl::StatusOr<std::vector<std::string>> ParseArgs(
+    int argc, char** argv, bool* help, std::set<std::string>* given = nullptr);
 
 }  // namespace pskit::psctl
 

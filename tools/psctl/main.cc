@@ -4,6 +4,7 @@
 //   PSKIT_SHARDS=h1:7000,h2:7000 psctl checkpoint --wait
 //   psctl set job1 lr=0.0005 --json
 //   psctl dump job1 fc1/w --out fc1_w.npy
+//   psctl --shards 127.0.0.1:7000 health   # a container's HEALTHCHECK
 //
 // It talks to each shard's pskit.v1.Admin service through AdminClient (one
 // channel per shard, every call fanned out to all shards at once with a
@@ -12,10 +13,12 @@
 // (README.md, "psctl", has the schema); errors also go to stderr, one line
 // each, naming shard and address.
 //
-// Every command first asks each shard for its Status: a shard that does not
-// answer stops the command (exit 3) before anything changes, and shard i of
-// --shards must call itself shard i of N (exit 2 otherwise). `status` itself
-// reports what the reachable shards say and then exits 3.
+// Every command but `health` first asks each shard for its Status: a shard
+// that does not answer stops the command (exit 3) before anything changes,
+// and shard i of --shards must call itself shard i of N (exit 2 otherwise).
+// `status` itself reports what the reachable shards say and then exits 3.
+// `health` asks only the standard gRPC health service and exits 1 when a
+// shard is not SERVING or not reachable (a probe's 0/1).
 //
 // Exit codes: 0 ok; 1 an operation failed (a shard refused it, a checkpoint
 // is missing somewhere, a drain's wait ran out); 2 usage (unknown command or
@@ -31,6 +34,7 @@
 #include <cstdio>
 #include <cstdlib>
 #include <memory>
+#include <set>
 #include <string>
 #include <string_view>
 #include <utility>
@@ -55,8 +59,9 @@ namespace {
 
 int Main(int argc, char** argv) {
   bool help = false;
+  std::set<std::string> given;
   absl::StatusOr<std::vector<std::string>> positional =
-      ParseArgs(argc, argv, &help);
+      ParseArgs(argc, argv, &help, &given);
   // A bad flag stops the parse before a later --json is read: look for it
   // by hand, so scripts get their JSON answer for usage errors too.
   bool json = absl::GetFlag(FLAGS_json);
@@ -145,6 +150,7 @@ int Main(int argc, char** argv) {
     return finish(Usage("--timeout_s must be > 0 seconds"));
   }
   ctx.timeout = absl::Seconds(timeout_s);
+  ctx.timeout_given = given.count("timeout_s") > 0;
   for (size_t i = 0; i < addresses.size(); ++i) {
     addresses[i] = std::string(absl::StripAsciiWhitespace(addresses[i]));
     ctx.shards.push_back({static_cast<uint32_t>(i), addresses[i]});

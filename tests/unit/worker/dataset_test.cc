@@ -132,7 +132,7 @@ EnvLookup Env(std::map<std::string, std::string> vars) {
   };
 }
 
-TEST(RankAndWorld, FlagsThenSlurmThenOpenMpiThenPmi) {
+TEST(RankAndWorld, FlagsThenSlurmThenOpenMpiThenPmiThenKubernetes) {
   ASSERT_OK_AND_ASSIGN(RankWorld rw, RankAndWorld(-1, -1, Env({})));
   EXPECT_EQ(rw.rank, 0);
   EXPECT_EQ(rw.world, 1);
@@ -155,6 +155,50 @@ TEST(RankAndWorld, FlagsThenSlurmThenOpenMpiThenPmi) {
   ASSERT_OK_AND_ASSIGN(rw, RankAndWorld(-1, -1, Env({{"PMI_RANK", "1"},
                                                      {"PMI_SIZE", "2"}})));
   EXPECT_EQ(rw.source, "PMI");
+  // A Kubernetes Indexed Job: index from Kubernetes, world from the Job's
+  // pod template; after every other launcher.
+  ASSERT_OK_AND_ASSIGN(rw, RankAndWorld(-1, -1,
+                                        Env({{"JOB_COMPLETION_INDEX", "3"},
+                                             {"PSKIT_WORLD_SIZE", "4"}})));
+  EXPECT_EQ(rw.source, "Kubernetes");
+  EXPECT_EQ(rw.rank, 3);
+  EXPECT_EQ(rw.world, 4);
+  ASSERT_OK_AND_ASSIGN(rw, RankAndWorld(-1, -1,
+                                        Env({{"PMI_RANK", "1"},
+                                             {"PMI_SIZE", "2"},
+                                             {"JOB_COMPLETION_INDEX", "3"},
+                                             {"PSKIT_WORLD_SIZE", "4"}})));
+  EXPECT_EQ(rw.source, "PMI");
+  ASSERT_OK_AND_ASSIGN(rw, RankAndWorld(0, 2,
+                                        Env({{"JOB_COMPLETION_INDEX", "3"},
+                                             {"PSKIT_WORLD_SIZE", "4"}})));
+  EXPECT_EQ(rw.source, "flags");
+  // PSKIT_WORLD_SIZE alone (a ConfigMap's, in the evaluator's pod too).
+  ASSERT_OK_AND_ASSIGN(rw,
+                       RankAndWorld(-1, -1, Env({{"PSKIT_WORLD_SIZE", "4"}})));
+  EXPECT_EQ(rw.source, "default");
+}
+
+TEST(RankAndWorld, KubernetesIndexWithoutWorldSaysWhatToSet) {
+  absl::StatusOr<RankWorld> rw =
+      RankAndWorld(-1, -1, Env({{"JOB_COMPLETION_INDEX", "0"}}));
+  ASSERT_FALSE(rw.ok());
+  EXPECT_EQ(rw.status().code(), absl::StatusCode::kInvalidArgument);
+  EXPECT_NE(rw.status().message().find(
+                "set PSKIT_WORLD_SIZE in the pod template to the Job's "
+                "completions"),
+            absl::string_view::npos)
+      << rw.status();
+  EXPECT_EQ(RankAndWorld(-1, -1, Env({{"JOB_COMPLETION_INDEX", "4"},
+                                      {"PSKIT_WORLD_SIZE", "4"}}))
+                .status()
+                .code(),
+            absl::StatusCode::kInvalidArgument);
+  EXPECT_EQ(RankAndWorld(-1, -1, Env({{"JOB_COMPLETION_INDEX", "1"},
+                                      {"PSKIT_WORLD_SIZE", "four"}}))
+                .status()
+                .code(),
+            absl::StatusCode::kInvalidArgument);
 }
 
 TEST(RankAndWorld, RefusesHalfGivenOrOutOfRange) {
