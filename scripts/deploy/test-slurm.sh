@@ -204,8 +204,8 @@ say "job 2: ended FAILED, the shard step named, no ps-server or ps-worker left"
 # --- 3. the heterogeneous job on two nodes -------------------------------------
 # The second cluster's settings are setup-slurm.sh's, plus: its own ports,
 # state and logs under $work; two nodes on this host (slurmd -N says which
-# one a daemon is); bf_interval=2 because only the backfill scheduler starts
-# heterogeneous jobs (every 30 s by default).
+# one a daemon is), each in its own partition; bf_interval=2 because only
+# the backfill scheduler starts heterogeneous jobs (every 30 s by default).
 c2=$work/cluster2
 ports=(6917 6921 6922)
 for p in "${ports[@]}"; do
@@ -245,7 +245,8 @@ cpus=$(nproc)
   echo "SlurmdLogFile=$c2/log/slurmd-%n.log"
   echo "NodeName=n1 NodeHostname=$host NodeAddr=127.0.0.1 Port=${ports[1]} CPUs=$cpus RealMemory=1000"
   echo "NodeName=n2 NodeHostname=$host NodeAddr=127.0.0.1 Port=${ports[2]} CPUs=$cpus RealMemory=1000 Gres=gpu:1"
-  echo "PartitionName=test2 Nodes=n1,n2 Default=YES MaxTime=INFINITE State=UP OverSubscribe=FORCE:4"
+  echo "PartitionName=cpu Nodes=n1 Default=YES MaxTime=INFINITE State=UP OverSubscribe=FORCE:4"
+  echo "PartitionName=gpu Nodes=n2 MaxTime=INFINITE State=UP OverSubscribe=FORCE:4"
 } >"$c2/slurm.conf"
 echo 'NodeName=n2 Name=gpu Count=1 File=/dev/null' >"$c2/gres.conf"
 export SLURM_CONF=$c2/slurm.conf
@@ -272,23 +273,24 @@ for _ in $(seq 100); do
   sleep 0.3
 done
 [ "$(sinfo -h -N -o '%T' | sort -u)" = idle ] || fail "the two test nodes are not idle: $(sinfo -N)"
-# One step on each node first. It proves both run jobs, and it is needed:
-# without it this slurmctld left the hetjob PENDING (Resources) for over
-# 10 minutes, planning both components on n2, until a job had run on n1.
-for n in n1 n2; do
-  timeout 120 srun --nodelist="$n" --ntasks=1 --time=1 true ||
-    fail "node $n of the test cluster ran no job step in 120 s; see $c2/log/"
+for pn in cpu:n1 gpu:n2; do
+  timeout 120 srun --partition="${pn%:*}" --nodelist="${pn#*:}" --ntasks=1 --time=1 true ||
+    fail "node ${pn#*:} of the test cluster ran no job step in 120 s; see $c2/log/"
 done
 say "two-node test cluster up: $(sinfo -h -N -o '%N %T %G' | paste -sd ' ')"
-# Options before the ':' are component 0's (the batch script's output
-# among them), after it component 1's; --overcommit for each: 3 tasks on a
-# node with 2 CPUs.
+# Partitions as on a real cluster: `cpu` (n1) for component 0, `gpu` (n2)
+# for component 1. With both nodes in one partition this slurmctld planned
+# both components on n2 and left the job PENDING (Resources) for over 10
+# minutes. Options before the ':' are component 0's (the batch script's
+# output among them), after it component 1's; --overcommit for each: 3
+# tasks on a node with 2 CPUs.
 start=$SECONDS
 rc=0
 job3=$(cd "$work" && env "${common_env[@]}" PSKIT_TARGET=0.85 PSKIT_MAX_SECONDS=300 \
   PSKIT_STATE_DIR="$work/state3" \
   PSKIT_WORKER_ARGS="--dataset idx --data_path $data --layers 784,256,128,10 --algorithm easgd --tau 8 --epochs 50 --backend cpu" \
-  sbatch --parsable --wait --time=10 --output="$work/job3.out" --overcommit : --overcommit \
+  sbatch --parsable --wait --time=10 --output="$work/job3.out" --partition=cpu --overcommit \
+  : --partition=gpu --overcommit \
   "$repo/deploy/slurm/pskit-hetjob.sbatch") || rc=$?
 out3=$work/job3.out
 state=$(job_field "$job3" JobState)
