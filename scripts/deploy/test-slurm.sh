@@ -96,8 +96,12 @@ job_processes() {
   return 0
 }
 
-common_env=(PSKIT_BIN="$bin" PSKIT_HOME="$repo" PSKIT_SHARDS=2 PSKIT_WORKERS=2
-  PSKIT_DATA="$data" PSKIT_SERVER_ARGS="--log_level info" PSKIT_STOP_GRACE_S=30)
+# The batch scripts find the repository (pskit-common.sh, build/bin) from
+# their submitted path: PSKIT_HOME is not set, PSKIT_BIN only if given.
+common_env=(PSKIT_SHARDS=2 PSKIT_WORKERS=2 PSKIT_DATA="$data"
+  PSKIT_SERVER_ARGS="--log_level info" PSKIT_STOP_GRACE_S=30)
+[ -z "${PSKIT_BIN:-}" ] || common_env+=(PSKIT_BIN="$PSKIT_BIN")
+unset PSKIT_HOME
 # --overcommit: 5 tasks on this host's 2 CPUs.
 sbatch_args=(--parsable --overcommit --ntasks=5 --time=10)
 
