@@ -9,7 +9,7 @@
 #     Prometheus-Operator schemas, unknown fields refused, pskit's rules;
 #     and its tests pass (each kind of mistake injected must fail, a
 #     misspelled `imagee:` among them);
-#   - shellcheck on scripts/*.sh, scripts/deploy/*.sh, deploy/slurm/*.sbatch;
+#   - shellcheck on .ci/run, scripts/*.sh, scripts/deploy/*.sh, deploy/slurm/*.{sh,sbatch};
 #   - yamllint on deploy/ (the repository's .yamllint);
 #   - promtool check config on the Prometheus configurations;
 #   - the compose file against the Compose Specification schema
@@ -118,7 +118,7 @@ fi
 # -- Shell -----------------------------------------------------------------
 if need shellcheck "scripts/install-deps.sh installs it"; then
   shell_files=()
-  for f in scripts/*.sh scripts/deploy/*.sh deploy/slurm/*.sbatch; do
+  for f in .ci/run scripts/*.sh scripts/deploy/*.sh deploy/slurm/*.sh deploy/slurm/*.sbatch; do
     [ -f "$f" ] && shell_files+=("$f")
   done
   check "shellcheck (${#shell_files[@]} files)" shellcheck -x "${shell_files[@]}"
