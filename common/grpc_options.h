@@ -28,6 +28,13 @@ inline constexpr int kKeepaliveTimeoutMs = 10000;
 inline constexpr int kMinReconnectBackoffMs = 100;
 inline constexpr int kMaxReconnectBackoffMs = 1000;
 
+// Shortest time between two DNS lookups of a shard's name that a failed
+// connection asks for: a shard back on another address (a rescheduled pod)
+// is found again within about a second, instead of after gRPC's default
+// 30 s (measured: 20 s of standstill with it). A lookup happens only when a
+// connection fails, so this costs DNS nothing while all is well.
+inline constexpr int kMinTimeBetweenResolutionsMs = 1000;
+
 // Arguments for a client channel. `channel_index` makes channels to the same
 // address open separate TCP connections (gRPC would otherwise share one).
 grpc::ChannelArguments ClientChannelArguments(int max_message_bytes,
