@@ -25,8 +25,15 @@ inline constexpr int kKeepaliveTimeoutMs = 10000;
 
 // Reconnect backoff: a restarted shard is reached again within about a
 // second, instead of gRPC's default of up to two minutes.
-inline constexpr int kMinReconnectBackoffMs = 100;
+inline constexpr int kInitialReconnectBackoffMs = 100;
 inline constexpr int kMaxReconnectBackoffMs = 1000;
+// How long one connection attempt (TCP and HTTP/2 handshake) may take.
+// gRPC reads it from GRPC_ARG_MIN_RECONNECT_BACKOFF_MS, which does not delay
+// the next attempt after a refused connection (that is the backoff above).
+// It was 100 ms, the backoff's value: on a loaded host a container's psctl
+// then failed with "connection attempt timed out before receiving SETTINGS
+// frame" against a healthy shard.
+inline constexpr int kConnectTimeoutMs = 3000;
 
 // Shortest time between two DNS lookups of a shard's name that a failed
 // connection asks for: a shard back on another address (a rescheduled pod)
