@@ -6,6 +6,10 @@
 #   scripts/install-deps.sh --build-only  only what compiling the binaries
 #                                         needs (the container images' build
 #                                         stage, docker/build-pskit.sh)
+#   scripts/install-deps.sh --packages P...
+#                                         exactly packages P (those not yet
+#                                         installed), for the deploy setup
+#                                         scripts (scripts/deploy/setup-*.sh)
 set -euo pipefail
 
 # What compiling ps-server, ps-worker, psctl, psrun and ps-bench needs
@@ -23,15 +27,22 @@ case "${1:-}" in
         iperf3 dataset-fashion-mnist prometheus prometheus-pushgateway python3-numpy
       ) ;;
   --build-only) PACKAGES=("${BUILD_PACKAGES[@]}") ;;
-  *) echo "install-deps: unknown argument '$1' (use --build-only or nothing)" >&2; exit 2 ;;
+  --packages)
+    shift
+    [ $# -gt 0 ] || { echo "install-deps: --packages needs at least one package name" >&2; exit 2; }
+    PACKAGES=("$@") ;;
+  *) echo "install-deps: unknown argument '$1' (use --build-only, --packages P... or nothing)" >&2; exit 2 ;;
 esac
 # scripts/check-deploy.sh's static checks of deploy/: shellcheck, yamllint,
 # docker-compose (only its offline `config` validation of the compose file;
-# no Docker engine), and Node.js with npm for the Kubernetes validator's
-# pinned packages: Debian's only where the machine has none (these hosts'
-# image ships Node.js 20 and npm; Debian's npm would replace that nodejs).
+# no Docker engine), python3-yaml (scripts/deploy/check-compose.sh parses the
+# compose file with PyYAML; nothing else here brings it), and Node.js with npm
+# for the Kubernetes validator's pinned packages: Debian's only where the
+# machine has none (these hosts' image ships Node.js 20 and npm; Debian's npm
+# would replace that nodejs). kubectl is not among them: no Debian 12
+# package has one recent enough (deploy/k8s/README.md, Prerequisites).
 if [ -z "${1:-}" ]; then
-  PACKAGES+=(shellcheck yamllint docker-compose)
+  PACKAGES+=(shellcheck yamllint docker-compose python3-yaml)
   command -v npm >/dev/null || PACKAGES+=(nodejs npm)
 fi
 
@@ -57,7 +68,9 @@ fi
 echo "install-deps: installing ${missing[*]}"
 export DEBIAN_FRONTEND=noninteractive
 $SUDO apt-get update -q
-$SUDO apt-get install -y -q --no-install-recommends "${missing[@]}"
+# The lock timeout waits for another apt-get on the same host instead of
+# failing.
+$SUDO apt-get -o DPkg::Lock::Timeout=600 install -y -q --no-install-recommends "${missing[@]}"
 
 # Debian's prometheus and prometheus-pushgateway start system services on
 # :9090 and :9091 where systemd runs. pskit only runs them from its tests, on

@@ -20,20 +20,11 @@ die() { echo "setup-podman: error: $*" >&2; exit 1; }
 # package, this one is for checks on the host) and catatonit (the pause
 # process `podman kube play` needs for a pod). iptables: netavark sets up
 # every podman network's NAT with it; without it each network fails with
-# "netavark: No such file or directory" (seen on a fresh host).
-PACKAGES=(podman runc netavark aardvark-dns podman-compose debootstrap tini catatonit iptables)
-missing=()
-for p in "${PACKAGES[@]}"; do
-  if ! dpkg-query -W -f='${Status}' "$p" 2>/dev/null | grep -q 'install ok installed'; then
-    missing+=("$p")
-  fi
-done
-if [ ${#missing[@]} -gt 0 ]; then
-  log "installing ${missing[*]}"
-  export DEBIAN_FRONTEND=noninteractive
-  apt-get update -q
-  apt-get install -y -q --no-install-recommends "${missing[@]}"
-fi
+# "netavark: No such file or directory" (seen on a fresh host). curl:
+# test-compose.sh asks the stack's Prometheus over HTTP with it.
+# install-deps.sh installs those not yet installed (after apt-get update).
+"$(dirname "$0")/../install-deps.sh" --packages \
+  podman runc netavark aardvark-dns podman-compose debootstrap tini catatonit iptables curl
 
 # containers.conf: runc as the runtime (cgroups v1), netavark as the network
 # backend (name resolution between containers), and default ulimits that do
@@ -73,11 +64,22 @@ fi
 if podman image exists localhost/debian:bookworm; then
   log "localhost/debian:bookworm exists"
 else
+  # The mirror: the first URIs line (not the security archive) of the deb822
+  # sources file Debian 12 installs, else the first `deb` line of the older
+  # /etc/apt/sources.list, else Debian's own mirror.
   SOURCES=/etc/apt/sources.list.d/debian.sources
-  [ -f "$SOURCES" ] || die "$SOURCES not found: cannot tell which Debian mirror to debootstrap from"
-  # The first URIs line that is not the security archive.
-  mirror="$(awk '/^URIs:/ && $2 !~ /security/ {print $2; exit}' "$SOURCES")"
-  [ -n "$mirror" ] || die "no URIs: line in $SOURCES"
+  mirror=""
+  if [ -f "$SOURCES" ]; then
+    mirror="$(awk '/^URIs:/ && $2 !~ /security/ {print $2; exit}' "$SOURCES")"
+  fi
+  if [ -z "$mirror" ] && [ -f /etc/apt/sources.list ]; then
+    # `deb [options] URI suite ...`: the URI is the first field after the
+    # optional [...] block.
+    mirror="$(awk '$1 == "deb" && $0 !~ /security/ {
+        for (i = 2; i <= NF; i++) { if ($i ~ /^\[/) { while ($i !~ /\]$/) i++; continue } print $i; exit } }' \
+      /etc/apt/sources.list)"
+  fi
+  : "${mirror:=http://deb.debian.org/debian}"
   rootfs="$(mktemp -d /var/tmp/pskit-bookworm.XXXXXX)"
   trap 'rm -rf "$rootfs"' EXIT
   log "debootstrap bookworm from $mirror (a few minutes)"
@@ -85,7 +87,13 @@ else
   # Point the image's apt at the same mirror in the deb822 layout the
   # official image uses, and drop debootstrap's apt caches to keep it small.
   rm -f "$rootfs/etc/apt/sources.list"
-  cp "$SOURCES" "$rootfs/etc/apt/sources.list.d/debian.sources"
+  if [ -f "$SOURCES" ]; then
+    cp "$SOURCES" "$rootfs/etc/apt/sources.list.d/debian.sources"
+  else
+    printf '%s\n' "Types: deb" "URIs: $mirror" "Suites: bookworm bookworm-updates" \
+      "Components: main" "Signed-By: /usr/share/keyrings/debian-archive-keyring.gpg" \
+      >"$rootfs/etc/apt/sources.list.d/debian.sources"
+  fi
   rm -rf "$rootfs"/var/cache/apt/archives/*.deb "$rootfs"/var/lib/apt/lists/*
   log "importing it as localhost/debian:bookworm"
   tar -C "$rootfs" -c . | podman import --change 'CMD ["bash"]' - localhost/debian:bookworm >/dev/null

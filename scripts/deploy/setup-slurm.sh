@@ -26,17 +26,10 @@ marker="# pskit single-node cluster, written by scripts/deploy/setup-slurm.sh"
 # 1. Packages. slurm-wlm brings slurmctld, slurmd and the client commands
 #    (22.05 on Debian 12); munge is the authentication every SLURM message
 #    carries. The package scripts try to start the services and fail without
-#    systemd: harmless, the daemons are started below. The dpkg lock timeout
-#    waits for another apt-get running on the same host instead of failing.
-missing=()
-for p in slurm-wlm munge; do
-  dpkg-query -W -f='${Status}' "$p" 2>/dev/null | grep -q 'install ok installed' || missing+=("$p")
-done
-if [ ${#missing[@]} -gt 0 ]; then
-  say "installing ${missing[*]}"
-  DEBIAN_FRONTEND=noninteractive apt-get -o DPkg::Lock::Timeout=600 install -y -q \
-    "${missing[@]}" >/dev/null || die "apt-get install ${missing[*]} failed; run 'apt-get update' and retry"
-fi
+#    systemd: harmless, the daemons are started below. install-deps.sh
+#    installs those not yet installed, after apt-get update.
+"$(dirname "$0")/../install-deps.sh" --packages slurm-wlm munge >/dev/null ||
+  die "installing slurm-wlm and munge failed (apt-get's errors above)"
 
 # 2. The munge key: munged refuses to start without one, and it must be
 #    readable by the munge user only (0400, owned by munge). Every node of a
