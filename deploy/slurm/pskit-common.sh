@@ -11,13 +11,18 @@
 #      SLURM_PROCID / SLURM_NTASKS, --kill-on-bad-exit=1 as well;
 #   3. the evaluator: one ps-worker --role evaluator task.
 #
-# The evaluator ends the job. When it exits 0 the workers are given
-# PSKIT_STOP_GRACE_S to leave, then the shard step gets SIGTERM (scancel
+# The evaluator ends the job. Its verdict is its exit status: 0 = the target
+# was reached (or none was set), 3 = the job ended without reaching it (older
+# ps-worker builds exit 0 then too: its summary line says "not reached").
+# Either way the workers are given PSKIT_STOP_GRACE_S to leave, then the shard step gets SIGTERM (scancel
 # --signal=TERM, nothing stronger), so every shard writes its final checkpoint
 # into PSKIT_STATE_DIR/shard-i and exits 0, and the allocation ends. The
 # script's exit status is 0 when the evaluator reached PSKIT_TARGET (or no
 # target was set), 3 when it ended the job without reaching it.
-# Any step that fails (a shard killed: --kill-on-bad-exit ends its step at
+# The evaluator's step also runs with --kill-on-bad-exit=1; its exit 3 ends
+# only its own (single-task) step, and srun exits with its task's status, so
+# 3 arrives here as the verdict, not as a failure.
+# Any other step end that fails (a shard killed: --kill-on-bad-exit ends its step at
 # once) ends the job with status 1 at once: surviving shards get SIGTERM (they
 # still checkpoint), workers and the evaluator SIGKILL, and anything left
 # SIGKILL after PSKIT_STOP_GRACE_S.
@@ -52,9 +57,11 @@
 #                        removed at the end)
 #   PSKIT_STATE_DIR      shared directory of the shards' checkpoints, one
 #                        shard-i directory each (default
-#                        $SLURM_SUBMIT_DIR/pskit-state/JOBNAME: a job
-#                        submitted again under the same name, or requeued,
-#                        resumes from them)
+#                        $SLURM_SUBMIT_DIR/pskit-state/JOBID: every job
+#                        starts fresh; a requeued job keeps its id and
+#                        resumes). To resume an earlier job, set it to that
+#                        job's directory: PSKIT_STATE_DIR=pskit-state/1234
+#                        with the same PSKIT_SHARDS
 #   PSKIT_RENDEZVOUS_TIMEOUT_S  how long workers wait for the shards (120)
 #   PSKIT_STOP_GRACE_S   seconds steps get after SIGTERM (60)
 #   PSKIT_SRUN_ARGS      extra srun options for every step, split on spaces
@@ -80,7 +87,7 @@ pskit_defaults() {
   : "${PSKIT_SERVER_ARGS:=--log_level warn}"
   : "${PSKIT_GPUS_PER_NODE:=0}"
   : "${PSKIT_RENDEZVOUS:=$SLURM_SUBMIT_DIR/.pskit-rendezvous/$SLURM_JOB_ID}"
-  : "${PSKIT_STATE_DIR:=$SLURM_SUBMIT_DIR/pskit-state/${SLURM_JOB_NAME:-pskit}}"
+  : "${PSKIT_STATE_DIR:=$SLURM_SUBMIT_DIR/pskit-state/$SLURM_JOB_ID}"
   : "${PSKIT_RENDEZVOUS_TIMEOUT_S:=120}"
   : "${PSKIT_STOP_GRACE_S:=60}"
   : "${PSKIT_SRUN_ARGS:=}"
@@ -165,6 +172,12 @@ pskit_cleanup() {
 }
 
 pskit_main() {
+  # `wait -n -p` (the supervision below) came with bash 5.1.
+  if [ "${BASH_VERSINFO[0]}" -lt 5 ] || { [ "${BASH_VERSINFO[0]}" -eq 5 ] && [ "${BASH_VERSINFO[1]}" -lt 1 ]; }; then
+    pskit_die "bash >= 5.1 is needed on the batch node (this is $BASH_VERSION): run the script with a newer bash"
+  fi
+  # The evaluator's pipeline (srun | tee) must report srun's status.
+  set -o pipefail
   pskit_defaults
   declare -gA PSKIT_STEP_PID=()
   trap pskit_cleanup EXIT
@@ -235,17 +248,19 @@ pskit_main() {
     --max_seconds "$PSKIT_MAX_SECONDS" &
   PSKIT_STEP_PID[workers]=$!
   # The evaluator's output is also kept in the rendezvous directory: its
-  # summary line is the job's verdict.
+  # summary line is printed with the verdict. A pipeline, so that $! is tee:
+  # when wait returns for it, tee has written the file to its end, and with
+  # pipefail the pipeline's status is srun's (tee's 0 otherwise).
   srun --job-name=pskit-evaluator --ntasks=1 --kill-on-bad-exit=1 \
     "${srun_all[@]}" "${gpu_none[@]}" "${PSKIT_EVAL_SRUN[@]}" \
     "$PSKIT_BIN/ps-worker" --role evaluator --shards "$shards" "${common[@]}" \
     "${target[@]}" --eval_interval_s 0.5 --max_seconds "$PSKIT_MAX_SECONDS" \
-    > >(tee "$PSKIT_RENDEZVOUS/evaluator.out") 2>&1 &
+    2>&1 | tee "$PSKIT_RENDEZVOUS/evaluator.out" &
   PSKIT_STEP_PID[evaluator]=$!
 
   # Supervise: the first step to end decides, except workers that finish
   # their epochs before the evaluator's verdict.
-  local done_pid rc name
+  local done_pid rc name eval_rc=0
   while :; do
     done_pid=""
     rc=0
@@ -255,6 +270,12 @@ pskit_main() {
       [ "${PSKIT_STEP_PID[$name]}" = "$done_pid" ] && break
     done
     unset "PSKIT_STEP_PID[$name]"
+    # The evaluator's 3: the job ended without reaching the target. A
+    # verdict: the shards are stopped as after a 0.
+    if [ "$name" = evaluator ] && [ "$rc" -eq 3 ] && [ "$PSKIT_TARGET" != 0 ]; then
+      eval_rc=3
+      break
+    fi
     if [ "$rc" -ne 0 ]; then
       pskit_die "the $name step failed (srun exit status $rc); ending the job"
     fi
@@ -286,7 +307,9 @@ pskit_main() {
     [ "$rc" -eq 0 ] || pskit_die "the workers' step failed (srun exit status $rc)"
   fi
   pskit_say "final checkpoints in $PSKIT_STATE_DIR"
-  if [ "$PSKIT_TARGET" != 0 ] && [[ "$verdict" != *"target reached"* ]]; then
+  # 3 from the evaluator, or (a ps-worker from before exit status 3) 0
+  # with a summary that does not say "target reached".
+  if [ "$PSKIT_TARGET" != 0 ] && { [ "$eval_rc" = 3 ] || [[ "$verdict" != *"target reached"* ]]; }; then
     echo "pskit: the evaluator ended the job without reaching the target $PSKIT_TARGET" >&2
     exit 3
   fi
