@@ -16,11 +16,12 @@
 # failure; the PVC volumes are removed before and after.
 #
 #   scripts/deploy/test-k8s.sh
-#   PSKIT_IMAGE=localhost/other:tag scripts/deploy/test-k8s.sh   another pskit image
+#   PSKIT_IMAGE=localhost/other:tag scripts/deploy/test-k8s.sh   another tag
 #
-# Needs podman (scripts/deploy/setup-podman.sh), the image localhost/pskit
-# (docker/Dockerfile; built here if missing; PSKIT_IMAGE replaces it) and the Fashion-MNIST image
-# (deploy/k8s/dataset; built here, cached after the first time).
+# Needs podman (scripts/deploy/setup-podman.sh). Builds the image
+# localhost/pskit:latest (docker/Dockerfile, from this tree every time;
+# PSKIT_IMAGE names another tag) and the Fashion-MNIST image
+# (deploy/k8s/dataset); both are cached after the first time.
 set -euo pipefail
 cd "$(dirname "$0")/../.."
 
@@ -72,11 +73,13 @@ trap cleanup EXIT
 remove_all
 
 # -- Images -----------------------------------------------------------------
-if ! podman image exists "$image"; then
-  [ "$image" = localhost/pskit:latest ] || die "image $image does not exist"
-  log "building localhost/pskit:latest (docker/Dockerfile; minutes)"
-  nice podman build --network host -f docker/Dockerfile -t localhost/pskit:latest .
-fi
+# Always built from this tree, never an existing image that may be stale
+# (podman's layer cache makes it seconds when test-image.sh built it);
+# --format docker as test-image.sh and test-compose.sh, so the cache is
+# shared and the HEALTHCHECK kept.
+log "building $image (docker/Dockerfile; minutes the first time)"
+nice podman build --format docker --network host -f docker/Dockerfile -t "$image" . >"$work/build.log" 2>&1 ||
+  { tail -n 30 "$work/build.log" >&2; die "podman build of $image failed"; }
 log "building localhost/pskit-fashion-mnist:latest (deploy/k8s/dataset)"
 nice podman build -q --network host -t localhost/pskit-fashion-mnist:latest \
   deploy/k8s/dataset >/dev/null
