@@ -20,7 +20,8 @@
 #   scripts/deploy/check-compose.sh              check this checkout
 #   scripts/deploy/check-compose.sh --self-test  plant errors in a copy and
 #                                                require each to fail
-# Needs python3 with PyYAML (python3-yaml, which podman-compose depends on).
+# Needs python3 with PyYAML (Debian's python3-yaml; scripts/install-deps.sh
+# installs it).
 set -euo pipefail
 
 root="$(cd "$(dirname "$0")/../.." && pwd)"
@@ -175,16 +176,10 @@ PY
 }
 
 if [ "${1:-}" = "--self-test" ]; then
-  tmp="$(mktemp -d)"
-  trap 'rm -rf "$tmp"' EXIT
-  fresh() {
-    rm -rf "$tmp/r"
-    mkdir -p "$tmp/r/docker"
-    cp -r "$root/deploy" "$tmp/r/"
-    cp "$root/docker/build-pskit.sh" "$tmp/r/docker/"
-  }
-  fresh
-  check "$tmp/r" || { echo "check-compose: self-test: the unchanged copy fails" >&2; exit 1; }
+  # Each case plants one error in a copy of the tree and requires the
+  # check to fail (scripts/deploy/self-test-lib.sh).
+  # shellcheck source=scripts/deploy/self-test-lib.sh
+  . "$root/scripts/deploy/self-test-lib.sh"
   cases=(
     "unscraped worker|sed -i 's/worker1:9400, //' deploy/compose/prometheus.yml"
     "misspelled shard in --shards|sed -i '0,/--shards=shard0:7000,shard1:7000/s//--shards=shard0:7000,shard2:7000/' deploy/compose/compose.yaml"
@@ -196,19 +191,7 @@ if [ "${1:-}" = "--self-test" ]; then
     "unprovisioned panel datasource|sed -i '0,/\"uid\": \"\${DS_PROMETHEUS}\"/s//\"uid\": \"prom\"/' deploy/grafana/pskit-dashboard.json"
     "grafana without profile|sed -i '/profiles: \[grafana\]/d' deploy/compose/compose.yaml"
   )
-  for c in "${cases[@]}"; do
-    what="${c%%|*}"
-    plant="${c#*|}"
-    fresh
-    (cd "$tmp/r" && eval "$plant")
-    if check "$tmp/r" 2>"$tmp/err"; then
-      echo "check-compose: self-test: a planted $what was not caught" >&2
-      exit 1
-    fi
-    echo "self-test: planted $what -> caught: $(head -n 1 "$tmp/err")"
-  done
-  echo "check-compose: self-test passed (${#cases[@]} planted errors caught)"
-  exit 0
+  pskit_self_test check-compose "$root" check "${cases[@]}"
 fi
 
 check "${1:-$root}"

@@ -155,17 +155,10 @@ PY
 }
 
 if [ "${1:-}" = "--self-test" ]; then
-  # Each case copies what the check reads, plants one bad name, and requires
-  # the check to fail; the unchanged copy must pass.
-  tmp="$(mktemp -d)"
-  trap 'rm -rf "$tmp"' EXIT
-  fresh() {
-    rm -rf "$tmp/r"
-    mkdir -p "$tmp/r"
-    (cd "$root" && tar -c --anchored --exclude=./.git --exclude=./build --exclude='./build-*' .) | tar -C "$tmp/r" -x
-  }
-  fresh
-  check "$tmp/r" || { echo "check-dockerfiles: self-test: the unchanged copy fails" >&2; exit 1; }
+  # Each case plants one error in a copy of the tree and requires the
+  # check to fail (scripts/deploy/self-test-lib.sh).
+  # shellcheck source=scripts/deploy/self-test-lib.sh
+  . "$root/scripts/deploy/self-test-lib.sh"
   cases=(
     "COPY of a missing folder|sed -i 's|^COPY tools /src/tools|COPY toolz /src/tools|' docker/Dockerfile.cuda"
     "RUN of a missing script|sed -i 's|/src/docker/build-pskit.sh /src /opt/pskit cuda|/src/docker/build-pskit2.sh /src /opt/pskit cuda|' docker/Dockerfile.cuda"
@@ -175,19 +168,7 @@ if [ "${1:-}" = "--self-test" ]; then
     "COPY source excluded by .dockerignore|echo worker >> .dockerignore"
     "FROM with an undeclared ARG|sed -i 's|^FROM \${RUNTIME_BASE}|FROM \${RUNTIME_IMAGE}|' docker/Dockerfile.cuda"
   )
-  for c in "${cases[@]}"; do
-    what="${c%%|*}"
-    plant="${c#*|}"
-    fresh
-    (cd "$tmp/r" && eval "$plant")
-    if check "$tmp/r" 2>"$tmp/err"; then
-      echo "check-dockerfiles: self-test: a planted $what was not caught" >&2
-      exit 1
-    fi
-    echo "self-test: planted $what -> caught: $(head -n 1 "$tmp/err")"
-  done
-  echo "check-dockerfiles: self-test passed (${#cases[@]} planted errors caught)"
-  exit 0
+  pskit_self_test check-dockerfiles "$root" check "${cases[@]}"
 fi
 
 check "${1:-$root}"
