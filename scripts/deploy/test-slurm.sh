@@ -88,9 +88,11 @@ job_field() {
 
 # Pids of ps-server / ps-worker processes that belong to job $1 (their
 # environment holds SLURM_JOB_ID; containers of other tests do not match).
+# One pgrep per name: pgrep refuses a pattern longer than 15 characters (the
+# kernel's process name length) and then matches nothing.
 job_processes() {
   local p
-  for p in $(pgrep -x 'ps-server|ps-worker' || true); do
+  for p in $(pgrep -x ps-server || true) $(pgrep -x ps-worker || true); do
     tr '\0' '\n' <"/proc/$p/environ" 2>/dev/null | grep -qx "SLURM_JOB_ID=$1" && echo "$p"
   done
   return 0
