@@ -20,7 +20,9 @@
 #   scripts/check-deploy.sh         everything
 #   scripts/check-deploy.sh --k8s   only the Kubernetes part (test-k8s.sh)
 # Tools it needs come from scripts/install-deps.sh (Debian packages), except
-# kubectl (>= 1.27, kustomize v5): see deploy/k8s/README.md.
+# kubectl >= 1.24 (its kustomize v4.5.4 is the oldest that renders deploy/k8s),
+# which no Debian 12 package provides and pskit cannot install: see
+# deploy/k8s/README.md, "Prerequisites".
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
@@ -62,25 +64,27 @@ need() {
 
 # -- Kubernetes ------------------------------------------------------------
 k8s_ok=1
-need kubectl "install kubectl >= 1.27 (deploy/k8s/README.md says how)" || k8s_ok=0
+need kubectl "install kubectl >= 1.24 from Kubernetes' own packages (no Debian 12 package has one: deploy/k8s/README.md, Prerequisites)" || k8s_ok=0
 need node "install Node.js >= 18 (Debian: nodejs npm)" || k8s_ok=0
 need npm "install npm (Debian: npm)" || k8s_ok=0
-# Components and replacements need kustomize >= v4.5 (kubectl >= 1.24).
-# Debian 12's kubernetes-client is kubectl 1.20 with kustomize v2, which
-# refuses `components:` (tried): it cannot render these overlays.
+# The overlays (components, replacements with [name=...] field paths) need
+# kustomize >= v4.5.4, which kubectl 1.24 embeds: v4.5.4 renders every
+# overlay byte for byte as kubectl 1.32's v5.5 (tried). Debian 12's
+# kubernetes-client is kubectl 1.20 with kustomize v2, which refuses
+# `components:` (tried): it cannot render these overlays.
 kustomize_version() {
-  local v
+  local v major minor patch
   v="$(kubectl version --client -o json 2>/dev/null |
-       sed -n 's/.*"kustomizeVersion": *"v\([0-9]*\)\.\([0-9]*\).*/\1 \2/p')"
-  read -r major minor <<<"${v:-0 0}"
-  if [ "$major" -gt 4 ] || { [ "$major" -eq 4 ] && [ "$minor" -ge 5 ]; }; then
+       sed -n 's/.*"kustomizeVersion": *"v\([0-9]*\)\.\([0-9]*\)\.\([0-9]*\).*/\1 \2 \3/p')"
+  read -r major minor patch <<<"${v:-0 0 0}"
+  if [ "$major" -gt 4 ] || { [ "$major" -eq 4 ] && { [ "$minor" -gt 5 ] || { [ "$minor" -eq 5 ] && [ "$patch" -ge 4 ]; }; }; }; then
     return 0
   fi
-  echo "kubectl's kustomize is ${v:-unknown}; deploy/k8s needs >= v4.5 (kubectl >= 1.24)"
+  echo "kubectl's kustomize is ${v:-unknown}; deploy/k8s needs >= v4.5.4 (kubectl >= 1.24), which no Debian 12 package provides (deploy/k8s/README.md, Prerequisites)"
   return 1
 }
 if [ "$k8s_ok" = 1 ]; then
-  check "kubectl has kustomize >= v4.5" kustomize_version || true
+  check "kubectl has kustomize >= v4.5.4 (kubectl >= 1.24)" kustomize_version || true
   rendered="$log_dir/rendered"
   mkdir -p "$rendered"
   render() {
