@@ -8,7 +8,8 @@
 // Kubernetes Indexed Job (JOB_COMPLETION_INDEX with PSKIT_WORLD_SIZE)
 // variables; each rank trains on its own slice of the data. Exit status: 0
 // done (epochs, time limit, the evaluator ended the job, or SIGTERM/SIGINT:
-// see worker/signals.h), 1 failed, 2 bad flags.
+// see worker/signals.h), 1 failed, 2 bad flags, 3 the evaluator's
+// --target_accuracy was not reached.
 //
 // This file is the flags and their translation into WorkerOptions; the run
 // itself is RunWorker (worker/run.h).
@@ -95,7 +96,8 @@ ABSL_FLAG(int32_t, threads, 1, "OpenBLAS threads for the CPU backend");
 ABSL_FLAG(double, log_interval_s, 5, "seconds between progress lines");
 ABSL_FLAG(double, eval_interval_s, 2, "evaluator: seconds between evaluations");
 ABSL_FLAG(double, target_accuracy, 0,
-          "evaluator (and --algorithm local): end at this test accuracy");
+          "evaluator (and --algorithm local): end at this test accuracy; an "
+          "evaluator that ends without reaching it exits 3");
 ABSL_FLAG(int32_t, patience, 0,
           "evaluator: end the job after this many evaluations without a new "
           "best; 0 = never");

@@ -41,6 +41,9 @@ int RunEvaluator(const WorkerOptions& w, const JobOptions& job,
           ? absl::StrCat("reached after ", s->seconds_to_target, " s").c_str()
           : "not reached",
       s->reason.c_str());
+  if (o.target_accuracy > 0 && s->seconds_to_target < 0) {
+    return kExitTargetNotReached;
+  }
   return 0;
 }
 

@@ -17,6 +17,7 @@
 
 #include <string>
 
+#include "common/exit_status.h"
 #include "worker/data/data_source.h"
 #include "worker/evaluator.h"
 #include "worker/job.h"
@@ -56,8 +57,10 @@ struct WorkerOptions {
 };
 
 // Runs the process and returns its exit status: 0 done (epochs, time
-// limit, the evaluator ended the job, or a stop request), 1 failed, 2 bad
-// options (a message on stderr says which).
+// limit, the evaluator ended the job, or a stop request; for the evaluator
+// with a target: the target was reached), 1 failed, 2 bad options (a
+// message on stderr says which), kExitTargetNotReached (3) for an evaluator
+// whose target was not reached (common/exit_status.h).
 int RunWorker(const WorkerOptions& options);
 
 // Prints "ps-worker: <msg>" to stderr and returns 2, ps-worker's exit status

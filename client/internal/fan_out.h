@@ -235,6 +235,10 @@ int FanOut(std::vector<CallT>& calls, const FanOutOptions& options, Start start,
     }
     const absl::Time now = options.clock->Now();
     if (retry.empty() || now + backoff >= retry_until) return attempt;
+    // A bounded wait also bounds the retries (a name that does not resolve
+    // fails at once, so the wait above never expires for it): the calls
+    // keep their last failure.
+    if (bounded_wait && absl::Now() + backoff >= wait_until) return attempt;
     if (!unresolved.empty() && now >= next_name_log) {
       for (size_t i : unresolved) {
         LogNameWait(calls[i].shard, options.addresses, calls[i].Outcome(),

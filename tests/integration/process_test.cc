@@ -5,6 +5,7 @@
 
 #include <fstream>
 #include <string>
+#include <tuple>
 #include <vector>
 
 #include "absl/time/clock.h"
@@ -118,6 +119,34 @@ TEST(PsWorkerProcess, WaitsForAShardNameUntilTheTimeoutThenNamesIt) {
               std::string::npos)
         << all;
   }
+}
+
+// The evaluator's exit status is its verdict: 0 when its --target_accuracy
+// was reached, 3 when the job ended without it (here its time limit), so
+// compose's --exit-code-from, a Kubernetes Job and a SLURM step see it.
+TEST(PsWorkerProcess, EvaluatorExitsZeroAtItsTargetAndThreeWithout) {
+  ChildServer server({"--listen", "127.0.0.1:0", "--log_level", "warn"});
+  const std::string address = server.address();
+  ASSERT_FALSE(address.empty()) << server.first_line();
+  for (const auto& [target, ns, code, words] :
+       std::vector<std::tuple<std::string, std::string, int, std::string>>{
+           {"0.9999", "missed", 3, "target not reached"},
+           {"0.01", "reached", 0, "target reached after"}}) {
+    ChildServer evaluator(
+        "ps-worker",
+        {"--shards", address, "--namespace", ns, "--role", "evaluator",
+         "--target_accuracy", target, "--eval_interval_s", "0.2",
+         "--max_seconds", "2", "--log_level", "warn"},
+        /*merge_stderr=*/true);
+    std::string all = evaluator.first_line() + "\n";
+    for (std::string line = evaluator.ReadLine(); !line.empty();
+         line = evaluator.ReadLine()) {
+      all += line + "\n";
+    }
+    EXPECT_EQ(evaluator.StopWith(0), code) << all;
+    EXPECT_NE(all.find(words), std::string::npos) << all;
+  }
+  EXPECT_EQ(server.StopWith(SIGTERM), 0);
 }
 
 // SIGTERM to a training ps-worker: it finishes the step in hand, leaves the

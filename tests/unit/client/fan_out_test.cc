@@ -192,6 +192,26 @@ TEST_F(FanOutTest, AnUnresolvedNameIsRetriedUntilTheTimeoutAndNamed) {
       "Op: the name 'h0' of shard 0 (h0:1) did not resolve within 1s"));
 }
 
+// A bounded wait (psctl checkpoint's "wait at most W") also bounds the
+// retries of a name that fails at once: no retry is begun that would end
+// past it, and the call keeps its name failure.
+TEST_F(FanOutTest, ABoundedWaitStopsRetryingAnUnresolvedName) {
+  ScriptedShards shards({{0, std::vector<grpc::Status>(100, NoName("h0:1"))}});
+  std::vector<TestCall> calls = CallsTo(1);
+  FanOutOptions o = Options(/*retry=*/true);
+  o.addresses = &kAddresses;
+  o.timeout = absl::Seconds(60);
+  o.wait = absl::Milliseconds(1);  // over before the first 100 ms backoff
+  const int attempts = FanOut(
+      calls, o,
+      [&](TestCall& c, size_t i, auto done) { shards.Start(c, i, done); },
+      NoCheck());
+  EXPECT_EQ(attempts, 1);
+  EXPECT_EQ(calls[0].sent, 1);
+  EXPECT_TRUE(clock_.sleeps().empty());
+  EXPECT_TRUE(IsNameNotResolved(calls[0].Outcome())) << calls[0].Outcome();
+}
+
 // A name that resolves after a while: the call goes through. While the
 // name is unknown a call that should wait_for_ready is sent without it (so
 // gRPC reports the failure instead of holding the call), and with it once

@@ -23,6 +23,7 @@
 #include "absl/strings/str_format.h"
 #include "absl/strings/str_join.h"
 #include "absl/strings/strip.h"
+#include "common/exit_status.h"
 #include "tools/psrun/launch/child_process.h"
 #include "tools/psrun/launch/ports.h"
 #include "tools/psrun/launch/progress.h"
@@ -270,8 +271,13 @@ void Launcher::OnExit(Child& c, int wait_status) {
   if (c.role == Role::kWorker && monitor_ != nullptr) {
     monitor_->SetWorkerRunning(c.index, false);
   }
+  // An evaluator's exit status 3 is its verdict "target not reached", not a
+  // failure: the report says so and psrun exits 1 for it (TargetNotReached).
   const bool exited_zero =
-      WIFEXITED(wait_status) && WEXITSTATUS(wait_status) == 0;
+      WIFEXITED(wait_status) &&
+      (WEXITSTATUS(wait_status) == 0 ||
+       (c.role == Role::kEvaluator &&
+        WEXITSTATUS(wait_status) == kExitTargetNotReached));
   const int sig = WIFSIGNALED(wait_status) ? WTERMSIG(wait_status) : 0;
   const std::string how = absl::StrCat(c.name, " (pid ", c.pid, ") ",
                                        DescribeWaitStatus(wait_status));
