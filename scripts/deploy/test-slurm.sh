@@ -9,6 +9,11 @@
 #    submitted with `sbatch --wait`: exit 0, state COMPLETED, the evaluator's
 #    verdict in the job's output, both shards' final checkpoint written and
 #    loadable by a fresh ps-server, the rendezvous directory removed.
+# 1b. The same job with an unreachable target (0.99) and a 10 s time limit:
+#    the evaluator ends it without the target (ps-worker exits 3; an older
+#    one exits 0 and says "not reached"): the script exits 3 (state FAILED,
+#    exit code 3), yet the shards were stopped as after a success (SIGTERM,
+#    both final checkpoints), not as after a failed step.
 # 2. The same job with an unreachable target: once both workers train, one
 #    ps-server is SIGKILLed; the job must end FAILED (exit 1), long before its
 #    10-minute limit, naming the shard step, with no ps-server or ps-worker of
@@ -162,6 +167,29 @@ for i in 0 1; do
     fail "shard $i did not load a final checkpoint: $(cat "$work/restore-$i.log")"
 done
 say "job 1: both shards wrote a final checkpoint, and a fresh ps-server loads each"
+
+# --- 1b. the target not reached ----------------------------------------------
+say "job 1b: target 0.99 within 10 s (sbatch --wait): the verdict 'not reached'"
+rc=0
+job1b=$(cd "$work" && env "${common_env[@]}" PSKIT_TARGET=0.99 PSKIT_MAX_SECONDS=10 \
+  PSKIT_STATE_DIR="$work/state1b" \
+  sbatch "${sbatch_args[@]}" --wait --job-name=pskit-test-short --output="$work/job1b.out" \
+  "$repo/deploy/slurm/pskit.sbatch") || rc=$?
+jobs+=("$job1b")
+out1b=$work/job1b.out
+state=$(job_field "$job1b" JobState)
+code=$(job_field "$job1b" ExitCode)
+say "job 1b ($job1b): sbatch exit $rc, state $state, exit code $code"
+if [ "$rc" -ne 3 ] || [ "$state" != FAILED ] || [ "$code" != 3:0 ]; then
+  tail -n 40 "$out1b" >&2 || true
+  fail "job 1b should end FAILED with exit code 3 (target not reached)"
+fi
+grep -q 'pskit: the evaluator ended the job:.*target not reached' "$out1b" ||
+  { tail -n 40 "$out1b" >&2; fail "job 1b's output has no 'not reached' verdict"; }
+grep -q 'step failed' "$out1b" && { tail -n 40 "$out1b" >&2; fail "job 1b treated the evaluator's verdict as a failed step"; }
+finals=$(grep -c "checkpoint 'final-" "$out1b" || true)
+[ "$finals" -eq 2 ] || { tail -n 40 "$out1b" >&2; fail "expected 2 final checkpoints in job 1b's output, found $finals"; }
+say "job 1b: exit 3, shards stopped with SIGTERM and 2 final checkpoints"
 
 # --- 2. a shard killed mid-job -----------------------------------------------
 say "job 2: the same with target 0.99; SIGKILL one ps-server once both workers train"
