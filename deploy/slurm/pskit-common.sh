@@ -14,15 +14,16 @@
 # The evaluator ends the job. Its verdict is its exit status: 0 = the target
 # was reached (or none was set), 3 = the job ended without reaching it (older
 # ps-worker builds exit 0 then too: its summary line says "not reached").
-# Either way the workers are given PSKIT_STOP_GRACE_S to leave, then the shard step gets SIGTERM (scancel
-# --signal=TERM, nothing stronger), so every shard writes its final checkpoint
-# into PSKIT_STATE_DIR/shard-i and exits 0, and the allocation ends. The
-# script's exit status is 0 when the evaluator reached PSKIT_TARGET (or no
-# target was set), 3 when it ended the job without reaching it.
-# The evaluator's step also runs with --kill-on-bad-exit=1; its exit 3 ends
-# only its own (single-task) step, and srun exits with its task's status, so
-# 3 arrives here as the verdict, not as a failure.
-# Any other step end that fails (a shard killed: --kill-on-bad-exit ends its step at
+# Either way the workers are given PSKIT_STOP_GRACE_S to leave, then the
+# shard step gets SIGTERM (scancel --signal=TERM, nothing stronger), so every
+# shard writes its final checkpoint into PSKIT_STATE_DIR/shard-i and exits 0,
+# and the allocation ends. The script's exit status is 0 when the evaluator
+# reached PSKIT_TARGET (or no target was set), 3 when it ended the job
+# without reaching it. The evaluator's step also runs with
+# --kill-on-bad-exit=1, but it has one task: its exit 3 ends only its own
+# step, and srun exits with its task's status, so 3 arrives here as the
+# verdict, not as a failure.
+# Any other failed step (a shard killed: --kill-on-bad-exit ends its step at
 # once) ends the job with status 1 at once: surviving shards get SIGTERM (they
 # still checkpoint), workers and the evaluator SIGKILL, and anything left
 # SIGKILL after PSKIT_STOP_GRACE_S.
@@ -173,7 +174,8 @@ pskit_cleanup() {
 
 pskit_main() {
   # `wait -n -p` (the supervision below) came with bash 5.1.
-  if [ "${BASH_VERSINFO[0]}" -lt 5 ] || { [ "${BASH_VERSINFO[0]}" -eq 5 ] && [ "${BASH_VERSINFO[1]}" -lt 1 ]; }; then
+  if [ "${BASH_VERSINFO[0]}" -lt 5 ] ||
+    { [ "${BASH_VERSINFO[0]}" -eq 5 ] && [ "${BASH_VERSINFO[1]}" -lt 1 ]; }; then
     pskit_die "bash >= 5.1 is needed on the batch node (this is $BASH_VERSION): run the script with a newer bash"
   fi
   # The evaluator's pipeline (srun | tee) must report srun's status.
@@ -250,7 +252,7 @@ pskit_main() {
   # The evaluator's output is also kept in the rendezvous directory: its
   # summary line is printed with the verdict. A pipeline, so that $! is tee:
   # when wait returns for it, tee has written the file to its end, and with
-  # pipefail the pipeline's status is srun's (tee's 0 otherwise).
+  # pipefail the pipeline's status is srun's, not tee's.
   srun --job-name=pskit-evaluator --ntasks=1 --kill-on-bad-exit=1 \
     "${srun_all[@]}" "${gpu_none[@]}" "${PSKIT_EVAL_SRUN[@]}" \
     "$PSKIT_BIN/ps-worker" --role evaluator --shards "$shards" "${common[@]}" \
