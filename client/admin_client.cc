@@ -26,13 +26,18 @@ absl::StatusOr<std::unique_ptr<AdminClient>> AdminClient::Connect(
     return absl::InvalidArgumentError(
         "no shard addresses; give host:port of every shard, in shard order");
   }
+  if (absl::Status s = CheckChannelSecurity(options.security); !s.ok()) {
+    return s;
+  }
+  ChannelOptions channel_options;
+  channel_options.security = options.security;
   std::vector<std::shared_ptr<grpc::Channel>> channels;
   for (size_t i = 0; i < shards.size(); ++i) {
     if (shards[i].empty()) {
       return absl::InvalidArgumentError(
           absl::StrCat("shard address ", i, " is empty"));
     }
-    channels.push_back(MakeChannel(shards[i]));
+    channels.push_back(MakeChannel(shards[i], channel_options));
   }
   return std::make_unique<AdminClient>(std::move(shards), std::move(channels),
                                        options);

@@ -30,6 +30,7 @@
 #include "absl/strings/str_cat.h"
 #include "absl/strings/string_view.h"
 #include "absl/time/time.h"
+#include "common/channel.h"
 #include "common/clock.h"
 #include "common/grpc_status.h"
 #include "pskit/v1/admin.grpc.pb.h"
@@ -51,6 +52,9 @@ struct AdminOptions {
   // The clock retries and backoffs are measured on (see FanOutOptions).
   // Borrowed; must outlive the AdminClient. Default: the wall clock.
   const Clock* clock = SystemClock();
+  // TLS files and bearer token of Connect's channels (common/channel.h);
+  // checked by Connect. Default: plaintext, no token.
+  ChannelSecurity security;
 };
 
 // One shard's answer to one fan-out.
@@ -115,7 +119,8 @@ class AdminClient {
  public:
   // Opens a channel to each of `shards` (host:port, in shard-index order)
   // through MakeChannel. Does not wait for them. INVALID_ARGUMENT for an
-  // empty list or address.
+  // empty list or address, or options.security that CheckChannelSecurity
+  // refuses.
   [[nodiscard]] static absl::StatusOr<std::unique_ptr<AdminClient>> Connect(
       std::vector<std::string> shards, const AdminOptions& options);
   // Uses existing channels, one per shard in shard order (Client shares its

@@ -35,6 +35,7 @@ absl::StatusOr<std::unique_ptr<Client>> Client::Connect(
     }
   }
   PSKIT_RETURN_IF_ERROR(ValidateEncoding(options.encoding));
+  PSKIT_RETURN_IF_ERROR(CheckChannelSecurity(options.security));
   if (options.channels_per_shard < 1 || options.channels_per_shard > 64) {
     return absl::InvalidArgumentError(absl::StrCat(
         "channels_per_shard is ", options.channels_per_shard,
@@ -68,6 +69,7 @@ Client::Client(std::vector<std::string> shards, const ClientOptions& options,
       ChannelOptions channel_options;
       channel_options.max_message_bytes = options_.max_message_bytes;
       channel_options.channel_index = c;
+      channel_options.security = options_.security;
       auto channel = MakeChannel(shards_[s], channel_options);
       if (c == 0) channels_.push_back(channel);
       stubs_[s].push_back(v1::ParameterServer::NewStub(channel));

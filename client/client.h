@@ -90,6 +90,9 @@ struct ClientOptions {
   int channels_per_shard = 1;
   // Largest gRPC message sent or received. Default: 64 MiB.
   int max_message_bytes = kDefaultMaxMessageBytes;
+  // TLS files and bearer token of every channel (common/channel.h); checked
+  // by Connect. Default: plaintext, no token.
+  ChannelSecurity security;
 };
 
 // A tensor to declare. `values` is read only for INIT_EXPLICIT and must then

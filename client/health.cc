@@ -83,7 +83,9 @@ std::vector<ShardHealth> CheckHealth(const std::vector<std::string>& shards,
       out[i].description = absl::StrCat("shard ", i, ": empty address");
       continue;
     }
-    channels[i] = MakeChannel(shards[i]);
+    ChannelOptions channel_options;
+    channel_options.security = options.security;
+    channels[i] = MakeChannel(shards[i], channel_options);
     stubs[i] = grpc::health::v1::Health::NewStub(channels[i]);
     calls.emplace_back();
     calls.back().shard = static_cast<uint32_t>(i);

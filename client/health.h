@@ -29,6 +29,7 @@
 
 #include "absl/status/status.h"
 #include "absl/time/time.h"
+#include "common/channel.h"
 #include "common/clock.h"
 
 namespace pskit {
@@ -38,6 +39,9 @@ struct HealthOptions {
   absl::Duration timeout = absl::Seconds(3);
   // The clock a name's retries are measured on. Borrowed. Default: wall.
   const Clock* clock = SystemClock();
+  // TLS files and bearer token of the channels (common/channel.h): a shard
+  // with TLS serves its health service over TLS too. Default: plaintext.
+  ChannelSecurity security;
 };
 
 // One shard's health.

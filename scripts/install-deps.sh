@@ -18,7 +18,7 @@ BUILD_PACKAGES=(
   build-essential cmake pkg-config ccache
   libgrpc++-dev protobuf-compiler-grpc libprotobuf-dev protobuf-compiler
   libabsl-dev librocksdb-dev prometheus-cpp-dev libspdlog-dev
-  libopenblas-dev zlib1g-dev libhdf5-dev
+  libopenblas-dev zlib1g-dev libhdf5-dev libssl-dev
 )
 case "${1:-}" in
   "") PACKAGES=(

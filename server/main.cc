@@ -1,6 +1,11 @@
 // ps-server: one shard of a pskit cluster.
 //
-//   ps-server --listen 0.0.0.0:7000 --shard_index 0 --num_shards 2
+//   ps-server --listen 0.0.0.0:7000 --shard_index 0 --num_shards 2 \
+//       --tls_cert shard0.pem --tls_key shard0.key --tls_ca ca.pem
+//
+// With --tls_cert/--tls_key the port speaks TLS (certificates re-read when
+// their files change); with --tls_ca as well, clients must present a
+// certificate that CA signed (mTLS).
 //
 // Prints "ps-server listening on HOST:PORT" on stdout once serving (scripts
 // read the port from it when --listen ends in :0). With --data_dir the shard
@@ -72,6 +77,19 @@ ABSL_FLAG(std::string, address_file, "",
 ABSL_FLAG(std::string, advertise_host, "",
           "the host others dial, written into --address_file (a DNS name or "
           "address of this machine). Empty: see --address_file");
+ABSL_FLAG(std::string, tls_cert, "",
+          "PEM file of this shard's certificate (chain): serve TLS only. It "
+          "must name the host clients dial (subjectAltName). With --tls_key. "
+          "Re-read when the file changes. Empty: plaintext");
+ABSL_FLAG(std::string, tls_key, "",
+          "PEM file of this shard's private key (unencrypted), with "
+          "--tls_cert");
+ABSL_FLAG(std::string, tls_ca, "",
+          "PEM file of the CA that signs client certificates: require and "
+          "verify one from every client (mTLS). Needs --tls_cert");
+ABSL_FLAG(double, tls_refresh_s, 60,
+          "seconds between looks at the TLS files for a new version (at "
+          "least 1); a rotated certificate serves new connections");
 ABSL_FLAG(std::string, log_level, "info",
           "trace, debug, info, warn, error or off");
 
@@ -120,6 +138,11 @@ int main(int argc, char** argv) {
   options.keep_checkpoints = absl::GetFlag(FLAGS_keep_checkpoints);
   options.metrics_port = absl::GetFlag(FLAGS_metrics_port);
   options.metrics_host = absl::GetFlag(FLAGS_metrics_host);
+  options.tls_cert = absl::GetFlag(FLAGS_tls_cert);
+  options.tls_key = absl::GetFlag(FLAGS_tls_key);
+  options.tls_ca = absl::GetFlag(FLAGS_tls_ca);
+  options.tls_refresh_interval =
+      absl::Seconds(absl::GetFlag(FLAGS_tls_refresh_s));
   auto server = pskit::Server::Start(options);
   if (!server.ok()) {
     std::fprintf(stderr, "ps-server: %s\n",

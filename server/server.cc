@@ -3,14 +3,46 @@
 #include <grpcpp/ext/proto_server_reflection_plugin.h>
 #include <grpcpp/health_check_service_interface.h>
 #include <grpcpp/security/server_credentials.h>
+#include <grpcpp/security/tls_certificate_provider.h>
+#include <grpcpp/security/tls_credentials_options.h>
 #include <grpcpp/server_builder.h>
 #include <unistd.h>
 
+#include <algorithm>
+
 #include "absl/strings/str_cat.h"
 #include "common/status_macros.h"
+#include "common/tls_files.h"
 #include "spdlog/spdlog.h"
 
 namespace pskit {
+namespace {
+
+// Plaintext without tls_cert; otherwise TLS from gRPC's file-watcher
+// provider, which re-reads the files every tls_refresh_interval so a
+// rotated certificate needs no restart; with tls_ca, client certificates
+// are required and verified against it (mTLS).
+std::shared_ptr<grpc::ServerCredentials> ServerCredentials(
+    const ServerOptions& options) {
+  if (options.tls_cert.empty()) return grpc::InsecureServerCredentials();
+  const unsigned refresh_s = static_cast<unsigned>(std::max<int64_t>(
+      1, absl::ToInt64Seconds(options.tls_refresh_interval)));
+  auto provider =
+      std::make_shared<grpc::experimental::FileWatcherCertificateProvider>(
+          options.tls_key, options.tls_cert, options.tls_ca, refresh_s);
+  grpc::experimental::TlsServerCredentialsOptions tls(provider);
+  tls.watch_identity_key_cert_pairs();
+  if (options.tls_ca.empty()) {
+    tls.set_cert_request_type(GRPC_SSL_DONT_REQUEST_CLIENT_CERTIFICATE);
+  } else {
+    tls.watch_root_certs();
+    tls.set_cert_request_type(
+        GRPC_SSL_REQUEST_AND_REQUIRE_CLIENT_CERTIFICATE_AND_VERIFY);
+  }
+  return grpc::experimental::TlsServerCredentials(tls);
+}
+
+}  // namespace
 
 absl::StatusOr<std::unique_ptr<Server>> Server::Start(
     const ServerOptions& options) {
@@ -32,6 +64,23 @@ absl::StatusOr<std::unique_ptr<Server>> Server::Start(
   }
   if (options.lease <= absl::ZeroDuration()) {
     return absl::InvalidArgumentError("lease must be positive");
+  }
+  if (options.tls_cert.empty() != options.tls_key.empty()) {
+    return absl::InvalidArgumentError(
+        "tls_cert and tls_key go together: give both (the shard's "
+        "certificate and key) or neither");
+  }
+  if (!options.tls_ca.empty() && options.tls_cert.empty()) {
+    return absl::InvalidArgumentError(
+        "tls_ca (verify client certificates) needs tls_cert and tls_key: "
+        "client certificates are only asked for over TLS");
+  }
+  if (!options.tls_cert.empty()) {
+    PSKIT_RETURN_IF_ERROR(CheckCertAndKeyFiles(options.tls_cert, "tls_cert",
+                                               options.tls_key, "tls_key"));
+  }
+  if (!options.tls_ca.empty()) {
+    PSKIT_RETURN_IF_ERROR(CheckCaFile(options.tls_ca, "tls_ca"));
   }
   const size_t colon = options.listen.rfind(':');
   if (colon == std::string::npos || colon == 0) {
@@ -101,7 +150,7 @@ absl::StatusOr<std::unique_ptr<Server>> Server::Start(
   grpc::reflection::InitProtoReflectionServerBuilderPlugin();
   grpc::ServerBuilder builder;
   ConfigureServerBuilder(options.max_message_bytes, &builder);
-  builder.AddListeningPort(options.listen, grpc::InsecureServerCredentials(),
+  builder.AddListeningPort(options.listen, ServerCredentials(options),
                            &server->port_);
   builder.RegisterService(server->service_.get());
   builder.RegisterService(server->admin_.get());
@@ -127,9 +176,15 @@ absl::StatusOr<std::unique_ptr<Server>> Server::Start(
   }
   server->server_->GetHealthCheckService()->SetServingStatus(true);
   spdlog::info(
-      "shard {} of {} serving on {} ({}, max message {} bytes, memory limit "
-      "{} MiB); {}",
+      "shard {} of {} serving on {} with {} ({}, max message {} bytes, "
+      "memory limit {} MiB); {}",
       options.shard_index, options.num_shards, server->address_,
+      options.tls_cert.empty() ? std::string("plaintext (no TLS)")
+      : options.tls_ca.empty()
+          ? "TLS (certificate " + options.tls_cert + ")"
+          : "mTLS (certificate " + options.tls_cert +
+                ", client certificates verified against " + options.tls_ca +
+                ")",
       layout.ToString(), options.max_message_bytes, max_memory >> 20,
       options.data_dir.empty()
           ? std::string("memory only: state is lost when the process ends")

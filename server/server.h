@@ -81,6 +81,22 @@ struct ServerOptions {
   // Address the metrics endpoint binds; empty: the host of `listen`.
   // Default: empty.
   std::string metrics_host;
+  // TLS: PEM files of this shard's certificate (chain) and its unencrypted
+  // private key; both or neither. With them the port speaks only TLS (the
+  // health service included); clients verify the certificate against their
+  // --tls_ca, so it must name the host they dial (subjectAltName). Empty:
+  // plaintext, for loopback and trusted networks only. Default: empty.
+  std::string tls_cert;
+  std::string tls_key;
+  // PEM file of the CA whose certificates clients must present (mTLS): a
+  // client without one, or with one of another CA, fails the handshake.
+  // Needs tls_cert. Empty: no client certificate asked for. Default: empty.
+  std::string tls_ca;
+  // How often the three files are looked at for a new version (gRPC's
+  // file-watcher provider; its minimum is 1 s): a rotated certificate is
+  // served to new connections without a restart; open connections keep the
+  // one they started with. Default: 60 s.
+  absl::Duration tls_refresh_interval = absl::Seconds(60);
   // Source of time for leases and automatic checkpoints (their slots and
   // ids); borrowed, must outlive the server.
   // Default: the system clock.

@@ -22,6 +22,7 @@
 #include "absl/status/statusor.h"
 #include "absl/strings/str_cat.h"
 #include "absl/strings/str_split.h"
+#include "client/security_flags.h"
 #include "common/flags.h"
 #include "common/layout.h"
 #include "common/logging.h"
@@ -152,6 +153,10 @@ absl::StatusOr<pw::JobOptions> JobFromFlags() {
   job.ns = absl::GetFlag(FLAGS_namespace);
   job.client.chunk_elems = absl::GetFlag(FLAGS_chunk_elems);
   job.client.timeout = absl::Seconds(absl::GetFlag(FLAGS_timeout_s));
+  absl::StatusOr<pskit::ChannelSecurity> security =
+      pskit::ChannelSecurityFromFlags();
+  if (!security.ok()) return security.status();
+  job.client.security = *std::move(security);
   const std::string encoding = absl::GetFlag(FLAGS_encoding);
   if (encoding == "f16") {
     job.client.encoding = pskit::v1::ENCODING_F16;

@@ -23,6 +23,7 @@
 #include "absl/synchronization/mutex.h"
 #include "absl/time/clock.h"
 #include "client/client.h"
+#include "client/security_flags.h"
 #include "common/flags.h"
 #include "common/encoding.h"
 #include "common/logging.h"
@@ -109,6 +110,10 @@ int main(int argc, char** argv) {
       static_cast<size_t>(absl::GetFlag(FLAGS_max_request_mib) * (1 << 20));
   options.channels_per_shard = absl::GetFlag(FLAGS_channels_per_shard);
   options.timeout = absl::Seconds(absl::GetFlag(FLAGS_timeout_s));
+  absl::StatusOr<pskit::ChannelSecurity> security =
+      pskit::ChannelSecurityFromFlags();
+  if (!security.ok()) return Fail(std::string(security.status().message()));
+  options.security = *std::move(security);
   const std::string ns = absl::GetFlag(FLAGS_namespace);
 
   // The model: tensors of tensor_mib, the last one smaller.

@@ -62,6 +62,7 @@ Outcome CmdDump(Context* ctx, const std::vector<std::string>& args) {
   ClientOptions options;
   options.chunk_elems = ctx->status[0]->chunk_elems();
   options.timeout = ctx->timeout;
+  options.security = ctx->security;
   std::vector<std::string> addresses;
   for (const Shard& s : ctx->shards) addresses.push_back(s.address);
   absl::StatusOr<std::unique_ptr<Client>> client =

@@ -31,6 +31,7 @@ Outcome CmdHealth(Context* ctx, const std::vector<std::string>& args) {
   if (!args.empty()) return Usage("health takes no arguments");
   HealthOptions options;
   options.timeout = ctx->timeout_given ? ctx->timeout : kHealthDefaultTimeout;
+  options.security = ctx->security;
   std::vector<std::string> addresses;
   for (const Shard& s : ctx->shards) addresses.push_back(s.address);
   const std::vector<ShardHealth> health = CheckHealth(addresses, options);

@@ -68,6 +68,9 @@ constexpr absl::string_view kCommonHelp =
     "Flags: --shards A,B,... (default $PSKIT_SHARDS; shard i of the list must\n"
     "be shard i), --json (one JSON object on stdout), --timeout_s N (default\n"
     "60; health: 3).\n"
+    "Security: --tls_ca FILE (TLS, verify the shards), --tls_cert FILE\n"
+    "--tls_key FILE (mTLS), --token_file FILE (default $PSKIT_TOKEN_FILE,\n"
+    "else the token in $PSKIT_TOKEN).\n"
     "Exit codes: 0 ok, 1 an operation failed, 2 usage error, 3 a shard\n"
     "unreachable.\n";
 

@@ -62,6 +62,7 @@ struct Shard {
 struct Context {
   std::vector<Shard> shards;
   std::unique_ptr<AdminClient> admin;  // every Admin call goes through it
+  ChannelSecurity security;            // of every channel psctl makes
   absl::Duration timeout;
   bool timeout_given = false;  // --timeout_s was on the command line
   // Status of each shard; nullopt where it did not answer.

@@ -11,6 +11,7 @@
 #include "absl/strings/str_cat.h"
 #include "absl/strings/string_view.h"
 #include "absl/strings/strip.h"
+#include "client/security_flags.h"
 
 ABSL_FLAG(std::string, shards, "",
           "comma-separated shard addresses host:port, in shard-index order. "
@@ -38,8 +39,13 @@ namespace pskit::psctl {
 
 absl::StatusOr<std::vector<std::string>> ParseArgs(
     int argc, char** argv, bool* help, std::set<std::string>* given) {
-  static const std::set<std::string> kOwn = {
-      "shards", "json", "timeout_s", "wait_s", "id", "wait", "out", "reason"};
+  static const std::set<std::string>* const kOwnFlags = [] {
+    auto* own = new std::set<std::string>{
+        "shards", "json", "timeout_s", "wait_s", "id", "wait", "out", "reason"};
+    for (absl::string_view f : kChannelSecurityFlags) own->emplace(f);
+    return own;
+  }();
+  const std::set<std::string>& kOwn = *kOwnFlags;
   std::vector<std::string> positional;
   bool flags_done = false;
   for (int i = 1; i < argc; ++i) {

@@ -48,6 +48,7 @@
 #include "absl/strings/str_split.h"
 #include "absl/time/time.h"
 #include "client/admin_client.h"
+#include "client/security_flags.h"
 #include "common/logging.h"
 #include "tools/psctl/commands.h"
 #include "tools/psctl/context.h"
@@ -155,8 +156,14 @@ int Main(int argc, char** argv) {
     addresses[i] = std::string(absl::StripAsciiWhitespace(addresses[i]));
     ctx.shards.push_back({static_cast<uint32_t>(i), addresses[i]});
   }
+  absl::StatusOr<ChannelSecurity> security = ChannelSecurityFromFlags();
+  if (!security.ok()) {
+    return finish(Usage(std::string(security.status().message())));
+  }
+  ctx.security = *std::move(security);
   AdminOptions admin_options;
   admin_options.timeout = ctx.timeout;
+  admin_options.security = ctx.security;
   absl::StatusOr<std::unique_ptr<AdminClient>> admin =
       AdminClient::Connect(addresses, admin_options);
   if (!admin.ok()) return finish(Usage(std::string(admin.status().message())));

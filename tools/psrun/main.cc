@@ -3,7 +3,7 @@
 // evaluator, every child's output streamed with a prefix, a live status
 // line, and a summary at the end.
 //
-//   psrun --servers 2 --workers 2 --evaluator -- --dataset idx
+//   psrun --tls --servers 2 --workers 2 --evaluator -- --dataset idx
 //         --data_path /usr/share/datasets/fashion-mnist --algorithm easgd
 //         --tau 8 --target_accuracy 0.88
 //
@@ -21,6 +21,9 @@
 #include "absl/flags/flag.h"
 #include "absl/strings/str_split.h"
 #include "absl/time/time.h"
+#include "absl/flags/reflection.h"
+#include "absl/strings/str_cat.h"
+#include "client/security_flags.h"
 #include "common/flags.h"
 #include "tools/psrun/launch/launcher.h"
 
@@ -52,6 +55,10 @@ ABSL_FLAG(double, kill_timeout_s, 30,
           "seconds a child gets after SIGTERM before SIGKILL");
 ABSL_FLAG(double, start_timeout_s, 60,
           "seconds the shards get to start and answer Admin/Status");
+ABSL_FLAG(bool, tls, false,
+          "run the cluster with mTLS: make a throw-away CA and certificates "
+          "in <run dir>/tls, give them to shards, workers, the evaluator and "
+          "psrun's monitor, and print the psctl flags that reach it");
 
 int main(int argc, char** argv) {
   // Everything after the first "--" belongs to the workers; absl parses the
@@ -103,5 +110,23 @@ int main(int argc, char** argv) {
   o.status_interval = absl::Seconds(absl::GetFlag(FLAGS_status_interval_s));
   o.kill_timeout = absl::Seconds(absl::GetFlag(FLAGS_kill_timeout_s));
   o.start_timeout = absl::Seconds(absl::GetFlag(FLAGS_start_timeout_s));
+  o.tls = absl::GetFlag(FLAGS_tls);
+  absl::StatusOr<pskit::ChannelSecurity> security =
+      pskit::ChannelSecurityFromFlags();
+  if (!security.ok()) {
+    std::fprintf(stderr, "psrun: %s\n",
+                 std::string(security.status().message()).c_str());
+    return pskit::launch::kExitUsage;
+  }
+  o.security = *std::move(security);
+  for (absl::string_view name : pskit::kChannelSecurityFlags) {
+    const absl::CommandLineFlag* flag =
+        absl::FindCommandLineFlag(name);
+    const std::string value = flag->CurrentValue();
+    if (!value.empty()) {
+      o.client_flags.push_back(absl::StrCat("--", name));
+      o.client_flags.push_back(value);
+    }
+  }
   return pskit::launch::RunLocalCluster(o);
 }

@@ -20,6 +20,7 @@ absl::StatusOr<std::unique_ptr<Monitor>> Monitor::Start(
   }
   AdminOptions admin_options;
   admin_options.timeout = options.rpc_timeout;
+  admin_options.security = options.security;
   PSKIT_ASSIGN_OR_RETURN(std::unique_ptr<AdminClient> admin,
                          AdminClient::Connect(options.shards, admin_options));
   std::unique_ptr<Monitor> m(new Monitor(std::move(options), std::move(admin)));

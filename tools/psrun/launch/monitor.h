@@ -55,6 +55,9 @@ struct MonitorOptions {
   // after each round, so a poll() loop wakes up. Borrowed; must stay open
   // until Stop() returns. Default: none.
   int wake_fd = -1;
+  // TLS files and token of the Status calls (common/channel.h).
+  // Default: plaintext, no token.
+  ChannelSecurity security;
 };
 
 // What one monitoring round saw.

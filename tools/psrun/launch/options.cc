@@ -53,6 +53,28 @@ absl::Status ValidateLauncherOptions(const LauncherOptions& o) {
       !s.ok()) {
     return s;
   }
+  if (absl::Status s = RejectReserved(
+          o.worker_args, {"tls_ca", "tls_cert", "tls_key", "token_file"},
+          "worker");
+      !s.ok()) {
+    return absl::InvalidArgumentError(absl::StrCat(
+        s.message(), ": give --tls_ca, --tls_cert, --tls_key and "
+        "--token_file to psrun itself, before --; it passes them on and its "
+        "monitor uses them too"));
+  }
+  if (o.tls) {
+    if (!o.security.tls_ca.empty() || !o.security.tls_cert.empty()) {
+      return absl::InvalidArgumentError(
+          "--tls makes its own CA and certificates; drop --tls_ca, --tls_cert "
+          "and --tls_key, or drop --tls to use your own");
+    }
+    if (absl::Status s = RejectReserved(
+            o.server_args, {"tls_ca", "tls_cert", "tls_key"}, "server");
+        !s.ok()) {
+      return absl::InvalidArgumentError(absl::StrCat(
+          s.message(), " (--tls makes the shards' certificates)"));
+    }
+  }
   for (const char* binary : {"ps-server", "ps-worker"}) {
     const std::string path = o.bin_dir + "/" + binary;
     if (access(path.c_str(), X_OK) != 0) {

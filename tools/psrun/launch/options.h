@@ -13,6 +13,7 @@
 
 #include "absl/status/status.h"
 #include "absl/time/time.h"
+#include "common/channel.h"
 
 namespace pskit::launch {
 
@@ -62,11 +63,26 @@ struct LauncherOptions {
   // How long shards get to print their address and answer Admin/Status.
   // Default: 60 s.
   absl::Duration start_timeout = absl::Seconds(60);
+  // The credentials of psrun's clients (psrun's own --tls_ca, --tls_cert,
+  // --tls_key, --token_file, or PSKIT_TOKEN_FILE / PSKIT_TOKEN): the monitor
+  // uses `security`, and `client_flags` (those flags as psrun got them) go
+  // to every worker and the evaluator, who also inherit the environment.
+  // The shards' own TLS flags go in server_args. Default: none.
+  ChannelSecurity security;
+  std::vector<std::string> client_flags;
+  // Make a throw-away CA, a shard certificate (127.0.0.1, ::1, localhost)
+  // and a client certificate in <run dir>/tls, and run the cluster with
+  // mTLS: shards get --tls_cert/--tls_key/--tls_ca, workers, the evaluator
+  // and the monitor the client certificate. Excludes `security`'s TLS files
+  // and TLS flags in server_args. Default: off.
+  bool tls = false;
 };
 
 // INVALID_ARGUMENT (the message says which option and how to fix it) for
 // servers or workers < 1, a negative duration or port base, an evaluator
-// that could never end, a server arg psrun sets itself; NOT_FOUND when
+// that could never end, a server arg psrun sets itself, a client security
+// flag among the worker flags (it belongs to psrun), --tls with TLS files
+// of psrun's own or in the server args; NOT_FOUND when
 // ps-server or ps-worker is missing from bin_dir.
 [[nodiscard]] absl::Status ValidateLauncherOptions(const LauncherOptions& o);
 

@@ -29,6 +29,7 @@
 #include "tools/psrun/launch/ports.h"
 #include "tools/psrun/launch/progress.h"
 #include "tools/psrun/launch/supervisor.h"
+#include "tools/psrun/launch/throwaway_ca.h"
 
 namespace pskit::launch {
 
@@ -110,6 +111,30 @@ bool Launcher::Prepare() {
       Note("Prometheus targets (file_sd): " + path);
     }
   }
+  return PrepareSecurity();
+}
+
+bool Launcher::PrepareSecurity() {
+  security_ = options_.security;
+  client_flags_ = options_.client_flags;
+  if (!options_.tls) return true;
+  const std::string dir = run_dir_ + "/tls";
+  absl::StatusOr<ThrowawayTlsFiles> files = WriteThrowawayTls(dir, {});
+  if (!files.ok()) {
+    console_.Err(absl::StrCat("psrun: --tls: ", files.status().message()));
+    return false;
+  }
+  server_security_flags_ = {"--tls_cert", files->shard_cert,
+                            "--tls_key",  files->shard_key,
+                            "--tls_ca",   files->ca};
+  security_.tls_ca = files->ca;
+  security_.tls_cert = files->client_cert;
+  security_.tls_key = files->client_key;
+  client_flags_.insert(client_flags_.end(),
+                       {"--tls_ca", files->ca, "--tls_cert",
+                        files->client_cert, "--tls_key", files->client_key});
+  Note(absl::StrCat("mTLS with a throw-away CA: certificates and keys in ",
+                    dir));
   return true;
 }
 
@@ -148,6 +173,8 @@ bool Launcher::StartShards() {
         "--num_shards",   absl::StrCat(options_.servers),
         "--data_dir",     absl::StrCat(run_dir_, "/shard-", i),
         "--metrics_port", absl::StrCat(ports_.shards[i])};
+    args.insert(args.end(), server_security_flags_.begin(),
+                server_security_flags_.end());
     args.insert(args.end(), options_.server_args.begin(),
                 options_.server_args.end());
     if (!Spawn(Role::kShard, i, "ps-server", args)) return false;
@@ -167,6 +194,11 @@ void Launcher::StartWorkers() {
                     ": ps-worker --shards ", list, " --rank J --world ",
                     options_.workers, " ",
                     absl::StrJoin(options_.worker_args, " ")));
+  if (!client_flags_.empty()) {
+    // What a person needs to reach this cluster from another shell.
+    Note(absl::StrCat("psctl for this cluster: psctl --shards ", list, " ",
+                      absl::StrJoin(client_flags_, " "), " status"));
+  }
   workers_started_ = absl::Now();
   for (int j = 0; j < options_.workers; ++j) {
     std::vector<std::string> args = {
@@ -175,6 +207,7 @@ void Launcher::StartWorkers() {
         "--world",        absl::StrCat(options_.workers),
         "--metrics_port", absl::StrCat(ports_.workers[j]),
         "--metrics_host", "127.0.0.1"};
+    args.insert(args.end(), client_flags_.begin(), client_flags_.end());
     args.insert(args.end(), options_.worker_args.begin(),
                 options_.worker_args.end());
     if (!Spawn(Role::kWorker, j, "ps-worker", args)) return;
@@ -190,6 +223,7 @@ void Launcher::StartWorkers() {
         "--world",        "1",
         "--metrics_port", absl::StrCat(ports_.evaluator),
         "--metrics_host", "127.0.0.1"};
+    args.insert(args.end(), client_flags_.begin(), client_flags_.end());
     args.insert(args.end(), options_.worker_args.begin(),
                 options_.worker_args.end());
     if (!Spawn(Role::kEvaluator, 0, "ps-worker", args)) return;

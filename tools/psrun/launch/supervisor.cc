@@ -333,6 +333,7 @@ void Launcher::Advance() {
         mo.worker_metrics_ports = ports_.workers;
         mo.ns = info_.ns;
         mo.wake_fd = wake_fd_;
+        mo.security = security_;
         absl::StatusOr<std::unique_ptr<Monitor>> m = Monitor::Start(mo);
         if (!m.ok()) {
           Fail(

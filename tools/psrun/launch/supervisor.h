@@ -94,6 +94,8 @@ class Launcher {
  private:
   // Setup; false (after saying why) if the cluster cannot start.
   bool Prepare();
+  // With --tls: the throw-away CA and certificates; false after saying why.
+  bool PrepareSecurity();
   bool StartShards();
   void StartWorkers();
   // Starts one child and registers it; false (after saying why) on error.
@@ -127,6 +129,11 @@ class Launcher {
   const absl::Time start_ = absl::Now();
 
   std::string run_dir_;
+  // From options_, or made by Prepare with --tls: the monitor's credentials,
+  // the flags workers and the evaluator get, and the shards' TLS flags.
+  ChannelSecurity security_;
+  std::vector<std::string> client_flags_;
+  std::vector<std::string> server_security_flags_;
   bool remove_run_dir_ = false;
   MetricsPorts ports_;
   int signal_fd_ = -1;
