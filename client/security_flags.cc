@@ -4,11 +4,7 @@
 
 #include <sys/stat.h>
 
-#include <cerrno>
 #include <cstdlib>
-#include <cstring>
-#include <fstream>
-#include <sstream>
 
 #include "absl/flags/flag.h"
 #include "absl/strings/ascii.h"
@@ -33,37 +29,15 @@ ABSL_FLAG(std::string, token_file, "",
 
 namespace pskit {
 
-absl::StatusOr<std::string> ReadTokenFile(const std::string& path,
-                                          std::string* warning) {
-  std::ifstream in(path, std::ios::binary);
-  if (!in) {
-    return absl::InvalidArgumentError(absl::StrCat(
-        "token file ", path, " cannot be read (", std::strerror(errno), ")"));
-  }
-  std::ostringstream ss;
-  ss << in.rdbuf();
-  std::string token(absl::StripAsciiWhitespace(ss.str()));
-  if (token.empty()) {
-    return absl::InvalidArgumentError(
-        absl::StrCat("token file ", path, " is empty; it must hold the token"));
-  }
-  for (const char c : token) {
-    if (absl::ascii_isspace(static_cast<unsigned char>(c))) {
-      return absl::InvalidArgumentError(absl::StrCat(
-          "token file ", path,
-          " holds more than one word; it must hold only the token (a "
-          "shard's --auth_tokens file holds hashes and roles, not a token)"));
-    }
-  }
+std::string TokenFileWarning(const std::string& path) {
   struct stat st;
-  if (warning != nullptr && stat(path.c_str(), &st) == 0 &&
-      (st.st_mode & (S_IRWXG | S_IRWXO)) != 0) {
-    *warning = absl::StrFormat(
-        "token file %s is readable by group or others (mode %04o); "
-        "`chmod 600 %s` keeps the token to its owner",
-        path, st.st_mode & 07777, path);
+  if (stat(path.c_str(), &st) != 0 || (st.st_mode & (S_IRWXG | S_IRWXO)) == 0) {
+    return "";
   }
-  return token;
+  return absl::StrFormat(
+      "token file %s is readable by group or others (mode %04o); "
+      "`chmod 600 %s` keeps the token to its owner",
+      path, st.st_mode & 07777, path);
 }
 
 absl::StatusOr<ChannelSecurity> ChannelSecurityFromFlags(const EnvLookup& env) {
@@ -80,18 +54,21 @@ absl::StatusOr<ChannelSecurity> ChannelSecurityFromFlags(const EnvLookup& env) {
     }
   }
   if (!token_file.empty()) {
-    std::string warning;
-    absl::StatusOr<std::string> token = ReadTokenFile(token_file, &warning);
+    absl::StatusOr<std::string> token = ReadTokenFile(token_file);
     if (!token.ok()) {
       return absl::InvalidArgumentError(
           absl::StrCat(source, ": ", token.status().message()));
     }
-    if (!warning.empty()) spdlog::warn("{}", warning);
+    if (const std::string w = TokenFileWarning(token_file); !w.empty()) {
+      spdlog::warn("{}", w);
+    }
     s.token = *std::move(token);
   } else if (const char* v = env("PSKIT_TOKEN"); v != nullptr && *v != '\0') {
     s.token = std::string(absl::StripAsciiWhitespace(v));
-    if (s.token.empty()) {
-      return absl::InvalidArgumentError("PSKIT_TOKEN is blank");
+    if (s.token.size() < kMinTokenLength) {
+      return absl::InvalidArgumentError(absl::StrCat(
+          "PSKIT_TOKEN holds ", s.token.size(),
+          " characters; a token has at least ", kMinTokenLength));
     }
   }
   if (absl::Status st = CheckChannelSecurity(s); !st.ok()) return st;

@@ -32,6 +32,7 @@
 #include "absl/flags/declare.h"
 #include "absl/status/statusor.h"
 #include "absl/strings/string_view.h"
+#include "common/auth_token.h"
 #include "common/channel.h"
 
 ABSL_DECLARE_FLAG(std::string, tls_ca);
@@ -49,18 +50,16 @@ inline constexpr absl::string_view kChannelSecurityFlags[] = {
 // Looks up an environment variable; nullptr when unset.
 using EnvLookup = std::function<const char*(const char*)>;
 
-// The token in the file at `path`: its content without surrounding
-// whitespace. INVALID_ARGUMENT naming the file when it cannot be read, is
-// empty, or holds more than one word (e.g. a shard's --auth_tokens file given
-// by mistake); never the file's content. When the file is readable by group
-// or others, `*warning` (if not null) says so and how to fix it (chmod 600);
-// it is still used, as Kubernetes mounts Secrets 0644 by default.
-[[nodiscard]] absl::StatusOr<std::string> ReadTokenFile(
-    const std::string& path, std::string* warning = nullptr);
+// "" when the token file at `path` is readable by its owner only (or
+// cannot be looked at: reading it reports that); otherwise a warning that
+// group or others can read it and how to fix it (chmod 600). Like ssh with
+// a private key, but a warning rather than a refusal: Kubernetes mounts
+// Secrets 0644 by default, and refusing would break every such deployment.
+std::string TokenFileWarning(const std::string& path);
 
 // The ChannelSecurity the flags and the environment (looked up through
-// `env`) give, checked with CheckChannelSecurity. Logs a warning for a token
-// file others can read. INVALID_ARGUMENT naming the flag or variable that is
+// `env`) give, checked with CheckChannelSecurity; the token file is read by
+// ReadTokenFile (common/auth_token.h). Logs TokenFileWarning's warning. INVALID_ARGUMENT naming the flag or variable that is
 // wrong; the token never appears in a message or a log line.
 [[nodiscard]] absl::StatusOr<ChannelSecurity> ChannelSecurityFromFlags(
     const EnvLookup& env = [](const char* name) { return std::getenv(name); });

@@ -33,6 +33,7 @@
 #include "client/client.h"
 #include "client/health.h"
 #include "client/security_flags.h"
+#include "common/auth_token.h"
 #include "common/channel.h"
 #include "common/grpc_status.h"
 #include "gtest/gtest.h"
@@ -394,36 +395,33 @@ TEST(Tls, BadFilesAreRefusedAtStartupNamingTheFile) {
 TEST(Tls, TokenFileIsReadAndAWorldReadableOneWarned) {
   TempDir dir;
   const std::string path = dir.path() + "/token";
-  ASSERT_OK(WritePrivateFile(path, "abcDEF-123_xyz\n", 0600));
-  std::string warning;
-  ASSERT_OK_AND_ASSIGN(std::string token, ReadTokenFile(path, &warning));
-  EXPECT_EQ(token, "abcDEF-123_xyz");
-  EXPECT_EQ(warning, "");
+  ASSERT_OK_AND_ASSIGN(const std::string generated, GenerateToken());
+  ASSERT_OK(WritePrivateFile(path, generated + "\n", 0600));
+  EXPECT_EQ(TokenFileWarning(path), "");
   ASSERT_EQ(chmod(path.c_str(), 0644), 0);
-  ASSERT_OK_AND_ASSIGN(token, ReadTokenFile(path, &warning));
+  const std::string warning = TokenFileWarning(path);
   EXPECT_TRUE(absl::StrContains(warning, "chmod 600")) << warning;
-  EXPECT_FALSE(absl::StrContains(warning, "abcDEF")) << warning;
+  EXPECT_FALSE(absl::StrContains(warning, generated)) << warning;
 
-  const std::string tokens = dir.path() + "/tokens";
-  ASSERT_OK(WritePrivateFile(
-      tokens, std::string(64, 'a') + " admin\n", 0600));
-  const absl::Status s = ReadTokenFile(tokens).status();
-  EXPECT_TRUE(absl::StrContains(s.message(), "--auth_tokens")) << s;
-  EXPECT_EQ(ReadTokenFile(dir.path() + "/none").status().code(),
-            absl::StatusCode::kInvalidArgument);
-
-  // The environment, when --token_file is not given.
+  // The environment, when --token_file is not given: a file first, else
+  // the token itself.
+  const std::string direct(kMinTokenLength, 'v');
   auto env = [&](const char* name) -> const char* {
     if (std::string(name) == "PSKIT_TOKEN_FILE") return path.c_str();
-    if (std::string(name) == "PSKIT_TOKEN") return "from-the-variable";
+    if (std::string(name) == "PSKIT_TOKEN") return direct.c_str();
     return nullptr;
   };
   ASSERT_OK_AND_ASSIGN(ChannelSecurity sec, ChannelSecurityFromFlags(env));
-  EXPECT_EQ(sec.token, "abcDEF-123_xyz");
-  ASSERT_OK_AND_ASSIGN(sec, ChannelSecurityFromFlags([](const char* name) {
-    return std::string(name) == "PSKIT_TOKEN" ? "from-the-variable" : nullptr;
+  EXPECT_EQ(sec.token, generated);
+  ASSERT_OK_AND_ASSIGN(sec, ChannelSecurityFromFlags([&](const char* name) {
+    return std::string(name) == "PSKIT_TOKEN" ? direct.c_str() : nullptr;
   }));
-  EXPECT_EQ(sec.token, "from-the-variable");
+  EXPECT_EQ(sec.token, direct);
+  const absl::Status s = ChannelSecurityFromFlags([](const char* name) {
+    return std::string(name) == "PSKIT_TOKEN" ? "short" : nullptr;
+  }).status();
+  EXPECT_EQ(s.code(), absl::StatusCode::kInvalidArgument);
+  EXPECT_FALSE(absl::StrContains(s.message(), "short")) << s;
 }
 
 // ---------------------------------------------------------------------------
@@ -508,7 +506,8 @@ TEST(TlsProcess, PsrunTlsRunsAJobThatPsctlReachesWithThePrintedFlags) {
        "0", "--kill_timeout_s", "20", "--", "--dataset", "synthetic",
        "--synthetic_train", "2000", "--synthetic_test", "200",
        "--synthetic_dim", "8", "--synthetic_classes", "2", "--layers",
-       "8,16,2", "--backend", "cpu", "--max_seconds", "6"},
+       "8,16,2", "--backend", "cpu", "--epochs", "100000", "--max_seconds",
+       "6"},
       /*merge_stderr=*/true, &fd);
   ASSERT_GT(pid, 0);
   std::string out, pending, psctl_line;

@@ -55,6 +55,11 @@ ABSL_FLAG(double, kill_timeout_s, 30,
           "seconds a child gets after SIGTERM before SIGKILL");
 ABSL_FLAG(double, start_timeout_s, 60,
           "seconds the shards get to start and answer Admin/Status");
+ABSL_FLAG(bool, auth, false,
+          "run the cluster with tokens: make a throw-away admin and worker "
+          "token in <run dir>/auth (mode 0600), give the shards their hashes "
+          "(--auth_tokens), the workers and evaluator the worker token, "
+          "psrun's monitor and the printed psctl command the admin token");
 ABSL_FLAG(bool, tls, false,
           "run the cluster with mTLS: make a throw-away CA and certificates "
           "in <run dir>/tls, give them to shards, workers, the evaluator and "
@@ -111,6 +116,7 @@ int main(int argc, char** argv) {
   o.kill_timeout = absl::Seconds(absl::GetFlag(FLAGS_kill_timeout_s));
   o.start_timeout = absl::Seconds(absl::GetFlag(FLAGS_start_timeout_s));
   o.tls = absl::GetFlag(FLAGS_tls);
+  o.auth = absl::GetFlag(FLAGS_auth);
   absl::StatusOr<pskit::ChannelSecurity> security =
       pskit::ChannelSecurityFromFlags();
   if (!security.ok()) {

@@ -75,6 +75,21 @@ absl::Status ValidateLauncherOptions(const LauncherOptions& o) {
           s.message(), " (--tls makes the shards' certificates)"));
     }
   }
+  if (o.auth) {
+    for (const std::string& f : o.client_flags) {
+      if (f == "--token_file") {
+        return absl::InvalidArgumentError(
+            "--auth makes its own tokens; drop --token_file, or drop --auth "
+            "to use your own");
+      }
+    }
+    if (absl::Status s = RejectReserved(o.server_args, {"auth_tokens"},
+                                        "server");
+        !s.ok()) {
+      return absl::InvalidArgumentError(
+          absl::StrCat(s.message(), " (--auth makes the shards' tokens)"));
+    }
+  }
   for (const char* binary : {"ps-server", "ps-worker"}) {
     const std::string path = o.bin_dir + "/" + binary;
     if (access(path.c_str(), X_OK) != 0) {

@@ -76,6 +76,14 @@ struct LauncherOptions {
   // and the monitor the client certificate. Excludes `security`'s TLS files
   // and TLS flags in server_args. Default: off.
   bool tls = false;
+  // Make throw-away bearer tokens in <run dir>/auth (mode 0600): an admin
+  // token for psrun's monitor and the printed psctl command, a worker token
+  // for workers and the evaluator, and the shards' --auth_tokens file
+  // holding their hashes. Separate from `tls` because each turns on one
+  // mechanism: tokens without TLS are fine on loopback (what psrun uses),
+  // and TLS alone is what one debugs certificates with. Excludes psrun's
+  // own --token_file and --auth_tokens in server_args. Default: off.
+  bool auth = false;
 };
 
 // INVALID_ARGUMENT (the message says which option and how to fix it) for

@@ -10,6 +10,7 @@
 #include <string.h>
 #include <sys/eventfd.h>
 #include <sys/signalfd.h>
+#include <sys/stat.h>
 #include <sys/wait.h>
 #include <unistd.h>
 
@@ -25,6 +26,7 @@
 #include "absl/strings/str_format.h"
 #include "absl/strings/str_join.h"
 #include "absl/strings/strip.h"
+#include "common/auth_token.h"
 #include "tools/psrun/launch/child_process.h"
 #include "tools/psrun/launch/ports.h"
 #include "tools/psrun/launch/progress.h"
@@ -117,6 +119,7 @@ bool Launcher::Prepare() {
 bool Launcher::PrepareSecurity() {
   security_ = options_.security;
   client_flags_ = options_.client_flags;
+  if (options_.auth && !PrepareTokens()) return false;
   if (!options_.tls) return true;
   const std::string dir = run_dir_ + "/tls";
   absl::StatusOr<ThrowawayTlsFiles> files = WriteThrowawayTls(dir, {});
@@ -164,6 +167,49 @@ bool Launcher::Spawn(Role role, int index, const std::string& binary,
   return true;
 }
 
+bool Launcher::PrepareTokens() {
+  const std::string dir = run_dir_ + "/auth";
+  std::error_code ec;
+  fs::create_directories(dir, ec);
+  if (ec || chmod(dir.c_str(), 0700) != 0) {
+    console_.Err(absl::StrCat("psrun: --auth: cannot create ", dir));
+    return false;
+  }
+  absl::StatusOr<std::string> admin = GenerateToken();
+  absl::StatusOr<std::string> worker = GenerateToken();
+  if (!admin.ok() || !worker.ok()) {
+    console_.Err(absl::StrCat(
+        "psrun: --auth: ",
+        (admin.ok() ? worker.status() : admin.status()).message()));
+    return false;
+  }
+  const std::string tokens = dir + "/tokens";
+  const std::string admin_file = dir + "/admin.token";
+  const std::string worker_file = dir + "/worker.token";
+  const std::string lines = absl::StrCat(
+      "# psrun's throw-away tokens (", dir, "/*.token), this run only\n",
+      TokenFileLine(*admin, TokenRole::kAdmin, {}), "\n",
+      TokenFileLine(*worker, TokenRole::kWorker, {}), "\n");
+  for (const auto& [path, content] :
+       std::vector<std::pair<std::string, std::string>>{
+           {tokens, lines},
+           {admin_file, *admin + "\n"},
+           {worker_file, *worker + "\n"}}) {
+    if (absl::Status s = WritePrivateFile(path, content, 0600); !s.ok()) {
+      console_.Err(absl::StrCat("psrun: --auth: ", s.message()));
+      return false;
+    }
+  }
+  server_security_flags_.insert(server_security_flags_.end(),
+                                {"--auth_tokens", tokens});
+  security_.token = *admin;
+  worker_token_flags_ = {"--token_file", worker_file};
+  psctl_token_flags_ = {"--token_file", admin_file};
+  Note(absl::StrCat("tokens: admin ", admin_file, ", worker ", worker_file,
+                    " (shards: --auth_tokens ", tokens, ")"));
+  return true;
+}
+
 bool Launcher::StartShards() {
   start_deadline_ = absl::Now() + options_.start_timeout;
   for (int i = 0; i < options_.servers; ++i) {
@@ -194,10 +240,13 @@ void Launcher::StartWorkers() {
                     ": ps-worker --shards ", list, " --rank J --world ",
                     options_.workers, " ",
                     absl::StrJoin(options_.worker_args, " ")));
-  if (!client_flags_.empty()) {
+  if (!client_flags_.empty() || !psctl_token_flags_.empty()) {
     // What a person needs to reach this cluster from another shell.
+    std::vector<std::string> flags = client_flags_;
+    flags.insert(flags.end(), psctl_token_flags_.begin(),
+                 psctl_token_flags_.end());
     Note(absl::StrCat("psctl for this cluster: psctl --shards ", list, " ",
-                      absl::StrJoin(client_flags_, " "), " status"));
+                      absl::StrJoin(flags, " "), " status"));
   }
   workers_started_ = absl::Now();
   for (int j = 0; j < options_.workers; ++j) {
@@ -208,6 +257,8 @@ void Launcher::StartWorkers() {
         "--metrics_port", absl::StrCat(ports_.workers[j]),
         "--metrics_host", "127.0.0.1"};
     args.insert(args.end(), client_flags_.begin(), client_flags_.end());
+    args.insert(args.end(), worker_token_flags_.begin(),
+                worker_token_flags_.end());
     args.insert(args.end(), options_.worker_args.begin(),
                 options_.worker_args.end());
     if (!Spawn(Role::kWorker, j, "ps-worker", args)) return;
@@ -224,6 +275,8 @@ void Launcher::StartWorkers() {
         "--metrics_port", absl::StrCat(ports_.evaluator),
         "--metrics_host", "127.0.0.1"};
     args.insert(args.end(), client_flags_.begin(), client_flags_.end());
+    args.insert(args.end(), worker_token_flags_.begin(),
+                worker_token_flags_.end());
     args.insert(args.end(), options_.worker_args.begin(),
                 options_.worker_args.end());
     if (!Spawn(Role::kEvaluator, 0, "ps-worker", args)) return;

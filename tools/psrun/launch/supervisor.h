@@ -94,8 +94,10 @@ class Launcher {
  private:
   // Setup; false (after saying why) if the cluster cannot start.
   bool Prepare();
-  // With --tls: the throw-away CA and certificates; false after saying why.
+  // With --tls: the throw-away CA and certificates; with --auth: the
+  // throw-away tokens. False after saying why.
   bool PrepareSecurity();
+  bool PrepareTokens();
   bool StartShards();
   void StartWorkers();
   // Starts one child and registers it; false (after saying why) on error.
@@ -134,6 +136,10 @@ class Launcher {
   ChannelSecurity security_;
   std::vector<std::string> client_flags_;
   std::vector<std::string> server_security_flags_;
+  // With --auth: the workers' and evaluator's --token_file, and the one the
+  // printed psctl command gets (the admin token's).
+  std::vector<std::string> worker_token_flags_;
+  std::vector<std::string> psctl_token_flags_;
   bool remove_run_dir_ = false;
   MetricsPorts ports_;
   int signal_fd_ = -1;
