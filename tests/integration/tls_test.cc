@@ -15,6 +15,7 @@
 #include <sys/wait.h>
 #include <unistd.h>
 
+#include <algorithm>
 #include <cerrno>
 #include <chrono>
 #include <cstdio>
@@ -26,6 +27,7 @@
 
 #include "absl/strings/match.h"
 #include "absl/strings/str_cat.h"
+#include "absl/strings/str_join.h"
 #include "absl/strings/str_split.h"
 #include "absl/time/clock.h"
 #include "absl/time/time.h"
@@ -498,51 +500,126 @@ TEST(TlsProcess, PsServerServesMutualTlsAndPsctlHealthUsesTheFlags) {
       << ran.out;
 }
 
-TEST(TlsProcess, PsrunTlsRunsAJobThatPsctlReachesWithThePrintedFlags) {
+// What a psrun run printed, and psctl run (while the job ran) with the flags
+// psrun printed, and with them less those named in `drop`.
+struct PsrunRun {
+  int exit_code = -1;
+  std::string out;
+  std::string psctl_line;  // after "psctl for this cluster: psctl "
+  Ran psctl;               // with the printed flags
+  Ran psctl_without;       // without the flags in `drop` (and their values)
+};
+
+PsrunRun RunPsrunAndPsctl(const std::vector<std::string>& psrun_flags,
+                          const std::vector<std::string>& drop) {
+  std::vector<std::string> args = psrun_flags;
+  for (const char* a :
+       {"--servers", "2", "--workers", "1", "--metrics_port_base", "0",
+        "--kill_timeout_s", "20", "--", "--dataset", "synthetic",
+        "--synthetic_train", "2000", "--synthetic_test", "200",
+        "--synthetic_dim", "8", "--synthetic_classes", "2", "--layers",
+        "8,16,2", "--backend", "cpu", "--epochs", "100000", "--max_seconds",
+        "6"}) {
+    args.push_back(a);
+  }
+  PsrunRun run;
   int fd = -1;
-  const pid_t pid = testing::SpawnPiped(
-      testing::SiblingBinary("psrun"),
-      {"--tls", "--servers", "2", "--workers", "1", "--metrics_port_base",
-       "0", "--kill_timeout_s", "20", "--", "--dataset", "synthetic",
-       "--synthetic_train", "2000", "--synthetic_test", "200",
-       "--synthetic_dim", "8", "--synthetic_classes", "2", "--layers",
-       "8,16,2", "--backend", "cpu", "--epochs", "100000", "--max_seconds",
-       "6"},
-      /*merge_stderr=*/true, &fd);
-  ASSERT_GT(pid, 0);
-  std::string out, pending, psctl_line;
+  const pid_t pid = testing::SpawnPiped(testing::SiblingBinary("psrun"),
+                                        args, /*merge_stderr=*/true, &fd);
+  if (pid < 0) return run;
+  std::string pending;
   char buf[4096];
-  Ran status;
   for (ssize_t n; (n = read(fd, buf, sizeof(buf))) != 0;) {
     if (n < 0 && errno == EINTR) continue;
     if (n < 0) break;
-    out.append(buf, n);
+    run.out.append(buf, n);
     pending.append(buf, n);
     for (size_t nl; (nl = pending.find('\n')) != std::string::npos;) {
       const std::string line = pending.substr(0, nl);
       pending.erase(0, nl + 1);
       const std::string marker = "psctl for this cluster: psctl ";
       const size_t at = line.find(marker);
-      if (at == std::string::npos || !psctl_line.empty()) continue;
-      psctl_line = line.substr(at + marker.size());
-      // While the job runs: psctl with exactly the printed flags.
-      std::vector<std::string> args =
-          absl::StrSplit(psctl_line, ' ', absl::SkipEmpty());
-      status = Run(testing::SiblingBinary("psctl"), args);
+      if (at == std::string::npos || !run.psctl_line.empty()) continue;
+      run.psctl_line = line.substr(at + marker.size());
+      // While the job runs (the worker trains for 6 s).
+      std::vector<std::string> printed =
+          absl::StrSplit(run.psctl_line, ' ', absl::SkipEmpty());
+      run.psctl = Run(testing::SiblingBinary("psctl"), printed);
+      std::vector<std::string> without;
+      for (size_t i = 0; i < printed.size(); ++i) {
+        if (std::find(drop.begin(), drop.end(), printed[i]) != drop.end()) {
+          ++i;  // and its value
+          continue;
+        }
+        without.push_back(printed[i]);
+      }
+      run.psctl_without = Run(testing::SiblingBinary("psctl"), without);
     }
   }
   close(fd);
   int wait_status = 0;
   waitpid(pid, &wait_status, 0);
-  ASSERT_TRUE(WIFEXITED(wait_status)) << out;
-  EXPECT_EQ(WEXITSTATUS(wait_status), 0) << out;
-  EXPECT_TRUE(absl::StrContains(out, "mTLS with a throw-away CA")) << out;
-  EXPECT_TRUE(absl::StrContains(out, "with mTLS (certificate ")) << out;
-  ASSERT_FALSE(psctl_line.empty()) << out;
-  EXPECT_TRUE(absl::StrContains(psctl_line, "--tls_ca ")) << psctl_line;
-  EXPECT_TRUE(absl::StrContains(psctl_line, "--tls_cert ")) << psctl_line;
-  EXPECT_EQ(status.exit_code, 0) << psctl_line << "\n" << status.out;
-  EXPECT_TRUE(absl::StrContains(status.out, "shard")) << status.out;
+  run.exit_code = WIFEXITED(wait_status) ? WEXITSTATUS(wait_status) : -1;
+  return run;
+}
+
+TEST(TlsProcess, PsrunTlsRunsAJobThatPsctlReachesWithThePrintedFlags) {
+  const PsrunRun run = RunPsrunAndPsctl({"--tls"}, {"--tls_cert", "--tls_key"});
+  EXPECT_EQ(run.exit_code, 0) << run.out;
+  EXPECT_TRUE(absl::StrContains(run.out, "mTLS with a throw-away CA")) << run.out;
+  EXPECT_TRUE(absl::StrContains(run.out, "with mTLS (certificate ")) << run.out;
+  ASSERT_FALSE(run.psctl_line.empty()) << run.out;
+  EXPECT_TRUE(absl::StrContains(run.psctl_line, "--tls_ca ")) << run.psctl_line;
+  EXPECT_EQ(run.psctl.exit_code, 0) << run.psctl_line << "\n" << run.psctl.out;
+  EXPECT_TRUE(absl::StrContains(run.psctl.out, "shard")) << run.psctl.out;
+  // Without the client certificate the shards refuse psctl: unreachable.
+  EXPECT_EQ(run.psctl_without.exit_code, 3) << run.psctl_without.out;
+}
+
+TEST(TlsProcess, PsrunAuthGivesWorkersAndPsctlTheirTokens) {
+  // The shards' --auth_tokens is the token part of issue 11 (common/auth
+  // and the server's gate); a ps-server without it cannot run this.
+  const Ran help = Run(testing::SiblingBinary("ps-server"), {"--help"});
+  if (!absl::StrContains(help.out, "auth_tokens")) {
+    GTEST_SKIP() << "ps-server has no --auth_tokens flag in this build";
+  }
+  const PsrunRun run = RunPsrunAndPsctl({"--tls", "--auth"}, {"--token_file"});
+  EXPECT_EQ(run.exit_code, 0) << run.out;
+  ASSERT_FALSE(run.psctl_line.empty()) << run.out;
+  EXPECT_TRUE(absl::StrContains(run.psctl_line, "/auth/admin.token"))
+      << run.psctl_line;
+  EXPECT_EQ(run.psctl.exit_code, 0) << run.psctl_line << "\n" << run.psctl.out;
+  // No token: refused.
+  EXPECT_NE(run.psctl_without.exit_code, 0) << run.psctl_without.out;
+  EXPECT_TRUE(absl::StrContains(run.psctl_without.out, "UNAUTHENTICATED"))
+      << run.psctl_without.out;
+}
+
+TEST(TlsProcess, PsrunRefusesConflictingSecurityFlags) {
+  Pki pki;
+  TempDir dir;
+  ASSERT_OK_AND_ASSIGN(const std::string token, GenerateToken());
+  const std::string token_file = dir.path() + "/t";
+  ASSERT_OK(WritePrivateFile(token_file, token, 0600));
+  struct Case {
+    std::vector<std::string> args;
+    std::string says;
+  };
+  for (const Case& c : std::vector<Case>{
+           {{"--tls", "--tls_ca", pki.ca, "--", "--dataset", "synthetic"},
+            "--tls makes its own CA"},
+           {{"--", "--dataset", "synthetic", "--tls_ca", pki.ca},
+            "give --tls_ca, --tls_cert, --tls_key and --token_file to psrun"},
+           {{"--tls", "--server_args=--tls_cert a.pem", "--", "--dataset",
+             "synthetic"},
+            "--tls makes the shards' certificates"},
+           {{"--auth", "--token_file", token_file, "--"},
+            "--auth makes its own tokens"}}) {
+    const Ran ran = Run(testing::SiblingBinary("psrun"), c.args);
+    EXPECT_EQ(ran.exit_code, 2) << absl::StrJoin(c.args, " ") << "\n" << ran.out;
+    EXPECT_TRUE(absl::StrContains(ran.out, c.says)) << c.says << "\n" << ran.out;
+    EXPECT_FALSE(absl::StrContains(ran.out, token));
+  }
 }
 
 }  // namespace

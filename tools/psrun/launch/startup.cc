@@ -127,9 +127,10 @@ bool Launcher::PrepareSecurity() {
     console_.Err(absl::StrCat("psrun: --tls: ", files.status().message()));
     return false;
   }
-  server_security_flags_ = {"--tls_cert", files->shard_cert,
-                            "--tls_key",  files->shard_key,
-                            "--tls_ca",   files->ca};
+  server_security_flags_.insert(
+      server_security_flags_.end(),
+      {"--tls_cert", files->shard_cert, "--tls_key", files->shard_key,
+       "--tls_ca", files->ca});
   security_.tls_ca = files->ca;
   security_.tls_cert = files->client_cert;
   security_.tls_key = files->client_key;
