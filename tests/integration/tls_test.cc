@@ -434,7 +434,7 @@ struct Ran {
   std::string out;  // stdout and stderr
 };
 
-Ran Run(const std::string& program, std::vector<std::string> args) {
+Ran RunToEnd(const std::string& program, std::vector<std::string> args) {
   Ran ran;
   int fd = -1;
   const pid_t pid = testing::SpawnPiped(program, std::move(args),
@@ -474,17 +474,17 @@ TEST(TlsProcess, PsServerServesMutualTlsAndPsctlHealthUsesTheFlags) {
   EXPECT_TRUE(absl::StrContains(serving, "with mTLS (certificate ")) << serving;
 
   const std::string psctl = testing::SiblingBinary("psctl");
-  Ran ran = Run(psctl, {"--shards", address, "--tls_ca", pki.ca, "--tls_cert",
+  Ran ran = RunToEnd(psctl, {"--shards", address, "--tls_ca", pki.ca, "--tls_cert",
                         pki.client_cert, "--tls_key", pki.client_key, "health"});
   EXPECT_EQ(ran.exit_code, 0) << ran.out;
   EXPECT_TRUE(absl::StrContains(ran.out, "SERVING")) << ran.out;
-  ran = Run(psctl, {"--shards", address, "--tls_ca", pki.ca, "health"});
+  ran = RunToEnd(psctl, {"--shards", address, "--tls_ca", pki.ca, "health"});
   EXPECT_EQ(ran.exit_code, 1) << ran.out;  // no client certificate
-  ran = Run(psctl, {"--shards", address, "--tls_ca", pki.ca, "--tls_cert",
+  ran = RunToEnd(psctl, {"--shards", address, "--tls_ca", pki.ca, "--tls_cert",
                     pki.client_cert, "--tls_key", pki.client_key, "status"});
   EXPECT_EQ(ran.exit_code, 0) << ran.out;
   // A missing file is a usage error naming it, before any call.
-  ran = Run(psctl, {"--shards", address, "--tls_ca", "/nonexistent/ca.pem",
+  ran = RunToEnd(psctl, {"--shards", address, "--tls_ca", "/nonexistent/ca.pem",
                     "status"});
   EXPECT_EQ(ran.exit_code, 2) << ran.out;
   EXPECT_TRUE(absl::StrContains(ran.out, "--tls_ca /nonexistent/ca.pem"))
@@ -492,7 +492,7 @@ TEST(TlsProcess, PsServerServesMutualTlsAndPsctlHealthUsesTheFlags) {
   EXPECT_EQ(shard.StopWith(SIGTERM), 0);
 
   // ps-server refuses to start with a missing key file, naming it.
-  ran = Run(testing::SiblingBinary("ps-server"),
+  ran = RunToEnd(testing::SiblingBinary("ps-server"),
             {"--listen", "127.0.0.1:0", "--tls_cert", pki.shard_cert,
              "--tls_key", "/nonexistent/shard.key"});
   EXPECT_NE(ran.exit_code, 0);
@@ -544,7 +544,7 @@ PsrunRun RunPsrunAndPsctl(const std::vector<std::string>& psrun_flags,
       // While the job runs (the worker trains for 6 s).
       std::vector<std::string> printed =
           absl::StrSplit(run.psctl_line, ' ', absl::SkipEmpty());
-      run.psctl = Run(testing::SiblingBinary("psctl"), printed);
+      run.psctl = RunToEnd(testing::SiblingBinary("psctl"), printed);
       std::vector<std::string> without;
       for (size_t i = 0; i < printed.size(); ++i) {
         if (std::find(drop.begin(), drop.end(), printed[i]) != drop.end()) {
@@ -553,7 +553,7 @@ PsrunRun RunPsrunAndPsctl(const std::vector<std::string>& psrun_flags,
         }
         without.push_back(printed[i]);
       }
-      run.psctl_without = Run(testing::SiblingBinary("psctl"), without);
+      run.psctl_without = RunToEnd(testing::SiblingBinary("psctl"), without);
     }
   }
   close(fd);
@@ -579,7 +579,7 @@ TEST(TlsProcess, PsrunTlsRunsAJobThatPsctlReachesWithThePrintedFlags) {
 TEST(TlsProcess, PsrunAuthGivesWorkersAndPsctlTheirTokens) {
   // The shards' --auth_tokens is the token part of issue 11 (common/auth
   // and the server's gate); a ps-server without it cannot run this.
-  const Ran help = Run(testing::SiblingBinary("ps-server"), {"--help"});
+  const Ran help = RunToEnd(testing::SiblingBinary("ps-server"), {"--help"});
   if (!absl::StrContains(help.out, "auth_tokens")) {
     GTEST_SKIP() << "ps-server has no --auth_tokens flag in this build";
   }
@@ -615,7 +615,7 @@ TEST(TlsProcess, PsrunRefusesConflictingSecurityFlags) {
             "--tls makes the shards' certificates"},
            {{"--auth", "--token_file", token_file, "--"},
             "--auth makes its own tokens"}}) {
-    const Ran ran = Run(testing::SiblingBinary("psrun"), c.args);
+    const Ran ran = RunToEnd(testing::SiblingBinary("psrun"), c.args);
     EXPECT_EQ(ran.exit_code, 2) << absl::StrJoin(c.args, " ") << "\n" << ran.out;
     EXPECT_TRUE(absl::StrContains(ran.out, c.says)) << c.says << "\n" << ran.out;
     EXPECT_FALSE(absl::StrContains(ran.out, token));
