@@ -52,6 +52,13 @@ ABSL_FLAG(double, kill_timeout_s, 30,
           "seconds a child gets after SIGTERM before SIGKILL");
 ABSL_FLAG(double, start_timeout_s, 60,
           "seconds the shards get to start and answer Admin/Status");
+ABSL_FLAG(int32_t, restart_shards, 0,
+          "restart a shard that dies (SIGKILL, crash) on the same address and "
+          "data directory, at most this many times per shard; 0: a dead "
+          "shard fails the job");
+ABSL_FLAG(double, restart_backoff_s, 1,
+          "seconds before a shard's restart, doubled while it keeps dying "
+          "within a minute (at most 30)");
 
 int main(int argc, char** argv) {
   // Everything after the first "--" belongs to the workers; absl parses the
@@ -103,5 +110,7 @@ int main(int argc, char** argv) {
   o.status_interval = absl::Seconds(absl::GetFlag(FLAGS_status_interval_s));
   o.kill_timeout = absl::Seconds(absl::GetFlag(FLAGS_kill_timeout_s));
   o.start_timeout = absl::Seconds(absl::GetFlag(FLAGS_start_timeout_s));
+  o.restart_shards = absl::GetFlag(FLAGS_restart_shards);
+  o.restart_backoff = absl::Seconds(absl::GetFlag(FLAGS_restart_backoff_s));
   return pskit::launch::RunLocalCluster(o);
 }

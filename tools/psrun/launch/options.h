@@ -62,10 +62,21 @@ struct LauncherOptions {
   // How long shards get to print their address and answer Admin/Status.
   // Default: 60 s.
   absl::Duration start_timeout = absl::Seconds(60);
+  // A shard that dies once the cluster is up (SIGKILL, a crash) is started
+  // again on the same address and data directory, as Kubernetes and SLURM
+  // restart them: it loads its newest checkpoint and the workers, which
+  // retry UNAVAILABLE until their --timeout_s, go on. At most this many
+  // restarts per shard; one more death fails the job. 0: a dead shard
+  // fails the job at once. Default: 0.
+  int restart_shards = 0;
+  // Wait before a restart: restart_backoff, doubled for each restart of a
+  // shard that ran less than a minute since its last start, at most 30 s.
+  // Default: 1 s.
+  absl::Duration restart_backoff = absl::Seconds(1);
 };
 
 // INVALID_ARGUMENT (the message says which option and how to fix it) for
-// servers or workers < 1, a negative duration or port base, an evaluator
+// servers or workers < 1, a negative duration, port base or restart count, an evaluator
 // that could never end, a server arg psrun sets itself; NOT_FOUND when
 // ps-server or ps-worker is missing from bin_dir.
 [[nodiscard]] absl::Status ValidateLauncherOptions(const LauncherOptions& o);
