@@ -31,9 +31,10 @@ data=/usr/share/datasets/fashion-mnist
 minutes=10
 epochs=""
 # Epochs of a worker (30,000 samples: each of 2 workers trains on its half)
-# per minute on the 2-core hosts when they are shared: measured, for
-# --minutes only; the run's length is the epoch count either way.
-epochs_per_minute=6
+# per minute on the 2-core hosts when they are shared (12 epochs took 76 s
+# at a load average of 15): for --minutes only; the run's length is the
+# epoch count either way.
+epochs_per_minute=10
 interval_s=30
 tolerance=0.005
 checkpoint_interval_s=5
@@ -114,11 +115,12 @@ run_job() {
 # "accuracy: final 0.8812, best ..." of a psrun log.
 final_accuracy() { sed -n 's/^  accuracy: final \([0-9.]*\),.*/\1/p' "$1" | tail -1; }
 
-# updates_applied of the shard at $1 (psctl status --json), or "" if it
-# does not answer.
+# updates_applied of shard $1 (psctl status --json of the whole cluster:
+# psctl wants every shard, in order), or "" if it does not answer.
 updates_of() {
-  "$bin/psctl" --shards "$1" --json --timeout_s 2 status 2>/dev/null |
-    grep -o '"updates_applied": *[0-9]*' | head -1 | grep -o '[0-9]*$' || true
+  "$bin/psctl" --shards "${addr[0]},${addr[1]}" --json --timeout_s 2 status 2>/dev/null |
+    grep -o '"index":[0-9]*,"address":"[^"]*","up":true,[^{}]*"updates_applied":[0-9]*' |
+    grep "^\"index\":$1," | grep -o '[0-9]*$' || true
 }
 
 say "job: $epochs epochs per worker, kills every ${interval_s}s; output in $out"
@@ -173,7 +175,7 @@ while kill -0 "$psrun_pid" 2>/dev/null; do
   i=$((RANDOM % 2))
   pid=$(sed -n "s/^psrun: \(re\)\{0,1\}started shard$i (pid \([0-9]*\)).*/\2/p" "$log" | tail -1)
   [ -n "$pid" ] && kill -0 "$pid" 2>/dev/null || continue
-  before=$(updates_of "${addr[$i]}")
+  before=$(updates_of "$i")
   [ -n "$before" ] || continue  # still coming back from the last kill
   loads=$(grep -c "^\[shard$i\].*loaded checkpoint" "$log" || true)
   kill -KILL "$pid"
