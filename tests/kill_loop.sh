@@ -177,18 +177,18 @@ while kill -0 "$psrun_pid" 2>/dev/null; do
   [ -n "$pid" ] && kill -0 "$pid" 2>/dev/null || continue
   before=$(updates_of "$i")
   [ -n "$before" ] || continue  # still coming back from the last kill
-  loads=$(grep -c "^\[shard$i\].*loaded checkpoint" "$log" || true)
+  # Its restart's line: the checkpoint it loaded, or none.
+  pattern="^\[shard$i\].*\(loaded checkpoint\|no loadable checkpoint\)"
+  loads=$(grep -c "$pattern" "$log" || true)
   kill -KILL "$pid"
   kills=$((kills + 1))
   t_kill=$SECONDS
-  # Its restart's load line.
   line=""
   for _ in $(seq 1 240); do
-    if [ "$(grep -c "^\[shard$i\].*loaded checkpoint" "$log" || true)" -gt "$loads" ]; then
-      line=$(grep "^\[shard$i\].*loaded checkpoint" "$log" | tail -1)
+    if [ "$(grep -c "$pattern" "$log" || true)" -gt "$loads" ]; then
+      line=$(grep "$pattern" "$log" | tail -1)
       break
     fi
-    grep -q "^\[shard$i\].*no loadable checkpoint" "$log" && [ "$(grep -c "^\[shard$i\].*no loadable" "$log")" -gt 0 ] && { line="none"; break; }
     kill -0 "$psrun_pid" 2>/dev/null || break
     sleep 0.5
   done
@@ -198,6 +198,7 @@ while kill -0 "$psrun_pid" 2>/dev/null; do
   fi
   ckpt=$(echo "$line" | sed -n "s/.*loaded checkpoint '\([^']*\)'.*/\1/p")
   loaded=$(echo "$line" | sed -n 's/.* \([0-9]*\) updates applied.*/\1/p')
+  [ -n "$ckpt" ] || ckpt="(none: it started empty)"
   lost=$((before - ${loaded:-0}))
   lost_total=$((lost_total + lost))
   report+=("kill $kills at +$((t_kill - t0))s: shard$i (pid $pid) had $before updates; restarted from '$ckpt' with ${loaded:-?}: $lost lost")
