@@ -544,7 +544,8 @@ void Launcher::StopShards() {
 void Launcher::TakeShutdownCheckpoint() {
   // Only a whole cluster makes a restorable checkpoint, and only one that
   // ran workers has anything new to keep.
-  if (workers_started_ == absl::InfiniteFuture()) return;
+  // A second stop signal asked for everything to end at once.
+  if (workers_started_ == absl::InfiniteFuture() || stop_signals_ >= 2) return;
   for (const auto& c : children_) {
     if (c->role == Role::kShard && !c->running) return;
   }
