@@ -72,8 +72,8 @@ absl::StatusOr<v1::CheckpointInfo> Checkpointer::CheckpointNow(std::string id,
   return Write(id, store_->Snapshot(), taken, background);
 }
 
-std::optional<absl::StatusOr<v1::CheckpointInfo>>
-Checkpointer::FinalCheckpoint(std::string id) {
+std::optional<absl::StatusOr<v1::CheckpointInfo>> Checkpointer::FinalCheckpoint(
+    std::string id) {
   const absl::Time taken = clock_->Now();
   ShardSnapshot snapshot = store_->Snapshot();
   const uint64_t fingerprint = Fingerprint(snapshot);

@@ -100,7 +100,9 @@ absl::StatusOr<std::unique_ptr<Server>> Server::Start(
             const absl::StatusOr<v1::CheckpointInfo>& result) {
           metrics->RecordCheckpoint(result);
         });
-    if (info.ok()) server->checkpointer_->NoteLoaded(info->id(), loaded_fingerprint);
+    if (info.ok()) {
+      server->checkpointer_->NoteLoaded(info->id(), loaded_fingerprint);
+    }
   }
   server->service_ = std::make_unique<PsService>(server->store_.get(),
                                                  server->workers_.get());

@@ -1,8 +1,9 @@
 // psrun, the local-cluster launcher: the built build/bin/psrun as a child
 // process running real shards and workers on 127.0.0.1 (its pieces are
-// tested in tests/unit/tools/launch_test.cc): a job to its target, a worker killed with SIGKILL, SIGTERM to
-// psrun leaving one checkpoint id on every shard, a SIGKILLed shard
-// restarted by --restart_shards, a shard that cannot start, bad flags.
+// tested in tests/unit/tools/launch_test.cc): a job to its target, a worker
+// killed with SIGKILL, SIGTERM to psrun leaving one checkpoint id on every
+// shard, a SIGKILLed shard restarted by --restart_shards, a shard that cannot
+// start, bad flags.
 #include <fcntl.h>
 #include <netinet/in.h>
 #include <poll.h>
@@ -398,8 +399,7 @@ TEST(Psrun, ShardKilledWithSigkillIsRestartedAndTheJobFinishes) {
                     absl::Seconds(60))
                    .empty())
       << p.output();
-  ASSERT_FALSE(
-      p.ReadUntilContains("[shard1] ", absl::Seconds(30)).empty());
+  ASSERT_FALSE(p.ReadUntilContains("[shard1] ", absl::Seconds(30)).empty());
   ASSERT_EQ(kill(shard_pid, SIGKILL), 0);
   EXPECT_FALSE(
       p.ReadUntilContains("psrun: restarted shard1", absl::Seconds(60)).empty())

@@ -249,9 +249,9 @@ int main(int argc, char** argv) {
   for (auto& th : threads) th.join();
   if (checkpointer.joinable()) checkpointer.join();
   if (!first_error.ok()) {
-    return Fail(absl::StrCat(errors, " of ", clients, " clients failed (",
-                             acked_updates, " chunk updates acked); first: ",
-                             first_error.ToString()));
+    return Fail(absl::StrCat(
+        errors, " of ", clients, " clients failed (", acked_updates,
+        " chunk updates acked); first: ", first_error.ToString()));
   }
   if (!checkpoint_error.ok()) return Fail(checkpoint_error.ToString());
   double checkpoint_mean = 0, checkpoint_max = 0;
@@ -291,9 +291,10 @@ int main(int argc, char** argv) {
                 static_cast<unsigned long long>(ops));
     std::printf("  latency per op: p50 %.1f ms  p99 %.1f ms  max %.1f ms\n",
                 p50, p99, max);
-    std::printf("  chunk updates acked (whole run, warm-up included): %llu; "
-                "errors: %d\n",
-                static_cast<unsigned long long>(acked_updates), errors);
+    std::printf(
+        "  chunk updates acked (whole run, warm-up included): %llu; "
+        "errors: %d\n",
+        static_cast<unsigned long long>(acked_updates), errors);
     if (every > 0) {
       std::printf("  checkpoints: %zu, mean %.2f s, max %.2f s, running %.0f%% "
                   "of the measured time\n",

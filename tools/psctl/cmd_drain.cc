@@ -133,7 +133,8 @@ Outcome CmdShutdown(Context* ctx, const std::vector<std::string>& args) {
   }
   // Checked before the drain, so a bad id changes nothing.
   std::string id = absl::GetFlag(FLAGS_id);
-  if (id.empty()) id = absl::StrCat("shutdown-", absl::ToUnixMillis(absl::Now()));
+  if (id.empty())
+    id = absl::StrCat("shutdown-", absl::ToUnixMillis(absl::Now()));
   if (id.size() > 128 || id.find('/') != std::string::npos ||
       std::any_of(id.begin(), id.end(),
                   [](char ch) { return ch <= ' ' || ch > '~'; })) {

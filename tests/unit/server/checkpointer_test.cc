@@ -2,8 +2,8 @@
 // clock's multiples of the interval (and only then), missed slots are
 // skipped, requests and restores run on its thread, and after Stop every
 // request is answered UNAVAILABLE; the shutdown checkpoint is skipped when
-// nothing changed since the newest checkpoint. Time moves only when the test says so;
-// nothing sleeps.
+// nothing changed since the newest checkpoint. Time moves only when the test
+// says so; nothing sleeps.
 #include "server/checkpointer.h"
 
 #include <memory>

@@ -1,6 +1,7 @@
 // The pieces of psrun's launcher that need no process: line splitting, wait
 // statuses, the accuracy trend, number formats, metrics ports and the
-// worker-flag checks, the restart policy's options. tests/integration/psrun_test.cc runs psrun itself.
+// worker-flag checks, the restart policy's options.
+// tests/integration/psrun_test.cc runs psrun itself.
 #include <netinet/in.h>
 #include <sys/socket.h>
 #include <sys/wait.h>

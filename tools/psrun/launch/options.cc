@@ -36,8 +36,7 @@ absl::Status ValidateLauncherOptions(const LauncherOptions& o) {
     return absl::InvalidArgumentError(absl::StrCat(
         "--restart_shards must be >= 0 (restarts per shard; 0: a dead shard "
         "fails the job) and --restart_backoff_s >= 0, got ",
-        o.restart_shards, " and ",
-        absl::ToDoubleSeconds(o.restart_backoff)));
+        o.restart_shards, " and ", absl::ToDoubleSeconds(o.restart_backoff)));
   }
   if (o.kill_timeout < absl::ZeroDuration() ||
       o.start_timeout <= absl::ZeroDuration() ||

@@ -76,9 +76,9 @@ struct LauncherOptions {
 };
 
 // INVALID_ARGUMENT (the message says which option and how to fix it) for
-// servers or workers < 1, a negative duration, port base or restart count, an evaluator
-// that could never end, a server arg psrun sets itself; NOT_FOUND when
-// ps-server or ps-worker is missing from bin_dir.
+// servers or workers < 1, a negative duration, port base or restart count, an
+// evaluator that could never end, a server arg psrun sets itself; NOT_FOUND
+// when ps-server or ps-worker is missing from bin_dir.
 [[nodiscard]] absl::Status ValidateLauncherOptions(const LauncherOptions& o);
 
 }  // namespace pskit::launch

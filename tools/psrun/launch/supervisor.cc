@@ -341,12 +341,11 @@ bool Launcher::ScheduleRestart(Child& c) {
     c.backoff = std::min(2 * c.backoff, absl::Seconds(30));
   }
   c.restart_at = absl::Now() + c.backoff;
-  console_.Err(absl::StrCat("psrun: ", c.name, " (pid ", c.pid, ") ",
-                            DescribeWaitStatus(c.wait_status),
-                            "; restarting it on ", c.address, " in ",
-                            HumanDuration(c.backoff), " (restart ",
-                            c.restarts + 1, " of ", options_.restart_shards,
-                            ")"));
+  console_.Err(
+      absl::StrCat("psrun: ", c.name, " (pid ", c.pid, ") ",
+                   DescribeWaitStatus(c.wait_status), "; restarting it on ",
+                   c.address, " in ", HumanDuration(c.backoff), " (restart ",
+                   c.restarts + 1, " of ", options_.restart_shards, ")"));
   return true;
 }
 
@@ -380,9 +379,9 @@ void Launcher::RestartDueShards() {
     c.started = absl::Now();
     c.running = true;
     c.wait_status = 0;
-    Note(absl::StrCat("restarted ", c.name, " (pid ", c.pid, ") on ",
-                      c.address, " (restart ", c.restarts, " of ",
-                      options_.restart_shards, ")"));
+    Note(absl::StrCat("restarted ", c.name, " (pid ", c.pid, ") on ", c.address,
+                      " (restart ", c.restarts, " of ", options_.restart_shards,
+                      ")"));
   }
 }
 
