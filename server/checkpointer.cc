@@ -5,8 +5,12 @@
 #include <unistd.h>
 
 #include <algorithm>
+#include <functional>
+#include <string_view>
+#include <vector>
 
 #include "absl/strings/str_cat.h"
+#include "absl/strings/string_view.h"
 #include "spdlog/spdlog.h"
 
 namespace pskit {
@@ -65,7 +69,82 @@ absl::StatusOr<v1::CheckpointInfo> Checkpointer::CheckpointNow(std::string id,
   if (id.empty()) id = absl::StrCat("auto-", absl::ToUnixMillis(taken));
   // The copy runs at normal priority: it holds the shard's index lock, and
   // a Declare waiting behind it would hold up every push and pull.
+  return Write(id, store_->Snapshot(), taken, background);
+}
+
+std::optional<absl::StatusOr<v1::CheckpointInfo>> Checkpointer::FinalCheckpoint(
+    std::string id) {
+  const absl::Time taken = clock_->Now();
   ShardSnapshot snapshot = store_->Snapshot();
+  const uint64_t fingerprint = Fingerprint(snapshot);
+  std::string last_id;
+  bool unchanged;
+  {
+    absl::MutexLock lock(&state_mu_);
+    last_id = last_id_;
+    unchanged = !last_id_.empty() && last_fingerprint_ == fingerprint;
+  }
+  if (unchanged) {
+    // Only if that checkpoint is still the newest: a restart loads the
+    // newest, which must then be this state.
+    const std::vector<v1::CheckpointInfo> list = checkpoints_->List();
+    if (!list.empty() && list.front().id() == last_id) {
+      spdlog::info(
+          "no update since checkpoint '{}', the newest: no final checkpoint "
+          "of its own",
+          last_id);
+      return std::nullopt;
+    }
+  }
+  return Write(id, snapshot, taken, /*background=*/false);
+}
+
+void Checkpointer::NoteLoaded(const std::string& id, uint64_t fingerprint) {
+  absl::MutexLock lock(&state_mu_);
+  last_id_ = id;
+  last_fingerprint_ = fingerprint;
+}
+
+namespace {
+// 64-bit mixing (the finaliser of MurmurHash3), folded in field by field.
+uint64_t Mix(uint64_t h, uint64_t v) {
+  h ^= v + 0x9e3779b97f4a7c15ULL + (h << 6) + (h >> 2);
+  h ^= h >> 33;
+  h *= 0xff51afd7ed558ccdULL;
+  h ^= h >> 33;
+  return h;
+}
+uint64_t Mix(uint64_t h, absl::string_view s) {
+  return Mix(Mix(h, std::hash<std::string_view>()(
+                        std::string_view(s.data(), s.size()))),
+             s.size());
+}
+}  // namespace
+
+uint64_t Checkpointer::Fingerprint(const ShardSnapshot& snapshot) {
+  uint64_t h = Mix(0, snapshot.updates_applied);
+  h = Mix(h, snapshot.namespaces.size());
+  std::string bytes;
+  for (const v1::NamespaceRecord& ns : snapshot.namespaces) {
+    bytes.clear();
+    ns.SerializeToString(&bytes);
+    h = Mix(h, bytes);
+  }
+  h = Mix(h, snapshot.chunks.size());
+  for (const v1::ChunkRecord& c : snapshot.chunks) {
+    h = Mix(h, c.namespace_());
+    h = Mix(h, c.tensor());
+    h = Mix(h, c.chunk());
+    h = Mix(h, c.version());
+    h = Mix(h, c.values().size());
+    h = Mix(h, c.slots().size());
+  }
+  return h;
+}
+
+absl::StatusOr<v1::CheckpointInfo> Checkpointer::Write(
+    const std::string& id, const ShardSnapshot& snapshot, absl::Time taken,
+    bool background) {
   const absl::Duration copy_time = clock_->Now() - taken;
   absl::StatusOr<v1::CheckpointInfo> info;
   if (background) {
@@ -91,6 +170,10 @@ absl::StatusOr<v1::CheckpointInfo> Checkpointer::CheckpointNow(std::string id,
         "{:.3f} s)",
         id, info->chunks(), info->bytes() / 1048576.0, info->duration_s(),
         absl::ToDoubleSeconds(copy_time));
+    const uint64_t fingerprint = Fingerprint(snapshot);
+    absl::MutexLock lock(&state_mu_);
+    last_id_ = id;
+    last_fingerprint_ = fingerprint;
   } else {
     spdlog::error("checkpoint '{}' failed: {}", id, info.status().ToString());
   }
@@ -103,6 +186,7 @@ absl::StatusOr<v1::CheckpointInfo> Checkpointer::Restore(const std::string& id) 
   absl::StatusOr<ShardSnapshot> snapshot = checkpoints_->Load(id, &info);
   if (!snapshot.ok()) return snapshot.status();
   if (absl::Status s = store_->Replace(*snapshot); !s.ok()) return s;
+  NoteLoaded(id, Fingerprint(*snapshot));
   spdlog::info("restored checkpoint '{}' ({} chunks)", id, info.chunks());
   return info;
 }

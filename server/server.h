@@ -72,7 +72,10 @@ struct ServerOptions {
   absl::Duration checkpoint_interval = absl::Seconds(60);
   // Checkpoints kept; older ones are deleted. Default: 3.
   int keep_checkpoints = 3;
-  // Take a final checkpoint in Shutdown (with data_dir). Default: true.
+  // Take a final checkpoint in Shutdown (with data_dir), "final-<unix ms>",
+  // unless the state is exactly that of the newest checkpoint (a shared one
+  // a coordinated shutdown took on every shard stays the newest then).
+  // Default: true.
   bool checkpoint_on_shutdown = true;
   // Port of the Prometheus endpoint (http://metrics_host:PORT/metrics);
   // 0 picks a free one (read it back with metrics_port()), -1 serves none.

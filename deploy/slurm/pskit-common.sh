@@ -14,10 +14,15 @@
 # The evaluator ends the job. Its verdict is its exit status: 0 = the target
 # was reached (or none was set), 3 = the job ended without reaching it (older
 # ps-worker builds exit 0 then too: its summary line says "not reached").
-# Either way the workers are given PSKIT_STOP_GRACE_S to leave, then the
-# shard step gets SIGTERM (scancel --signal=TERM, nothing stronger), so every
-# shard writes its final checkpoint into PSKIT_STATE_DIR/shard-i and exits 0,
-# and the allocation ends. The script's exit status is 0 when the evaluator
+# Either way the workers are given PSKIT_STOP_GRACE_S to leave, then
+# `psctl shutdown` takes one checkpoint id (shutdown-<unix ms>) on every
+# shard, then the shard step gets SIGTERM (scancel --signal=TERM, nothing
+# stronger): a shard with no update since writes no final checkpoint of its
+# own, so that id is the newest in every PSKIT_STATE_DIR/shard-i (a resumed
+# job loads one whole-cluster checkpoint), each exits 0, and the allocation
+# ends. Near the time limit SLURM sends the batch shell SIGUSR1
+# (`#SBATCH --signal=B:USR1@120` in the scripts): the same shutdown
+# checkpoint is taken before the job fails, while the shards still run. The script's exit status is 0 when the evaluator
 # reached PSKIT_TARGET (or no target was set), 3 when it ended the job
 # without reaching it. The evaluator's step also runs with
 # --kill-on-bad-exit=1, but it has one task: its exit 3 ends only its own
@@ -104,7 +109,7 @@ pskit_defaults() {
     pskit_die "PSKIT_SHARDS and PSKIT_WORKERS must be at least 1"
   fi
   local b
-  for b in ps-server ps-worker; do
+  for b in ps-server ps-worker psctl; do
     [ -x "$PSKIT_BIN/$b" ] || pskit_die "$PSKIT_BIN/$b not found: build pskit (scripts/build.sh) or set PSKIT_BIN to the directory holding it"
   done
   if [[ " $PSKIT_WORKER_ARGS " == *" --data_path "* ]] && [ ! -d "$PSKIT_DATA" ]; then
@@ -172,6 +177,18 @@ pskit_cleanup() {
   exit "$rc"
 }
 
+# One checkpoint id on every shard at the end (psctl shutdown: drain, wait
+# for the workers' leases, checkpoint shutdown-<unix ms>), so that the
+# shards' SIGTERM that follows adds none of its own. A failure is reported;
+# the shards' own final checkpoints then keep every update.
+pskit_shutdown_checkpoint() {
+  [ -n "${PSKIT_SHARD_LIST:-}" ] || return 0
+  pskit_say "one checkpoint on every shard: psctl shutdown"
+  "$PSKIT_BIN/psctl" --shards "$PSKIT_SHARD_LIST" --timeout_s "$PSKIT_STOP_GRACE_S" \
+    shutdown --wait_s "$PSKIT_STOP_GRACE_S" ||
+    pskit_say "psctl shutdown failed (above); each shard writes a final checkpoint of its own instead"
+}
+
 pskit_main() {
   # `wait -n -p` (the supervision below) came with bash 5.1.
   if [ "${BASH_VERSINFO[0]}" -lt 5 ] ||
@@ -186,6 +203,9 @@ pskit_main() {
   # scancel of the job or its time limit: SLURM signals every step itself
   # (shards checkpoint on SIGTERM); the script still cleans up and fails.
   trap 'pskit_die "got SIGTERM (scancel or the time limit)"' TERM
+  # SIGUSR1 from `#SBATCH --signal=B:USR1@120`: the time limit is near; the
+  # shards still run, so the whole cluster gets one checkpoint first.
+  trap 'pskit_shutdown_checkpoint; pskit_die "the time limit is near (SIGUSR1); ending the job after a shutdown checkpoint"' USR1
   trap 'pskit_die "interrupted"' INT
   # A requeued job keeps its id: old address files would point at dead
   # shards.
@@ -240,6 +260,7 @@ pskit_main() {
     shards+="${shards:+,}$addr"
   done
   pskit_say "shards at $shards"
+  PSKIT_SHARD_LIST=$shards
 
   local -a common=() target=()
   read -r -a common <<<"$PSKIT_WORKER_ARGS"
@@ -296,7 +317,8 @@ pskit_main() {
     pskit_say "the workers did not leave within ${PSKIT_STOP_GRACE_S}s; stopping them"
     pskit_signal_step pskit-workers "${PSKIT_STEP_PID[workers]}"
   fi
-  pskit_say "stopping the shards (SIGTERM: final checkpoint)"
+  pskit_shutdown_checkpoint
+  pskit_say "stopping the shards (SIGTERM)"
   pskit_signal_step pskit-shards "${PSKIT_STEP_PID[shards]}"
   rc=0
   wait "${PSKIT_STEP_PID[shards]}" || rc=$?

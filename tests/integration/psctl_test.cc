@@ -4,7 +4,8 @@
 // checked byte for byte (and through numpy where /usr/bin/python3 has it),
 // live config changes surviving restore and restart, refusals that change
 // nothing, an unreachable shard, usage errors, a drain that ends a
-// worker's job and refuses new ones, and the health command.
+// worker's job and refuses new ones, the health command, and a shutdown
+// that leaves one checkpoint id on every shard.
 #include <fcntl.h>
 #include <netinet/in.h>
 #include <signal.h>
@@ -893,6 +894,54 @@ TEST_F(PsctlTest, DrainEndsJobsRefusesNewWorkersAndCheckpoints) {
   ASSERT_GE(Size(list), 1);
   EXPECT_TRUE(absl::StartsWith(Str(At(At(list, 0), "id")), "drain-"));
   EXPECT_TRUE(At(At(list, 0), "complete").bool_value());
+}
+
+// psctl shutdown: drain, then one checkpoint id on every shard; the shards'
+// SIGTERM adds no final checkpoint of its own (nothing changed), so that id
+// is every shard's newest after the restart and restores the cluster.
+TEST_F(PsctlTest, ShutdownLeavesOneCheckpointIdOnEveryShard) {
+  auto worker = NewClient();
+  ASSERT_OK(worker->RegisterWorker("rank0"));
+  PushRamp(worker.get(), 0.5f);
+  const std::vector<float> w = PullTensor(worker.get(), "w", 15);
+  ASSERT_OK(worker->Leave());
+
+  Ran ran = Psctl({"shutdown", "--id", "end-1", "--json"});
+  ASSERT_EQ(ran.exit_code, 0) << ran.err;
+  Struct s = ParseJson(ran);
+  EXPECT_EQ(Str(At(s, "id")), "end-1");
+  EXPECT_TRUE(At(s, "complete").bool_value());
+  EXPECT_TRUE(At(At(s, "drain"), "drained").bool_value());
+
+  ASSERT_NO_FATAL_FAILURE(RestartShards());  // SIGTERM, then start again
+  ran = Psctl({"checkpoints", "--json"});
+  ASSERT_EQ(ran.exit_code, 0) << ran.err;
+  s = ParseJson(ran);
+  const Value& list = At(s, "checkpoints");
+  ASSERT_GE(Size(list), 1);
+  EXPECT_EQ(Str(At(At(list, 0), "id")), "end-1") << ran.out;
+  EXPECT_TRUE(At(At(list, 0), "complete").bool_value());
+  for (int i = 0; i < Size(list); ++i) {
+    EXPECT_FALSE(absl::StartsWith(Str(At(At(list, i), "id")), "final-"))
+        << ran.out;
+  }
+  ran = Psctl({"status", "--json"});
+  ASSERT_EQ(ran.exit_code, 0) << ran.err;
+  s = ParseJson(ran);
+  for (int i = 0; i < 2; ++i) {
+    EXPECT_EQ(Str(At(At(At(At(s, "shards"), i), "last_checkpoint"), "id")),
+              "end-1");
+  }
+  // The restarted cluster serves the pushed values, and restores them.
+  auto reader = NewClient();
+  EXPECT_EQ(PullTensor(reader.get(), "w", 15), w);
+  ran = Psctl({"restore", "end-1"});
+  EXPECT_EQ(ran.exit_code, 0) << ran.err;
+  EXPECT_EQ(PullTensor(reader.get(), "w", 15), w);
+
+  // A bad id is refused before anything happens.
+  ran = Psctl({"shutdown", "--id", "a/b"});
+  EXPECT_EQ(ran.exit_code, 2) << ran.err;
 }
 
 }  // namespace

@@ -1,7 +1,9 @@
 // psrun, the local-cluster launcher: the built build/bin/psrun as a child
 // process running real shards and workers on 127.0.0.1 (its pieces are
-// tested in tests/unit/tools/launch_test.cc): a job to its target, a worker killed with SIGKILL, SIGTERM to
-// psrun leaving a checkpoint, a shard that cannot start, bad flags.
+// tested in tests/unit/tools/launch_test.cc): a job to its target, a worker
+// killed with SIGKILL, SIGTERM to psrun leaving one checkpoint id on every
+// shard, a SIGKILLed shard restarted by --restart_shards, a shard that cannot
+// start, bad flags.
 #include <fcntl.h>
 #include <netinet/in.h>
 #include <poll.h>
@@ -321,40 +323,93 @@ TEST(Psrun, SigtermLeavesACheckpointInTheDataDir) {
     EXPECT_TRUE(absl::StrContains(out, "psrun: got SIGTERM")) << out;
     EXPECT_TRUE(absl::StrContains(out, "psrun: job interrupted by SIGTERM"))
         << out;
-    EXPECT_TRUE(absl::StrContains(out, "[shard0] ") &&
-                absl::StrContains(out, "checkpoint 'final-"))
+    // psrun's end: one id on every shard, and no shard's final checkpoint
+    // of its own after it (nothing changed once the workers were gone).
+    EXPECT_TRUE(absl::StrContains(out, "checkpoint 'shutdown-") &&
+                absl::StrContains(out, "taken on every shard"))
         << out;
+    EXPECT_FALSE(absl::StrContains(out, "checkpoint 'final-")) << out;
     EXPECT_TRUE(fs::exists(dir.path() + "/prometheus_targets.json"));
   }
-  // A shard started on shard-0's directory loads that checkpoint.
-  testing::ChildServer shard(
-      "ps-server",
-      {"--listen", "127.0.0.1:0", "--shard_index", "0", "--num_shards", "2",
-       "--data_dir", dir.path() + "/shard-0", "--checkpoint_interval_s", "0"},
-      /*merge_stderr=*/true);
-  std::string address;
-  for (std::string line = shard.first_line(); !line.empty();
-       line = shard.ReadLine()) {
-    EXPECT_FALSE(absl::StrContains(line, "no loadable checkpoint")) << line;
-    const std::string prefix = "ps-server listening on ";
-    if (absl::StartsWith(line, prefix)) {
-      address = line.substr(prefix.size());
-      break;
+  // Shards started on the two directories load that one checkpoint.
+  std::string newest[2];
+  for (int i = 0; i < 2; ++i) {
+    testing::ChildServer shard(
+        "ps-server",
+        {"--listen", "127.0.0.1:0", "--shard_index", absl::StrCat(i),
+         "--num_shards", "2", "--data_dir",
+         absl::StrCat(dir.path(), "/shard-", i), "--checkpoint_interval_s",
+         "0"},
+        /*merge_stderr=*/true);
+    std::string address;
+    for (std::string line = shard.first_line(); !line.empty();
+         line = shard.ReadLine()) {
+      EXPECT_FALSE(absl::StrContains(line, "no loadable checkpoint")) << line;
+      const std::string prefix = "ps-server listening on ";
+      if (absl::StartsWith(line, prefix)) {
+        address = line.substr(prefix.size());
+        break;
+      }
     }
+    ASSERT_FALSE(address.empty());
+    auto admin = v1::Admin::NewStub(MakeChannel(address));
+    grpc::ClientContext ctx;
+    ctx.set_deadline(std::chrono::system_clock::now() +
+                     std::chrono::seconds(10));
+    v1::ListCheckpointsResponse list;
+    ASSERT_TRUE(
+        admin->ListCheckpoints(&ctx, v1::ListCheckpointsRequest(), &list).ok());
+    ASSERT_GE(list.checkpoints_size(), 1);
+    newest[i] = list.checkpoints(0).id();
+    EXPECT_TRUE(absl::StartsWith(newest[i], "shutdown-")) << newest[i];
+    EXPECT_GT(list.checkpoints(0).chunks(), 0u);
+    EXPECT_EQ(shard.StopWith(SIGTERM), 0);
   }
-  ASSERT_FALSE(address.empty());
-  auto admin = v1::Admin::NewStub(
-      MakeChannel(address));
-  grpc::ClientContext ctx;
-  ctx.set_deadline(std::chrono::system_clock::now() + std::chrono::seconds(10));
-  v1::ListCheckpointsResponse list;
-  ASSERT_TRUE(
-      admin->ListCheckpoints(&ctx, v1::ListCheckpointsRequest(), &list).ok());
-  ASSERT_GE(list.checkpoints_size(), 1);
-  EXPECT_TRUE(absl::StartsWith(list.checkpoints(0).id(), "final-"))
-      << list.checkpoints(0).id();
-  EXPECT_GT(list.checkpoints(0).chunks(), 0u);
-  EXPECT_EQ(shard.StopWith(SIGTERM), 0);
+  EXPECT_EQ(newest[0], newest[1]);
+}
+
+// The restart policy: a shard SIGKILLed mid-job comes back on its address
+// and data directory, the worker goes on, and the job ends well.
+TEST(Psrun, ShardKilledWithSigkillIsRestartedAndTheJobFinishes) {
+  TempDir dir;
+  ASSERT_FALSE(dir.path().empty());
+  PsrunProcess p(
+      Psrun(),
+      Concat({"--servers", "2", "--workers", "1", "--data_dir", dir.path(),
+              "--metrics_port_base", "0", "--restart_shards", "2",
+              "--restart_backoff_s", "0.2", "--status_interval_s", "0.5",
+              "--server_args", "--checkpoint_interval_s 1", "--"},
+             Concat(SyntheticJob(), {"--max_seconds", "12"})));
+  const std::string started =
+      p.ReadUntilContains("psrun: started shard1 (pid ", absl::Seconds(60));
+  ASSERT_FALSE(started.empty()) << p.output();
+  int shard_pid = 0;
+  ASSERT_TRUE(absl::SimpleAtoi(
+      started.substr(started.find("(pid ") + 5,
+                     started.find(')') - started.find("(pid ") - 5),
+      &shard_pid))
+      << started;
+  // Training, and a checkpoint of it taken, before the kill.
+  ASSERT_FALSE(p.ReadUntil(
+                    [](const std::string& l) {
+                      return absl::StartsWith(l, "psrun: status ") &&
+                             !absl::StrContains(l, "step - ") &&
+                             !absl::StrContains(l, "step 0 ");
+                    },
+                    absl::Seconds(60))
+                   .empty())
+      << p.output();
+  ASSERT_FALSE(p.ReadUntilContains("[shard1] ", absl::Seconds(30)).empty());
+  ASSERT_EQ(kill(shard_pid, SIGKILL), 0);
+  EXPECT_FALSE(
+      p.ReadUntilContains("psrun: restarted shard1", absl::Seconds(60)).empty())
+      << p.output();
+  EXPECT_EQ(p.Wait(absl::Seconds(120)), 0) << p.output();
+  const std::string& out = p.output();
+  EXPECT_TRUE(absl::StrContains(out, "restarting it on")) << out;
+  EXPECT_TRUE(absl::StrContains(out, "loaded checkpoint")) << out;
+  EXPECT_TRUE(absl::StrContains(out, "shard restarts: 1; shard1 1")) << out;
+  EXPECT_TRUE(absl::StrContains(out, "psrun: job done")) << out;
 }
 
 TEST(Psrun, ShardThatFailsToStartIsReportedWithItsStderr) {

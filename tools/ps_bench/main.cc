@@ -150,6 +150,11 @@ int main(int argc, char** argv) {
   std::vector<double> latencies_ms;
   uint64_t ops = 0;
   double bytes = 0;
+  // Over the whole run (warm-up included): chunk updates the shards acked,
+  // to be matched against their updates_applied (tests/bench/load_test.sh),
+  // and calls that failed (each client stops at its first).
+  uint64_t acked_updates = 0;
+  int errors = 0;
   absl::Status first_error;
   const absl::Time start = absl::Now();
   const absl::Time measure_from =
@@ -172,6 +177,7 @@ int main(int argc, char** argv) {
       }
       std::vector<double> mine;
       uint64_t my_ops = 0;
+      uint64_t my_acked = 0;
       double my_bytes = 0;
       absl::Status err = client.status();
       // Clients start at different windows of the model.
@@ -190,12 +196,14 @@ int main(int argc, char** argv) {
                       (op == "pushpull" ? 2 : 1);
         }
         first = (first + per_op) % decls.size();
-        if (op == "push") {
-          err = client.value()->Push(ns, gs).status();
-        } else if (op == "pull") {
+        if (op == "pull") {
           err = client.value()->Pull(ns, ws);
         } else {
-          err = client.value()->PushPull(ns, gs, ws).status();
+          absl::StatusOr<pskit::PushResult> pushed =
+              op == "push" ? client.value()->Push(ns, gs)
+                           : client.value()->PushPull(ns, gs, ws);
+          err = pushed.status();
+          if (pushed.ok()) my_acked += pushed->chunks;
         }
         const absl::Time t1 = absl::Now();
         if (err.ok() && t0 >= measure_from && t1 <= stop) {
@@ -208,6 +216,8 @@ int main(int argc, char** argv) {
       latencies_ms.insert(latencies_ms.end(), mine.begin(), mine.end());
       ops += my_ops;
       bytes += my_bytes;
+      acked_updates += my_acked;
+      if (!err.ok()) ++errors;
       if (!err.ok() && first_error.ok()) first_error = err;
     });
   }
@@ -243,7 +253,11 @@ int main(int argc, char** argv) {
   }
   for (auto& th : threads) th.join();
   if (checkpointer.joinable()) checkpointer.join();
-  if (!first_error.ok()) return Fail(first_error.ToString());
+  if (!first_error.ok()) {
+    return Fail(absl::StrCat(
+        errors, " of ", clients, " clients failed (", acked_updates,
+        " chunk updates acked); first: ", first_error.ToString()));
+  }
   if (!checkpoint_error.ok()) return Fail(checkpoint_error.ToString());
   double checkpoint_mean = 0, checkpoint_max = 0;
   for (double d : checkpoint_s) {
@@ -264,11 +278,13 @@ int main(int argc, char** argv) {
         "\"bytes\":%.0f,\"gb_per_s\":%.4f,\"p50_ms\":%.3f,\"p99_ms\":%.3f,"
         "\"max_ms\":%.3f,\"op_tensors\":%zu,\"checkpoints\":%zu,"
         "\"checkpoint_mean_s\":%.3f,\"checkpoint_max_s\":%.3f,"
-        "\"checkpoint_busy_fraction\":%.3f}\n",
+        "\"checkpoint_busy_fraction\":%.3f,\"acked_updates\":%llu,"
+        "\"errors\":%d}\n",
         op.c_str(), enc.c_str(), model_mib, shards.size(), clients, seconds,
         static_cast<unsigned long long>(ops), ops_per_s, bytes, gbps, p50, p99,
         max, per_op, checkpoint_s.size(), checkpoint_mean, checkpoint_max,
-        checkpoint_busy_s / seconds);
+        checkpoint_busy_s / seconds,
+        static_cast<unsigned long long>(acked_updates), errors);
   } else {
     std::printf("ps-bench: op=%s encoding=%s model=%.1f MiB shards=%zu "
                 "clients=%d measured %.1f s\n",
@@ -280,6 +296,10 @@ int main(int argc, char** argv) {
                 static_cast<unsigned long long>(ops));
     std::printf("  latency per op: p50 %.1f ms  p99 %.1f ms  max %.1f ms\n",
                 p50, p99, max);
+    std::printf(
+        "  chunk updates acked (whole run, warm-up included): %llu; "
+        "errors: %d\n",
+        static_cast<unsigned long long>(acked_updates), errors);
     if (every > 0) {
       std::printf("  checkpoints: %zu, mean %.2f s, max %.2f s, running %.0f%% "
                   "of the measured time\n",

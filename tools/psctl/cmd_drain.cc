@@ -1,6 +1,7 @@
 // tools/psctl/cmd_drain.cc
 //
-// The drain command: end every job, wait for the workers to leave.
+// The drain command: end every job, wait for the workers to leave; and the
+// shutdown command: a drain, then one checkpoint id on every shard.
 //
 // Thread safety: run by psctl's one thread.
 #include <algorithm>
@@ -120,6 +121,55 @@ Outcome CmdDrain(Context* ctx, const std::vector<std::string>& args) {
         " s (--wait_s); their jobs are ended, so they leave at their next "
         "heartbeat, or their leases lapse (ps-server --lease_s)"));
   }
+  return Ok();
+}
+
+// ---------------------------------------------------------------------------
+// shutdown [--id ID] [--wait_s N] [--reason TEXT]
+
+Outcome CmdShutdown(Context* ctx, const std::vector<std::string>& args) {
+  if (!args.empty()) {
+    return Usage("shutdown takes no arguments (the id goes in --id)");
+  }
+  // Checked before the drain, so a bad id changes nothing.
+  std::string id = absl::GetFlag(FLAGS_id);
+  if (id.empty())
+    id = absl::StrCat("shutdown-", absl::ToUnixMillis(absl::Now()));
+  if (id.size() > 128 || id.find('/') != std::string::npos ||
+      std::any_of(id.begin(), id.end(),
+                  [](char ch) { return ch <= ' ' || ch > '~'; })) {
+    return Usage(
+        "--id must be 1..128 printable ASCII characters without '/' or "
+        "spaces");
+  }
+  // 1. The drain: jobs end, no new worker is let in, and the wait lasts
+  // until no worker holds a lease, so no update can arrive after step 2.
+  Outcome drained = CmdDrain(ctx, {});
+  Json drain = std::move(ctx->out);
+  std::string text = std::move(ctx->text);
+  ctx->out = Json::Object();
+  if (drained.code != kExitOk) {
+    ctx->out.Set("drain", std::move(drain));
+    ctx->text = text;
+    absl::StrAppend(&drained.error,
+                    "; no shutdown checkpoint was taken (run psctl shutdown "
+                    "again once the workers are gone)");
+    return drained;
+  }
+  // 2. One checkpoint id on every shard, waited for. The shards' own final
+  // checkpoints at SIGTERM are skipped when nothing changed since, so this
+  // id stays every shard's newest: the cluster restarts from it, and
+  // `psctl restore ID` brings it back.
+  absl::SetFlag(&FLAGS_id, id);
+  absl::SetFlag(&FLAGS_wait, true);
+  Outcome taken = CmdCheckpoint(ctx, {});
+  ctx->out.Set("drain", std::move(drain));
+  ctx->text = absl::StrCat(text, ctx->text);
+  if (taken.code != kExitOk) return taken;
+  absl::StrAppend(&ctx->text, "shut down: checkpoint ", id,
+                  " is on every shard; stop the shards now (SIGTERM: each "
+                  "writes no checkpoint of its own unless updated since); a "
+                  "restarted cluster loads it\n");
   return Ok();
 }
 

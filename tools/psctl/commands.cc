@@ -62,6 +62,14 @@ constexpr Command kCommands[] = {
      "then waits (asking every 0.5 s, up to --timeout_s) until no worker\n"
      "holds a lease. Exit 1 if some still do.",
      CmdDrain},
+    {"shutdown", "shutdown [--id ID] [--wait_s N] [--reason TEXT]",
+     "Readies the whole cluster to stop with one checkpoint: drains (as\n"
+     "drain does, and fails like it if workers still hold leases after\n"
+     "--wait_s), then takes checkpoint ID (default shutdown-<unix ms>) on\n"
+     "every shard and waits for it. Stop the shards afterwards (SIGTERM):\n"
+     "a shard with no update since writes no final checkpoint of its own,\n"
+     "so ID stays the newest on every shard and a restart loads it.",
+     CmdShutdown},
 };
 
 constexpr absl::string_view kCommonHelp =

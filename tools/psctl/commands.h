@@ -30,6 +30,7 @@ Outcome CmdRestore(Context* ctx, const std::vector<std::string>& args);
 Outcome CmdSet(Context* ctx, const std::vector<std::string>& args);
 Outcome CmdDump(Context* ctx, const std::vector<std::string>& args);
 Outcome CmdDrain(Context* ctx, const std::vector<std::string>& args);
+Outcome CmdShutdown(Context* ctx, const std::vector<std::string>& args);
 Outcome CmdHealth(Context* ctx, const std::vector<std::string>& args);
 
 // One command: its name, one-line synopsis, help text and function.

@@ -64,6 +64,13 @@ ABSL_FLAG(bool, tls, false,
           "run the cluster with mTLS: make a throw-away CA and certificates "
           "in <run dir>/tls, give them to shards, workers, the evaluator and "
           "psrun's monitor, and print the psctl flags that reach it");
+ABSL_FLAG(int32_t, restart_shards, 0,
+          "restart a shard that dies (SIGKILL, crash) on the same address and "
+          "data directory, at most this many times per shard; 0: a dead "
+          "shard fails the job");
+ABSL_FLAG(double, restart_backoff_s, 1,
+          "seconds before a shard's restart, doubled while it keeps dying "
+          "within a minute (at most 30)");
 
 int main(int argc, char** argv) {
   // Everything after the first "--" belongs to the workers; absl parses the
@@ -134,5 +141,7 @@ int main(int argc, char** argv) {
       o.client_flags.push_back(value);
     }
   }
+  o.restart_shards = absl::GetFlag(FLAGS_restart_shards);
+  o.restart_backoff = absl::Seconds(absl::GetFlag(FLAGS_restart_backoff_s));
   return pskit::launch::RunLocalCluster(o);
 }

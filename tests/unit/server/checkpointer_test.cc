@@ -1,8 +1,9 @@
 // Checkpointer driven by a fake clock: automatic checkpoints fall on the
 // clock's multiples of the interval (and only then), missed slots are
 // skipped, requests and restores run on its thread, and after Stop every
-// request is answered UNAVAILABLE. Time moves only when the test says so;
-// nothing sleeps.
+// request is answered UNAVAILABLE; the shutdown checkpoint is skipped when
+// nothing changed since the newest checkpoint. Time moves only when the test
+// says so; nothing sleeps.
 #include "server/checkpointer.h"
 
 #include <memory>
@@ -151,6 +152,85 @@ TEST_F(CheckpointerTest, RestoreRunsOnItsThread) {
             absl::StatusCode::kNotFound);
   EXPECT_EQ(Request("before").status().code(),
             absl::StatusCode::kAlreadyExists);
+}
+
+// A coordinated shutdown takes one shared id on every shard; the shard's own
+// final checkpoint must then not bury it under a "final-" id of its own
+// unless the shard changed since.
+TEST_F(CheckpointerTest, FinalCheckpointOnlyWhenTheStateChanged) {
+  v1::DeclareRequest declare;
+  declare.set_namespace_("job");
+  declare.mutable_layout()->set_num_shards(1);
+  declare.mutable_layout()->set_chunk_elems(4096);
+  *declare.mutable_config() = testing::SgdConfig(0.1f);
+  v1::TensorSpec* t = declare.add_tensors();
+  t->set_name("w");
+  t->add_shape(8);
+  t->mutable_init()->set_kind(v1::INIT_ZEROS);
+  v1::DeclareResponse declared;
+  ASSERT_OK(store_.Declare(declare, &declared));
+  Start(absl::ZeroDuration());
+  ASSERT_OK(Request("shared"));
+  checkpointer_->Stop();
+
+  // Nothing changed since "shared": no final checkpoint.
+  EXPECT_FALSE(checkpointer_->FinalCheckpoint("final-1").has_value());
+  ASSERT_EQ(checkpoints_->List().front().id(), "shared");
+
+  // One applied update since: the final checkpoint is taken.
+  v1::PushRequest push;
+  push.set_namespace_("job");
+  *push.mutable_layout() = declare.layout();
+  v1::ChunkData* g = push.add_grads();
+  g->set_tensor("w");
+  g->set_chunk(0);
+  g->set_encoding(v1::ENCODING_F32);
+  g->set_data(std::string(8 * sizeof(float), '\0'));
+  v1::PushResponse pushed;
+  ASSERT_OK(store_.Push(push, &pushed));
+  auto final2 = checkpointer_->FinalCheckpoint("final-2");
+  ASSERT_TRUE(final2.has_value());
+  ASSERT_OK(*final2);
+  EXPECT_EQ(checkpoints_->List().front().id(), "final-2");
+  // ... and is itself the newest, so a second shutdown adds nothing.
+  EXPECT_FALSE(checkpointer_->FinalCheckpoint("final-3").has_value());
+
+  // A shard started from the newest checkpoint (NoteLoaded) and stopped
+  // without an update writes none either; a declared tensor is a change.
+  ShardSnapshot snapshot = store_.Snapshot();
+  checkpointer_->NoteLoaded("final-2", Checkpointer::Fingerprint(snapshot));
+  EXPECT_FALSE(checkpointer_->FinalCheckpoint("final-4").has_value());
+  v1::DeclareRequest more = declare;
+  more.mutable_tensors(0)->set_name("later");
+  ASSERT_OK(store_.Declare(more, &declared));
+  auto final5 = checkpointer_->FinalCheckpoint("final-5");
+  ASSERT_TRUE(final5.has_value());
+  EXPECT_OK(*final5);
+}
+
+// The state matches a checkpoint that is not the newest (an operator
+// restored an older one): a restart would load the newest, so the final
+// checkpoint is taken.
+TEST_F(CheckpointerTest, FinalCheckpointAfterRestoringAnOlderOne) {
+  Start(absl::ZeroDuration());
+  ASSERT_OK(Request("old"));
+  v1::DeclareRequest declare;
+  declare.set_namespace_("job");
+  declare.mutable_layout()->set_num_shards(1);
+  declare.mutable_layout()->set_chunk_elems(4096);
+  *declare.mutable_config() = testing::SgdConfig(0.1f);
+  v1::TensorSpec* t = declare.add_tensors();
+  t->set_name("w");
+  t->add_shape(8);
+  t->mutable_init()->set_kind(v1::INIT_ZEROS);
+  v1::DeclareResponse declared;
+  ASSERT_OK(store_.Declare(declare, &declared));
+  ASSERT_OK(Request("new"));
+  ASSERT_OK(Request("old", /*restore=*/true));
+  checkpointer_->Stop();
+  auto final1 = checkpointer_->FinalCheckpoint("final-1");
+  ASSERT_TRUE(final1.has_value());
+  EXPECT_OK(*final1);
 }
 
 TEST_F(CheckpointerTest, AfterStopRequestsAreAnsweredUnavailable) {

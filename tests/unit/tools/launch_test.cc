@@ -1,6 +1,7 @@
 // The pieces of psrun's launcher that need no process: line splitting, wait
 // statuses, the accuracy trend, number formats, metrics ports and the
-// worker-flag checks. tests/integration/psrun_test.cc runs psrun itself.
+// worker-flag checks, the restart policy's options.
+// tests/integration/psrun_test.cc runs psrun itself.
 #include <netinet/in.h>
 #include <sys/socket.h>
 #include <sys/wait.h>
@@ -162,6 +163,25 @@ TEST(PsrunFlags, WorkerFlagsPsrunSetsItselfAreRefused) {
   ASSERT_OK_AND_ASSIGN(info, InspectWorkerArgs({"--lr", "0.1"}));
   EXPECT_FALSE(info.evaluator_can_end);
   EXPECT_FALSE(info.target_accuracy.has_value());
+}
+
+// The restart policy's options: a negative count or backoff is refused
+// with the flag named, before anything starts.
+TEST(PsrunFlags, RestartPolicyIsChecked) {
+  LauncherOptions o;
+  o.bin_dir = "/nonexistent";  // the restart check comes before binaries
+  o.restart_shards = -1;
+  absl::Status s = ValidateLauncherOptions(o);
+  EXPECT_EQ(s.code(), absl::StatusCode::kInvalidArgument);
+  EXPECT_TRUE(absl::StrContains(s.message(), "--restart_shards")) << s;
+  o.restart_shards = 3;
+  o.restart_backoff = absl::Seconds(-1);
+  s = ValidateLauncherOptions(o);
+  EXPECT_EQ(s.code(), absl::StatusCode::kInvalidArgument);
+  EXPECT_TRUE(absl::StrContains(s.message(), "--restart_backoff_s")) << s;
+  o.restart_backoff = absl::Seconds(1);
+  // Valid now: what is left is the missing binary.
+  EXPECT_EQ(ValidateLauncherOptions(o).code(), absl::StatusCode::kNotFound);
 }
 
 }  // namespace

@@ -23,13 +23,17 @@ absl::StatusOr<std::unique_ptr<Monitor>> Monitor::Start(
   admin_options.security = options.security;
   PSKIT_ASSIGN_OR_RETURN(std::unique_ptr<AdminClient> admin,
                          AdminClient::Connect(options.shards, admin_options));
-  std::unique_ptr<Monitor> m(new Monitor(std::move(options), std::move(admin)));
+  std::unique_ptr<Monitor> m(
+      new Monitor(std::move(options), admin_options, std::move(admin)));
   m->thread_ = std::thread([raw = m.get()] { raw->Loop(); });
   return m;
 }
 
-Monitor::Monitor(MonitorOptions options, std::unique_ptr<AdminClient> admin)
-    : options_(std::move(options)), admin_(std::move(admin)) {
+Monitor::Monitor(MonitorOptions options, const AdminOptions& admin_options,
+                 std::unique_ptr<AdminClient> admin)
+    : options_(std::move(options)),
+      admin_options_(admin_options),
+      admin_(std::move(admin)) {
   const size_t workers = options_.worker_metrics_ports.size();
   prev_samples_.resize(workers);
   prev_samples_time_.resize(workers);
@@ -53,6 +57,25 @@ ClusterSample Monitor::Latest() const {
 void Monitor::SetWorkerRunning(int j, bool running) {
   absl::MutexLock lock(&mu_);
   if (j >= 0 && static_cast<size_t>(j) < running_.size()) running_[j] = running;
+}
+
+std::vector<ShardResult<v1::CheckpointResponse>> Monitor::Checkpoint(
+    const std::string& id, absl::Duration timeout) {
+  // Its own client: the monitor's deadline (rpc_timeout) is too short for
+  // a checkpoint's write.
+  AdminOptions o = admin_options_;
+  o.timeout = timeout;
+  absl::StatusOr<std::unique_ptr<AdminClient>> admin =
+      AdminClient::Connect(options_.shards, o);
+  if (!admin.ok()) {
+    std::vector<ShardResult<v1::CheckpointResponse>> out(1);
+    out[0].status = admin.status();
+    out[0].description = std::string(admin.status().message());
+    return out;
+  }
+  v1::CheckpointRequest req;
+  req.set_id(id);
+  return (*admin)->Checkpoint((*admin)->ToEveryShard(req), timeout);
 }
 
 ClusterSample Monitor::PollNow() {

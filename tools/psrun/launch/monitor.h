@@ -108,8 +108,14 @@ class Monitor {
   // timeout per running worker.
   ClusterSample PollNow() ABSL_LOCKS_EXCLUDED(round_mu_, mu_);
 
+  // Takes checkpoint `id` on every shard, waiting at most `timeout`; one
+  // result per shard. Blocks the calling thread.
+  std::vector<ShardResult<v1::CheckpointResponse>> Checkpoint(
+      const std::string& id, absl::Duration timeout);
+
  private:
-  Monitor(MonitorOptions options, std::unique_ptr<AdminClient> admin);
+  Monitor(MonitorOptions options, const AdminOptions& admin_options,
+          std::unique_ptr<AdminClient> admin);
   void Loop() ABSL_LOCKS_EXCLUDED(round_mu_, mu_);
   // One round: Status from every shard, scrapes, rates; publishes the sample.
   ClusterSample Round() ABSL_EXCLUSIVE_LOCKS_REQUIRED(round_mu_)
@@ -117,6 +123,7 @@ class Monitor {
 
   // Constant after construction.
   const MonitorOptions options_;
+  const AdminOptions admin_options_;  // admin_'s
   const std::unique_ptr<AdminClient> admin_;
 
   // Protected by round_mu_: what the rates are computed from.

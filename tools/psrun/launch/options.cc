@@ -32,6 +32,12 @@ absl::Status ValidateLauncherOptions(const LauncherOptions& o) {
       !s.ok()) {
     return s;
   }
+  if (o.restart_shards < 0 || o.restart_backoff < absl::ZeroDuration()) {
+    return absl::InvalidArgumentError(absl::StrCat(
+        "--restart_shards must be >= 0 (restarts per shard; 0: a dead shard "
+        "fails the job) and --restart_backoff_s >= 0, got ",
+        o.restart_shards, " and ", absl::ToDoubleSeconds(o.restart_backoff)));
+  }
   if (o.kill_timeout < absl::ZeroDuration() ||
       o.start_timeout <= absl::ZeroDuration() ||
       o.status_interval < absl::ZeroDuration()) {

@@ -84,14 +84,25 @@ struct LauncherOptions {
   // and TLS alone is what one debugs certificates with. Excludes psrun's
   // own --token_file and --auth_tokens in server_args. Default: off.
   bool auth = false;
+  // A shard that dies once the cluster is up (SIGKILL, a crash) is started
+  // again on the same address and data directory, as Kubernetes and SLURM
+  // restart them: it loads its newest checkpoint and the workers, which
+  // retry UNAVAILABLE until their --timeout_s, go on. At most this many
+  // restarts per shard; one more death fails the job. 0: a dead shard
+  // fails the job at once. Default: 0.
+  int restart_shards = 0;
+  // Wait before a restart: restart_backoff, doubled for each restart of a
+  // shard that ran less than a minute since its last start, at most 30 s.
+  // Default: 1 s.
+  absl::Duration restart_backoff = absl::Seconds(1);
 };
 
 // INVALID_ARGUMENT (the message says which option and how to fix it) for
-// servers or workers < 1, a negative duration or port base, an evaluator
-// that could never end, a server arg psrun sets itself, a client security
-// flag among the worker flags (it belongs to psrun), --tls with TLS files
-// of psrun's own or in the server args; NOT_FOUND when
-// ps-server or ps-worker is missing from bin_dir.
+// servers or workers < 1, a negative duration, port base or restart count, an
+// evaluator that could never end, a server arg psrun sets itself, a client
+// security flag among the worker flags (it belongs to psrun), --tls with TLS
+// files of psrun's own or in the server args; NOT_FOUND when ps-server or
+// ps-worker is missing from bin_dir.
 [[nodiscard]] absl::Status ValidateLauncherOptions(const LauncherOptions& o);
 
 }  // namespace pskit::launch

@@ -146,6 +146,20 @@ void Launcher::PrintSummary() {
     console_.Out(line);
   }
 
+  if (options_.restart_shards > 0 || shard_restarts_ > 0) {
+    std::string line = absl::StrCat("  shard restarts: ", shard_restarts_);
+    for (const auto& c : children_) {
+      if (c->role == Role::kShard && c->restarts > 0) {
+        absl::StrAppend(&line, "; ", c->name, " ", c->restarts);
+      }
+    }
+    absl::StrAppend(&line, " (--restart_shards ", options_.restart_shards,
+                    " each)");
+    console_.Out(line);
+  }
+  if (!shutdown_checkpoint_.empty()) {
+    console_.Out("  checkpoint on every shard: " + shutdown_checkpoint_);
+  }
   std::optional<double> final_acc = trend_.latest();
   std::optional<double> best_acc = trend_.best();
   for (const auto& c : children_) {

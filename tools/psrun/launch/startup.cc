@@ -163,6 +163,7 @@ bool Launcher::Spawn(Role role, int index, const std::string& binary,
   c->fds[1] = spawned->stderr_fd;
   c->started = absl::Now();
   c->running = true;
+  c->args = args;
   Note(absl::StrCat("started ", c->name, " (pid ", c->pid, ")"));
   children_.push_back(std::move(c));
   return true;

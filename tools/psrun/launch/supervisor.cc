@@ -166,6 +166,10 @@ absl::Time Launcher::NextDeadline() const {
       (phase_ == Phase::kRunning || phase_ == Phase::kFinalEvaluation)) {
     t = std::min(t, next_status_);
   }
+  if (phase_ == Phase::kWaitingForShards || phase_ == Phase::kRunning ||
+      phase_ == Phase::kFinalEvaluation) {
+    for (const auto& c : children_) t = std::min(t, c->restart_at);
+  }
   return t;
 }
 
@@ -281,6 +285,7 @@ void Launcher::OnExit(Child& c, int wait_status) {
   const int sig = WIFSIGNALED(wait_status) ? WTERMSIG(wait_status) : 0;
   const std::string how = absl::StrCat(c.name, " (pid ", c.pid, ") ",
                                        DescribeWaitStatus(wait_status));
+  if (c.role == Role::kShard && !c.stop_sent && ScheduleRestart(c)) return;
   if (c.stop_sent && (exited_zero || sig == SIGTERM || sig == SIGKILL)) {
     if (c.role == Role::kShard && sig == SIGKILL && c.kill_sent &&
         stop_signals_ < 2) {
@@ -319,8 +324,73 @@ void Launcher::OnSample(const ClusterSample& s) {
   }
 }
 
+bool Launcher::ScheduleRestart(Child& c) {
+  // Only a shard that was up (it printed its address, which the restart
+  // reuses) while the job runs; not one being stopped.
+  if (c.address.empty() || c.restarts >= options_.restart_shards ||
+      !(phase_ == Phase::kWaitingForShards || phase_ == Phase::kRunning ||
+        phase_ == Phase::kFinalEvaluation)) {
+    return false;
+  }
+  // Kubernetes-like backoff: doubled while the shard keeps dying soon after
+  // its start, reset once it ran a minute.
+  if (c.backoff == absl::ZeroDuration() ||
+      c.ended - c.started >= absl::Minutes(1)) {
+    c.backoff = options_.restart_backoff;
+  } else {
+    c.backoff = std::min(2 * c.backoff, absl::Seconds(30));
+  }
+  c.restart_at = absl::Now() + c.backoff;
+  console_.Err(
+      absl::StrCat("psrun: ", c.name, " (pid ", c.pid, ") ",
+                   DescribeWaitStatus(c.wait_status), "; restarting it on ",
+                   c.address, " in ", HumanDuration(c.backoff), " (restart ",
+                   c.restarts + 1, " of ", options_.restart_shards, ")"));
+  return true;
+}
+
+void Launcher::RestartDueShards() {
+  const absl::Time now = absl::Now();
+  for (auto& cp : children_) {
+    Child& c = *cp;
+    if (c.role != Role::kShard || c.running || c.restart_at > now) continue;
+    c.restart_at = absl::InfiniteFuture();
+    // The same flags on the address it had, so the workers' channels find
+    // it again, and the same --data_dir, so it loads its newest checkpoint.
+    std::vector<std::string> args = c.args;
+    for (size_t i = 0; i + 1 < args.size(); ++i) {
+      if (args[i] == "--listen") args[i + 1] = c.address;
+    }
+    absl::StatusOr<SpawnedChild> spawned =
+        SpawnChild(options_.bin_dir + "/ps-server", args);
+    if (!spawned.ok()) {
+      Fail(absl::StrCat("cannot restart ", c.name, ": ",
+                        spawned.status().message()),
+           nullptr);
+      return;
+    }
+    ++c.restarts;
+    ++shard_restarts_;
+    c.pid = spawned->pid;
+    c.fds[0] = spawned->stdout_fd;
+    c.fds[1] = spawned->stderr_fd;
+    c.split[0] = LineSplitter();
+    c.split[1] = LineSplitter();
+    c.started = absl::Now();
+    c.running = true;
+    c.wait_status = 0;
+    Note(absl::StrCat("restarted ", c.name, " (pid ", c.pid, ") on ", c.address,
+                      " (restart ", c.restarts, " of ", options_.restart_shards,
+                      ")"));
+  }
+}
+
 void Launcher::Advance() {
   const absl::Time now = absl::Now();
+  if (phase_ == Phase::kWaitingForShards || phase_ == Phase::kRunning ||
+      phase_ == Phase::kFinalEvaluation) {
+    RestartDueShards();
+  }
   switch (phase_) {
     case Phase::kStartingShards: {
       bool all = true;
@@ -450,19 +520,56 @@ void Launcher::BeginStop() {
 }
 
 void Launcher::StopShards() {
+  // A restart still pending is not made: the job is over.
+  for (auto& c : children_) c->restart_at = absl::InfiniteFuture();
   // One last look at the counters and the final evaluation, while the
   // shards still answer.
   if (monitor_ != nullptr) {
     if (sample_.round > 0) OnSample(monitor_->PollNow());
+    TakeShutdownCheckpoint();
     monitor_->Stop();
   }
   phase_ = Phase::kStoppingShards;
   phase_deadline_ = absl::Now() + options_.kill_timeout;
   escalated_ = false;
   if (AnyRunning(true)) {
-    Note("stopping the shards (SIGTERM; they write a final checkpoint)");
+    Note(shutdown_checkpoint_.empty()
+             ? "stopping the shards (SIGTERM; they write a final checkpoint)"
+             : "stopping the shards (SIGTERM; a shard writes a final "
+               "checkpoint of its own only if it changed since)");
   }
   SignalAll(true, SIGTERM);
+}
+
+void Launcher::TakeShutdownCheckpoint() {
+  // Only a whole cluster makes a restorable checkpoint, and only one that
+  // ran workers has anything new to keep.
+  // A second stop signal asked for everything to end at once.
+  if (workers_started_ == absl::InfiniteFuture() || stop_signals_ >= 2) return;
+  for (const auto& c : children_) {
+    if (c->role == Role::kShard && !c->running) return;
+  }
+  // The workers have all exited (StopShards runs after them), so no update
+  // can land on one shard after its copy: each shard's state in this
+  // checkpoint is final, and its SIGTERM then adds none of its own.
+  const std::string id =
+      absl::StrCat("shutdown-", absl::ToUnixMillis(absl::Now()));
+  std::vector<ShardResult<v1::CheckpointResponse>> results =
+      monitor_->Checkpoint(id, options_.kill_timeout);
+  std::vector<std::string> failed;
+  for (const auto& r : results) {
+    if (!r.ok()) failed.push_back(r.description);
+  }
+  if (failed.empty()) {
+    shutdown_checkpoint_ = id;
+    Note(absl::StrCat("checkpoint '", id, "' taken on every shard (psctl ",
+                      "restore ", id, " brings this cluster back)"));
+  } else {
+    console_.Err(absl::StrCat(
+        "psrun: warning: the shutdown checkpoint '", id,
+        "' failed on some shards (", absl::StrJoin(failed, "; "),
+        "); each shard writes a final checkpoint of its own instead"));
+  }
 }
 
 // Sends `sig` to the running shards (`shards`) or to the running workers

@@ -62,6 +62,13 @@ struct Child {
   bool kill_sent = false;  // psrun sent SIGKILL
   std::deque<std::string> tail;
   std::string address;  // shards: from "ps-server listening on"
+  // Shards: the arguments it was started with (a restart reuses them on
+  // its first address), restarts so far, the next one's time (InfiniteFuture:
+  // none pending) and the wait before it.
+  std::vector<std::string> args;
+  int restarts = 0;
+  absl::Time restart_at = absl::InfiniteFuture();
+  absl::Duration backoff = absl::ZeroDuration();
   // From the child's own summary line, when it printed one.
   std::optional<int64_t> steps, samples;
   std::optional<double> best_accuracy, last_accuracy;
@@ -114,6 +121,15 @@ class Launcher {
   void OnSample(const ClusterSample& s);
   void Advance();
 
+  // Whether a dead shard `c` gets restarted (restart policy, phase); if so,
+  // schedules it and says so.
+  bool ScheduleRestart(Child& c);
+  // Starts the shards whose restart is due.
+  void RestartDueShards();
+  // Before SIGTERM to the shards: one checkpoint id on every shard, which
+  // the shards' own final checkpoints then leave the newest.
+  void TakeShutdownCheckpoint();
+
   // Reports a failure (the first decides the exit code) and stops.
   void Fail(const std::string& what, const Child* c);
   void BeginStop();
@@ -163,6 +179,8 @@ class Launcher {
   // A --target_accuracy was set and the evaluator's best stayed below it:
   // the job ran, but did not do what it was asked (exit 1).
   bool target_missed_ = false;
+  int shard_restarts_ = 0;           // by the restart policy, all shards
+  std::string shutdown_checkpoint_;  // its id, once on every shard
 };
 
 }  // namespace pskit::launch
