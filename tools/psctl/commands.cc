@@ -62,6 +62,14 @@ constexpr Command kCommands[] = {
      "then waits (asking every 0.5 s, up to --timeout_s) until no worker\n"
      "holds a lease. Exit 1 if some still do.",
      CmdDrain},
+    {"token", "token new --role R [--namespaces a,b] --out FILE",
+     "Makes a fresh bearer token (32 random bytes, base64url) and writes it\n"
+     "to FILE (mode 0600; an existing FILE is never overwritten) for a\n"
+     "client's --token_file. Prints on stdout the line to add to every\n"
+     "shard's --auth_tokens file: the token's SHA-256, the role (reader,\n"
+     "worker or admin) and the namespaces (none: every namespace). Needs no\n"
+     "shards.",
+     CmdToken, /*local=*/true},
 };
 
 constexpr absl::string_view kCommonHelp =

@@ -31,6 +31,7 @@ Outcome CmdSet(Context* ctx, const std::vector<std::string>& args);
 Outcome CmdDump(Context* ctx, const std::vector<std::string>& args);
 Outcome CmdDrain(Context* ctx, const std::vector<std::string>& args);
 Outcome CmdHealth(Context* ctx, const std::vector<std::string>& args);
+Outcome CmdToken(Context* ctx, const std::vector<std::string>& args);
 
 // One command: its name, one-line synopsis, help text and function.
 struct Command {
@@ -38,6 +39,8 @@ struct Command {
   const char* synopsis;
   const char* help;
   Outcome (*run)(Context*, const std::vector<std::string>&);
+  // Runs on this machine alone: no --shards needed, none contacted.
+  bool local = false;
 };
 
 // The whole help (`psctl help`, `psctl --help`): usage and every command.
