@@ -10,6 +10,8 @@
 #include <arpa/inet.h>
 #include <netinet/in.h>
 #include <sys/socket.h>
+#include <sys/stat.h>
+#include <sys/wait.h>
 #include <unistd.h>
 
 #include <fstream>
@@ -31,6 +33,7 @@
 #include "gtest/gtest.h"
 #include "pskit/v1/admin.pb.h"
 #include "pskit/v1/ps.pb.h"
+#include "tests/testing/child_server.h"
 #include "tests/testing/cluster.h"
 #include "tests/testing/status_matchers.h"
 
@@ -633,6 +636,61 @@ TEST(MetricsTokenTest, EndpointRequiresTheBearerToken) {
   auto refused = Server::Start(options);
   ASSERT_FALSE(refused.ok());
   EXPECT_THAT(refused.status().message(), HasSubstr("--metrics_token_file"));
+}
+
+// Runs psctl with `args`; returns its exit code and its stdout in *out.
+int RunPsctl(const std::vector<std::string>& args, std::string* out) {
+  int fd = -1;
+  const pid_t pid = testing::SpawnPiped(testing::SiblingBinary("psctl"), args,
+                                        /*merge_stderr=*/false, &fd);
+  if (pid < 0) return -1;
+  out->clear();
+  char buf[4096];
+  for (ssize_t n; (n = read(fd, buf, sizeof(buf))) != 0;) {
+    if (n < 0 && errno == EINTR) continue;
+    if (n < 0) break;
+    out->append(buf, n);
+  }
+  close(fd);
+  int status = 0;
+  waitpid(pid, &status, 0);
+  return WIFEXITED(status) ? WEXITSTATUS(status) : -1;
+}
+
+TEST(PsctlTokenTest, NewWritesA0600TokenAndPrintsItsShardLine) {
+  TempDir dir;
+  const std::string path = dir.path() + "/worker.token";
+  std::string out;
+  ASSERT_EQ(RunPsctl({"token", "new", "--role", "worker", "--namespaces",
+                      "jobA,jobB", "--out", path},
+                     &out),
+            0);
+  ASSERT_OK_AND_ASSIGN(std::string token, ReadTokenFile(path));
+  EXPECT_EQ(token.size(), 43u);
+  EXPECT_EQ(out, HashToken(token) + " worker jobA,jobB\n");
+  EXPECT_THAT(out, Not(HasSubstr(token)));
+  struct stat st;
+  ASSERT_EQ(stat(path.c_str(), &st), 0);
+  EXPECT_EQ(st.st_mode & 0777, 0600);
+  // The printed line is what a shard's token file takes.
+  ASSERT_OK_AND_ASSIGN(auto entries, ParseTokenText(out, "stdout"));
+  ASSERT_NE(FindToken(entries, token), nullptr);
+  EXPECT_EQ(FindToken(entries, token)->role, TokenRole::kWorker);
+
+  // Never over an existing file; a bad role or no --out is a usage error.
+  EXPECT_EQ(RunPsctl({"token", "new", "--role", "admin", "--out", path}, &out),
+            1);
+  ASSERT_OK_AND_ASSIGN(std::string still, ReadTokenFile(path));
+  EXPECT_EQ(still, token);
+  EXPECT_EQ(RunPsctl({"token", "new", "--role", "root", "--out",
+                      dir.path() + "/x"},
+                     &out),
+            2);
+  EXPECT_EQ(RunPsctl({"token", "new", "--role", "reader"}, &out), 2);
+  EXPECT_EQ(RunPsctl({"token", "new", "--role", "reader", "--namespaces",
+                      "a,,b", "--out", dir.path() + "/y"},
+                     &out),
+            2);
 }
 
 }  // namespace
