@@ -196,8 +196,11 @@ absl::Status Gate::AuthorizeRequest(const Caller& caller,
 
 void Gate::Answered(const Caller& caller, const MethodPolicy& policy,
                     const google::protobuf::Message& request,
-                    const google::protobuf::Message& response) {
-  if (metrics_ != nullptr) metrics_->RecordAnswer(request, response);
+                    const google::protobuf::Message& response,
+                    bool count_updates) {
+  if (metrics_ != nullptr && count_updates) {
+    metrics_->RecordAnswer(request, response);
+  }
   if (caller.open()) return;
   switch (policy.worker_id) {
     case MethodPolicy::WorkerId::kNone:

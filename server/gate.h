@@ -153,10 +153,11 @@ class Gate {
       const google::protobuf::Message& request) ABSL_LOCKS_EXCLUDED(mu_);
 
   // After a successful answer: binds or releases the worker id (per policy)
-  // and records the answer's metrics (updates applied, staleness).
+  // and, with `count_updates`, records the answer's metrics (updates
+  // applied, staleness).
   void Answered(const Caller& caller, const MethodPolicy& policy,
                 const google::protobuf::Message& request,
-                const google::protobuf::Message& response)
+                const google::protobuf::Message& response, bool count_updates)
       ABSL_LOCKS_EXCLUDED(mu_);
 
   // Counts a refusal (pskit_server_auth_refusals_total{rpc,reason}).
@@ -193,13 +194,17 @@ class ServerCall final : public grpc::ServerUnaryReactor {
   const Req& request() const { return request_; }
   Resp* response() { return &response_; }
 
+  // Marks the answer as one that applied nothing (a replayed answer to a
+  // retried push): Reply then counts no updates or staleness for it.
+  void DoNotCountUpdates() { count_updates_ = false; }
+
   // Answers the call: with an OK status the response is sent.
   void Reply(const absl::Status& status) {
     if (!status.ok()) {
       Finish(ToGrpcStatus(status));
       return;
     }
-    gate_->Answered(caller_, policy_, request_, response_);
+    gate_->Answered(caller_, policy_, request_, response_, count_updates_);
     bool own = false;
     grpc::Status s =
         grpc::SerializationTraits<Resp>::Serialize(response_, out_, &own);
@@ -220,6 +225,7 @@ class ServerCall final : public grpc::ServerUnaryReactor {
   Caller caller_;
   Req request_;
   Resp response_;
+  bool count_updates_ = true;
 };
 
 namespace gate_internal {
