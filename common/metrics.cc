@@ -11,17 +11,49 @@
 #include <cerrno>
 #include <cstring>
 
+#include "absl/strings/ascii.h"
 #include "absl/strings/escaping.h"
 #include "absl/strings/match.h"
 #include "absl/strings/strip.h"
 #include "absl/strings/numbers.h"
 #include "absl/strings/str_cat.h"
+#include "absl/strings/str_split.h"
+#include "common/auth_token.h"
 #include "absl/time/clock.h"
 #include "common/http_get.h"
 #include "prometheus/text_serializer.h"
 #include "spdlog/spdlog.h"
 
 namespace pskit {
+
+namespace {
+
+// Whether the HTTP request's headers hold "Authorization: Bearer <token>"
+// with exactly `token` (header name and scheme case-insensitive). The
+// comparison takes the same time wherever the presented token differs.
+bool HasBearerToken(absl::string_view request, absl::string_view token) {
+  bool found = false;
+  for (absl::string_view header : absl::StrSplit(request, '\n')) {
+    header = absl::StripTrailingAsciiWhitespace(header);
+    if (header.empty()) break;  // end of the headers
+    const size_t colon = header.find(':');
+    if (colon == absl::string_view::npos ||
+        !absl::EqualsIgnoreCase(header.substr(0, colon), "authorization")) {
+      continue;
+    }
+    absl::string_view value =
+        absl::StripAsciiWhitespace(header.substr(colon + 1));
+    if (value.size() < 7 ||
+        !absl::EqualsIgnoreCase(value.substr(0, 7), "bearer ")) {
+      continue;
+    }
+    value = absl::StripAsciiWhitespace(value.substr(7));
+    if (ConstantTimeEquals(value, token)) found = true;
+  }
+  return found;
+}
+
+}  // namespace
 
 prometheus::Histogram::BucketBoundaries LatencyBuckets() {
   return {0.0001, 0.00025, 0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025,
@@ -31,7 +63,8 @@ prometheus::Histogram::BucketBoundaries LatencyBuckets() {
 
 absl::StatusOr<std::unique_ptr<MetricsEndpoint>> MetricsEndpoint::Start(
     const std::string& host, int port,
-    std::shared_ptr<prometheus::Collectable> registry) {
+    std::shared_ptr<prometheus::Collectable> registry,
+    std::string bearer_token) {
   if (port < 0 || port > 65535) {
     return absl::InvalidArgumentError(absl::StrCat(
         "metrics port ", port, " is not in [0, 65535] (0 picks a free port)"));
@@ -59,6 +92,7 @@ absl::StatusOr<std::unique_ptr<MetricsEndpoint>> MetricsEndpoint::Start(
   auto endpoint = std::unique_ptr<MetricsEndpoint>(new MetricsEndpoint());
   endpoint->host_ = host;
   endpoint->collectable_ = std::move(registry);
+  endpoint->bearer_token_ = std::move(bearer_token);
   const std::string address = absl::StrCat(host, ":", port);
   const int fd = socket(AF_INET, SOCK_STREAM | SOCK_CLOEXEC, 0);
   if (fd < 0) {
@@ -133,8 +167,15 @@ void MetricsEndpoint::Answer(int fd) {
   const size_t line_end = request.find_first_of("\r\n");
   absl::string_view line = absl::string_view(request).substr(0, line_end);
   std::string status, body, type = "text/plain; charset=utf-8";
+  std::string extra_headers;
   const bool head = absl::StartsWith(line, "HEAD ");
-  if (!absl::StartsWith(line, "GET ") && !head) {
+  if (!bearer_token_.empty() && !HasBearerToken(request, bearer_token_)) {
+    status = "401 Unauthorized";
+    body =
+        "this endpoint requires 'Authorization: Bearer <token>' (the token "
+        "in the shard's --metrics_token_file)\n";
+    extra_headers = "WWW-Authenticate: Bearer\r\n";
+  } else if (!absl::StartsWith(line, "GET ") && !head) {
     status = "405 Method Not Allowed";
     body = "only GET /metrics is served\n";
   } else if (absl::StartsWith(line.substr(head ? 5 : 4), "/metrics ") ||
@@ -148,7 +189,8 @@ void MetricsEndpoint::Answer(int fd) {
   }
   std::string out = absl::StrCat("HTTP/1.0 ", status, "\r\nContent-Type: ",
                                  type, "\r\nContent-Length: ", body.size(),
-                                 "\r\nConnection: close\r\n\r\n");
+                                 "\r\n", extra_headers,
+                                 "Connection: close\r\n\r\n");
   if (!head) out += body;
   size_t sent = 0;
   while (sent < out.size()) {

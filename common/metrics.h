@@ -52,11 +52,14 @@ prometheus::Histogram::BucketBoundaries LatencyBuckets();
 class MetricsEndpoint {
  public:
   // Serves `registry` at http://host:port/metrics. `port` 0 picks a free
-  // port. INVALID_ARGUMENT for a port outside [0, 65535]; UNAVAILABLE when
-  // the address cannot be bound (the message names it).
+  // port. With a non-empty `bearer_token` every request must carry
+  // "Authorization: Bearer <bearer_token>" (compared in constant time) or
+  // gets 401. INVALID_ARGUMENT for a port outside [0, 65535]; UNAVAILABLE
+  // when the address cannot be bound (the message names it).
   [[nodiscard]] static absl::StatusOr<std::unique_ptr<MetricsEndpoint>> Start(
       const std::string& host, int port,
-      std::shared_ptr<prometheus::Collectable> registry);
+      std::shared_ptr<prometheus::Collectable> registry,
+      std::string bearer_token = "");
 
   // Stops serving and joins the thread.
   ~MetricsEndpoint();
@@ -77,6 +80,7 @@ class MetricsEndpoint {
   int listen_fd_ = -1;
   int stop_fd_ = -1;  // eventfd: written by the destructor to end Serve()
   std::shared_ptr<prometheus::Collectable> collectable_;
+  std::string bearer_token_;  // empty: no token needed
   std::thread thread_;
 };
 

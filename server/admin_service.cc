@@ -1,9 +1,13 @@
+// server/admin_service.cc
+//
+// AdminService's handlers and the roles of its methods.
 #include "server/admin_service.h"
+
+#include <algorithm>
 
 #include "absl/strings/str_cat.h"
 #include "absl/time/clock.h"
 #include "common/optimizer_config.h"
-#include "server/finish.h"
 #include "spdlog/spdlog.h"
 
 namespace pskit {
@@ -16,54 +20,78 @@ absl::Status NotDurable() {
 
 }  // namespace
 
-grpc::ServerUnaryReactor* AdminService::Checkpoint(
-    grpc::CallbackServerContext* ctx, const v1::CheckpointRequest* req,
-    v1::CheckpointResponse* resp) {
-  if (checkpointer_ == nullptr) return FinishNow(ctx, NotDurable());
-  if (!req->id().empty()) {
-    if (absl::Status s = ValidateCheckpointId(req->id()); !s.ok()) {
-      return FinishNow(ctx, s);
+AdminService::AdminService(ChunkStore* store, WorkerRegistry* workers,
+                           CheckpointStore* checkpoints,
+                           Checkpointer* checkpointer, Gate* gate)
+    : GatedService(v1::Admin::service_full_name(), gate),
+      store_(store),
+      workers_(workers),
+      checkpoints_(checkpoints),
+      checkpointer_(checkpointer) {
+  AddMethod("Checkpoint", kAdminShardCall, &AdminService::Checkpoint);
+  AddMethod("ListCheckpoints", kReaderCall, &AdminService::ListCheckpoints);
+  AddMethod("Restore", kAdminShardCall, &AdminService::Restore);
+  AddMethod("Status", kReaderCall, &AdminService::Status);
+  AddMethod("SetConfig", kAdminCall, &AdminService::SetConfig);
+  AddMethod("Drain", kAdminShardCall, &AdminService::Drain);
+  CheckAllAdded();
+}
+
+void AdminService::Checkpoint(
+    ServerCall<v1::CheckpointRequest, v1::CheckpointResponse>* call) {
+  if (checkpointer_ == nullptr) return call->Reply(NotDurable());
+  const v1::CheckpointRequest& req = call->request();
+  if (!req.id().empty()) {
+    if (absl::Status s = ValidateCheckpointId(req.id()); !s.ok()) {
+      return call->Reply(s);
     }
   }
-  grpc::ServerUnaryReactor* reactor = ctx->DefaultReactor();
   checkpointer_->CheckpointAsync(
-      req->id(), [reactor, resp](absl::StatusOr<v1::CheckpointInfo> info) {
-        if (info.ok()) *resp->mutable_checkpoint() = *info;
-        reactor->Finish(ToGrpcStatus(info.status()));
+      req.id(), [call](absl::StatusOr<v1::CheckpointInfo> info) {
+        if (info.ok()) *call->response()->mutable_checkpoint() = *info;
+        call->Reply(info.status());
       });
-  return reactor;
 }
 
-grpc::ServerUnaryReactor* AdminService::ListCheckpoints(
-    grpc::CallbackServerContext* ctx, const v1::ListCheckpointsRequest* req,
-    v1::ListCheckpointsResponse* resp) {
-  if (checkpoints_ == nullptr) return FinishNow(ctx, NotDurable());
+void AdminService::ListCheckpoints(
+    ServerCall<v1::ListCheckpointsRequest, v1::ListCheckpointsResponse>*
+        call) {
+  if (checkpoints_ == nullptr) return call->Reply(NotDurable());
   for (v1::CheckpointInfo& c : checkpoints_->List()) {
-    *resp->add_checkpoints() = std::move(c);
+    *call->response()->add_checkpoints() = std::move(c);
   }
-  return FinishNow(ctx, absl::OkStatus());
+  call->Reply(absl::OkStatus());
 }
 
-grpc::ServerUnaryReactor* AdminService::Restore(
-    grpc::CallbackServerContext* ctx, const v1::RestoreRequest* req,
-    v1::RestoreResponse* resp) {
-  if (checkpointer_ == nullptr) return FinishNow(ctx, NotDurable());
-  if (absl::Status s = ValidateCheckpointId(req->id()); !s.ok()) {
-    return FinishNow(ctx, s);
+void AdminService::Restore(
+    ServerCall<v1::RestoreRequest, v1::RestoreResponse>* call) {
+  if (checkpointer_ == nullptr) return call->Reply(NotDurable());
+  const v1::RestoreRequest& req = call->request();
+  if (absl::Status s = ValidateCheckpointId(req.id()); !s.ok()) {
+    return call->Reply(s);
   }
-  grpc::ServerUnaryReactor* reactor = ctx->DefaultReactor();
   checkpointer_->RestoreAsync(
-      req->id(), [reactor, resp](absl::StatusOr<v1::CheckpointInfo> info) {
-        if (info.ok()) *resp->mutable_checkpoint() = *info;
-        reactor->Finish(ToGrpcStatus(info.status()));
+      req.id(), [call](absl::StatusOr<v1::CheckpointInfo> info) {
+        if (info.ok()) *call->response()->mutable_checkpoint() = *info;
+        call->Reply(info.status());
       });
-  return reactor;
 }
 
-grpc::ServerUnaryReactor* AdminService::Status(grpc::CallbackServerContext* ctx,
-                                               const v1::StatusRequest* req,
-                                               v1::StatusResponse* resp) {
+void AdminService::Status(
+    ServerCall<v1::StatusRequest, v1::StatusResponse>* call) {
+  v1::StatusResponse* resp = call->response();
   store_->Describe(resp);
+  // A token limited to some namespaces sees only those (their names,
+  // configs, tensors and evaluations).
+  if (!call->caller().AllNamespaces()) {
+    auto* spaces = resp->mutable_namespaces();
+    spaces->erase(
+        std::remove_if(spaces->begin(), spaces->end(),
+                       [call](const v1::NamespaceStatus& n) {
+                         return !call->caller().AllowsNamespace(n.name());
+                       }),
+        spaces->end());
+  }
   resp->set_live_workers(static_cast<uint32_t>(workers_->LiveCount()));
   resp->set_durable(checkpoints_ != nullptr);
   if (checkpoints_ != nullptr) {
@@ -71,60 +99,59 @@ grpc::ServerUnaryReactor* AdminService::Status(grpc::CallbackServerContext* ctx,
       *resp->add_checkpoints() = std::move(c);
     }
   }
-  return FinishNow(ctx, absl::OkStatus());
+  call->Reply(absl::OkStatus());
 }
 
-grpc::ServerUnaryReactor* AdminService::SetConfig(
-    grpc::CallbackServerContext* ctx, const v1::SetConfigRequest* req,
-    v1::SetConfigResponse* resp) {
-  absl::Status s = store_->SetConfig(*req, resp);
+void AdminService::SetConfig(
+    ServerCall<v1::SetConfigRequest, v1::SetConfigResponse>* call) {
+  const v1::SetConfigRequest& req = call->request();
+  v1::SetConfigResponse* resp = call->response();
+  absl::Status s = store_->SetConfig(req, resp);
   if (s.ok()) {
     spdlog::info("namespace '{}': config changed from {} to {}",
-                 req->namespace_().empty() ? "default" : req->namespace_(),
+                 req.namespace_().empty() ? "default" : req.namespace_(),
                  DescribeConfig(resp->previous()),
                  DescribeConfig(resp->config()));
   }
-  return FinishNow(ctx, s);
+  call->Reply(s);
 }
 
-grpc::ServerUnaryReactor* AdminService::Drain(grpc::CallbackServerContext* ctx,
-                                              const v1::DrainRequest* req,
-                                              v1::DrainResponse* resp) {
+void AdminService::Drain(ServerCall<v1::DrainRequest, v1::DrainResponse>* call) {
+  const v1::DrainRequest& req = call->request();
+  v1::DrainResponse* resp = call->response();
   const absl::Time now = absl::Now();
   const std::string checkpoint_id =
-      req->checkpoint_id().empty()
+      req.checkpoint_id().empty()
           ? absl::StrCat("drain-", absl::ToUnixMillis(now))
-          : req->checkpoint_id();
+          : req.checkpoint_id();
   if (checkpointer_ != nullptr) {
     if (absl::Status s = ValidateCheckpointId(checkpoint_id); !s.ok()) {
-      return FinishNow(ctx, s);
+      return call->Reply(s);
     }
   }
   for (std::string& ns : store_->Drain(
-           req->reason().empty() ? "drained by an operator" : req->reason(),
+           req.reason().empty() ? "drained by an operator" : req.reason(),
            absl::ToUnixMillis(now))) {
     resp->add_namespaces(std::move(ns));
   }
   resp->set_live_workers(static_cast<uint32_t>(workers_->LiveCount()));
   spdlog::info("draining: {} jobs ended, {} workers live; new ones refused",
                resp->namespaces_size(), resp->live_workers());
-  if (checkpointer_ == nullptr) return FinishNow(ctx, absl::OkStatus());
-  grpc::ServerUnaryReactor* reactor = ctx->DefaultReactor();
+  if (checkpointer_ == nullptr) return call->Reply(absl::OkStatus());
   checkpointer_->CheckpointAsync(
-      checkpoint_id, [reactor, resp](absl::StatusOr<v1::CheckpointInfo> info) {
+      checkpoint_id, [call](absl::StatusOr<v1::CheckpointInfo> info) {
         if (info.ok()) {
-          *resp->mutable_checkpoint() = *info;
-          reactor->Finish(grpc::Status::OK);
+          *call->response()->mutable_checkpoint() = *info;
+          call->Reply(absl::OkStatus());
           return;
         }
         // The jobs are ended either way; say that the copy is missing.
-        reactor->Finish(ToGrpcStatus(absl::Status(
+        call->Reply(absl::Status(
             info.status().code(),
             absl::StrCat("the shard is draining and its jobs are ended, but "
                          "the drain checkpoint failed: ",
-                         info.status().message()))));
+                         info.status().message())));
       });
-  return reactor;
 }
 
 }  // namespace pskit

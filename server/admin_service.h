@@ -4,7 +4,11 @@
 // live hyper-parameters, drain). Checkpoint, Restore and a durable shard's
 // Drain wait on disk, so their reactors are parked and finished from the
 // Checkpointer's thread; ListCheckpoints, Status and SetConfig are bounded
-// and finish inline.
+// and finish inline. Every method is behind the gate (server/gate.h):
+// Status and ListCheckpoints need a reader token, the rest an admin token,
+// and Checkpoint, Restore and Drain one not limited to some namespaces
+// (they act on all of them). Status shows a limited token only its
+// namespaces.
 //
 // Thread safety: handlers run concurrently on gRPC's threads; the state they
 // touch is thread-safe.
@@ -15,39 +19,27 @@
 #include "server/checkpoint_store.h"
 #include "server/checkpointer.h"
 #include "server/chunk_store.h"
+#include "server/gate.h"
 #include "server/worker_registry.h"
 
 namespace pskit {
 
-class AdminService final : public v1::Admin::CallbackService {
+class AdminService final : public GatedService<v1::Admin::Service> {
  public:
   // Borrows everything; `checkpoints` and `checkpointer` are null for a
   // memory-only shard. All must outlive the service.
   AdminService(ChunkStore* store, WorkerRegistry* workers,
-               CheckpointStore* checkpoints, Checkpointer* checkpointer)
-      : store_(store),
-        workers_(workers),
-        checkpoints_(checkpoints),
-        checkpointer_(checkpointer) {}
+               CheckpointStore* checkpoints, Checkpointer* checkpointer,
+               Gate* gate);
 
-  grpc::ServerUnaryReactor* Checkpoint(grpc::CallbackServerContext* ctx,
-                                       const v1::CheckpointRequest* req,
-                                       v1::CheckpointResponse* resp) override;
-  grpc::ServerUnaryReactor* ListCheckpoints(
-      grpc::CallbackServerContext* ctx, const v1::ListCheckpointsRequest* req,
-      v1::ListCheckpointsResponse* resp) override;
-  grpc::ServerUnaryReactor* Restore(grpc::CallbackServerContext* ctx,
-                                    const v1::RestoreRequest* req,
-                                    v1::RestoreResponse* resp) override;
-  grpc::ServerUnaryReactor* Status(grpc::CallbackServerContext* ctx,
-                                   const v1::StatusRequest* req,
-                                   v1::StatusResponse* resp) override;
-  grpc::ServerUnaryReactor* SetConfig(grpc::CallbackServerContext* ctx,
-                                      const v1::SetConfigRequest* req,
-                                      v1::SetConfigResponse* resp) override;
-  grpc::ServerUnaryReactor* Drain(grpc::CallbackServerContext* ctx,
-                                  const v1::DrainRequest* req,
-                                  v1::DrainResponse* resp) override;
+  void Checkpoint(
+      ServerCall<v1::CheckpointRequest, v1::CheckpointResponse>* call);
+  void ListCheckpoints(ServerCall<v1::ListCheckpointsRequest,
+                                  v1::ListCheckpointsResponse>* call);
+  void Restore(ServerCall<v1::RestoreRequest, v1::RestoreResponse>* call);
+  void Status(ServerCall<v1::StatusRequest, v1::StatusResponse>* call);
+  void SetConfig(ServerCall<v1::SetConfigRequest, v1::SetConfigResponse>* call);
+  void Drain(ServerCall<v1::DrainRequest, v1::DrainResponse>* call);
 
  private:
   ChunkStore* const store_;

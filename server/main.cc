@@ -13,6 +13,10 @@
 // NOT_SERVING, in-flight calls finish, a final checkpoint is written (with
 // --data_dir), exit 0.
 //
+// With --auth_tokens FILE every call needs a bearer token listed (hashed)
+// in FILE; SIGHUP re-reads FILE (a bad file is logged and the old tokens
+// stay in force).
+//
 // For a job script's rendezvous (SLURM: shards on nodes chosen at run time):
 //   ps-server --listen 0.0.0.0:0 --address_file /shared/rdv/shard0
 // writes "node17:41234\n" (this machine's hostname, or --advertise_host)
@@ -90,6 +94,17 @@ ABSL_FLAG(std::string, tls_ca, "",
 ABSL_FLAG(double, tls_refresh_s, 60,
           "seconds between looks at the TLS files for a new version (at "
           "least 1); a rotated certificate serves new connections");
+ABSL_FLAG(std::string, auth_tokens, "",
+          "token file: one '<sha256 hex of a token> <reader|worker|admin> "
+          "[ns1,ns2]' per line (psctl token new prints such lines); every "
+          "call then needs 'authorization: Bearer <token>' with a role and "
+          "namespaces that allow it. SIGHUP re-reads it. Empty: open shard");
+ABSL_FLAG(bool, allow_insecure, false,
+          "accept --auth_tokens on a non-loopback --listen address without "
+          "TLS (tokens then travel in clear text); refused by default");
+ABSL_FLAG(std::string, metrics_token_file, "",
+          "file holding a token the /metrics endpoint then requires as "
+          "'Authorization: Bearer <token>' (401 otherwise). Empty: open");
 ABSL_FLAG(std::string, log_level, "info",
           "trace, debug, info, warn, error or off");
 
@@ -111,6 +126,7 @@ int main(int argc, char** argv) {
   sigemptyset(&stop_signals);
   sigaddset(&stop_signals, SIGTERM);
   sigaddset(&stop_signals, SIGINT);
+  sigaddset(&stop_signals, SIGHUP);  // re-read --auth_tokens
   pthread_sigmask(SIG_BLOCK, &stop_signals, nullptr);
 
   // A missing rendezvous directory is found before the shard loads
@@ -143,6 +159,9 @@ int main(int argc, char** argv) {
   options.tls_ca = absl::GetFlag(FLAGS_tls_ca);
   options.tls_refresh_interval =
       absl::Seconds(absl::GetFlag(FLAGS_tls_refresh_s));
+  options.auth_tokens_file = absl::GetFlag(FLAGS_auth_tokens);
+  options.allow_insecure = absl::GetFlag(FLAGS_allow_insecure);
+  options.metrics_token_file = absl::GetFlag(FLAGS_metrics_token_file);
   auto server = pskit::Server::Start(options);
   if (!server.ok()) {
     std::fprintf(stderr, "ps-server: %s\n",
@@ -187,7 +206,16 @@ int main(int argc, char** argv) {
   }
   std::fflush(stdout);
   int sig = 0;
-  sigwait(&stop_signals, &sig);
+  while (sigwait(&stop_signals, &sig) == 0 && sig == SIGHUP) {
+    absl::StatusOr<size_t> n = (*server)->ReloadTokens();
+    if (!n.ok()) {
+      spdlog::error("SIGHUP: token file not reloaded, the old tokens stay: {}",
+                    n.status().ToString());
+    } else if (!options.auth_tokens_file.empty()) {
+      spdlog::info("SIGHUP: reloaded {} tokens from {}", *n,
+                   options.auth_tokens_file);
+    }
+  }
   spdlog::info("got {}; draining", sig == SIGTERM ? "SIGTERM" : "SIGINT");
   (*server)->Shutdown(absl::Seconds(absl::GetFlag(FLAGS_shutdown_grace_s)));
   return 0;

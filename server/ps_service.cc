@@ -1,93 +1,114 @@
+// server/ps_service.cc
+//
+// PsService's handlers and the roles of its methods (README "Tokens and
+// roles").
 #include "server/ps_service.h"
 
 #include "absl/time/time.h"
-#include "common/grpc_status.h"
 #include "common/status_macros.h"
-#include "server/finish.h"
 
 namespace pskit {
+
+PsService::PsService(ChunkStore* store, WorkerRegistry* workers, Gate* gate)
+    : GatedService(v1::ParameterServer::service_full_name(), gate),
+      store_(store),
+      workers_(workers) {
+  using WorkerId = MethodPolicy::WorkerId;
+  const MethodPolicy acts_for = {TokenRole::kWorker, false, WorkerId::kActsFor};
+  AddMethod("Declare", kWorkerCall, &PsService::Declare);
+  AddMethod("Pull", kReaderCall, &PsService::Pull);
+  AddMethod("Push", acts_for, &PsService::Push);
+  AddMethod("PushPull", acts_for, &PsService::PushPull);
+  AddMethod("Exchange", acts_for, &PsService::Exchange);
+  AddMethod("RegisterWorker",
+            MethodPolicy{TokenRole::kWorker, false, WorkerId::kBinds},
+            &PsService::RegisterWorker);
+  AddMethod("Heartbeat", acts_for, &PsService::Heartbeat);
+  AddMethod("Leave",
+            MethodPolicy{TokenRole::kWorker, false, WorkerId::kReleases},
+            &PsService::Leave);
+  AddMethod("ReportEvaluation", kWorkerCall, &PsService::ReportEvaluation);
+  CheckAllAdded();
+}
 
 absl::Status PsService::CheckWorker(uint64_t worker_id) {
   if (worker_id == 0) return absl::OkStatus();
   return workers_->CheckLive(worker_id);
 }
 
-grpc::ServerUnaryReactor* PsService::Declare(grpc::CallbackServerContext* ctx,
-                                             const v1::DeclareRequest* req,
-                                             v1::DeclareResponse* resp) {
-  return FinishNow(ctx, store_->Declare(*req, resp));
+void PsService::Declare(
+    ServerCall<v1::DeclareRequest, v1::DeclareResponse>* call) {
+  call->Reply(store_->Declare(call->request(), call->response()));
 }
 
-grpc::ServerUnaryReactor* PsService::Pull(grpc::CallbackServerContext* ctx,
-                                          const v1::PullRequest* req,
-                                          v1::PullResponse* resp) {
-  return FinishNow(ctx, store_->Pull(*req, resp));
+void PsService::Pull(ServerCall<v1::PullRequest, v1::PullResponse>* call) {
+  call->Reply(store_->Pull(call->request(), call->response()));
 }
 
-grpc::ServerUnaryReactor* PsService::Push(grpc::CallbackServerContext* ctx,
-                                          const v1::PushRequest* req,
-                                          v1::PushResponse* resp) {
-  absl::Status s = CheckWorker(req->worker_id());
-  if (s.ok()) s = store_->Push(*req, resp);
-  return FinishNow(ctx, s);
+void PsService::Push(ServerCall<v1::PushRequest, v1::PushResponse>* call) {
+  const v1::PushRequest& req = call->request();
+  absl::Status s = CheckWorker(req.worker_id());
+  if (s.ok()) s = store_->Push(req, call->response());
+  call->Reply(s);
 }
 
-grpc::ServerUnaryReactor* PsService::PushPull(grpc::CallbackServerContext* ctx,
-                                              const v1::PushRequest* req,
-                                              v1::PushPullResponse* resp) {
-  absl::Status s = CheckWorker(req->worker_id());
-  if (s.ok()) s = store_->PushPull(*req, resp);
-  return FinishNow(ctx, s);
+void PsService::PushPull(
+    ServerCall<v1::PushRequest, v1::PushPullResponse>* call) {
+  const v1::PushRequest& req = call->request();
+  absl::Status s = CheckWorker(req.worker_id());
+  if (s.ok()) s = store_->PushPull(req, call->response());
+  call->Reply(s);
 }
 
-grpc::ServerUnaryReactor* PsService::Exchange(grpc::CallbackServerContext* ctx,
-                                              const v1::ExchangeRequest* req,
-                                              v1::ExchangeResponse* resp) {
-  absl::Status s = CheckWorker(req->worker_id());
-  if (s.ok()) s = store_->Exchange(*req, resp);
-  return FinishNow(ctx, s);
+void PsService::Exchange(
+    ServerCall<v1::ExchangeRequest, v1::ExchangeResponse>* call) {
+  const v1::ExchangeRequest& req = call->request();
+  absl::Status s = CheckWorker(req.worker_id());
+  if (s.ok()) s = store_->Exchange(req, call->response());
+  call->Reply(s);
 }
 
-grpc::ServerUnaryReactor* PsService::RegisterWorker(
-    grpc::CallbackServerContext* ctx, const v1::RegisterWorkerRequest* req,
-    v1::RegisterWorkerResponse* resp) {
+void PsService::RegisterWorker(
+    ServerCall<v1::RegisterWorkerRequest, v1::RegisterWorkerResponse>* call) {
   if (store_->draining()) {
-    return FinishNow(ctx, absl::UnavailableError(
-                              "shard is draining (Admin/Drain ended its jobs); "
-                              "no new workers until it restarts"));
+    call->Reply(absl::UnavailableError(
+        "shard is draining (Admin/Drain ended its jobs); "
+        "no new workers until it restarts"));
+    return;
   }
-  absl::StatusOr<uint64_t> id = workers_->Register(req->worker_id(), req->name());
+  const v1::RegisterWorkerRequest& req = call->request();
+  absl::StatusOr<uint64_t> id = workers_->Register(req.worker_id(), req.name());
   if (id.ok()) {
-    resp->set_worker_id(*id);
-    resp->set_lease_ms(absl::ToInt64Milliseconds(workers_->lease()));
+    call->response()->set_worker_id(*id);
+    call->response()->set_lease_ms(absl::ToInt64Milliseconds(workers_->lease()));
   }
-  return FinishNow(ctx, id.status());
+  call->Reply(id.status());
 }
 
-grpc::ServerUnaryReactor* PsService::Heartbeat(grpc::CallbackServerContext* ctx,
-                                               const v1::HeartbeatRequest* req,
-                                               v1::HeartbeatResponse* resp) {
-  absl::Status s = workers_->Heartbeat(req->worker_id());
+void PsService::Heartbeat(
+    ServerCall<v1::HeartbeatRequest, v1::HeartbeatResponse>* call) {
+  const v1::HeartbeatRequest& req = call->request();
+  absl::Status s = workers_->Heartbeat(req.worker_id());
   if (s.ok()) {
+    v1::HeartbeatResponse* resp = call->response();
     resp->set_lease_ms(absl::ToInt64Milliseconds(workers_->lease()));
     resp->set_live_workers(static_cast<uint32_t>(workers_->LiveCount()));
-    resp->set_job_done(store_->JobDone(req->namespace_()));
+    resp->set_job_done(store_->JobDone(req.namespace_()));
   }
-  return FinishNow(ctx, s);
+  call->Reply(s);
 }
 
-grpc::ServerUnaryReactor* PsService::Leave(grpc::CallbackServerContext* ctx,
-                                           const v1::LeaveRequest* req,
-                                           v1::LeaveResponse* resp) {
-  return FinishNow(ctx, workers_->Leave(req->worker_id()));
+void PsService::Leave(ServerCall<v1::LeaveRequest, v1::LeaveResponse>* call) {
+  call->Reply(workers_->Leave(call->request().worker_id()));
 }
 
-grpc::ServerUnaryReactor* PsService::ReportEvaluation(
-    grpc::CallbackServerContext* ctx, const v1::ReportEvaluationRequest* req,
-    v1::ReportEvaluationResponse* resp) {
-  absl::Status s = store_->ReportEvaluation(*req);
-  if (s.ok()) resp->set_job_done(store_->JobDone(req->namespace_()));
-  return FinishNow(ctx, s);
+void PsService::ReportEvaluation(
+    ServerCall<v1::ReportEvaluationRequest, v1::ReportEvaluationResponse>*
+        call) {
+  const v1::ReportEvaluationRequest& req = call->request();
+  absl::Status s = store_->ReportEvaluation(req);
+  if (s.ok()) call->response()->set_job_done(store_->JobDone(req.namespace_()));
+  call->Reply(s);
 }
 
 }  // namespace pskit

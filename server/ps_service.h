@@ -1,8 +1,10 @@
 // server/ps_service.h
 //
 // PsService: the gRPC face of one shard, pskit.v1.ParameterServer on the
-// callback API. Every handler does bounded CPU work (validate, apply, copy)
-// and finishes inline; nothing here waits.
+// callback API. Every method is a raw method behind the gate (server/gate.h:
+// token, role, parse, namespace and worker id) that then runs one of the
+// handlers below. Every handler does bounded CPU work (validate, apply,
+// copy) and replies inline; nothing here waits.
 //
 // Thread safety: handlers run concurrently on gRPC's threads; all state is
 // in ChunkStore and WorkerRegistry, which are thread-safe.
@@ -11,44 +13,28 @@
 
 #include "pskit/v1/ps.grpc.pb.h"
 #include "server/chunk_store.h"
+#include "server/gate.h"
 #include "server/worker_registry.h"
 
 namespace pskit {
 
-class PsService final : public v1::ParameterServer::CallbackService {
+class PsService final : public GatedService<v1::ParameterServer::Service> {
  public:
-  // Borrows `store` and `workers`; both must outlive the service.
-  PsService(ChunkStore* store, WorkerRegistry* workers)
-      : store_(store), workers_(workers) {}
+  // Borrows `store`, `workers` and `gate`; all must outlive the service.
+  PsService(ChunkStore* store, WorkerRegistry* workers, Gate* gate);
 
-  grpc::ServerUnaryReactor* Declare(grpc::CallbackServerContext* ctx,
-                                    const v1::DeclareRequest* req,
-                                    v1::DeclareResponse* resp) override;
-  grpc::ServerUnaryReactor* Pull(grpc::CallbackServerContext* ctx,
-                                 const v1::PullRequest* req,
-                                 v1::PullResponse* resp) override;
-  grpc::ServerUnaryReactor* Push(grpc::CallbackServerContext* ctx,
-                                 const v1::PushRequest* req,
-                                 v1::PushResponse* resp) override;
-  grpc::ServerUnaryReactor* PushPull(grpc::CallbackServerContext* ctx,
-                                     const v1::PushRequest* req,
-                                     v1::PushPullResponse* resp) override;
-  grpc::ServerUnaryReactor* Exchange(grpc::CallbackServerContext* ctx,
-                                     const v1::ExchangeRequest* req,
-                                     v1::ExchangeResponse* resp) override;
-  grpc::ServerUnaryReactor* RegisterWorker(
-      grpc::CallbackServerContext* ctx, const v1::RegisterWorkerRequest* req,
-      v1::RegisterWorkerResponse* resp) override;
-  grpc::ServerUnaryReactor* Heartbeat(grpc::CallbackServerContext* ctx,
-                                      const v1::HeartbeatRequest* req,
-                                      v1::HeartbeatResponse* resp) override;
-  grpc::ServerUnaryReactor* Leave(grpc::CallbackServerContext* ctx,
-                                  const v1::LeaveRequest* req,
-                                  v1::LeaveResponse* resp) override;
-  grpc::ServerUnaryReactor* ReportEvaluation(
-      grpc::CallbackServerContext* ctx,
-      const v1::ReportEvaluationRequest* req,
-      v1::ReportEvaluationResponse* resp) override;
+  void Declare(ServerCall<v1::DeclareRequest, v1::DeclareResponse>* call);
+  void Pull(ServerCall<v1::PullRequest, v1::PullResponse>* call);
+  void Push(ServerCall<v1::PushRequest, v1::PushResponse>* call);
+  void PushPull(ServerCall<v1::PushRequest, v1::PushPullResponse>* call);
+  void Exchange(ServerCall<v1::ExchangeRequest, v1::ExchangeResponse>* call);
+  void RegisterWorker(ServerCall<v1::RegisterWorkerRequest,
+                                 v1::RegisterWorkerResponse>* call);
+  void Heartbeat(
+      ServerCall<v1::HeartbeatRequest, v1::HeartbeatResponse>* call);
+  void Leave(ServerCall<v1::LeaveRequest, v1::LeaveResponse>* call);
+  void ReportEvaluation(ServerCall<v1::ReportEvaluationRequest,
+                                   v1::ReportEvaluationResponse>* call);
 
  private:
   // OK for worker id 0 (anonymous) or a live lease.

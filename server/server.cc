@@ -10,7 +10,10 @@
 
 #include <algorithm>
 
+#include "absl/strings/match.h"
 #include "absl/strings/str_cat.h"
+#include "absl/strings/strip.h"
+#include "common/auth_token.h"
 #include "common/status_macros.h"
 #include "common/tls_files.h"
 #include "spdlog/spdlog.h"
@@ -40,6 +43,31 @@ std::shared_ptr<grpc::ServerCredentials> ServerCredentials(
         GRPC_SSL_REQUEST_AND_REQUIRE_CLIENT_CERTIFICATE_AND_VERIFY);
   }
   return grpc::experimental::TlsServerCredentials(tls);
+// A host that only this machine can reach: tokens sent to it never cross
+// a network.
+bool IsLoopbackHost(absl::string_view host) {
+  absl::ConsumePrefix(&host, "[");
+  absl::ConsumeSuffix(&host, "]");
+  return host == "localhost" || host == "::1" ||
+         absl::StartsWith(host, "127.") || absl::StartsWith(host, "unix:");
+}
+
+// Tokens in clear text on a network are as good as no tokens: refuse that
+// start unless the operator said --allow_insecure.
+absl::Status CheckTokensNeedTls(const ServerOptions& options) {
+  if (options.auth_tokens_file.empty() || !options.tls_cert.empty() ||
+      options.allow_insecure) {
+    return absl::OkStatus();
+  }
+  const absl::string_view listen = options.listen;
+  const absl::string_view host = listen.substr(0, listen.rfind(':'));
+  if (IsLoopbackHost(host)) return absl::OkStatus();
+  return absl::FailedPreconditionError(absl::StrCat(
+      "refusing to accept tokens (--auth_tokens) on ", options.listen,
+      " without TLS: anyone on the network could read them and call the "
+      "shard with them. Give the shard a certificate (--tls_cert and "
+      "--tls_key), listen on 127.0.0.1 only, or pass --allow_insecure if "
+      "the network itself is trusted"));
 }
 
 }  // namespace
@@ -87,6 +115,18 @@ absl::StatusOr<std::unique_ptr<Server>> Server::Start(
     return absl::InvalidArgumentError(absl::StrCat(
         "listen address '", options.listen,
         "' is not host:port (for example 127.0.0.1:0 or 0.0.0.0:7000)"));
+  }
+
+  if (absl::Status s = CheckTokensNeedTls(options); !s.ok()) return s;
+  std::string metrics_token;
+  if (!options.metrics_token_file.empty()) {
+    absl::StatusOr<std::string> t = ReadTokenFile(options.metrics_token_file);
+    if (!t.ok()) {
+      return absl::Status(t.status().code(),
+                          absl::StrCat("--metrics_token_file: ",
+                                       t.status().message()));
+    }
+    metrics_token = *std::move(t);
   }
 
   uint64_t max_memory = options.max_memory_bytes;
@@ -153,12 +193,29 @@ absl::StatusOr<std::unique_ptr<Server>> Server::Start(
       server->checkpointer_->NoteLoaded(info->id(), loaded_fingerprint);
     }
   }
-  server->service_ = std::make_unique<PsService>(server->store_.get(),
-                                                 server->workers_.get());
+  if (options.auth_tokens_file.empty()) {
+    server->gate_ = std::make_unique<Gate>(server->metrics_.get(),
+                                           server->workers_.get());
+  } else {
+    absl::StatusOr<std::unique_ptr<Gate>> gate = Gate::WithTokens(
+        options.auth_tokens_file, server->metrics_.get(),
+        server->workers_.get());
+    if (!gate.ok()) {
+      return absl::Status(gate.status().code(),
+                          absl::StrCat("--auth_tokens: ",
+                                       gate.status().message()));
+    }
+    server->gate_ = *std::move(gate);
+  }
+  server->service_ = std::make_unique<PsService>(
+      server->store_.get(), server->workers_.get(), server->gate_.get());
   server->admin_ = std::make_unique<AdminService>(
       server->store_.get(), server->workers_.get(), server->checkpoints_.get(),
-      server->checkpointer_.get());
+      server->checkpointer_.get(), server->gate_.get());
 
+  // Health and reflection stay outside the gate: probes carry no token, and
+  // reflection serves only the .proto schema (public in the repository);
+  // every call it helps a tool such as grpcurl make still passes the gate.
   grpc::EnableDefaultHealthCheckService(true);
   grpc::reflection::InitProtoReflectionServerBuilderPlugin();
   grpc::ServerBuilder builder;
@@ -185,7 +242,8 @@ absl::StatusOr<std::unique_ptr<Server>> Server::Start(
                                  : options.metrics_host;
     PSKIT_ASSIGN_OR_RETURN(
         server->metrics_endpoint_,
-        MetricsEndpoint::Start(host, options.metrics_port, server->metrics_));
+        MetricsEndpoint::Start(host, options.metrics_port, server->metrics_,
+                               metrics_token));
   }
   server->server_->GetHealthCheckService()->SetServingStatus(true);
   spdlog::info(

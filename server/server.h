@@ -32,6 +32,7 @@
 #include "server/checkpoint_store.h"
 #include "server/checkpointer.h"
 #include "server/chunk_store.h"
+#include "server/gate.h"
 #include "server/ps_service.h"
 #include "server/server_metrics.h"
 #include "common/metrics.h"
@@ -100,6 +101,21 @@ struct ServerOptions {
   // served to new connections without a restart; open connections keep the
   // one they started with. Default: 60 s.
   absl::Duration tls_refresh_interval = absl::Seconds(60);
+  // Token file (common/auth_token.h: "<sha256 hex> <role> [ns,...]" per
+  // line): every call of ParameterServer and Admin then needs a bearer token
+  // from it, with a role and namespaces that allow the call (server/gate.h).
+  // Read at Start (a bad file refuses the start, naming file and line) and
+  // again by ReloadTokens (ps-server: on SIGHUP). Empty: the shard is open
+  // to anyone who reaches its port. Default: empty.
+  std::string auth_tokens_file;
+  // With auth_tokens_file, listen on a non-loopback address without TLS
+  // anyway (tokens then cross the network in clear text: anyone on the path
+  // can read and replay them). Default: false, and such a start is refused.
+  bool allow_insecure = false;
+  // File holding the token the metrics endpoint requires as
+  // "Authorization: Bearer <token>" (401 without it). Empty: the endpoint is
+  // open. Default: empty.
+  std::string metrics_token_file;
   // Source of time for leases and automatic checkpoints (their slots and
   // ids); borrowed, must outlive the server.
   // Default: the system clock.
@@ -113,6 +129,13 @@ class Server {
   // bound (in use, or not an address of this host).
   [[nodiscard]] static absl::StatusOr<std::unique_ptr<Server>> Start(
       const ServerOptions& options);
+
+  // Re-reads auth_tokens_file; on error the tokens in force stay and the
+  // error is returned (INVALID_ARGUMENT naming file and line). Returns the
+  // number of tokens now in force (0 and OK without a token file).
+  [[nodiscard]] absl::StatusOr<size_t> ReloadTokens() {
+    return gate_->Reload();
+  }
 
   // Shuts down if still running.
   ~Server();
@@ -144,6 +167,7 @@ class Server {
   std::shared_ptr<ServerMetrics> metrics_;
   std::unique_ptr<CheckpointStore> checkpoints_;
   std::unique_ptr<Checkpointer> checkpointer_;
+  std::unique_ptr<Gate> gate_;
   std::unique_ptr<PsService> service_;
   std::unique_ptr<AdminService> admin_;
   std::unique_ptr<grpc::Server> server_;

@@ -59,9 +59,6 @@ class MetricsInterceptor : public grpc::experimental::Interceptor {
     }
     if (m->QueryInterceptionHookPoint(
             InterceptionHookPoints::PRE_SEND_MESSAGE)) {
-      // The typed answer first: GetSerializedSendMessage serializes it and
-      // drops the typed pointer.
-      OnAnswer(m->GetSendMessage());
       if (grpc::ByteBuffer* b = m->GetSerializedSendMessage(); b != nullptr) {
         method_->sent->Increment(static_cast<double>(b->Length()));
       }
@@ -80,74 +77,17 @@ class MetricsInterceptor : public grpc::experimental::Interceptor {
                         absl::ToDoubleSeconds(absl::Now() - start_));
   }
 
+  // pskit's methods are raw (server/gate.h): their messages reach the
+  // interceptor as serialized bytes.
   void OnRequest(void* msg) {
-    if (msg == nullptr) return;
-    size_t bytes = 0;
-    switch (method_->kind) {
-      case kDeclare:
-        bytes = static_cast<v1::DeclareRequest*>(msg)->ByteSizeLong();
-        break;
-      case kPull:
-        bytes = static_cast<v1::PullRequest*>(msg)->ByteSizeLong();
-        break;
-      case kPush:
-      case kPushPull: {
-        auto* req = static_cast<v1::PushRequest*>(msg);
-        bytes = req->ByteSizeLong();
-        ns_ = req->namespace_();
-        break;
-      }
-      case kExchange: {
-        auto* req = static_cast<v1::ExchangeRequest*>(msg);
-        bytes = req->ByteSizeLong();
-        ns_ = req->namespace_();
-        break;
-      }
-      default:
-        return;
-    }
-    method_->received->Increment(static_cast<double>(bytes));
-  }
-
-  void OnAnswer(const void* msg) {
-    if (msg == nullptr) return;
-    const google::protobuf::RepeatedPtrField<v1::ChunkAck>* acks = nullptr;
-    switch (method_->kind) {
-      case kPush:
-        acks = &static_cast<const v1::PushResponse*>(msg)->acks();
-        break;
-      case kPushPull:
-        acks = &static_cast<const v1::PushPullResponse*>(msg)->acks();
-        break;
-      case kExchange: {
-        const int n = static_cast<const v1::ExchangeResponse*>(msg)->diffs_size();
-        if (n > 0) metrics_->ForNamespace(ns_)->updates->Increment(n);
-        return;
-      }
-      default:
-        return;
-    }
-    if (acks->empty()) return;
-    ServerMetrics::Namespace* ns = metrics_->ForNamespace(ns_);
-    ns->updates->Increment(acks->size());
-    // One ObserveMultiple per answer instead of one Observe per chunk.
-    const auto& bounds = metrics_->staleness_buckets();
-    std::vector<double> counts(bounds.size() + 1, 0.0);
-    double sum = 0;
-    for (const v1::ChunkAck& ack : *acks) {
-      const double s = static_cast<double>(ack.staleness());
-      sum += s;
-      size_t b = 0;
-      while (b < bounds.size() && s > bounds[b]) ++b;
-      counts[b] += 1;
-    }
-    ns->staleness->ObserveMultiple(counts, sum);
+    if (msg == nullptr || method_->kind == kOther) return;
+    method_->received->Increment(
+        static_cast<double>(static_cast<grpc::ByteBuffer*>(msg)->Length()));
   }
 
   ServerMetrics* const metrics_;
   ServerMetrics::Method* const method_;
   const absl::Time start_;
-  std::string ns_;
   bool counted_ = false;
 };
 
@@ -225,6 +165,13 @@ ServerMetrics::ServerMetrics(uint32_t shard_index, ChunkStore* store,
                           "and its push of a gradient for it, by namespace")
                     .Labels(shard)
                     .Register(*registry_);
+  auth_refusals_ = &prometheus::BuildCounter()
+                        .Name("pskit_server_auth_refusals_total")
+                        .Help("calls the gate refused, by RPC and reason "
+                              "(no_token, not_bearer, unknown_token, role, "
+                              "namespace, worker_id, unparsable)")
+                        .Labels(shard)
+                        .Register(*registry_);
   auto& checkpoints = prometheus::BuildCounter()
                           .Name("pskit_server_checkpoints_total")
                           .Help("checkpoints taken, by result (ok, error)")
@@ -280,6 +227,53 @@ ServerMetrics::Namespace* ServerMetrics::ForNamespace(const std::string& ns) {
     n->staleness = &staleness_->Add(labels, staleness_buckets_);
   }
   return n.get();
+}
+
+void ServerMetrics::CountAuthRefusal(absl::string_view rpc,
+                                     absl::string_view reason) {
+  // Family::Add returns the existing counter for labels seen before.
+  auth_refusals_
+      ->Add({{"rpc", std::string(rpc)}, {"reason", std::string(reason)}})
+      .Increment();
+}
+
+void ServerMetrics::RecordAnswer(const google::protobuf::Message& request,
+                                 const google::protobuf::Message& response) {
+  const google::protobuf::RepeatedPtrField<v1::ChunkAck>* acks = nullptr;
+  const std::string* ns = nullptr;
+  if (const auto* r = dynamic_cast<const v1::PushResponse*>(&response)) {
+    acks = &r->acks();
+    ns = &static_cast<const v1::PushRequest&>(request).namespace_();
+  } else if (const auto* r =
+                 dynamic_cast<const v1::PushPullResponse*>(&response)) {
+    acks = &r->acks();
+    ns = &static_cast<const v1::PushRequest&>(request).namespace_();
+  } else if (const auto* r =
+                 dynamic_cast<const v1::ExchangeResponse*>(&response)) {
+    const int n = r->diffs_size();
+    if (n > 0) {
+      ForNamespace(static_cast<const v1::ExchangeRequest&>(request).namespace_())
+          ->updates->Increment(n);
+    }
+    return;
+  } else {
+    return;
+  }
+  if (acks->empty()) return;
+  Namespace* space = ForNamespace(*ns);
+  space->updates->Increment(acks->size());
+  // One ObserveMultiple per answer instead of one Observe per chunk.
+  const auto& bounds = staleness_buckets_;
+  std::vector<double> counts(bounds.size() + 1, 0.0);
+  double sum = 0;
+  for (const v1::ChunkAck& ack : *acks) {
+    const double s = static_cast<double>(ack.staleness());
+    sum += s;
+    size_t b = 0;
+    while (b < bounds.size() && s > bounds[b]) ++b;
+    counts[b] += 1;
+  }
+  space->staleness->ObserveMultiple(counts, sum);
 }
 
 void ServerMetrics::CountCall(Method* m, int code, double seconds) {

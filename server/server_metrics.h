@@ -15,6 +15,12 @@
 //   pskit_server_checkpoints_total{result}              counter (ok, error)
 //   pskit_server_checkpoint_duration_seconds            histogram
 //   pskit_server_checkpoint_last_success_timestamp_seconds  gauge
+//   pskit_server_auth_refusals_total{rpc,reason}       counter (calls the
+//                                                       gate refused; reason:
+//                                                       no_token, not_bearer,
+//                                                       unknown_token, role,
+//                                                       namespace, worker_id,
+//                                                       unparsable)
 // and, read from the shard's state at each scrape:
 //   pskit_server_active_workers                         gauge (live leases)
 //   pskit_server_chunks{namespace}                      gauge (held here)
@@ -23,9 +29,11 @@
 //   pskit_server_eval_loss{namespace}                   gauge  last report)
 //   pskit_server_eval_timestamp_seconds{namespace}      gauge
 //
-// Requests, latencies, bytes, updates and staleness are counted by a gRPC
-// server interceptor (InterceptorFactory), so the services stay free of
-// metrics code and every method, health checks included, is covered.
+// Requests, latencies and bytes are counted by a gRPC server interceptor
+// (InterceptorFactory), so every method, health checks included, is
+// covered. Updates, staleness and refusals come from the gate
+// (server/gate.h), which has the typed messages: pskit's methods are raw
+// (ByteBuffer) methods, so the interceptor sees only bytes.
 //
 // Thread safety: all methods may be called from any thread.
 #ifndef PSKIT_SERVER_SERVER_METRICS_H_
@@ -43,6 +51,8 @@
 #include "absl/base/thread_annotations.h"
 #include "absl/container/flat_hash_map.h"
 #include "absl/status/statusor.h"
+#include "absl/strings/string_view.h"
+#include "google/protobuf/message.h"
 #include "absl/synchronization/mutex.h"
 #include "prometheus/collectable.h"
 #include "prometheus/counter.h"
@@ -76,6 +86,15 @@ class ServerMetrics : public prometheus::Collectable {
   // The newest checkpoint on disk at start (its time becomes the last
   // success, so a restarted shard does not report "never").
   void SetLastCheckpoint(const v1::CheckpointInfo& info);
+
+  // A call the gate refused (see the reasons above). `rpc`:
+  // "ParameterServer/Push".
+  void CountAuthRefusal(absl::string_view rpc, absl::string_view reason);
+
+  // A successful answer: Push, PushPull and Exchange answers count updates
+  // and staleness in the request's namespace; other types are ignored.
+  void RecordAnswer(const google::protobuf::Message& request,
+                    const google::protobuf::Message& response);
 
   // One method's metrics; created on first use. Public for the interceptor.
   struct Method {
@@ -113,6 +132,7 @@ class ServerMetrics : public prometheus::Collectable {
   prometheus::Family<prometheus::Counter>* sent_;
   prometheus::Family<prometheus::Counter>* updates_;
   prometheus::Family<prometheus::Histogram>* staleness_;
+  prometheus::Family<prometheus::Counter>* auth_refusals_;
   prometheus::Counter* checkpoints_ok_;
   prometheus::Counter* checkpoints_failed_;
   prometheus::Histogram* checkpoint_duration_;

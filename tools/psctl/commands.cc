@@ -70,6 +70,14 @@ constexpr Command kCommands[] = {
      "a shard with no update since writes no final checkpoint of its own,\n"
      "so ID stays the newest on every shard and a restart loads it.",
      CmdShutdown},
+    {"token", "token new --role R [--namespaces a,b] --out FILE",
+     "Makes a fresh bearer token (32 random bytes, base64url) and writes it\n"
+     "to FILE (mode 0600; an existing FILE is never overwritten) for a\n"
+     "client's --token_file. Prints on stdout the line to add to every\n"
+     "shard's --auth_tokens file: the token's SHA-256, the role (reader,\n"
+     "worker or admin) and the namespaces (none: every namespace). Needs no\n"
+     "shards.",
+     CmdToken, /*local=*/true},
 };
 
 constexpr absl::string_view kCommonHelp =

@@ -32,6 +32,7 @@ Outcome CmdDump(Context* ctx, const std::vector<std::string>& args);
 Outcome CmdDrain(Context* ctx, const std::vector<std::string>& args);
 Outcome CmdShutdown(Context* ctx, const std::vector<std::string>& args);
 Outcome CmdHealth(Context* ctx, const std::vector<std::string>& args);
+Outcome CmdToken(Context* ctx, const std::vector<std::string>& args);
 
 // One command: its name, one-line synopsis, help text and function.
 struct Command {
@@ -39,6 +40,8 @@ struct Command {
   const char* synopsis;
   const char* help;
   Outcome (*run)(Context*, const std::vector<std::string>&);
+  // Runs on this machine alone: no --shards needed, none contacted.
+  bool local = false;
 };
 
 // The whole help (`psctl help`, `psctl --help`): usage and every command.

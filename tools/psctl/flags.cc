@@ -30,7 +30,14 @@ ABSL_FLAG(bool, wait, false,
           "checkpoint: wait until every shard has written it and report "
           "each; without it psctl waits at most 1 s and reports the shards "
           "still writing as started");
-ABSL_FLAG(std::string, out, "", "dump: the .npy file to write (required)");
+ABSL_FLAG(std::string, out, "",
+          "dump: the .npy file to write; token new: the file the token is "
+          "written to (mode 0600). Required by both");
+ABSL_FLAG(std::string, role, "",
+          "token new: the token's role: reader, worker or admin (required)");
+ABSL_FLAG(std::string, namespaces, "",
+          "token new: the namespaces the token may touch, comma-separated. "
+          "Default: every namespace");
 ABSL_FLAG(std::string, reason, "",
           "drain: why, recorded as each ended job's reason. Default: "
           "\"drained by an operator\"");
@@ -41,7 +48,8 @@ absl::StatusOr<std::vector<std::string>> ParseArgs(
     int argc, char** argv, bool* help, std::set<std::string>* given) {
   static const std::set<std::string>* const kOwnFlags = [] {
     auto* own = new std::set<std::string>{
-        "shards", "json", "timeout_s", "wait_s", "id", "wait", "out", "reason"};
+        "shards", "json", "timeout_s", "wait_s",     "id",
+        "wait",   "out",  "reason",    "role",       "namespaces"};
     for (absl::string_view f : kChannelSecurityFlags) own->emplace(f);
     return own;
   }();

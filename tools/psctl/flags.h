@@ -23,6 +23,8 @@ ABSL_DECLARE_FLAG(std::string, id);
 ABSL_DECLARE_FLAG(bool, wait);
 ABSL_DECLARE_FLAG(std::string, out);
 ABSL_DECLARE_FLAG(std::string, reason);
+ABSL_DECLARE_FLAG(std::string, role);
+ABSL_DECLARE_FLAG(std::string, namespaces);
 
 namespace pskit::psctl {
 

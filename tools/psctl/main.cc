@@ -5,6 +5,7 @@
 //   psctl set job1 lr=0.0005 --json
 //   psctl dump job1 fc1/w --out fc1_w.npy
 //   psctl --shards 127.0.0.1:7000 health   # a container's HEALTHCHECK
+//   psctl token new --role worker --out w.token >> shard-tokens.txt
 //
 // It talks to each shard's pskit.v1.Admin service through AdminClient (one
 // channel per shard, every call fanned out to all shards at once with a
@@ -135,6 +136,7 @@ int Main(int argc, char** argv) {
     return kExitOk;
   }
   args.erase(args.begin());
+  if (command->local) return finish(command->run(&ctx, args));
 
   std::string shard_list = absl::GetFlag(FLAGS_shards);
   if (shard_list.empty()) {
