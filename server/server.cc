@@ -43,6 +43,8 @@ std::shared_ptr<grpc::ServerCredentials> ServerCredentials(
         GRPC_SSL_REQUEST_AND_REQUIRE_CLIENT_CERTIFICATE_AND_VERIFY);
   }
   return grpc::experimental::TlsServerCredentials(tls);
+}
+
 // A host that only this machine can reach: tokens sent to it never cross
 // a network.
 bool IsLoopbackHost(absl::string_view host) {
