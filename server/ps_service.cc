@@ -1,11 +1,27 @@
+// server/ps_service.cc: the ParameterServer handlers. See
+// server/ps_service.h.
 #include "server/ps_service.h"
 
+#include "absl/strings/str_cat.h"
 #include "absl/time/time.h"
 #include "common/grpc_status.h"
 #include "common/status_macros.h"
 #include "server/finish.h"
 
 namespace pskit {
+
+void PsService::MarkReplayed(grpc::CallbackServerContext* ctx, bool replayed) {
+  if (replayed) ctx->AddInitialMetadata(kReplayedMetadata, "1");
+}
+
+absl::Status PsService::Answer(absl::string_view method, absl::Status s) {
+  if (s.ok() && lose_answer_ && lose_answer_(method)) {
+    return absl::UnavailableError(absl::StrCat(
+        "test hook: the answer to ", method,
+        " was lost after the shard applied it"));
+  }
+  return s;
+}
 
 absl::Status PsService::CheckWorker(uint64_t worker_id) {
   if (worker_id == 0) return absl::OkStatus();
@@ -28,24 +44,30 @@ grpc::ServerUnaryReactor* PsService::Push(grpc::CallbackServerContext* ctx,
                                           const v1::PushRequest* req,
                                           v1::PushResponse* resp) {
   absl::Status s = CheckWorker(req->worker_id());
-  if (s.ok()) s = store_->Push(*req, resp);
-  return FinishNow(ctx, s);
+  bool replayed = false;
+  if (s.ok()) s = store_->Push(*req, resp, &replayed);
+  MarkReplayed(ctx, replayed);
+  return FinishNow(ctx, Answer("Push", s));
 }
 
 grpc::ServerUnaryReactor* PsService::PushPull(grpc::CallbackServerContext* ctx,
                                               const v1::PushRequest* req,
                                               v1::PushPullResponse* resp) {
   absl::Status s = CheckWorker(req->worker_id());
-  if (s.ok()) s = store_->PushPull(*req, resp);
-  return FinishNow(ctx, s);
+  bool replayed = false;
+  if (s.ok()) s = store_->PushPull(*req, resp, &replayed);
+  MarkReplayed(ctx, replayed);
+  return FinishNow(ctx, Answer("PushPull", s));
 }
 
 grpc::ServerUnaryReactor* PsService::Exchange(grpc::CallbackServerContext* ctx,
                                               const v1::ExchangeRequest* req,
                                               v1::ExchangeResponse* resp) {
   absl::Status s = CheckWorker(req->worker_id());
-  if (s.ok()) s = store_->Exchange(*req, resp);
-  return FinishNow(ctx, s);
+  bool replayed = false;
+  if (s.ok()) s = store_->Exchange(*req, resp, &replayed);
+  MarkReplayed(ctx, replayed);
+  return FinishNow(ctx, Answer("Exchange", s));
 }
 
 grpc::ServerUnaryReactor* PsService::RegisterWorker(

@@ -9,17 +9,29 @@
 #ifndef PSKIT_SERVER_PS_SERVICE_H_
 #define PSKIT_SERVER_PS_SERVICE_H_
 
+#include <functional>
+#include <utility>
+
+#include "absl/strings/string_view.h"
 #include "pskit/v1/ps.grpc.pb.h"
 #include "server/chunk_store.h"
 #include "server/worker_registry.h"
 
 namespace pskit {
 
+// Initial metadata key of an answer that a shard gave from its exactly-once
+// window without applying anything (value "1"): the metrics interceptor does
+// not count its acks as updates, and a client may log it.
+inline constexpr char kReplayedMetadata[] = "pskit-replayed";
+
 class PsService final : public v1::ParameterServer::CallbackService {
  public:
   // Borrows `store` and `workers`; both must outlive the service.
-  PsService(ChunkStore* store, WorkerRegistry* workers)
-      : store_(store), workers_(workers) {}
+  // `lose_answer` (tests only, may be empty): see
+  // ServerOptions::testonly_lose_answer.
+  PsService(ChunkStore* store, WorkerRegistry* workers,
+            std::function<bool(absl::string_view method)> lose_answer = {})
+      : store_(store), workers_(workers), lose_answer_(std::move(lose_answer)) {}
 
   grpc::ServerUnaryReactor* Declare(grpc::CallbackServerContext* ctx,
                                     const v1::DeclareRequest* req,
@@ -53,9 +65,15 @@ class PsService final : public v1::ParameterServer::CallbackService {
  private:
   // OK for worker id 0 (anonymous) or a live lease.
   absl::Status CheckWorker(uint64_t worker_id);
+  // Marks the answer as given from the window (kReplayedMetadata).
+  static void MarkReplayed(grpc::CallbackServerContext* ctx, bool replayed);
+  // The outcome of a data-plane call that ended with `s`, after the test
+  // hook had its say.
+  absl::Status Answer(absl::string_view method, absl::Status s);
 
   ChunkStore* const store_;
   WorkerRegistry* const workers_;
+  const std::function<bool(absl::string_view)> lose_answer_;
 };
 
 }  // namespace pskit
