@@ -61,7 +61,13 @@ absl::StatusOr<std::unique_ptr<Client>> Client::Connect(
 
 Client::Client(std::vector<std::string> shards, const ClientOptions& options,
                Layout layout)
-    : shards_(std::move(shards)), options_(options), layout_(layout) {
+    : shards_(std::move(shards)),
+      options_(options),
+      layout_(layout),
+      // From the clock's microseconds: a later Client that gets the same
+      // worker id starts above every sequence this one sends.
+      next_sequence_(static_cast<uint64_t>(std::max<int64_t>(
+          1, absl::ToUnixMicros(options.clock->Now())))) {
   stubs_.resize(shards_.size());
   generic_.resize(shards_.size());
   for (size_t s = 0; s < shards_.size(); ++s) {
@@ -189,7 +195,21 @@ absl::Status Client::Declare(absl::string_view ns_in,
 template <typename OnOk>
 absl::Status Client::RunGeneric(
     const char* op, const std::string& method,
-    std::vector<Call<grpc::ByteBuffer, grpc::ByteBuffer>>& calls, OnOk on_ok) {
+    std::vector<Call<grpc::ByteBuffer, grpc::ByteBuffer>>& calls, OnOk on_ok,
+    uint64_t worker_id) {
+  std::function<bool(uint32_t, const absl::Status&)> recover;
+  if (worker_id != 0) {
+    // A shard that restarted forgot the worker (NOT_FOUND): register it
+    // again, once per shard and operation, and resend the same requests,
+    // same sequences, which its loaded window may answer.
+    recover = [this, worker_id,
+               state = std::vector<int>(shards_.size(), 0)](
+                  uint32_t shard, const absl::Status& s) mutable {
+      if (s.code() != absl::StatusCode::kNotFound) return false;
+      if (state[shard] == 0) state[shard] = ReregisterOn(shard, worker_id) ? 1 : 2;
+      return state[shard] == 1;
+    };
+  }
   return Run(
       op, calls,
       [&](uint32_t shard, size_t channel, grpc::ClientContext* ctx,
@@ -198,7 +218,7 @@ absl::Status Client::RunGeneric(
         generic_[shard][channel]->UnaryCall(ctx, method, grpc::StubOptions(),
                                             req, resp, std::move(cb));
       },
-      on_ok);
+      on_ok, std::move(recover));
 }
 
 namespace {
@@ -377,6 +397,9 @@ absl::StatusOr<PushResult> Client::PushImpl(
     header.set_namespace_(ns);
     *header.mutable_layout() = WireLayout(c.shard);
     header.set_worker_id(worker_id);
+    // Exactly-once: each request its own sequence; a retry resends this
+    // very buffer, so the same one.
+    if (worker_id != 0) header.set_sequence(NextSequence());
     if (pull) header.set_return_encoding(options_.encoding);
     c.req = EncodeChunks(header, /*field=*/4, c.pieces, grads, &pulled[i],
                          /*copy=*/false, &storage[i], &tracker);
@@ -406,8 +429,8 @@ absl::StatusOr<PushResult> Client::PushImpl(
     return ReceiveChunks(c, /*with_acks=*/true, /*subtract=*/false, weights,
                          &keys, &meta);
   };
-  PSKIT_RETURN_IF_ERROR(
-      RunGeneric(op, pull ? kPushPullMethod : kPushMethod, calls, on_ok));
+  PSKIT_RETURN_IF_ERROR(RunGeneric(op, pull ? kPushPullMethod : kPushMethod,
+                                   calls, on_ok, worker_id));
   PushResult result;
   uint64_t total = 0;
   for (const auto& meta : metas) {
@@ -460,6 +483,7 @@ absl::Status Client::Exchange(absl::string_view ns_in, float alpha,
     header.set_namespace_(ns);
     *header.mutable_layout() = WireLayout(c.shard);
     header.set_worker_id(worker_id);
+    if (worker_id != 0) header.set_sequence(NextSequence());
     header.set_alpha(alpha);
     c.req = EncodeChunks(header, /*field=*/5, c.pieces, sources, nullptr,
                          /*copy=*/true, &storage[i], &tracker);
@@ -469,7 +493,8 @@ absl::Status Client::Exchange(absl::string_view ns_in, float alpha,
         std::vector<client_internal::ChunkMeta> meta;
         return ReceiveChunks(c, /*with_acks=*/false, /*subtract=*/true, params,
                              nullptr, &meta);
-      });
+      },
+      worker_id);
 }
 
 #undef PSKIT_SEND

@@ -15,9 +15,20 @@
 // The Client remembers, per chunk, the version it last pulled; a push sends
 // it so the shard can measure staleness.
 //
-// Caveat: a push that failed with UNAVAILABLE or CANCELLED after the shard
-// received it is applied again by the retry. Asynchronous SGD tolerates this; it is rare
-// (the connection must break mid-call).
+// Exactly-once: once RegisterWorker gave this Client a worker id, each
+// request of Push, PushPull and Exchange carries a sequence of its own
+// (increasing, starting from the clock's microseconds so a later Client
+// with the same id starts above it), and a retry resends the same request,
+// same sequence. The shard applies a (worker, sequence) once and answers a
+// copy from its window (see PushRequest.sequence in ps.proto), also after it
+// restarted from a checkpoint that holds the call: when a call retried after
+// UNAVAILABLE or CANCELLED is answered NOT_FOUND (the restarted shard forgot
+// the worker), the worker is registered again on that shard under the same
+// id and the call resent, once per call. A call the shard applied
+// after its last checkpoint and then lost in a crash is applied again on
+// retry: the state it was applied to is gone too.
+// Without a worker id (anonymous, worker id 0) there is no sequence: a call
+// retried after the shard received it is applied twice.
 //
 // Example:
 //   ClientOptions opts;
@@ -35,7 +46,9 @@
 #ifndef PSKIT_CLIENT_CLIENT_H_
 #define PSKIT_CLIENT_CLIENT_H_
 
+#include <atomic>
 #include <cstdint>
+#include <functional>
 #include <memory>
 #include <string>
 #include "absl/strings/string_view.h"
@@ -195,9 +208,12 @@ class Client {
   // through client_internal::FanOut, retrying UNAVAILABLE ones with backoff
   // until the deadline, and runs `on_ok` on each answer (on a gRPC thread).
   // Returns once every call has finished: OK, or every failed shard named.
+  // `recover` (may be empty): see FanOutOptions::recover.
   template <typename Req, typename Resp, typename Send, typename OnOk>
-  absl::Status Run(const char* op, std::vector<Call<Req, Resp>>& calls,
-                   Send send, OnOk on_ok);
+  absl::Status Run(
+      const char* op, std::vector<Call<Req, Resp>>& calls, Send send,
+      OnOk on_ok,
+      std::function<bool(uint32_t, const absl::Status&)> recover = nullptr);
 
   // Push (`weights` empty) or PushPull.
   absl::StatusOr<PushResult> PushImpl(const char* op, absl::string_view ns,
@@ -232,11 +248,19 @@ class Client {
                              std::vector<client_internal::ChunkMeta>* meta)
       ABSL_LOCKS_EXCLUDED(mu_);
   // Sends `calls` (serialized requests) to data-plane method `method`, and
-  // parses each answer into the tensors' buffers; see Run.
+  // parses each answer into the tensors' buffers; see Run. With `worker_id`
+  // != 0, a shard that answers NOT_FOUND gets the worker registered again
+  // (ReregisterOn) and the call resent, once per call.
   template <typename OnOk>
   absl::Status RunGeneric(const char* op, const std::string& method,
                           std::vector<Call<grpc::ByteBuffer, grpc::ByteBuffer>>& calls,
-                          OnOk on_ok);
+                          OnOk on_ok, uint64_t worker_id = 0);
+  // Registers worker `worker_id` again on `shard`, under this Client's
+  // worker name (a renewal if the shard still knows it). False on failure
+  // or if the Client's worker id changed meanwhile.
+  bool ReregisterOn(uint32_t shard, uint64_t worker_id) ABSL_LOCKS_EXCLUDED(mu_);
+  // The next exactly-once sequence of this Client.
+  uint64_t NextSequence() { return next_sequence_.fetch_add(1); }
   // INVALID_ARGUMENT for a bad or repeated name, an empty or oversized
   // buffer, or a size that differs from the declared tensor's.
   absl::Status CheckBuffers(
@@ -270,6 +294,9 @@ class Client {
       ABSL_GUARDED_BY(mu_);
   uint64_t worker_id_ ABSL_GUARDED_BY(mu_) = 0;
   std::string worker_name_ ABSL_GUARDED_BY(mu_);
+
+  // Atomic: concurrent operations take sequences without mu_.
+  std::atomic<uint64_t> next_sequence_;
 };
 
 }  // namespace pskit

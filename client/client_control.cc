@@ -94,6 +94,29 @@ absl::StatusOr<bool> Client::Heartbeat(absl::string_view ns) {
   return false;
 }
 
+bool Client::ReregisterOn(uint32_t shard, uint64_t worker_id) {
+  v1::RegisterWorkerRequest again;
+  {
+    absl::MutexLock lock(&mu_);
+    if (worker_id_ != worker_id) return false;  // left or registered anew
+    again.set_name(worker_name_);
+  }
+  again.set_worker_id(worker_id);
+  spdlog::warn(
+      "worker {}: shard {} ({}) does not know this worker (it restarted, or "
+      "the lease lapsed); registering again and resending",
+      worker_id, shard, shards_[shard]);
+  absl::Status s = Broadcast<v1::RegisterWorkerResponse>(
+                       "RegisterWorker", again, shard, shard + 1,
+                       PSKIT_SEND(stubs_[shard][channel], RegisterWorker))
+                       .status();
+  if (!s.ok()) {
+    spdlog::warn("worker {}: registering again on shard {}: {}", worker_id,
+                 shard, s.ToString());
+  }
+  return s.ok();
+}
+
 absl::StatusOr<bool> Client::ReportEvaluation(absl::string_view ns,
                                               const v1::Evaluation& eval) {
   v1::ReportEvaluationRequest req;

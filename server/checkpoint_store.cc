@@ -17,13 +17,18 @@ namespace {
 std::string ManifestKey(const std::string& id) { return "m/" + id; }
 std::string NamespacePrefix(const std::string& id) { return "n/" + id + "/"; }
 std::string ChunkPrefix(const std::string& id) { return "c/" + id + "/"; }
+std::string WindowPrefix(const std::string& id) { return "w/" + id + "/"; }
+
+// `prefix` then `index` big-endian, so keys sort by index.
+std::string IndexKey(std::string prefix, uint64_t index) {
+  for (int shift = 56; shift >= 0; shift -= 8) {
+    prefix.push_back(static_cast<char>((index >> shift) & 0xff));
+  }
+  return prefix;
+}
 
 std::string ChunkKey(const std::string& id, uint64_t index) {
-  std::string key = ChunkPrefix(id);
-  for (int shift = 56; shift >= 0; shift -= 8) {
-    key.push_back(static_cast<char>((index >> shift) & 0xff));
-  }
-  return key;
+  return IndexKey(ChunkPrefix(id), index);
 }
 
 // The smallest key after every key starting with `prefix` ('/' + 1 = '0').
@@ -172,6 +177,18 @@ absl::StatusOr<v1::CheckpointInfo> CheckpointStore::Write(
     bytes += c.values().size() + c.slots().size();
     batch.Put(ChunkKey(id, i), value);
   }
+  // Windows by worker id, the order of their keys (and of their CRCs).
+  std::vector<const v1::WindowRecord*> windows;
+  for (const v1::WindowRecord& w : snapshot.windows) windows.push_back(&w);
+  std::sort(windows.begin(), windows.end(), [](const auto* a, const auto* b) {
+    return a->worker_id() < b->worker_id();
+  });
+  for (const v1::WindowRecord* w : windows) {
+    w->SerializeToString(&value);
+    manifest.add_window_crc32(Crc32(value.data(), value.size()));
+    batch.Put(IndexKey(WindowPrefix(id), w->worker_id()), value);
+  }
+  manifest.set_windows(windows.size());
   info->set_bytes(bytes);
   info->set_duration_s(absl::ToDoubleSeconds(copy_time + (absl::Now() - start)));
   batch.Put(ManifestKey(id), manifest.SerializeAsString());
@@ -204,6 +221,7 @@ absl::Status CheckpointStore::DeleteCheckpoint(const std::string& id) {
   batch.Delete(ManifestKey(id));
   batch.DeleteRange(NamespacePrefix(id), PrefixEnd(NamespacePrefix(id)));
   batch.DeleteRange(ChunkPrefix(id), PrefixEnd(ChunkPrefix(id)));
+  batch.DeleteRange(WindowPrefix(id), PrefixEnd(WindowPrefix(id)));
   rocksdb::WriteOptions sync;
   sync.sync = true;
   return FromRocks(db_->Write(sync, &batch),
@@ -311,6 +329,35 @@ absl::StatusOr<ShardSnapshot> CheckpointStore::Load(
     return absl::DataLossError(absl::StrCat(
         "checkpoint '", id, "': ", i, " chunk records, the manifest says ",
         m.chunks()));
+  }
+  // Exactly-once windows; a checkpoint from before them has none (and
+  // windows = 0, no CRCs).
+  if (manifest.windows() != static_cast<uint64_t>(manifest.window_crc32_size())) {
+    return absl::DataLossError(absl::StrCat(
+        "checkpoint '", id, "': the manifest lists ", manifest.windows(),
+        " worker windows but ", manifest.window_crc32_size(), " checksums"));
+  }
+  const std::string window_prefix = WindowPrefix(id);
+  size_t w = 0;
+  for (it->Seek(window_prefix);
+       it->Valid() && it->key().starts_with(window_prefix); it->Next(), ++w) {
+    const rocksdb::Slice v = it->value();
+    if (w >= static_cast<size_t>(manifest.window_crc32_size()) ||
+        Crc32(v.data(), v.size()) != manifest.window_crc32(static_cast<int>(w))) {
+      return absl::DataLossError(absl::StrCat(
+          "checkpoint '", id, "': worker window record ", w,
+          " does not match its checksum"));
+    }
+    v1::WindowRecord& record = snapshot.windows.emplace_back();
+    if (!record.ParseFromArray(v.data(), static_cast<int>(v.size()))) {
+      return absl::DataLossError(absl::StrCat(
+          "checkpoint '", id, "': unreadable worker window record ", w));
+    }
+  }
+  if (w != manifest.windows()) {
+    return absl::DataLossError(absl::StrCat(
+        "checkpoint '", id, "': ", w, " worker window records, the manifest "
+        "says ", manifest.windows()));
   }
   if (absl::Status s = FromRocks(it->status(), "reading a checkpoint");
       !s.ok()) {

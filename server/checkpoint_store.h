@@ -10,7 +10,9 @@
 // and a chunk whose CRC does not match makes the checkpoint unloadable (the
 // previous one is used). The newest `keep` are kept.
 //
-// Keys: "m/<id>" manifest, "n/<id>/<namespace>", "c/<id>/<8-byte index>".
+// Keys: "m/<id>" manifest, "n/<id>/<namespace>", "c/<id>/<8-byte index>",
+// "w/<id>/<8-byte worker id>" (exactly-once windows; absent in older
+// checkpoints, which load with empty windows).
 //
 // Thread safety: Write and Delete are serialized by write_mu_; List and Load
 // may run concurrently with them (RocksDB is thread-safe).
@@ -42,6 +44,9 @@ struct ShardSnapshot {
   std::vector<v1::NamespaceRecord> namespaces;
   std::vector<v1::ChunkRecord> chunks;
   uint64_t updates_applied = 0;
+  // Exactly-once windows (server/push_window.h), one per worker; none in a
+  // checkpoint written before they existed.
+  std::vector<v1::WindowRecord> windows;
 };
 
 // INVALID_ARGUMENT unless `id` is 1..128 printable ASCII bytes without '/'.

@@ -9,6 +9,7 @@
 // Thread safety: see server/chunk_store.h.
 #include "server/chunk_store.h"
 
+#include <optional>
 #include <utility>
 
 #include "absl/container/flat_hash_set.h"
@@ -76,12 +77,14 @@ absl::Status CheckAnswerSize(size_t bytes, size_t limit) {
 
 ChunkStore::ChunkStore(const Layout& layout, uint32_t shard_index,
                        bool allow_nonfinite, size_t max_message_bytes,
-                       uint64_t max_memory_bytes)
+                       uint64_t max_memory_bytes,
+                       const PushWindowOptions& window)
     : layout_(layout),
       shard_index_(shard_index),
       allow_nonfinite_(allow_nonfinite),
       max_message_bytes_(max_message_bytes),
-      max_memory_bytes_(max_memory_bytes) {}
+      max_memory_bytes_(max_memory_bytes),
+      window_(window) {}
 
 ChunkStore::~ChunkStore() = default;
 
@@ -169,7 +172,7 @@ absl::Status ChunkStore::ApplyGradients(
     const v1::PushRequest& req,
     google::protobuf::RepeatedPtrField<v1::ChunkAck>* acks,
     google::protobuf::RepeatedPtrField<v1::ChunkData>* values,
-    v1::Encoding encoding) {
+    v1::Encoding encoding, bool* replayed) {
   PSKIT_RETURN_IF_ERROR(
       CheckLayout(req.layout(), req.has_layout(), layout_, shard_index_));
   absl::ReaderMutexLock index_lock(&index_mu_);
@@ -191,6 +194,16 @@ absl::Status ChunkStore::ApplyGradients(
                            DecodeChunk(req.grads(i), r.targets[i].length,
                                        allow_nonfinite_, &scratch[i]));
   }
+  // Exactly-once: from here on nothing fails, so a call the window lets
+  // through is applied whole.
+  std::optional<PushWindow::Ticket> ticket;
+  if (req.worker_id() != 0 && req.sequence() != 0) {
+    PSKIT_ASSIGN_OR_RETURN(
+        ticket, window_.Begin(req.worker_id(), req.sequence(),
+                              NamespaceOf(req.namespace_()),
+                              /*exchange=*/false, req.grads()));
+  }
+  if (replayed != nullptr) *replayed = ticket.has_value() && ticket->replay();
   const UpdateRule& rule = *r.ns->rule;
   const v1::Compensation compensation = r.ns->config.compensation();
   acks->Reserve(req.grads_size());
@@ -198,6 +211,19 @@ absl::Status ChunkStore::ApplyGradients(
   for (int i = 0; i < req.grads_size(); ++i) {
     Chunk& c = *r.targets[i].chunk;
     v1::ChunkAck* ack = acks->Add();
+    if (ticket.has_value() && ticket->Applied(i, ack, nullptr)) {
+      // Applied by an earlier copy of this call: its ack, today's values.
+      if (values != nullptr) {
+        v1::ChunkData* out = values->Add();
+        out->set_tensor(req.grads(i).tensor());
+        out->set_chunk(req.grads(i).chunk());
+        out->set_encoding(encoding);
+        absl::ReaderMutexLock lock(&c.mu);
+        out->set_version(c.version);
+        EncodeFloats(encoding, c.values, out->mutable_data());
+      }
+      continue;
+    }
     absl::MutexLock lock(&c.mu);
     const uint64_t pulled = req.grads(i).version();
     // A version from the future means this shard lost updates (a restart
@@ -210,6 +236,7 @@ absl::Status ChunkStore::ApplyGradients(
     updates_applied_.fetch_add(1, std::memory_order_relaxed);
     ack->set_version(c.version);
     ack->set_staleness(staleness);
+    if (ticket.has_value()) window_.Record(*ticket, i, *ack, nullptr);
     if (values != nullptr) {
       v1::ChunkData* out = values->Add();
       out->set_tensor(req.grads(i).tensor());
@@ -219,23 +246,24 @@ absl::Status ChunkStore::ApplyGradients(
       EncodeFloats(encoding, c.values, out->mutable_data());
     }
   }
+  if (ticket.has_value() && !ticket->replay()) window_.Finish(*ticket);
   return absl::OkStatus();
 }
 
 absl::Status ChunkStore::Push(const v1::PushRequest& req,
-                              v1::PushResponse* resp) {
+                              v1::PushResponse* resp, bool* replayed) {
   return ApplyGradients(req, resp->mutable_acks(), nullptr,
-                        v1::ENCODING_UNSPECIFIED);
+                        v1::ENCODING_UNSPECIFIED, replayed);
 }
 
 absl::Status ChunkStore::PushPull(const v1::PushRequest& req,
-                                  v1::PushPullResponse* resp) {
+                                  v1::PushPullResponse* resp, bool* replayed) {
   return ApplyGradients(req, resp->mutable_acks(), resp->mutable_chunks(),
-                        req.return_encoding());
+                        req.return_encoding(), replayed);
 }
 
 absl::Status ChunkStore::Exchange(const v1::ExchangeRequest& req,
-                                  v1::ExchangeResponse* resp) {
+                                  v1::ExchangeResponse* resp, bool* replayed) {
   PSKIT_RETURN_IF_ERROR(
       CheckLayout(req.layout(), req.has_layout(), layout_, shard_index_));
   if (!(req.alpha() > 0.0f && req.alpha() <= 1.0f)) {
@@ -254,14 +282,30 @@ absl::Status ChunkStore::Exchange(const v1::ExchangeRequest& req,
                            DecodeChunk(req.params(i), r.targets[i].length,
                                        allow_nonfinite_, &scratch[i]));
   }
+  // Exactly-once, as in ApplyGradients.
+  std::optional<PushWindow::Ticket> ticket;
+  if (req.worker_id() != 0 && req.sequence() != 0) {
+    PSKIT_ASSIGN_OR_RETURN(
+        ticket, window_.Begin(req.worker_id(), req.sequence(),
+                              NamespaceOf(req.namespace_()),
+                              /*exchange=*/true, req.params()));
+  }
+  if (replayed != nullptr) *replayed = ticket.has_value() && ticket->replay();
   const float alpha = req.alpha();
   std::vector<float> diff;
   resp->mutable_diffs()->Reserve(req.params_size());
   for (int i = 0; i < req.params_size(); ++i) {
+    v1::ChunkData* out = resp->add_diffs();
+    v1::ChunkAck first;
+    if (ticket.has_value() && ticket->Applied(i, &first, out)) {
+      continue;  // an earlier copy's diff: the centre moved by it once
+    }
     Chunk& c = *r.targets[i].chunk;
     const size_t n = r.targets[i].length;
     diff.resize(n);
-    uint64_t version;
+    out->set_tensor(req.params(i).tensor());
+    out->set_chunk(req.params(i).chunk());
+    out->set_encoding(req.params(i).encoding());
     {
       absl::MutexLock lock(&c.mu);
       float* __restrict centre = c.values.data();
@@ -271,16 +315,22 @@ absl::Status ChunkStore::Exchange(const v1::ExchangeRequest& req,
         e[j] = alpha * (x[j] - centre[j]);
         centre[j] += e[j];
       }
-      version = ++c.version;
+      out->set_version(++c.version);
+      if (ticket.has_value()) {
+        // Recorded under the chunk's lock, with the diff: a checkpoint
+        // that holds this update also holds what was answered for it.
+        EncodeFloats(req.params(i).encoding(), diff, out->mutable_data());
+        v1::ChunkAck ack;
+        ack.set_version(out->version());
+        window_.Record(*ticket, i, ack, out);
+      }
     }
     updates_applied_.fetch_add(1, std::memory_order_relaxed);
-    v1::ChunkData* out = resp->add_diffs();
-    out->set_version(version);
-    out->set_tensor(req.params(i).tensor());
-    out->set_chunk(req.params(i).chunk());
-    out->set_encoding(req.params(i).encoding());
-    EncodeFloats(req.params(i).encoding(), diff, out->mutable_data());
+    if (!ticket.has_value()) {
+      EncodeFloats(req.params(i).encoding(), diff, out->mutable_data());
+    }
   }
+  if (ticket.has_value() && !ticket->replay()) window_.Finish(*ticket);
   return absl::OkStatus();
 }
 

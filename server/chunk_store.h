@@ -14,6 +14,11 @@
 // (RESOURCE_EXHAUSTED). On error the store is
 // unchanged. Once validated, applying cannot fail.
 //
+// Exactly-once: a Push, PushPull or Exchange with a worker id and a
+// sequence goes through the store's PushWindow (server/push_window.h), so a
+// copy of a call already applied is answered without being applied again;
+// the window is part of Snapshot and Replace.
+//
 // Thread safety: all public methods may be called concurrently. Every
 // request holds index_mu_ shared for its whole run, and each chunk has its
 // own mutex, so pushes to different chunks run in parallel and pulls of one
@@ -37,6 +42,7 @@
 #include "pskit/v1/admin.pb.h"
 #include "pskit/v1/ps.pb.h"
 #include "server/checkpoint_store.h"
+#include "server/push_window.h"
 #include "server/update_rule.h"
 
 namespace pskit {
@@ -51,8 +57,10 @@ class ChunkStore {
   // `max_message_bytes`: answers larger than this are refused up front.
   // `max_memory_bytes`: values plus optimizer slots this shard may hold; a
   // Declare that would pass it is refused with RESOURCE_EXHAUSTED.
+  // `window`: the exactly-once window's bounds (server/push_window.h).
   ChunkStore(const Layout& layout, uint32_t shard_index, bool allow_nonfinite,
-             size_t max_message_bytes, uint64_t max_memory_bytes);
+             size_t max_message_bytes, uint64_t max_memory_bytes,
+             const PushWindowOptions& window = {});
   ~ChunkStore();
 
   ChunkStore(const ChunkStore&) = delete;
@@ -72,19 +80,27 @@ class ChunkStore {
       ABSL_LOCKS_EXCLUDED(index_mu_);
 
   // Applies each gradient with the namespace's rule and compensation; each
-  // ack carries the new version and the staleness.
+  // ack carries the new version and the staleness. With a worker id and a
+  // sequence, a call already applied is answered with its first acks and
+  // not applied again (`*replayed` = true, when not null); see
+  // PushRequest.sequence for the errors this adds.
   [[nodiscard]] absl::Status Push(const v1::PushRequest& req,
-                                  v1::PushResponse* resp)
+                                  v1::PushResponse* resp,
+                                  bool* replayed = nullptr)
       ABSL_LOCKS_EXCLUDED(index_mu_);
 
-  // Push, then the values of the same chunks right after their update.
+  // Push, then the values of the same chunks right after their update (a
+  // call answered from the window: its first acks and the values now).
   [[nodiscard]] absl::Status PushPull(const v1::PushRequest& req,
-                                      v1::PushPullResponse* resp)
+                                      v1::PushPullResponse* resp,
+                                      bool* replayed = nullptr)
       ABSL_LOCKS_EXCLUDED(index_mu_);
 
   // EASGD: per chunk e = alpha * (x - centre); centre += e; answers e.
+  // A call already applied is answered with its first diffs.
   [[nodiscard]] absl::Status Exchange(const v1::ExchangeRequest& req,
-                                      v1::ExchangeResponse* resp)
+                                      v1::ExchangeResponse* resp,
+                                      bool* replayed = nullptr)
       ABSL_LOCKS_EXCLUDED(index_mu_);
 
   // Copies the whole state: each chunk under its own (shared) lock, so
@@ -147,6 +163,10 @@ class ChunkStore {
   const Layout& layout() const { return layout_; }
   uint32_t shard_index() const { return shard_index_; }
 
+  // The exactly-once window: the Server tells it when workers come and go
+  // (WorkerRegistry's listener), and metrics read its counters.
+  PushWindow& push_window() { return window_; }
+
  private:
   // Defined in server/chunk_store_internal.h.
   struct Chunk;
@@ -193,8 +213,14 @@ class ChunkStore {
   absl::Status ApplyGradients(const v1::PushRequest& req,
                               google::protobuf::RepeatedPtrField<v1::ChunkAck>* acks,
                               google::protobuf::RepeatedPtrField<v1::ChunkData>* values,
-                              v1::Encoding encoding)
+                              v1::Encoding encoding, bool* replayed)
       ABSL_LOCKS_EXCLUDED(index_mu_);
+  // The windows of `snapshot`, each chunk marked applied only where the
+  // state `built` holds its update (its version >= the ack's).
+  std::vector<v1::WindowRecord> LoadedWindows(
+      const ShardSnapshot& snapshot,
+      const absl::flat_hash_map<std::string, std::unique_ptr<Namespace>>& built)
+      const;
 
   // Constant after construction.
   const Layout layout_;
@@ -208,6 +234,9 @@ class ChunkStore {
       ABSL_GUARDED_BY(index_mu_);
   // Bytes of values and optimizer slots held.
   uint64_t bytes_held_ ABSL_GUARDED_BY(index_mu_) = 0;
+  // Thread-safe on its own. Its calls run holding index_mu_ shared; Replace
+  // swaps it holding index_mu_ exclusively, so no call is in flight then.
+  mutable PushWindow window_;  // mutable: the const Snapshot copies it
 
   // Atomic: incremented by concurrent pushes that hold index_mu_ shared.
   std::atomic<uint64_t> updates_applied_{0};

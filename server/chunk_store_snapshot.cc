@@ -1,7 +1,16 @@
 // server/chunk_store_snapshot.cc
 //
 // ChunkStore::Snapshot (copy the whole state for a checkpoint) and
-// ChunkStore::Replace (swap in a state loaded from one).
+// ChunkStore::Replace (swap in a state loaded from one), exactly-once
+// windows included.
+//
+// The windows are copied after the chunks, while pushes go on. A call in
+// flight then may have updated a chunk after that chunk was copied, or
+// before; the window says, per chunk, which version the call's update made,
+// and the copied chunk's version says whether the copy holds it (versions
+// count updates, one at a time under the chunk's lock). Replace uses that to
+// keep, per call, exactly the chunks the loaded state holds: a retry then
+// applies the rest, and nothing twice.
 //
 // Thread safety: see server/chunk_store.h.
 #include "server/chunk_store.h"
@@ -54,6 +63,38 @@ ShardSnapshot ChunkStore::Snapshot() const {
         chunk.mutable_slots()->assign(
             reinterpret_cast<const char*>(c->slots.data()),
             c->slots.size() * sizeof(float));
+      }
+    }
+  }
+  // After the chunks: every update a copied chunk holds is in the window.
+  out.windows = window_.Snapshot();
+  return out;
+}
+
+std::vector<v1::WindowRecord> ChunkStore::LoadedWindows(
+    const ShardSnapshot& snapshot,
+    const absl::flat_hash_map<std::string, std::unique_ptr<Namespace>>& built)
+    const {
+  std::vector<v1::WindowRecord> out = snapshot.windows;
+  for (v1::WindowRecord& w : out) {
+    for (v1::WindowCall& call : *w.mutable_calls()) {
+      auto ns = built.find(call.namespace_());
+      for (v1::WindowChunk& chunk : *call.mutable_chunks()) {
+        if (!chunk.applied()) continue;
+        Chunk* c = nullptr;
+        if (ns != built.end()) {
+          auto t = ns->second->tensors.find(chunk.tensor());
+          if (t != ns->second->tensors.end() &&
+              chunk.chunk() < t->second->chunks.size()) {
+            c = t->second->chunks[chunk.chunk()].get();
+          }
+        }
+        bool held = false;
+        if (c != nullptr) {
+          absl::ReaderMutexLock lock(&c->mu);
+          held = c->version >= chunk.ack().version();
+        }
+        chunk.set_applied(held);
       }
     }
   }
@@ -143,11 +184,14 @@ absl::Status ChunkStore::Replace(const ShardSnapshot& snapshot) {
       }
     }
   }
+  std::vector<v1::WindowRecord> windows = LoadedWindows(snapshot, built);
   {
     absl::MutexLock lock(&index_mu_);
     namespaces_.swap(built);
     bytes_held_ = bytes;
     updates_applied_.store(snapshot.updates_applied);
+    // No call is in flight: each holds index_mu_ shared.
+    window_.Replace(std::move(windows));
   }
   // `built` now holds the old state; it is freed here, outside the lock.
   return absl::OkStatus();

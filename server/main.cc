@@ -61,6 +61,13 @@ ABSL_FLAG(double, checkpoint_interval_s, 60,
 ABSL_FLAG(int32_t, keep_checkpoints, 3, "newest checkpoints kept");
 ABSL_FLAG(double, lease_s, 30.0,
           "seconds a worker's lease lasts without a heartbeat");
+ABSL_FLAG(uint32_t, push_window, 1024,
+          "exactly-once: Push/PushPull/Exchange calls remembered per worker, "
+          "so a retried call is answered instead of applied again; a retry "
+          "older than that is refused");
+ABSL_FLAG(uint64_t, push_window_mib, 256,
+          "exactly-once: MiB of remembered answers per worker (an Exchange "
+          "keeps its diffs); older calls leave the window to stay under it");
 ABSL_FLAG(double, shutdown_grace_s, 10.0,
           "seconds in-flight calls get to finish on SIGTERM");
 ABSL_FLAG(int32_t, testonly_hold_checkpoint, 0,
@@ -147,6 +154,8 @@ int main(int argc, char** argv) {
   options.max_message_bytes = absl::GetFlag(FLAGS_max_message_bytes);
   options.allow_nonfinite = absl::GetFlag(FLAGS_allow_nonfinite);
   options.lease = absl::Seconds(absl::GetFlag(FLAGS_lease_s));
+  options.push_window = absl::GetFlag(FLAGS_push_window);
+  options.push_window_bytes = absl::GetFlag(FLAGS_push_window_mib) << 20;
   options.max_memory_bytes = absl::GetFlag(FLAGS_max_memory_mib) << 20;
   options.data_dir = absl::GetFlag(FLAGS_data_dir);
   options.checkpoint_interval =

@@ -4,15 +4,18 @@
 // roles").
 #include "server/ps_service.h"
 
+#include "absl/strings/str_cat.h"
 #include "absl/time/time.h"
 #include "common/status_macros.h"
 
 namespace pskit {
 
-PsService::PsService(ChunkStore* store, WorkerRegistry* workers, Gate* gate)
+PsService::PsService(ChunkStore* store, WorkerRegistry* workers, Gate* gate,
+                     std::function<bool(absl::string_view method)> lose_answer)
     : GatedService(v1::ParameterServer::service_full_name(), gate),
       store_(store),
-      workers_(workers) {
+      workers_(workers),
+      lose_answer_(std::move(lose_answer)) {
   using WorkerId = MethodPolicy::WorkerId;
   const MethodPolicy acts_for = {TokenRole::kWorker, false, WorkerId::kActsFor};
   AddMethod("Declare", kWorkerCall, &PsService::Declare);
@@ -29,6 +32,22 @@ PsService::PsService(ChunkStore* store, WorkerRegistry* workers, Gate* gate)
             &PsService::Leave);
   AddMethod("ReportEvaluation", kWorkerCall, &PsService::ReportEvaluation);
   CheckAllAdded();
+}
+
+template <typename Req, typename Resp>
+void PsService::MarkReplayed(ServerCall<Req, Resp>* call, bool replayed) {
+  if (!replayed) return;
+  call->context()->AddInitialMetadata(kReplayedMetadata, "1");
+  call->DoNotCountUpdates();
+}
+
+absl::Status PsService::Answer(absl::string_view method, absl::Status s) {
+  if (s.ok() && lose_answer_ && lose_answer_(method)) {
+    return absl::UnavailableError(absl::StrCat(
+        "test hook: the answer to ", method,
+        " was lost after the shard applied it"));
+  }
+  return s;
 }
 
 absl::Status PsService::CheckWorker(uint64_t worker_id) {
@@ -48,24 +67,30 @@ void PsService::Pull(ServerCall<v1::PullRequest, v1::PullResponse>* call) {
 void PsService::Push(ServerCall<v1::PushRequest, v1::PushResponse>* call) {
   const v1::PushRequest& req = call->request();
   absl::Status s = CheckWorker(req.worker_id());
-  if (s.ok()) s = store_->Push(req, call->response());
-  call->Reply(s);
+  bool replayed = false;
+  if (s.ok()) s = store_->Push(req, call->response(), &replayed);
+  MarkReplayed(call, replayed);
+  call->Reply(Answer("Push", s));
 }
 
 void PsService::PushPull(
     ServerCall<v1::PushRequest, v1::PushPullResponse>* call) {
   const v1::PushRequest& req = call->request();
   absl::Status s = CheckWorker(req.worker_id());
-  if (s.ok()) s = store_->PushPull(req, call->response());
-  call->Reply(s);
+  bool replayed = false;
+  if (s.ok()) s = store_->PushPull(req, call->response(), &replayed);
+  MarkReplayed(call, replayed);
+  call->Reply(Answer("PushPull", s));
 }
 
 void PsService::Exchange(
     ServerCall<v1::ExchangeRequest, v1::ExchangeResponse>* call) {
   const v1::ExchangeRequest& req = call->request();
   absl::Status s = CheckWorker(req.worker_id());
-  if (s.ok()) s = store_->Exchange(req, call->response());
-  call->Reply(s);
+  bool replayed = false;
+  if (s.ok()) s = store_->Exchange(req, call->response(), &replayed);
+  MarkReplayed(call, replayed);
+  call->Reply(Answer("Exchange", s));
 }
 
 void PsService::RegisterWorker(

@@ -11,6 +11,10 @@
 #ifndef PSKIT_SERVER_PS_SERVICE_H_
 #define PSKIT_SERVER_PS_SERVICE_H_
 
+#include <functional>
+#include <utility>
+
+#include "absl/strings/string_view.h"
 #include "pskit/v1/ps.grpc.pb.h"
 #include "server/chunk_store.h"
 #include "server/gate.h"
@@ -18,10 +22,18 @@
 
 namespace pskit {
 
+// Initial metadata key of an answer that a shard gave from its exactly-once
+// window without applying anything (value "1"): the gate counts no updates
+// for it, and a client may log it.
+inline constexpr char kReplayedMetadata[] = "pskit-replayed";
+
 class PsService final : public GatedService<v1::ParameterServer::Service> {
  public:
   // Borrows `store`, `workers` and `gate`; all must outlive the service.
-  PsService(ChunkStore* store, WorkerRegistry* workers, Gate* gate);
+  // `lose_answer` (tests only, may be empty): see
+  // ServerOptions::testonly_lose_answer.
+  PsService(ChunkStore* store, WorkerRegistry* workers, Gate* gate,
+            std::function<bool(absl::string_view method)> lose_answer = {});
 
   void Declare(ServerCall<v1::DeclareRequest, v1::DeclareResponse>* call);
   void Pull(ServerCall<v1::PullRequest, v1::PullResponse>* call);
@@ -39,9 +51,17 @@ class PsService final : public GatedService<v1::ParameterServer::Service> {
  private:
   // OK for worker id 0 (anonymous) or a live lease.
   absl::Status CheckWorker(uint64_t worker_id);
+  // Marks the answer as given from the window (kReplayedMetadata) and not
+  // counted as updates.
+  template <typename Req, typename Resp>
+  static void MarkReplayed(ServerCall<Req, Resp>* call, bool replayed);
+  // The outcome of a data-plane call that ended with `s`, after the test
+  // hook had its say.
+  absl::Status Answer(absl::string_view method, absl::Status s);
 
   ChunkStore* const store_;
   WorkerRegistry* const workers_;
+  const std::function<bool(absl::string_view)> lose_answer_;
 };
 
 }  // namespace pskit

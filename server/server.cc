@@ -142,11 +142,28 @@ absl::StatusOr<std::unique_ptr<Server>> Server::Start(
 
   auto server = std::unique_ptr<Server>(new Server());
   server->options_ = options;
+  if (options.push_window < 1 || options.push_window_bytes < (1 << 20)) {
+    return absl::InvalidArgumentError(absl::StrCat(
+        "push_window is ", options.push_window, " calls and ",
+        options.push_window_bytes,
+        " bytes; give at least 1 call and 1 MiB"));
+  }
+  PushWindowOptions window;
+  window.calls_per_worker = options.push_window;
+  window.bytes_per_worker = options.push_window_bytes;
+  // A restarted shard keeps a worker's loaded window as long as the worker
+  // could still hold a lease: that long it may come back and retry.
+  window.adopt_within = options.lease;
+  window.clock = options.clock;
   server->store_ = std::make_unique<ChunkStore>(
       layout, options.shard_index, options.allow_nonfinite,
-      static_cast<size_t>(options.max_message_bytes), max_memory);
-  server->workers_ =
-      std::make_unique<WorkerRegistry>(options.clock, options.lease);
+      static_cast<size_t>(options.max_message_bytes), max_memory, window);
+  PushWindow* push_window = &server->store_->push_window();
+  WorkerListener listener;
+  listener.live = [push_window](uint64_t id) { push_window->Adopt(id); };
+  listener.gone = [push_window](uint64_t id) { push_window->DropWorker(id); };
+  server->workers_ = std::make_unique<WorkerRegistry>(
+      options.clock, options.lease, std::move(listener));
   server->metrics_ = std::make_shared<ServerMetrics>(
       options.shard_index, server->store_.get(), server->workers_.get());
   if (!options.data_dir.empty()) {
@@ -210,7 +227,8 @@ absl::StatusOr<std::unique_ptr<Server>> Server::Start(
     server->gate_ = *std::move(gate);
   }
   server->service_ = std::make_unique<PsService>(
-      server->store_.get(), server->workers_.get(), server->gate_.get());
+      server->store_.get(), server->workers_.get(), server->gate_.get(),
+      options.testonly_lose_answer);
   server->admin_ = std::make_unique<AdminService>(
       server->store_.get(), server->workers_.get(), server->checkpoints_.get(),
       server->checkpointer_.get(), server->gate_.get());

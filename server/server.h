@@ -18,6 +18,7 @@
 #define PSKIT_SERVER_SERVER_H_
 
 #include <cstdint>
+#include <functional>
 #include <memory>
 #include <string>
 
@@ -64,6 +65,15 @@ struct ServerOptions {
   uint64_t max_memory_bytes = 0;
   // How long a worker's lease lasts without a heartbeat. Default: 30 s.
   absl::Duration lease = absl::Seconds(30);
+  // Exactly-once (server/push_window.h): Push/PushPull/Exchange calls
+  // remembered per registered worker, and bytes of their answers, so a
+  // retried call is answered instead of applied again. A retry older than
+  // the window is refused (FAILED_PRECONDITION). Larger windows cost memory
+  // (~40 bytes a chunk; an Exchange keeps its diffs); a client retries only
+  // calls in flight, so a window needs to cover those. Default: 1024 calls,
+  // 256 MiB.
+  uint32_t push_window = 1024;
+  uint64_t push_window_bytes = uint64_t{256} << 20;
   // Directory of this shard's RocksDB checkpoint database; created if
   // missing. Empty: memory-only (state is lost when the process ends).
   // Default: empty.
@@ -116,6 +126,11 @@ struct ServerOptions {
   // "Authorization: Bearer <token>" (401 without it). Empty: the endpoint is
   // open. Default: empty.
   std::string metrics_token_file;
+  // Tests only: called after each Push, PushPull or Exchange that succeeded
+  // (applied, or answered from the exactly-once window) with the method's
+  // name; true answers UNAVAILABLE instead, as if the connection broke
+  // after the shard applied the call. Default: none.
+  std::function<bool(absl::string_view method)> testonly_lose_answer;
   // Source of time for leases and automatic checkpoints (their slots and
   // ids); borrowed, must outlive the server.
   // Default: the system clock.

@@ -2,6 +2,8 @@
 
 #include <grpcpp/support/byte_buffer.h>
 
+#include <tuple>
+
 #include "absl/strings/match.h"
 #include "absl/strings/strip.h"
 #include "absl/strings/string_view.h"
@@ -371,6 +373,33 @@ std::vector<prometheus::MetricFamily> ServerMetrics::Collect() const {
   for (auto* f : {&chunks, &params, &accuracy, &loss, &eval_time}) {
     if (!f->metric.empty()) out.push_back(std::move(*f));
   }
+
+  PushWindow& window = store_->push_window();
+  for (const auto& [name, help, value] :
+       {std::tuple<const char*, const char*, uint64_t>{
+            "pskit_server_retries_answered_total",
+            "copies of a Push, PushPull or Exchange answered from the "
+            "exactly-once window instead of applied again",
+            window.retries_answered()},
+        {"pskit_server_retries_too_old_total",
+         "copies of a call refused because they were older than the "
+         "exactly-once window",
+         window.too_old()}}) {
+    prometheus::MetricFamily f;
+    f.name = name;
+    f.help = help;
+    f.type = prometheus::MetricType::Counter;
+    prometheus::ClientMetric metric;
+    metric.label = {shard};
+    metric.counter.value = static_cast<double>(value);
+    f.metric.push_back(std::move(metric));
+    out.push_back(std::move(f));
+  }
+  prometheus::MetricFamily calls = GaugeFamily(
+      "pskit_server_push_window_calls",
+      "calls remembered in the exactly-once windows of all workers");
+  AddGauge(&calls, static_cast<double>(window.calls()), {shard});
+  out.push_back(std::move(calls));
   return out;
 }
 

@@ -28,6 +28,16 @@
 //   pskit_server_eval_accuracy_ratio{namespace}         gauge (the evaluator's
 //   pskit_server_eval_loss{namespace}                   gauge  last report)
 //   pskit_server_eval_timestamp_seconds{namespace}      gauge
+//   pskit_server_retries_answered_total                 counter (copies of a
+//                                                       Push/PushPull/Exchange
+//                                                       answered from the
+//                                                       exactly-once window)
+//   pskit_server_retries_too_old_total                  counter (copies refused:
+//                                                       older than the window)
+//   pskit_server_push_window_calls                      gauge (calls remembered)
+//
+// An answer given from the window (initial metadata "pskit-replayed") is
+// not counted as updates or staleness again.
 //
 // Requests, latencies and bytes are counted by a gRPC server interceptor
 // (InterceptorFactory), so every method, health checks included, is

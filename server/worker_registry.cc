@@ -1,4 +1,8 @@
+// server/worker_registry.cc: WorkerRegistry, the shard's leases. See
+// server/worker_registry.h.
 #include "server/worker_registry.h"
+
+#include <utility>
 
 #include "absl/strings/str_cat.h"
 #include "common/validation.h"
@@ -6,8 +10,20 @@
 
 namespace pskit {
 
-WorkerRegistry::WorkerRegistry(Clock* clock, absl::Duration lease)
-    : clock_(clock), lease_(lease), rng_(std::random_device{}()) {}
+WorkerRegistry::WorkerRegistry(Clock* clock, absl::Duration lease,
+                               WorkerListener listener)
+    : clock_(clock),
+      lease_(lease),
+      listener_(std::move(listener)),
+      rng_(std::random_device{}()) {}
+
+void WorkerRegistry::TellLive(uint64_t id) {
+  if (listener_.live) listener_.live(id);
+}
+
+void WorkerRegistry::TellGone(uint64_t id) {
+  if (listener_.gone) listener_.gone(id);
+}
 
 void WorkerRegistry::Sweep() {
   const absl::Time now = clock_->Now();
@@ -15,6 +31,7 @@ void WorkerRegistry::Sweep() {
     if (kv.second.expiry > now) return false;
     spdlog::warn("worker {} ({}) lease lapsed; dropped", kv.first,
                  kv.second.name);
+    TellGone(kv.first);
     return true;
   });
 }
@@ -37,6 +54,7 @@ absl::StatusOr<uint64_t> WorkerRegistry::Register(uint64_t requested_id,
     id = rng_() >> 11;
   }
   workers_[id] = Entry{name, clock_->Now() + lease_};
+  TellLive(id);
   spdlog::info("worker {} ({}) registered; {} live", id, name,
                workers_.size());
   return id;
@@ -48,6 +66,7 @@ absl::Status WorkerRegistry::Lookup(uint64_t id, const char* call) {
   if (it != workers_.end() && it->second.expiry <= clock_->Now()) {
     spdlog::warn("worker {} ({}) lease lapsed; dropped", id, it->second.name);
     workers_.erase(it);
+    TellGone(id);
     it = workers_.end();
   }
   if (it == workers_.end()) {
@@ -62,7 +81,10 @@ absl::Status WorkerRegistry::Lookup(uint64_t id, const char* call) {
 absl::Status WorkerRegistry::Heartbeat(uint64_t id) {
   absl::MutexLock lock(&mu_);
   absl::Status s = Lookup(id, "Heartbeat");
-  if (s.ok()) workers_[id].expiry = clock_->Now() + lease_;
+  if (s.ok()) {
+    workers_[id].expiry = clock_->Now() + lease_;
+    TellLive(id);
+  }
   return s;
 }
 
@@ -72,6 +94,7 @@ absl::Status WorkerRegistry::Leave(uint64_t id) {
   if (s.ok()) {
     spdlog::info("worker {} ({}) left", id, workers_[id].name);
     workers_.erase(id);
+    TellGone(id);
   }
   return s;
 }

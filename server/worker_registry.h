@@ -8,11 +8,16 @@
 // Lapses are found lazily (on each call, against the injected clock), so no
 // thread is needed and tests move time without sleeping.
 //
-// Thread safety: all methods may be called concurrently (one mutex).
+// A listener hears of workers that come (register, renew) and go (leave,
+// lapse): the shard frees a departed worker's exactly-once window with it.
+//
+// Thread safety: all methods may be called concurrently (one mutex). The
+// listener is called holding it: it must not call back into the registry.
 #ifndef PSKIT_SERVER_WORKER_REGISTRY_H_
 #define PSKIT_SERVER_WORKER_REGISTRY_H_
 
 #include <cstdint>
+#include <functional>
 #include <random>
 #include <string>
 
@@ -26,10 +31,20 @@
 
 namespace pskit {
 
+// What a WorkerRegistry tells about its workers; either may be empty.
+struct WorkerListener {
+  // The worker registered or renewed its lease.
+  std::function<void(uint64_t id)> live;
+  // The worker left, or its lease lapsed.
+  std::function<void(uint64_t id)> gone;
+};
+
 class WorkerRegistry {
  public:
   // `clock` is borrowed and must outlive the registry. `lease` > 0.
-  WorkerRegistry(Clock* clock, absl::Duration lease);
+  // `listener` is told of workers coming and going (see the top).
+  WorkerRegistry(Clock* clock, absl::Duration lease,
+                 WorkerListener listener = {});
 
   // Registers (or re-registers) a worker and starts its lease. With
   // `requested_id` 0 a fresh random nonzero id is chosen; otherwise that id
@@ -63,12 +78,15 @@ class WorkerRegistry {
   };
   // Drops every lapsed lease.
   void Sweep() ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_);
+  void TellLive(uint64_t id) ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_);
+  void TellGone(uint64_t id) ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_);
   absl::Status Lookup(uint64_t id, const char* call)
       ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_);
 
   // Constant after construction.
   Clock* const clock_;
   const absl::Duration lease_;
+  const WorkerListener listener_;
 
   absl::Mutex mu_;
   absl::flat_hash_map<uint64_t, Entry> workers_ ABSL_GUARDED_BY(mu_);

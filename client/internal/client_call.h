@@ -39,8 +39,9 @@ struct Client::Call : client_internal::FanOutCall {
   }
 
 template <typename Req, typename Resp, typename Send, typename OnOk>
-absl::Status Client::Run(const char* op, std::vector<Call<Req, Resp>>& calls,
-                         Send send, OnOk on_ok) {
+absl::Status Client::Run(
+    const char* op, std::vector<Call<Req, Resp>>& calls, Send send, OnOk on_ok,
+    std::function<bool(uint32_t, const absl::Status&)> recover) {
   client_internal::FanOutOptions o;
   o.timeout = options_.timeout;
   // Wait for a (re)connecting shard instead of failing at once.
@@ -51,6 +52,7 @@ absl::Status Client::Run(const char* op, std::vector<Call<Req, Resp>>& calls,
   o.clock = options_.clock;
   o.op = op;
   o.addresses = &shards_;
+  o.recover = std::move(recover);
   const int attempts = client_internal::FanOut(
       calls, o,
       [&](Call<Req, Resp>& c, size_t i,

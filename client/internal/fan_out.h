@@ -113,6 +113,14 @@ struct FanOutOptions {
   // instead of sleeping. gRPC's own deadline on each call is real time.
   // Default: the wall clock. Borrowed; must outlive the call.
   const Clock* clock = SystemClock();
+  // With retry_unavailable: called (on the caller's thread) for a call that
+  // was sent again after UNAVAILABLE or CANCELLED and then failed otherwise,
+  // with its shard and error, once per call; if it returns true, the call
+  // is sent again (after the backoff) instead of failing the fan-out.
+  // Client uses it to register its worker again on a shard that forgot it
+  // (it restarted while the call was in flight) and resend the same call.
+  // Default: none.
+  std::function<bool(uint32_t shard, const absl::Status& s)> recover;
 };
 
 // Whether FanOut retries a call that ended with `s`: the shard is down,
@@ -175,6 +183,8 @@ int FanOut(std::vector<CallT>& calls, const FanOutOptions& options, Start start,
   // reconnecting would fail a call that was asked to wait.
   const bool probe_names = options.wait_for_ready && options.retry_unavailable;
   std::vector<bool> name_unknown(calls.size(), true);
+  std::vector<bool> resent(calls.size(), false);  // after a retryable error
+  std::vector<bool> recovered(calls.size(), false);
   absl::Time next_name_log = absl::InfinitePast();
   for (int attempt = 1;; ++attempt) {
     auto pending = std::make_shared<Pending>();
@@ -230,7 +240,16 @@ int FanOut(std::vector<CallT>& calls, const FanOutOptions& options, Start start,
         continue;
       }
       if (!options.retry_unavailable) continue;  // reported as it is
-      if (!IsRetryable(s)) return attempt;       // reported at once
+      if (!IsRetryable(s)) {
+        if (options.recover && resent[i] && !recovered[i] &&
+            options.recover(calls[i].shard, s)) {
+          recovered[i] = true;
+          retry.push_back(i);
+          continue;
+        }
+        return attempt;  // reported at once
+      }
+      resent[i] = true;
       retry.push_back(i);
     }
     const absl::Time now = options.clock->Now();
