@@ -9,11 +9,16 @@
 // Thread safety: see server/chunk_store.h.
 #include "server/chunk_store.h"
 
+#include <algorithm>
+#include <bit>
+#include <functional>
 #include <utility>
 
 #include "absl/container/flat_hash_set.h"
 #include "absl/strings/str_cat.h"
 #include "absl/strings/str_join.h"
+#include "absl/synchronization/mutex.h"
+#include "absl/types/span.h"
 #include "common/encoding.h"
 #include "common/status_macros.h"
 #include "common/validation.h"
@@ -30,20 +35,20 @@ absl::StatusOr<uint64_t> NumElements(const v1::TensorSpec& spec,
                                      uint64_t max_elems) {
   if (spec.shape_size() == 0) {
     return absl::InvalidArgumentError(absl::StrCat(
-        "tensor '", spec.name(),
-        "' has an empty shape; give every dimension (a scalar is [1])"));
+        "tensor ", Quoted(spec.name()),
+        " has an empty shape; give every dimension (a scalar is [1])"));
   }
   uint64_t n = 1;
   for (int64_t d : spec.shape()) {
     if (d <= 0) {
       return absl::InvalidArgumentError(
-          absl::StrCat("tensor '", spec.name(), "' has shape ",
+          absl::StrCat("tensor ", Quoted(spec.name()), " has shape ",
                        ShapeString(spec.shape()),
                        "; every dimension must be > 0"));
     }
     if (static_cast<uint64_t>(d) > max_elems / n) {
       return absl::InvalidArgumentError(absl::StrCat(
-          "tensor '", spec.name(), "' with shape ", ShapeString(spec.shape()),
+          "tensor ", Quoted(spec.name()), " with shape ", ShapeString(spec.shape()),
           " has more than ", max_elems,
           " elements, the most one tensor may have with this chunk_elems; "
           "split it into several tensors"));
@@ -64,6 +69,59 @@ size_t WireBytes(uint64_t elems, v1::Encoding encoding, size_t name_bytes) {
   return elems * BytesPerElement(encoding) + name_bytes + 32;
 }
 
+// 1 when `x` is NaN or +-inf, else 0: branch-free, so a loop ORing it
+// vectorises.
+inline uint32_t NonFiniteBit(float x) {
+  return static_cast<uint32_t>((std::bit_cast<uint32_t>(x) & 0x7f800000u) ==
+                               0x7f800000u);
+}
+
+// Holds the mutexes of every chunk an update names, all at once, taken in
+// address order: the one order every update uses, so two updates never wait
+// on each other in a cycle. (Pulls and snapshots hold one chunk lock at a
+// time, and index_mu_ is taken before any chunk lock.) The mutexes must be
+// distinct (Resolve refuses a chunk named twice).
+class LockedTogether {
+ public:
+  explicit LockedTogether(std::vector<absl::Mutex*> mus)
+      ABSL_NO_THREAD_SAFETY_ANALYSIS : mus_(std::move(mus)) {
+    std::sort(mus_.begin(), mus_.end(), std::less<absl::Mutex*>());
+    for (absl::Mutex* mu : mus_) mu->Lock();
+  }
+  ~LockedTogether() ABSL_NO_THREAD_SAFETY_ANALYSIS {
+    for (auto it = mus_.rbegin(); it != mus_.rend(); ++it) (*it)->Unlock();
+  }
+  LockedTogether(const LockedTogether&) = delete;
+  LockedTogether& operator=(const LockedTogether&) = delete;
+
+ private:
+  std::vector<absl::Mutex*> mus_;
+};
+
+// INVALID_ARGUMENT for an update of chunk (`tensor`, `chunk`) whose new
+// values or slots hold a NaN or Inf: says which, and that nothing of the
+// request was applied.
+absl::Status NonFiniteUpdate(absl::string_view what, absl::string_view tensor,
+                             uint32_t chunk, absl::Span<const float> values,
+                             absl::Span<const float> slots,
+                             absl::string_view advice) {
+  int64_t bad = FirstNonFinite(values);
+  std::string where;
+  if (bad >= 0) {
+    where = absl::StrCat("value ", bad, " would become ", values[bad]);
+  } else {
+    bad = FirstNonFinite(slots);
+    const size_t n = values.empty() ? 1 : values.size();
+    where = bad >= 0 ? absl::StrCat("optimizer slot ", bad / n, " of element ",
+                                    bad % n, " would become ", slots[bad])
+                     : std::string("a value would become non-finite");
+  }
+  return absl::InvalidArgumentError(absl::StrCat(
+      what, " refused: it would make ", ChunkName(tensor, chunk), " non-finite (",
+      where, "); nothing of the request was applied. ", advice,
+      " (ps-server --allow_nonfinite accepts such updates)"));
+}
+
 absl::Status CheckAnswerSize(size_t bytes, size_t limit) {
   if (bytes <= limit) return absl::OkStatus();
   return absl::ResourceExhaustedError(absl::StrCat(
@@ -81,7 +139,8 @@ ChunkStore::ChunkStore(const Layout& layout, uint32_t shard_index,
       shard_index_(shard_index),
       allow_nonfinite_(allow_nonfinite),
       max_message_bytes_(max_message_bytes),
-      max_memory_bytes_(max_memory_bytes) {}
+      max_memory_bytes_(max_memory_bytes),
+      scratch_(std::make_unique<ScratchPool>()) {}
 
 ChunkStore::~ChunkStore() = default;
 
@@ -100,16 +159,16 @@ absl::StatusOr<ChunkStore::Resolved> ChunkStore::Resolve(
   if (it == namespaces_.end()) {
     PSKIT_RETURN_IF_ERROR(ValidateName("namespace", ns));
     return absl::NotFoundError(absl::StrCat(
-        "namespace '", ns, "' is not declared on shard ", shard_index_,
+        "namespace ", Quoted(ns), " is not declared on shard ", shard_index_,
         "; call Declare first"));
   }
   out.ns = it->second.get();
   for (const auto& ref : refs) {
     auto t = out.ns->tensors.find(ref.tensor());
     if (t == out.ns->tensors.end()) {
-      return absl::NotFoundError(absl::StrCat("tensor '", ref.tensor(),
-                                              "' is not declared in namespace '",
-                                              ns, "'"));
+      return absl::NotFoundError(absl::StrCat("tensor ", Quoted(ref.tensor()),
+                                              " is not declared in namespace ",
+                                              Quoted(ns)));
     }
     const Tensor& tensor = *t->second;
     if (ref.chunk() >= tensor.spans.size()) {
@@ -193,31 +252,72 @@ absl::Status ChunkStore::ApplyGradients(
   }
   const UpdateRule& rule = *r.ns->rule;
   const v1::Compensation compensation = r.ns->config.compensation();
-  acks->Reserve(req.grads_size());
-  if (values != nullptr) values->Reserve(req.grads_size());
-  for (int i = 0; i < req.grads_size(); ++i) {
-    Chunk& c = *r.targets[i].chunk;
-    v1::ChunkAck* ack = acks->Add();
-    absl::MutexLock lock(&c.mu);
-    const uint64_t pulled = req.grads(i).version();
-    // A version from the future means this shard lost updates (a restart
-    // without a checkpoint): the gradient is as fresh as it can be.
-    const uint64_t staleness = c.version > pulled ? c.version - pulled : 0;
-    rule.Apply(c.values.data(), grads[i].data(), c.slots.data(),
-               c.values.size(), c.version + 1,
-               CompensatedRate(compensation, rule.learning_rate(), staleness));
-    ++c.version;
-    updates_applied_.fetch_add(1, std::memory_order_relaxed);
-    ack->set_version(c.version);
-    ack->set_staleness(staleness);
-    if (values != nullptr) {
-      v1::ChunkData* out = values->Add();
-      out->set_tensor(req.grads(i).tensor());
-      out->set_chunk(req.grads(i).chunk());
-      out->set_encoding(encoding);
-      out->set_version(c.version);
-      EncodeFloats(encoding, c.values, out->mutable_data());
+  const int n = req.grads_size();
+  // Every chunk's new values and slots, computed out of place under all the
+  // request's chunk locks, then checked, then swapped in: all or nothing.
+  struct Pending {
+    std::vector<float> values;
+    std::vector<float> slots;
+    uint64_t staleness;
+  };
+  std::vector<Pending> pending(n);
+  std::vector<absl::Mutex*> mus(n);
+  for (int i = 0; i < n; ++i) mus[i] = &r.targets[i].chunk->mu;
+  {
+    LockedTogether locked(std::move(mus));
+    for (int i = 0; i < n; ++i) {
+      Chunk& c = *r.targets[i].chunk;
+      c.mu.AssertHeld();
+      Pending& p = pending[i];
+      p.values = scratch_->Take(c.values.size());
+      p.slots = scratch_->Take(c.slots.size());
+      const uint64_t pulled = req.grads(i).version();
+      // A version from the future means this shard lost updates (a restart
+      // without a checkpoint): the gradient is as fresh as it can be.
+      p.staleness = c.version > pulled ? c.version - pulled : 0;
+      const bool finite = rule.Update(
+          c.values.data(), grads[i].data(), c.slots.data(), p.values.data(),
+          p.slots.data(), c.values.size(), c.version + 1,
+          CompensatedRate(compensation, rule.learning_rate(), p.staleness));
+      if (!finite && !allow_nonfinite_) {
+        absl::Status refused = NonFiniteUpdate(
+            "Push", req.grads(i).tensor(), req.grads(i).chunk(), p.values,
+            p.slots,
+            "Lower the learning rate (SetConfig), or clip the gradients");
+        for (Pending& q : pending) {
+          scratch_->Give(std::move(q.values));
+          scratch_->Give(std::move(q.slots));
+        }
+        return refused;
+      }
     }
+    acks->Reserve(n);
+    if (values != nullptr) values->Reserve(n);
+    for (int i = 0; i < n; ++i) {
+      Chunk& c = *r.targets[i].chunk;
+      c.mu.AssertHeld();
+      Pending& p = pending[i];
+      c.values.swap(p.values);
+      c.slots.swap(p.slots);
+      ++c.version;
+      v1::ChunkAck* ack = acks->Add();
+      ack->set_version(c.version);
+      ack->set_staleness(p.staleness);
+      if (values != nullptr) {
+        v1::ChunkData* out = values->Add();
+        out->set_tensor(req.grads(i).tensor());
+        out->set_chunk(req.grads(i).chunk());
+        out->set_encoding(encoding);
+        out->set_version(c.version);
+        EncodeFloats(encoding, c.values, out->mutable_data());
+      }
+    }
+  }
+  updates_applied_.fetch_add(n, std::memory_order_relaxed);
+  // The chunks' old buffers, now in `pending`, serve the next update.
+  for (Pending& p : pending) {
+    scratch_->Give(std::move(p.values));
+    scratch_->Give(std::move(p.slots));
   }
   return absl::OkStatus();
 }
@@ -255,31 +355,60 @@ absl::Status ChunkStore::Exchange(const v1::ExchangeRequest& req,
                                        allow_nonfinite_, &scratch[i]));
   }
   const float alpha = req.alpha();
-  std::vector<float> diff;
-  resp->mutable_diffs()->Reserve(req.params_size());
-  for (int i = 0; i < req.params_size(); ++i) {
-    Chunk& c = *r.targets[i].chunk;
-    const size_t n = r.targets[i].length;
-    diff.resize(n);
-    uint64_t version;
-    {
-      absl::MutexLock lock(&c.mu);
-      float* __restrict centre = c.values.data();
+  const int n = req.params_size();
+  // As ApplyGradients: every chunk's new centre and the answer's diff are
+  // computed under all the request's chunk locks, checked, then swapped in.
+  std::vector<std::vector<float>> centres(n), diffs(n);
+  std::vector<uint64_t> versions(n);
+  std::vector<absl::Mutex*> mus(n);
+  for (int i = 0; i < n; ++i) mus[i] = &r.targets[i].chunk->mu;
+  {
+    LockedTogether locked(std::move(mus));
+    for (int i = 0; i < n; ++i) {
+      Chunk& c = *r.targets[i].chunk;
+      c.mu.AssertHeld();
+      const size_t len = r.targets[i].length;
+      centres[i] = scratch_->Take(len);
+      diffs[i].resize(len);
+      const float* __restrict centre = c.values.data();
       const float* __restrict x = params[i].data();
-      float* __restrict e = diff.data();
-      for (size_t j = 0; j < n; ++j) {
-        e[j] = alpha * (x[j] - centre[j]);
-        centre[j] += e[j];
+      float* __restrict e = diffs[i].data();
+      float* __restrict next = centres[i].data();
+      uint32_t bad = 0;
+      for (size_t j = 0; j < len; ++j) {
+        const float ej = alpha * (x[j] - centre[j]);
+        const float cj = centre[j] + ej;
+        e[j] = ej;
+        next[j] = cj;
+        bad |= NonFiniteBit(ej) | NonFiniteBit(cj);
       }
-      version = ++c.version;
+      if (bad != 0 && !allow_nonfinite_) {
+        absl::Status refused = NonFiniteUpdate(
+            "Exchange", req.params(i).tensor(), req.params(i).chunk(),
+            FirstNonFinite(centres[i]) >= 0 ? absl::Span<const float>(centres[i])
+                                            : absl::Span<const float>(diffs[i]),
+            {}, "Check the parameters sent");
+        for (std::vector<float>& v : centres) scratch_->Give(std::move(v));
+        return refused;
+      }
     }
-    updates_applied_.fetch_add(1, std::memory_order_relaxed);
+    for (int i = 0; i < n; ++i) {
+      Chunk& c = *r.targets[i].chunk;
+      c.mu.AssertHeld();
+      c.values.swap(centres[i]);
+      versions[i] = ++c.version;
+    }
+  }
+  updates_applied_.fetch_add(n, std::memory_order_relaxed);
+  resp->mutable_diffs()->Reserve(n);
+  for (int i = 0; i < n; ++i) {
+    scratch_->Give(std::move(centres[i]));
     v1::ChunkData* out = resp->add_diffs();
-    out->set_version(version);
+    out->set_version(versions[i]);
     out->set_tensor(req.params(i).tensor());
     out->set_chunk(req.params(i).chunk());
     out->set_encoding(req.params(i).encoding());
-    EncodeFloats(req.params(i).encoding(), diff, out->mutable_data());
+    EncodeFloats(req.params(i).encoding(), diffs[i], out->mutable_data());
   }
   return absl::OkStatus();
 }

@@ -687,7 +687,7 @@ TEST_F(PsctlTest, SetChangesHyperParametersLive) {
   ran = Psctl({"set", "job", "lr=0.25", "momentum=0.5"});
   EXPECT_EQ(ran.exit_code, 1);
   EXPECT_TRUE(absl::StrContains(
-      ran.err, "uses OPTIMIZER_SGD, which has no 'momentum'; it takes "
+      ran.err, "OPTIMIZER_SGD does not read 'momentum'; it takes "
                "learning_rate, weight_decay"))
       << ran.err;
   ran = Psctl({"set", "job", "lr=fast"});
