@@ -369,7 +369,7 @@ absl::Status ChunkStore::Exchange(const v1::ExchangeRequest& req,
       c.mu.AssertHeld();
       const size_t len = r.targets[i].length;
       centres[i] = scratch_->Take(len);
-      diffs[i].resize(len);
+      diffs[i] = scratch_->Take(len);
       const float* __restrict centre = c.values.data();
       const float* __restrict x = params[i].data();
       float* __restrict e = diffs[i].data();
@@ -389,6 +389,7 @@ absl::Status ChunkStore::Exchange(const v1::ExchangeRequest& req,
                                             : absl::Span<const float>(diffs[i]),
             {}, "Check the parameters sent");
         for (std::vector<float>& v : centres) scratch_->Give(std::move(v));
+        for (std::vector<float>& v : diffs) scratch_->Give(std::move(v));
         return refused;
       }
     }
@@ -409,6 +410,7 @@ absl::Status ChunkStore::Exchange(const v1::ExchangeRequest& req,
     out->set_chunk(req.params(i).chunk());
     out->set_encoding(req.params(i).encoding());
     EncodeFloats(req.params(i).encoding(), diffs[i], out->mutable_data());
+    scratch_->Give(std::move(diffs[i]));
   }
   return absl::OkStatus();
 }
