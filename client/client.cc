@@ -107,8 +107,9 @@ absl::Status Client::CheckBuffers(
           absl::StrCat("buffer for tensor ", Quoted(tensor), " is empty"));
     }
     if (!names.insert(tensor).second) {
-      return absl::InvalidArgumentError(absl::StrCat(
-          "tensor ", Quoted(tensor), " is named twice in one call; give each once"));
+      return absl::InvalidArgumentError(
+          absl::StrCat("tensor ", Quoted(tensor),
+                       " is named twice in one call; give each once"));
     }
   }
   absl::MutexLock lock(&mu_);
@@ -120,10 +121,10 @@ absl::Status Client::CheckBuffers(
                        " elements; the buffer holds ", size));
     }
     if (size > layout_.MaxTensorElems()) {
-      return absl::InvalidArgumentError(absl::StrCat(
-          "buffer for tensor ", Quoted(tensor), " holds ", size,
-          " elements, more than a tensor may have (", layout_.MaxTensorElems(),
-          ")"));
+      return absl::InvalidArgumentError(
+          absl::StrCat("buffer for tensor ", Quoted(tensor), " holds ", size,
+                       " elements, more than a tensor may have (",
+                       layout_.MaxTensorElems(), ")"));
     }
   }
   return absl::OkStatus();

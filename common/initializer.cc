@@ -82,11 +82,11 @@ absl::Status ValidateInitializer(const v1::TensorSpec& spec) {
       }
       return absl::OkStatus();
     default:
-      return absl::InvalidArgumentError(absl::StrCat(
-          "tensor ", Quoted(spec.name()), ": initializer kind ",
-          static_cast<int>(init.kind()),
-          " is not known; use zeros, constant, uniform, normal, "
-          "glorot_uniform, he_normal or explicit"));
+      return absl::InvalidArgumentError(
+          absl::StrCat("tensor ", Quoted(spec.name()), ": initializer kind ",
+                       static_cast<int>(init.kind()),
+                       " is not known; use zeros, constant, uniform, normal, "
+                       "glorot_uniform, he_normal or explicit"));
   }
 }
 

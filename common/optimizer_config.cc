@@ -113,8 +113,8 @@ absl::Status CheckSettingsUsed(const v1::OptimizerConfig& given,
     if (f->name() == "kind" || Uses(kind, f->name())) continue;
     return absl::InvalidArgumentError(absl::StrCat(
         v1::OptimizerKind_Name(kind), " does not read '", f->name(),
-        "'; it takes ", absl::StrJoin(FieldsUsedBy(kind), ", "),
-        ". Leave '", f->name(), "' unset"));
+        "'; it takes ", absl::StrJoin(FieldsUsedBy(kind), ", "), ". Leave '",
+        f->name(), "' unset"));
   }
   return absl::OkStatus();
 }
@@ -127,8 +127,8 @@ std::string DiffConfigs(const v1::NamespaceConfig& have,
   auto add = [&](absl::string_view name, const std::string& a,
                  const std::string& b) {
     if (a == b) return;
-    diffs.push_back(absl::StrCat(name, ": ", have_label, " ", a, ", ",
-                                 want_label, " ", b));
+    diffs.push_back(
+        absl::StrCat(name, ": ", have_label, " ", a, ", ", want_label, " ", b));
   };
   const v1::OptimizerConfig& a = have.optimizer();
   const v1::OptimizerConfig& b = want.optimizer();

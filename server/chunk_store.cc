@@ -41,15 +41,14 @@ absl::StatusOr<uint64_t> NumElements(const v1::TensorSpec& spec,
   uint64_t n = 1;
   for (int64_t d : spec.shape()) {
     if (d <= 0) {
-      return absl::InvalidArgumentError(
-          absl::StrCat("tensor ", Quoted(spec.name()), " has shape ",
-                       ShapeString(spec.shape()),
-                       "; every dimension must be > 0"));
+      return absl::InvalidArgumentError(absl::StrCat(
+          "tensor ", Quoted(spec.name()), " has shape ",
+          ShapeString(spec.shape()), "; every dimension must be > 0"));
     }
     if (static_cast<uint64_t>(d) > max_elems / n) {
       return absl::InvalidArgumentError(absl::StrCat(
-          "tensor ", Quoted(spec.name()), " with shape ", ShapeString(spec.shape()),
-          " has more than ", max_elems,
+          "tensor ", Quoted(spec.name()), " with shape ",
+          ShapeString(spec.shape()), " has more than ", max_elems,
           " elements, the most one tensor may have with this chunk_elems; "
           "split it into several tensors"));
     }
@@ -117,8 +116,8 @@ absl::Status NonFiniteUpdate(absl::string_view what, absl::string_view tensor,
                      : std::string("a value would become non-finite");
   }
   return absl::InvalidArgumentError(absl::StrCat(
-      what, " refused: it would make ", ChunkName(tensor, chunk), " non-finite (",
-      where, "); nothing of the request was applied. ", advice,
+      what, " refused: it would make ", ChunkName(tensor, chunk),
+      " non-finite (", where, "); nothing of the request was applied. ", advice,
       " (ps-server --allow_nonfinite accepts such updates)"));
 }
 
@@ -158,9 +157,9 @@ absl::StatusOr<ChunkStore::Resolved> ChunkStore::Resolve(
   auto it = namespaces_.find(ns);
   if (it == namespaces_.end()) {
     PSKIT_RETURN_IF_ERROR(ValidateName("namespace", ns));
-    return absl::NotFoundError(absl::StrCat(
-        "namespace ", Quoted(ns), " is not declared on shard ", shard_index_,
-        "; call Declare first"));
+    return absl::NotFoundError(
+        absl::StrCat("namespace ", Quoted(ns), " is not declared on shard ",
+                     shard_index_, "; call Declare first"));
   }
   out.ns = it->second.get();
   for (const auto& ref : refs) {
@@ -385,8 +384,9 @@ absl::Status ChunkStore::Exchange(const v1::ExchangeRequest& req,
       if (bad != 0 && !allow_nonfinite_) {
         absl::Status refused = NonFiniteUpdate(
             "Exchange", req.params(i).tensor(), req.params(i).chunk(),
-            FirstNonFinite(centres[i]) >= 0 ? absl::Span<const float>(centres[i])
-                                            : absl::Span<const float>(diffs[i]),
+            FirstNonFinite(centres[i]) >= 0
+                ? absl::Span<const float>(centres[i])
+                : absl::Span<const float>(diffs[i]),
             {}, "Check the parameters sent");
         for (std::vector<float>& v : centres) scratch_->Give(std::move(v));
         for (std::vector<float>& v : diffs) scratch_->Give(std::move(v));

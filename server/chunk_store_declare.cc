@@ -144,9 +144,10 @@ absl::StatusOr<DeclarePlan> ChunkStore::PlanDeclare(
         "Declare carries no tensors; send every tensor of the model");
   }
   absl::StatusOr<v1::NamespaceConfig> config = NormalizeConfig(req.config());
-  absl::Status used = config.ok() ? CheckSettingsUsed(req.config().optimizer(),
-                                                      config->optimizer().kind())
-                                  : config.status();
+  absl::Status used = config.ok()
+                          ? CheckSettingsUsed(req.config().optimizer(),
+                                              config->optimizer().kind())
+                          : config.status();
   if (!used.ok()) {
     return absl::Status(used.code(),
                         absl::StrCat("Declare of namespace ", Quoted(plan.ns),
@@ -181,16 +182,17 @@ absl::Status ChunkStore::CheckDeclare(const v1::DeclareRequest& req,
                                     "declared", "requested");
       if (!MessageDifferencer::Equals(existing.config,
                                       existing.declared_config)) {
-        absl::StrAppend(&why, " (or, against the config SetConfig put in "
-                              "force since: ",
-                        DiffConfigs(existing.config, plan->config, "current",
-                                    "requested"),
-                        ")");
+        absl::StrAppend(
+            &why,
+            " (or, against the config SetConfig put in "
+            "force since: ",
+            DiffConfigs(existing.config, plan->config, "current", "requested"),
+            ")");
       }
-      return absl::FailedPreconditionError(absl::StrCat(
-          "namespace ", Quoted(plan->ns),
-          " is declared with another optimizer config: ", why,
-          ". Use the same config, or another namespace"));
+      return absl::FailedPreconditionError(
+          absl::StrCat("namespace ", Quoted(plan->ns),
+                       " is declared with another optimizer config: ", why,
+                       ". Use the same config, or another namespace"));
     }
     for (const v1::TensorSpec& spec : req.tensors()) {
       auto t = existing.tensors.find(spec.name());
@@ -219,8 +221,8 @@ absl::Status ChunkStore::CheckDeclare(const v1::DeclareRequest& req,
     return absl::OkStatus();
   }
   return absl::ResourceExhaustedError(absl::StrCat(
-      "Declare of namespace ", Quoted(plan->ns), " needs ", plan->needed_bytes >> 20,
-      " MiB on shard ", shard_index_,
+      "Declare of namespace ", Quoted(plan->ns), " needs ",
+      plan->needed_bytes >> 20, " MiB on shard ", shard_index_,
       " for values and optimizer slots; the shard holds ", bytes_held_ >> 20,
       " MiB of its ", max_memory_bytes_ >> 20,
       " MiB limit (ps-server --max_memory_mib). Use more shards or raise "

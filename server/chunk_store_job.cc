@@ -57,10 +57,10 @@ absl::Status ChunkStore::ReportEvaluation(
   const std::string ns = NamespaceOf(req.namespace_());
   const v1::Evaluation& e = req.evaluation();
   if (!std::isfinite(e.loss()) || !(e.accuracy() >= 0 && e.accuracy() <= 1)) {
-    return absl::InvalidArgumentError(absl::StrCat(
-        "evaluation of namespace ", Quoted(ns), " has loss ", e.loss(),
-        " and accuracy ", e.accuracy(),
-        "; the loss must be finite and the accuracy in [0, 1]"));
+    return absl::InvalidArgumentError(
+        absl::StrCat("evaluation of namespace ", Quoted(ns), " has loss ",
+                     e.loss(), " and accuracy ", e.accuracy(),
+                     "; the loss must be finite and the accuracy in [0, 1]"));
   }
   absl::ReaderMutexLock index_lock(&index_mu_);
   auto it = namespaces_.find(ns);
@@ -123,9 +123,8 @@ absl::Status ChunkStore::SetConfig(const v1::SetConfigRequest& req,
   // A setting the optimizer never reads would change nothing: refuse it,
   // as Declare does.
   if (absl::Status used = CheckSettingsUsed(change, now.kind()); !used.ok()) {
-    return absl::Status(used.code(),
-                        absl::StrCat("namespace ", Quoted(ns), ": ",
-                                     used.message()));
+    return absl::Status(used.code(), absl::StrCat("namespace ", Quoted(ns),
+                                                  ": ", used.message()));
   }
   if (change.has_initial_accumulator() &&
       change.initial_accumulator() != now.initial_accumulator()) {
@@ -149,10 +148,10 @@ absl::Status ChunkStore::SetConfig(const v1::SetConfigRequest& req,
   }
   absl::StatusOr<v1::NamespaceConfig> normalized = NormalizeConfig(merged);
   if (!normalized.ok()) {
-    return absl::Status(
-        normalized.status().code(),
-        absl::StrCat("namespace ", Quoted(ns), " keeps ", DescribeConfig(n.config),
-                     ": ", normalized.status().message()));
+    return absl::Status(normalized.status().code(),
+                        absl::StrCat("namespace ", Quoted(ns), " keeps ",
+                                     DescribeConfig(n.config), ": ",
+                                     normalized.status().message()));
   }
   *resp->mutable_previous() = n.config;
   *resp->mutable_config() = *normalized;

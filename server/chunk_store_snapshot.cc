@@ -89,8 +89,8 @@ absl::Status ChunkStore::Replace(const ShardSnapshot& snapshot) {
       ns->tensors.emplace(spec.name(), std::move(t));
     }
     if (!built.emplace(record.name(), std::move(ns)).second) {
-      return absl::DataLossError(absl::StrCat(
-          "the checkpoint holds namespace ", Quoted(record.name()), " twice"));
+      return absl::DataLossError(absl::StrCat("the checkpoint holds namespace ",
+                                              Quoted(record.name()), " twice"));
     }
   }
   for (const v1::ChunkRecord& record : snapshot.chunks) {

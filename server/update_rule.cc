@@ -29,8 +29,8 @@ class Sgd final : public UpdateRule {
       : UpdateRule(c.learning_rate()), wd_(c.weight_decay()) {}
   int num_slots() const override { return 0; }
   bool Update(const float* __restrict w, const float* __restrict g,
-              const float*, float* __restrict w_out, float*, size_t n,
-              uint64_t, float lr) const override {
+              const float*, float* __restrict w_out, float*, size_t n, uint64_t,
+              float lr) const override {
     const float wd = wd_;
     uint32_t bad = 0;
     for (size_t i = 0; i < n; ++i) {

@@ -383,8 +383,8 @@ TEST_F(BadInputTest, UpdateThatWouldBeNonFiniteIsRefusedWhole) {
           break;
         }
         const float huge = 1e25f;  // finite; (1 - beta2) * g * g is not
-        std::memcpy(r->mutable_grads(1)->mutable_data()->data() + 4 * 7,
-                    &huge, 4);
+        std::memcpy(r->mutable_grads(1)->mutable_data()->data() + 4 * 7, &huge,
+                    4);
       },
       grpc::StatusCode::INVALID_ARGUMENT,
       absl::StrCat("tensor 'w' chunk ", mine_.index));
@@ -400,8 +400,9 @@ TEST_F(BadInputTest, HyperParameterPastItsBound) {
   v1::SetConfigResponse resp;
   grpc::Status s = admin->SetConfig(&ctx, set, &resp);
   EXPECT_EQ(s.error_code(), grpc::StatusCode::INVALID_ARGUMENT);
-  EXPECT_NE(s.error_message().find("learning_rate is 1e+38; it must be in (0, 1000]"),
-            std::string::npos)
+  EXPECT_NE(
+      s.error_message().find("learning_rate is 1e+38; it must be in (0, 1000]"),
+      std::string::npos)
       << s.error_message();
 
   v1::NamespaceConfig fast = config_;
@@ -593,18 +594,19 @@ TEST(HugeStrings, EveryCallAnswersTheRealErrorShortly) {
                                       ? grpc::StatusCode::INVALID_ARGUMENT
                                       : grpc::StatusCode::NOT_FOUND;
     const std::string which = long_namespace ? " (namespace)" : " (tensor)";
-    expect("Declare" + which, grpc::StatusCode::INVALID_ARGUMENT, [&](auto* ctx) {
-      v1::DeclareRequest req;
-      req.set_namespace_(long_namespace ? huge : "fresh");
-      *req.mutable_layout() = layout;
-      *req.mutable_config() = cfg;
-      v1::TensorSpec* t = req.add_tensors();
-      t->set_name(tensor);
-      t->add_shape(4);
-      t->mutable_init()->set_kind(v1::INIT_ZEROS);
-      v1::DeclareResponse resp;
-      return ps->Declare(ctx, req, &resp);
-    });
+    expect("Declare" + which, grpc::StatusCode::INVALID_ARGUMENT,
+           [&](auto* ctx) {
+             v1::DeclareRequest req;
+             req.set_namespace_(long_namespace ? huge : "fresh");
+             *req.mutable_layout() = layout;
+             *req.mutable_config() = cfg;
+             v1::TensorSpec* t = req.add_tensors();
+             t->set_name(tensor);
+             t->add_shape(4);
+             t->mutable_init()->set_kind(v1::INIT_ZEROS);
+             v1::DeclareResponse resp;
+             return ps->Declare(ctx, req, &resp);
+           });
     expect("Pull" + which, code, [&](auto* ctx) {
       v1::PullRequest req;
       req.set_namespace_(ns);

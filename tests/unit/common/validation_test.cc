@@ -130,12 +130,14 @@ TEST(Quoted, ShowsShortStringsWholeAndCutsLongOnes) {
             "'" + std::string(kMaxQuotedBytes, 'a') + "'");
   const std::string huge(1 << 20, 'n');
   const std::string q = Quoted(huge);
-  EXPECT_EQ(q, "'" + std::string(kQuotedPrefixBytes, 'n') +
-                   "...' (1048576 bytes)");
+  EXPECT_EQ(
+      q, "'" + std::string(kQuotedPrefixBytes, 'n') + "...' (1048576 bytes)");
 }
 
 TEST(Quoted, EscapesNonPrintableBytesAndQuotes) {
-  EXPECT_EQ(Quoted(std::string("a\x01" "b\n'\"", 6)),
+  EXPECT_EQ(Quoted(std::string("a\x01"
+                               "b\n'\"",
+                               6)),
             R"('a\x01\x62\n\'\"')");
   // ('b' right after "\x01" is escaped too, so that it cannot read as a
   // hex digit of that escape.) A long string of control bytes stays bounded

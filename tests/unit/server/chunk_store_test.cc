@@ -373,8 +373,9 @@ TEST_F(ChunkStoreTest, UpdateThatWouldMakeValuesNonFiniteIsRefusedWhole) {
   const std::string second = absl::StrCat("tensor 'w' chunk ", here[1]);
   auto unchanged = [&] {
     for (uint32_t c : here) {
-      EXPECT_EQ(PullOne(0, c), std::make_pair(std::vector<float>(kChunkElems, kLow),
-                                              uint64_t{0}))
+      EXPECT_EQ(
+          PullOne(0, c),
+          std::make_pair(std::vector<float>(kChunkElems, kLow), uint64_t{0}))
           << "chunk " << c;
     }
     EXPECT_EQ(stores_[0]->updates_applied(), 0u);
@@ -466,8 +467,9 @@ TEST_F(ChunkStoreTest, ConfigMismatchNamesTheDifferingFields) {
   v1::DeclareResponse resp;
   absl::Status s = stores_[0]->Declare(DeclareReq(0, "w", 0.2f), &resp);
   EXPECT_EQ(s.code(), absl::StatusCode::kFailedPrecondition);
-  EXPECT_THAT(std::string(s.message()),
-              ::testing::HasSubstr("learning_rate: declared 0.1, requested 0.2"));
+  EXPECT_THAT(
+      std::string(s.message()),
+      ::testing::HasSubstr("learning_rate: declared 0.1, requested 0.2"));
   EXPECT_THAT(std::string(s.message()),
               ::testing::Not(::testing::HasSubstr("weight_decay")));
 
@@ -478,10 +480,11 @@ TEST_F(ChunkStoreTest, ConfigMismatchNamesTheDifferingFields) {
   ASSERT_OK(stores_[0]->SetConfig(set, &set_resp));
   s = stores_[0]->Declare(DeclareReq(0, "w", 0.2f), &resp);
   EXPECT_EQ(s.code(), absl::StatusCode::kFailedPrecondition);
-  EXPECT_THAT(std::string(s.message()),
-              ::testing::AllOf(
-                  ::testing::HasSubstr("learning_rate: declared 0.1, requested 0.2"),
-                  ::testing::HasSubstr("learning_rate: current 0.3, requested 0.2")));
+  EXPECT_THAT(
+      std::string(s.message()),
+      ::testing::AllOf(
+          ::testing::HasSubstr("learning_rate: declared 0.1, requested 0.2"),
+          ::testing::HasSubstr("learning_rate: current 0.3, requested 0.2")));
 }
 
 TEST_F(ChunkStoreTest, HyperParameterBoundsHoldInDeclareAndSetConfig) {
@@ -513,7 +516,8 @@ TEST_F(ChunkStoreTest, HugeNamesGetShortMessages) {
   const std::string huge(1 << 20, 'x');
   auto short_message = [](const absl::Status& s) {
     EXPECT_LT(s.message().size(), 1024u) << s.message().substr(0, 200);
-    EXPECT_THAT(std::string(s.message()), ::testing::HasSubstr("1048576 bytes"));
+    EXPECT_THAT(std::string(s.message()),
+                ::testing::HasSubstr("1048576 bytes"));
   };
   {
     v1::PushRequest push = PushReq(0);

@@ -224,12 +224,13 @@ TEST(UpdateRule, UpdateReportsNonFiniteResultsAndLeavesItsInputs) {
 TEST(UpdateRule, OverflowOfASlotAloneIsReported) {
   // Adam's second moment overflows ((1 - beta2) * g * g > FLT_MAX) while
   // the value stays finite: the slot alone makes the update non-finite.
-  auto rule = UpdateRule::Create(
-      NormalizeConfig([] {
-        v1::NamespaceConfig ns;
-        *ns.mutable_optimizer() = Opt(v1::OPTIMIZER_ADAM, 1e-3f);
-        return ns;
-      }())->optimizer());
+  auto rule = UpdateRule::Create(NormalizeConfig([] {
+                                   v1::NamespaceConfig ns;
+                                   *ns.mutable_optimizer() =
+                                       Opt(v1::OPTIMIZER_ADAM, 1e-3f);
+                                   return ns;
+                                 }())
+                                     ->optimizer());
   const std::vector<float> w(4, 1.0f), g(4, 1e25f), slots(8, 0.0f);
   std::vector<float> w_out(4), slots_out(8);
   EXPECT_FALSE(rule->Update(w.data(), g.data(), slots.data(), w_out.data(),
