@@ -112,11 +112,12 @@ absl::Status Client::CheckBuffers(
     PSKIT_RETURN_IF_ERROR(ValidateName("tensor name", tensor));
     if (size == 0) {
       return absl::InvalidArgumentError(
-          absl::StrCat("buffer for tensor '", tensor, "' is empty"));
+          absl::StrCat("buffer for tensor ", Quoted(tensor), " is empty"));
     }
     if (!names.insert(tensor).second) {
-      return absl::InvalidArgumentError(absl::StrCat(
-          "tensor '", tensor, "' is named twice in one call; give each once"));
+      return absl::InvalidArgumentError(
+          absl::StrCat("tensor ", Quoted(tensor),
+                       " is named twice in one call; give each once"));
     }
   }
   absl::MutexLock lock(&mu_);
@@ -124,14 +125,14 @@ absl::Status Client::CheckBuffers(
     auto it = sizes_.find(TensorKey(ns, tensor));
     if (it != sizes_.end() && it->second != size) {
       return absl::InvalidArgumentError(
-          absl::StrCat("tensor '", tensor, "' has ", it->second,
+          absl::StrCat("tensor ", Quoted(tensor), " has ", it->second,
                        " elements; the buffer holds ", size));
     }
     if (size > layout_.MaxTensorElems()) {
-      return absl::InvalidArgumentError(absl::StrCat(
-          "buffer for tensor '", tensor, "' holds ", size,
-          " elements, more than a tensor may have (", layout_.MaxTensorElems(),
-          ")"));
+      return absl::InvalidArgumentError(
+          absl::StrCat("buffer for tensor ", Quoted(tensor), " holds ", size,
+                       " elements, more than a tensor may have (",
+                       layout_.MaxTensorElems(), ")"));
     }
   }
   return absl::OkStatus();
@@ -171,7 +172,7 @@ absl::Status Client::Declare(absl::string_view ns_in,
     if (t.spec.init().kind() != v1::INIT_EXPLICIT) continue;
     if (numel == 0 || t.values.size() != numel) {
       return absl::InvalidArgumentError(absl::StrCat(
-          "tensor '", t.spec.name(), "' is INIT_EXPLICIT with ", numel,
+          "tensor ", Quoted(t.spec.name()), " is INIT_EXPLICIT with ", numel,
           " elements, but ", t.values.size(), " values were given"));
     }
     for (const ChunkSpan& span : layout_.Chunks(ns, t.spec.name(), numel)) {
@@ -358,9 +359,9 @@ absl::StatusOr<PushResult> Client::PushImpl(
     if (pull && (weights[i].name != grads[i].name ||
                  weights[i].data.size() != grads[i].data.size())) {
       return absl::InvalidArgumentError(absl::StrCat(
-          "PushPull: weight buffer ", i, " ('", weights[i].name, "', ",
-          weights[i].data.size(), " elements) does not match gradient '",
-          grads[i].name, "' (", grads[i].data.size(), " elements)"));
+          "PushPull: weight buffer ", i, " (", Quoted(weights[i].name), ", ",
+          weights[i].data.size(), " elements) does not match gradient ",
+          Quoted(grads[i].name), " (", grads[i].data.size(), " elements)"));
     }
     sizes.emplace_back(grads[i].name, grads[i].data.size());
     keys.push_back(TensorKey(ns, grads[i].name));

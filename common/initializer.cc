@@ -5,6 +5,7 @@
 
 #include "absl/strings/str_cat.h"
 #include "common/layout.h"
+#include "common/validation.h"
 
 namespace pskit {
 namespace {
@@ -46,7 +47,7 @@ absl::Status ValidateInitializer(const v1::TensorSpec& spec) {
   const v1::Initializer& init = spec.init();
   auto bad = [&](absl::string_view what) {
     return absl::InvalidArgumentError(
-        absl::StrCat("tensor '", spec.name(), "': initializer ",
+        absl::StrCat("tensor ", Quoted(spec.name()), ": initializer ",
                      v1::InitKind_Name(init.kind()), " ", what));
   };
   switch (init.kind()) {
@@ -81,11 +82,11 @@ absl::Status ValidateInitializer(const v1::TensorSpec& spec) {
       }
       return absl::OkStatus();
     default:
-      return absl::InvalidArgumentError(absl::StrCat(
-          "tensor '", spec.name(), "': initializer kind ",
-          static_cast<int>(init.kind()),
-          " is not known; use zeros, constant, uniform, normal, "
-          "glorot_uniform, he_normal or explicit"));
+      return absl::InvalidArgumentError(
+          absl::StrCat("tensor ", Quoted(spec.name()), ": initializer kind ",
+                       static_cast<int>(init.kind()),
+                       " is not known; use zeros, constant, uniform, normal, "
+                       "glorot_uniform, he_normal or explicit"));
   }
 }
 

@@ -1,25 +1,64 @@
 #include "common/optimizer_config.h"
 
+#include <algorithm>
 #include <cmath>
-#include <limits>
 
 #include "absl/status/status.h"
 #include "absl/strings/str_cat.h"
+#include "absl/strings/str_join.h"
+#include "common/status_macros.h"
 
 namespace pskit {
 namespace {
 
-absl::Status CheckRange(const char* name, float value, float lo, bool lo_open,
-                        float hi, bool hi_open) {
-  const bool ok = std::isfinite(value) && (lo_open ? value > lo : value >= lo) &&
-                  (hi_open ? value < hi : value <= hi);
-  if (ok) return absl::OkStatus();
-  return absl::InvalidArgumentError(absl::StrCat(
-      "optimizer ", name, " is ", value, "; it must be in ", lo_open ? "(" : "[",
-      lo, ", ", hi, hi_open ? ")" : "]"));
+using google::protobuf::Descriptor;
+using google::protobuf::FieldDescriptor;
+using google::protobuf::Reflection;
+
+// One float setting of OptimizerConfig and its bounds.
+struct Setting {
+  const char* name;
+  float lo;
+  bool lo_open;
+  float hi;
+  bool hi_open;
+};
+
+constexpr Setting kSettings[] = {
+    {"learning_rate", 0, true, kMaxLearningRate, false},
+    {"momentum", 0, false, 1, true},
+    {"beta1", 0, false, 1, true},
+    {"beta2", 0, false, 1, true},
+    {"epsilon", kMinEpsilon, false, kMaxEpsilon, false},
+    {"weight_decay", 0, false, kMaxWeightDecay, false},
+    {"rho", 0, false, 1, true},
+    {"initial_accumulator", 0, false, kMaxInitialAccumulator, false},
+};
+
+float DefaultOf(absl::string_view name, v1::OptimizerKind kind) {
+  if (name == "learning_rate") return 0.01f;
+  if (name == "momentum" || name == "beta1" || name == "rho") return 0.9f;
+  if (name == "beta2") return 0.999f;
+  if (name == "epsilon") return kind == v1::OPTIMIZER_ADAGRAD ? 1e-10f : 1e-8f;
+  if (name == "weight_decay") return kind == v1::OPTIMIZER_ADAMW ? 0.01f : 0.0f;
+  return 0.0f;  // initial_accumulator
 }
 
-constexpr float kInf = std::numeric_limits<float>::infinity();
+absl::Status CheckRange(const Setting& s, float value) {
+  const bool ok = std::isfinite(value) &&
+                  (s.lo_open ? value > s.lo : value >= s.lo) &&
+                  (s.hi_open ? value < s.hi : value <= s.hi);
+  if (ok) return absl::OkStatus();
+  return absl::InvalidArgumentError(absl::StrCat(
+      "optimizer ", s.name, " is ", value, "; it must be in ",
+      s.lo_open ? "(" : "[", s.lo, ", ", s.hi, s.hi_open ? ")" : "]",
+      " (the bounds keep one update finite)"));
+}
+
+bool Uses(v1::OptimizerKind kind, absl::string_view field) {
+  const std::vector<std::string> used = FieldsUsedBy(kind);
+  return std::find(used.begin(), used.end(), field) != used.end();
+}
 
 }  // namespace
 
@@ -42,31 +81,14 @@ absl::StatusOr<v1::NamespaceConfig> NormalizeConfig(
           " is not known; use sgd, momentum, nesterov, adagrad, rmsprop, adam "
           "or adamw"));
   }
-  if (!o->has_learning_rate()) o->set_learning_rate(0.01f);
-  if (!o->has_momentum()) o->set_momentum(0.9f);
-  if (!o->has_beta1()) o->set_beta1(0.9f);
-  if (!o->has_beta2()) o->set_beta2(0.999f);
-  if (!o->has_epsilon()) {
-    o->set_epsilon(o->kind() == v1::OPTIMIZER_ADAGRAD ? 1e-10f : 1e-8f);
-  }
-  if (!o->has_weight_decay()) {
-    o->set_weight_decay(o->kind() == v1::OPTIMIZER_ADAMW ? 0.01f : 0.0f);
-  }
-  if (!o->has_rho()) o->set_rho(0.9f);
-  if (!o->has_initial_accumulator()) o->set_initial_accumulator(0.0f);
-
-  absl::Status s;
-  for (absl::Status check :
-       {CheckRange("learning_rate", o->learning_rate(), 0, true, kInf, true),
-        CheckRange("momentum", o->momentum(), 0, false, 1, true),
-        CheckRange("beta1", o->beta1(), 0, false, 1, true),
-        CheckRange("beta2", o->beta2(), 0, false, 1, true),
-        CheckRange("epsilon", o->epsilon(), 0, true, kInf, true),
-        CheckRange("weight_decay", o->weight_decay(), 0, false, kInf, true),
-        CheckRange("rho", o->rho(), 0, false, 1, true),
-        CheckRange("initial_accumulator", o->initial_accumulator(), 0, false,
-                   kInf, true)}) {
-    if (!check.ok()) return check;
+  const Reflection* r = o->GetReflection();
+  const Descriptor* d = o->GetDescriptor();
+  for (const Setting& s : kSettings) {
+    const FieldDescriptor* f = d->FindFieldByName(s.name);
+    if (!r->HasField(*o, f)) r->SetFloat(o, f, DefaultOf(s.name, o->kind()));
+    if (Uses(o->kind(), s.name)) {
+      PSKIT_RETURN_IF_ERROR(CheckRange(s, r->GetFloat(*o, f)));
+    }
   }
   switch (out.compensation()) {
     case v1::COMPENSATION_UNSPECIFIED:
@@ -81,6 +103,50 @@ absl::StatusOr<v1::NamespaceConfig> NormalizeConfig(
           " is not known; use COMPENSATION_NONE or COMPENSATION_INVERSE"));
   }
   return out;
+}
+
+absl::Status CheckSettingsUsed(const v1::OptimizerConfig& given,
+                               v1::OptimizerKind kind) {
+  std::vector<const FieldDescriptor*> set;
+  given.GetReflection()->ListFields(given, &set);
+  for (const FieldDescriptor* f : set) {
+    if (f->name() == "kind" || Uses(kind, f->name())) continue;
+    return absl::InvalidArgumentError(absl::StrCat(
+        v1::OptimizerKind_Name(kind), " does not read '", f->name(),
+        "'; it takes ", absl::StrJoin(FieldsUsedBy(kind), ", "), ". Leave '",
+        f->name(), "' unset"));
+  }
+  return absl::OkStatus();
+}
+
+std::string DiffConfigs(const v1::NamespaceConfig& have,
+                        const v1::NamespaceConfig& want,
+                        absl::string_view have_label,
+                        absl::string_view want_label) {
+  std::vector<std::string> diffs;
+  auto add = [&](absl::string_view name, const std::string& a,
+                 const std::string& b) {
+    if (a == b) return;
+    diffs.push_back(
+        absl::StrCat(name, ": ", have_label, " ", a, ", ", want_label, " ", b));
+  };
+  const v1::OptimizerConfig& a = have.optimizer();
+  const v1::OptimizerConfig& b = want.optimizer();
+  add("kind", v1::OptimizerKind_Name(a.kind()),
+      v1::OptimizerKind_Name(b.kind()));
+  const Reflection* r = a.GetReflection();
+  const Descriptor* d = a.GetDescriptor();
+  auto shown = [&](const v1::OptimizerConfig& o, const FieldDescriptor* f) {
+    return r->HasField(o, f) ? absl::StrCat(r->GetFloat(o, f))
+                             : std::string("unset");
+  };
+  for (const Setting& s : kSettings) {
+    const FieldDescriptor* f = d->FindFieldByName(s.name);
+    add(s.name, shown(a, f), shown(b, f));
+  }
+  add("compensation", v1::Compensation_Name(have.compensation()),
+      v1::Compensation_Name(want.compensation()));
+  return absl::StrJoin(diffs, "; ");
 }
 
 std::vector<std::string> FieldsUsedBy(v1::OptimizerKind kind) {

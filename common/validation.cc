@@ -3,13 +3,22 @@
 #include <bit>
 #include <cstdint>
 
+#include "absl/strings/escaping.h"
 #include "absl/strings/str_cat.h"
 #include "common/encoding.h"
 
 namespace pskit {
 
+std::string Quoted(absl::string_view s) {
+  if (s.size() <= kMaxQuotedBytes) {
+    return absl::StrCat("'", absl::CHexEscape(s), "'");
+  }
+  return absl::StrCat("'", absl::CHexEscape(s.substr(0, kQuotedPrefixBytes)),
+                      "...' (", s.size(), " bytes)");
+}
+
 std::string ChunkName(absl::string_view tensor, uint32_t chunk) {
-  return absl::StrCat("tensor '", tensor, "' chunk ", chunk);
+  return absl::StrCat("tensor ", Quoted(tensor), " chunk ", chunk);
 }
 
 absl::Status ValidateName(absl::string_view what, absl::string_view name) {
@@ -18,14 +27,14 @@ absl::Status ValidateName(absl::string_view what, absl::string_view name) {
   }
   if (name.size() > kMaxNameBytes) {
     return absl::InvalidArgumentError(
-        absl::StrCat(what, " '", name.substr(0, 32), "...' has ", name.size(),
-                     " bytes; the limit is ", kMaxNameBytes));
+        absl::StrCat(what, " ", Quoted(name), " is too long: the limit is ",
+                     kMaxNameBytes, " bytes"));
   }
   for (char c : name) {
     if (c < 0x21 || c > 0x7e) {
       return absl::InvalidArgumentError(absl::StrCat(
-          what, " '", name,
-          "' has a space or non-printable byte; use printable ASCII"));
+          what, " ", Quoted(name),
+          " has a space or non-printable byte; use printable ASCII"));
     }
   }
   return absl::OkStatus();

@@ -10,11 +10,11 @@
 
 #include <cstdint>
 #include <string>
-#include "absl/strings/string_view.h"
 #include <vector>
 
 #include "absl/status/status.h"
 #include "absl/status/statusor.h"
+#include "absl/strings/string_view.h"
 #include "absl/types/span.h"
 #include "common/layout.h"
 #include "pskit/v1/ps.pb.h"
@@ -33,7 +33,22 @@ inline std::string NamespaceOf(absl::string_view ns) {
   return ns.empty() ? std::string(kDefaultNamespace) : std::string(ns);
 }
 
-// "tensor 'fc1/w' chunk 3".
+// Longest client-supplied string that Quoted shows whole, in bytes: every
+// valid name and checkpoint id fits.
+inline constexpr size_t kMaxQuotedBytes = kMaxNameBytes;
+// How much of a longer string Quoted shows.
+inline constexpr size_t kQuotedPrefixBytes = 64;
+
+// `s` in single quotes, for a status or log message, bounded: a string of at
+// most kMaxQuotedBytes bytes whole ("'fc1/w'"), a longer one cut to its
+// first kQuotedPrefixBytes bytes with its length ("'aaaa...' (1048576
+// bytes)"); bytes outside printable ASCII, quotes and backslashes escaped
+// C-style ("\x01"). Every message that echoes a string a client sent (a
+// tensor, namespace, worker or checkpoint name) goes through this, so a
+// 1 MB name cannot blow an answer past gRPC's metadata limit.
+std::string Quoted(absl::string_view s);
+
+// "tensor 'fc1/w' chunk 3" (the name through Quoted).
 std::string ChunkName(absl::string_view tensor, uint32_t chunk);
 
 // INVALID_ARGUMENT unless `name` is 1..kMaxNameBytes printable ASCII bytes.

@@ -6,6 +6,7 @@
 
 #include "absl/strings/match.h"
 #include "absl/strings/str_cat.h"
+#include "common/validation.h"
 #include "rocksdb/db.h"
 #include "rocksdb/options.h"
 #include "rocksdb/write_batch.h"
@@ -64,13 +65,13 @@ absl::Status FromRocks(const rocksdb::Status& s, absl::string_view what) {
 absl::Status ValidateCheckpointId(const std::string& id) {
   if (id.empty() || id.size() > 128) {
     return absl::InvalidArgumentError(absl::StrCat(
-        "checkpoint id '", id, "' must have 1 to 128 bytes"));
+        "checkpoint id ", Quoted(id), " must have 1 to 128 bytes"));
   }
   for (char c : id) {
     if (c < 0x21 || c > 0x7e || c == '/') {
-      return absl::InvalidArgumentError(absl::StrCat(
-          "checkpoint id '", id,
-          "' may hold only printable ASCII without spaces or '/'"));
+      return absl::InvalidArgumentError(
+          absl::StrCat("checkpoint id ", Quoted(id),
+                       " may hold only printable ASCII without spaces or '/'"));
     }
   }
   return absl::OkStatus();
@@ -92,8 +93,8 @@ absl::StatusOr<std::unique_ptr<CheckpointStore>> CheckpointStore::Open(
   rocksdb::Status s = rocksdb::DB::Open(options, dir, &raw);
   if (!s.ok()) {
     return absl::UnavailableError(absl::StrCat(
-        "cannot open the checkpoint database in '", dir, "': ", s.ToString(),
-        " (is another ps-server using this --data_dir?)"));
+        "cannot open the checkpoint database in ", Quoted(dir), ": ",
+        s.ToString(), " (is another ps-server using this --data_dir?)"));
   }
   std::unique_ptr<rocksdb::DB> db(raw);
   uint64_t next = 1;
@@ -141,9 +142,9 @@ absl::StatusOr<v1::CheckpointInfo> CheckpointStore::Write(
   absl::MutexLock lock(&write_mu_);
   std::string existing;
   if (db_->Get(rocksdb::ReadOptions(), ManifestKey(id), &existing).ok()) {
-    return absl::AlreadyExistsError(absl::StrCat(
-        "checkpoint '", id, "' already exists on shard ", shard_index_,
-        "; choose another id"));
+    return absl::AlreadyExistsError(
+        absl::StrCat("checkpoint ", Quoted(id), " already exists on shard ",
+                     shard_index_, "; choose another id"));
   }
   rocksdb::WriteBatch batch;
   v1::ManifestRecord manifest;
@@ -195,8 +196,9 @@ absl::StatusOr<v1::CheckpointInfo> CheckpointStore::Write(
   if (before_commit_) before_commit_();
   rocksdb::WriteOptions sync;
   sync.sync = true;
-  if (absl::Status s = FromRocks(db_->Write(sync, &batch),
-                                 absl::StrCat("writing checkpoint '", id, "'"));
+  if (absl::Status s =
+          FromRocks(db_->Write(sync, &batch),
+                    absl::StrCat("writing checkpoint ", Quoted(id)));
       !s.ok()) {
     return s;
   }
@@ -225,7 +227,7 @@ absl::Status CheckpointStore::DeleteCheckpoint(const std::string& id) {
   rocksdb::WriteOptions sync;
   sync.sync = true;
   return FromRocks(db_->Write(sync, &batch),
-                   absl::StrCat("deleting checkpoint '", id, "'"));
+                   absl::StrCat("deleting checkpoint ", Quoted(id)));
 }
 
 std::vector<v1::CheckpointInfo> CheckpointStore::List() const {
@@ -253,22 +255,22 @@ absl::StatusOr<ShardSnapshot> CheckpointStore::Load(
   std::string value;
   rocksdb::Status got = db_->Get(rocksdb::ReadOptions(), ManifestKey(id), &value);
   if (got.IsNotFound()) {
-    return absl::NotFoundError(absl::StrCat(
-        "shard ", shard_index_, " has no checkpoint '", id, "'"));
+    return absl::NotFoundError(absl::StrCat("shard ", shard_index_,
+                                            " has no checkpoint ", Quoted(id)));
   }
   if (absl::Status s = FromRocks(got, "reading a manifest"); !s.ok()) return s;
   v1::ManifestRecord manifest;
   if (!manifest.ParseFromString(value)) {
     return absl::DataLossError(
-        absl::StrCat("checkpoint '", id, "': unreadable manifest"));
+        absl::StrCat("checkpoint ", Quoted(id), ": unreadable manifest"));
   }
   const v1::CheckpointInfo& m = manifest.info();
   if (m.num_shards() != layout_.num_shards() ||
       m.chunk_elems() != layout_.chunk_elems() ||
       m.shard_index() != shard_index_) {
     return absl::FailedPreconditionError(absl::StrCat(
-        "checkpoint '", id, "' was taken by shard ", m.shard_index(), " of ",
-        m.num_shards(), " with chunk_elems=", m.chunk_elems(),
+        "checkpoint ", Quoted(id), " was taken by shard ", m.shard_index(),
+        " of ", m.num_shards(), " with chunk_elems=", m.chunk_elems(),
         "; this is shard ", shard_index_, " with ", layout_.ToString(),
         ". Start with the same --num_shards, --shard_index and --chunk_elems, "
         "or use another --data_dir"));
@@ -284,27 +286,27 @@ absl::StatusOr<ShardSnapshot> CheckpointStore::Load(
     const rocksdb::Slice v = it->value();
     if (n >= static_cast<size_t>(manifest.namespace_crc32_size()) ||
         Crc32(v.data(), v.size()) != manifest.namespace_crc32(static_cast<int>(n))) {
-      return absl::DataLossError(absl::StrCat(
-          "checkpoint '", id, "': namespace record ", n,
-          " does not match its checksum"));
+      return absl::DataLossError(absl::StrCat("checkpoint ", Quoted(id),
+                                              ": namespace record ", n,
+                                              " does not match its checksum"));
     }
     v1::NamespaceRecord& ns = snapshot.namespaces.emplace_back();
     if (!ns.ParseFromArray(v.data(), static_cast<int>(v.size()))) {
-      return absl::DataLossError(absl::StrCat(
-          "checkpoint '", id, "': unreadable namespace record"));
+      return absl::DataLossError(absl::StrCat("checkpoint ", Quoted(id),
+                                              ": unreadable namespace record"));
     }
   }
   if (snapshot.namespaces.size() != manifest.namespaces() ||
       static_cast<int>(n) != manifest.namespace_crc32_size()) {
     return absl::DataLossError(absl::StrCat(
-        "checkpoint '", id, "': ", snapshot.namespaces.size(),
+        "checkpoint ", Quoted(id), ": ", snapshot.namespaces.size(),
         " namespace records, the manifest says ", manifest.namespaces()));
   }
   // The manifest's counts are checked against each other before anything is
   // sized by them: a damaged count must not become a huge allocation.
   if (m.chunks() != static_cast<uint64_t>(manifest.chunk_crc32_size())) {
     return absl::DataLossError(absl::StrCat(
-        "checkpoint '", id, "': the manifest lists ", m.chunks(),
+        "checkpoint ", Quoted(id), ": the manifest lists ", m.chunks(),
         " chunks but ", manifest.chunk_crc32_size(), " checksums"));
   }
   const std::string chunk_prefix = ChunkPrefix(id);
@@ -315,20 +317,20 @@ absl::StatusOr<ShardSnapshot> CheckpointStore::Load(
     const rocksdb::Slice v = it->value();
     if (i >= static_cast<size_t>(manifest.chunk_crc32_size()) ||
         Crc32(v.data(), v.size()) != manifest.chunk_crc32(static_cast<int>(i))) {
-      return absl::DataLossError(absl::StrCat(
-          "checkpoint '", id, "': chunk record ", i,
-          " does not match its checksum"));
+      return absl::DataLossError(absl::StrCat("checkpoint ", Quoted(id),
+                                              ": chunk record ", i,
+                                              " does not match its checksum"));
     }
     v1::ChunkRecord& c = snapshot.chunks.emplace_back();
     if (!c.ParseFromArray(v.data(), static_cast<int>(v.size()))) {
-      return absl::DataLossError(
-          absl::StrCat("checkpoint '", id, "': unreadable chunk record ", i));
+      return absl::DataLossError(absl::StrCat("checkpoint ", Quoted(id),
+                                              ": unreadable chunk record ", i));
     }
   }
   if (i != m.chunks() || manifest.chunk_crc32_size() != static_cast<int>(i)) {
-    return absl::DataLossError(absl::StrCat(
-        "checkpoint '", id, "': ", i, " chunk records, the manifest says ",
-        m.chunks()));
+    return absl::DataLossError(
+        absl::StrCat("checkpoint ", Quoted(id), ": ", i,
+                     " chunk records, the manifest says ", m.chunks()));
   }
   // Exactly-once windows; a checkpoint from before them has none (and
   // windows = 0, no CRCs).

@@ -9,12 +9,17 @@
 // Thread safety: see server/chunk_store.h.
 #include "server/chunk_store.h"
 
+#include <algorithm>
+#include <bit>
+#include <functional>
 #include <optional>
 #include <utility>
 
 #include "absl/container/flat_hash_set.h"
 #include "absl/strings/str_cat.h"
 #include "absl/strings/str_join.h"
+#include "absl/synchronization/mutex.h"
+#include "absl/types/span.h"
 #include "common/encoding.h"
 #include "common/status_macros.h"
 #include "common/validation.h"
@@ -31,21 +36,20 @@ absl::StatusOr<uint64_t> NumElements(const v1::TensorSpec& spec,
                                      uint64_t max_elems) {
   if (spec.shape_size() == 0) {
     return absl::InvalidArgumentError(absl::StrCat(
-        "tensor '", spec.name(),
-        "' has an empty shape; give every dimension (a scalar is [1])"));
+        "tensor ", Quoted(spec.name()),
+        " has an empty shape; give every dimension (a scalar is [1])"));
   }
   uint64_t n = 1;
   for (int64_t d : spec.shape()) {
     if (d <= 0) {
-      return absl::InvalidArgumentError(
-          absl::StrCat("tensor '", spec.name(), "' has shape ",
-                       ShapeString(spec.shape()),
-                       "; every dimension must be > 0"));
+      return absl::InvalidArgumentError(absl::StrCat(
+          "tensor ", Quoted(spec.name()), " has shape ",
+          ShapeString(spec.shape()), "; every dimension must be > 0"));
     }
     if (static_cast<uint64_t>(d) > max_elems / n) {
       return absl::InvalidArgumentError(absl::StrCat(
-          "tensor '", spec.name(), "' with shape ", ShapeString(spec.shape()),
-          " has more than ", max_elems,
+          "tensor ", Quoted(spec.name()), " with shape ",
+          ShapeString(spec.shape()), " has more than ", max_elems,
           " elements, the most one tensor may have with this chunk_elems; "
           "split it into several tensors"));
     }
@@ -63,6 +67,74 @@ namespace {
 // its tensor name and field tags.
 size_t WireBytes(uint64_t elems, v1::Encoding encoding, size_t name_bytes) {
   return elems * BytesPerElement(encoding) + name_bytes + 32;
+}
+
+// 1 when `x` is NaN or +-inf, else 0: branch-free, so a loop ORing it
+// vectorises.
+inline uint32_t NonFiniteBit(float x) {
+  return static_cast<uint32_t>((std::bit_cast<uint32_t>(x) & 0x7f800000u) ==
+                               0x7f800000u);
+}
+
+// Holds the mutexes of every chunk an update names, all at once, taken in
+// address order: the one order every update uses, so two updates never wait
+// on each other in a cycle. (Pulls and snapshots hold one chunk lock at a
+// time, and index_mu_ is taken before any chunk lock.) The mutexes must be
+// distinct (Resolve refuses a chunk named twice).
+class LockedTogether {
+ public:
+  explicit LockedTogether(std::vector<absl::Mutex*> mus)
+      ABSL_NO_THREAD_SAFETY_ANALYSIS : mus_(std::move(mus)) {
+    std::sort(mus_.begin(), mus_.end(), std::less<absl::Mutex*>());
+    for (absl::Mutex* mu : mus_) mu->Lock();
+  }
+  ~LockedTogether() ABSL_NO_THREAD_SAFETY_ANALYSIS {
+    for (auto it = mus_.rbegin(); it != mus_.rend(); ++it) (*it)->Unlock();
+  }
+  LockedTogether(const LockedTogether&) = delete;
+  LockedTogether& operator=(const LockedTogether&) = delete;
+
+ private:
+  std::vector<absl::Mutex*> mus_;
+};
+
+// Ends the exactly-once ticket of a call refused (non-finite) after the
+// window let it in. Nothing of it was applied before: forgotten, so a copy
+// is handled as new. Some chunks were (an earlier copy, partly kept by a
+// checkpoint): finished, so those chunks keep their first answers.
+void EndRefused(PushWindow* window,
+                const std::optional<PushWindow::Ticket>& ticket,
+                bool none_applied_before) {
+  if (!ticket.has_value()) return;
+  if (none_applied_before) {
+    window->Abandon(*ticket);
+  } else {
+    window->Finish(*ticket);
+  }
+}
+
+// INVALID_ARGUMENT for an update of chunk (`tensor`, `chunk`) whose new
+// values or slots hold a NaN or Inf: says which, and that nothing of the
+// request was applied.
+absl::Status NonFiniteUpdate(absl::string_view what, absl::string_view tensor,
+                             uint32_t chunk, absl::Span<const float> values,
+                             absl::Span<const float> slots,
+                             absl::string_view advice) {
+  int64_t bad = FirstNonFinite(values);
+  std::string where;
+  if (bad >= 0) {
+    where = absl::StrCat("value ", bad, " would become ", values[bad]);
+  } else {
+    bad = FirstNonFinite(slots);
+    const size_t n = values.empty() ? 1 : values.size();
+    where = bad >= 0 ? absl::StrCat("optimizer slot ", bad / n, " of element ",
+                                    bad % n, " would become ", slots[bad])
+                     : std::string("a value would become non-finite");
+  }
+  return absl::InvalidArgumentError(absl::StrCat(
+      what, " refused: it would make ", ChunkName(tensor, chunk),
+      " non-finite (", where, "); nothing of the request was applied. ", advice,
+      " (ps-server --allow_nonfinite accepts such updates)"));
 }
 
 absl::Status CheckAnswerSize(size_t bytes, size_t limit) {
@@ -84,7 +156,8 @@ ChunkStore::ChunkStore(const Layout& layout, uint32_t shard_index,
       allow_nonfinite_(allow_nonfinite),
       max_message_bytes_(max_message_bytes),
       max_memory_bytes_(max_memory_bytes),
-      window_(window) {}
+      window_(window),
+      scratch_(std::make_unique<ScratchPool>()) {}
 
 ChunkStore::~ChunkStore() = default;
 
@@ -102,17 +175,17 @@ absl::StatusOr<ChunkStore::Resolved> ChunkStore::Resolve(
   auto it = namespaces_.find(ns);
   if (it == namespaces_.end()) {
     PSKIT_RETURN_IF_ERROR(ValidateName("namespace", ns));
-    return absl::NotFoundError(absl::StrCat(
-        "namespace '", ns, "' is not declared on shard ", shard_index_,
-        "; call Declare first"));
+    return absl::NotFoundError(
+        absl::StrCat("namespace ", Quoted(ns), " is not declared on shard ",
+                     shard_index_, "; call Declare first"));
   }
   out.ns = it->second.get();
   for (const auto& ref : refs) {
     auto t = out.ns->tensors.find(ref.tensor());
     if (t == out.ns->tensors.end()) {
-      return absl::NotFoundError(absl::StrCat("tensor '", ref.tensor(),
-                                              "' is not declared in namespace '",
-                                              ns, "'"));
+      return absl::NotFoundError(absl::StrCat("tensor ", Quoted(ref.tensor()),
+                                              " is not declared in namespace ",
+                                              Quoted(ns)));
     }
     const Tensor& tensor = *t->second;
     if (ref.chunk() >= tensor.spans.size()) {
@@ -206,42 +279,93 @@ absl::Status ChunkStore::ApplyGradients(
   if (replayed != nullptr) *replayed = ticket.has_value() && ticket->replay();
   const UpdateRule& rule = *r.ns->rule;
   const v1::Compensation compensation = r.ns->config.compensation();
-  acks->Reserve(req.grads_size());
-  if (values != nullptr) values->Reserve(req.grads_size());
-  for (int i = 0; i < req.grads_size(); ++i) {
-    Chunk& c = *r.targets[i].chunk;
-    v1::ChunkAck* ack = acks->Add();
-    if (ticket.has_value() && ticket->Applied(i, ack, nullptr)) {
-      // Applied by an earlier copy of this call: its ack, today's values.
-      if (values != nullptr) {
-        v1::ChunkData* out = values->Add();
-        out->set_tensor(req.grads(i).tensor());
-        out->set_chunk(req.grads(i).chunk());
-        out->set_encoding(encoding);
-        absl::ReaderMutexLock lock(&c.mu);
-        out->set_version(c.version);
-        EncodeFloats(encoding, c.values, out->mutable_data());
-      }
-      continue;
+  const int n = req.grads_size();
+  acks->Reserve(n);
+  for (int i = 0; i < n; ++i) acks->Add();
+  // Chunks an earlier copy of this call applied (exactly-once) answer that
+  // copy's ack; the rest are applied now.
+  std::vector<int> todo;
+  todo.reserve(n);
+  for (int i = 0; i < n; ++i) {
+    if (!ticket.has_value() || !ticket->Applied(i, &(*acks)[i], nullptr)) {
+      todo.push_back(i);
     }
-    absl::MutexLock lock(&c.mu);
-    const uint64_t pulled = req.grads(i).version();
-    // A version from the future means this shard lost updates (a restart
-    // without a checkpoint): the gradient is as fresh as it can be.
-    const uint64_t staleness = c.version > pulled ? c.version - pulled : 0;
-    rule.Apply(c.values.data(), grads[i].data(), c.slots.data(),
-               c.values.size(), c.version + 1,
-               CompensatedRate(compensation, rule.learning_rate(), staleness));
-    ++c.version;
-    updates_applied_.fetch_add(1, std::memory_order_relaxed);
-    ack->set_version(c.version);
-    ack->set_staleness(staleness);
-    if (ticket.has_value()) window_.Record(*ticket, i, *ack, nullptr);
-    if (values != nullptr) {
+  }
+  // Every chunk's new values and slots, computed out of place under all the
+  // request's chunk locks, then checked, then swapped in: all or nothing.
+  struct Pending {
+    std::vector<float> values;
+    std::vector<float> slots;
+    uint64_t staleness = 0;
+  };
+  std::vector<Pending> pending(todo.size());
+  auto give_back = [&] {
+    for (Pending& q : pending) {
+      scratch_->Give(std::move(q.values));
+      scratch_->Give(std::move(q.slots));
+    }
+  };
+  std::vector<absl::Mutex*> mus(todo.size());
+  for (size_t k = 0; k < todo.size(); ++k) {
+    mus[k] = &r.targets[todo[k]].chunk->mu;
+  }
+  {
+    LockedTogether locked(std::move(mus));
+    for (size_t k = 0; k < todo.size(); ++k) {
+      const int i = todo[k];
+      Chunk& c = *r.targets[i].chunk;
+      c.mu.AssertHeld();
+      Pending& p = pending[k];
+      p.values = scratch_->Take(c.values.size());
+      p.slots = scratch_->Take(c.slots.size());
+      const uint64_t pulled = req.grads(i).version();
+      // A version from the future means this shard lost updates (a restart
+      // without a checkpoint): the gradient is as fresh as it can be.
+      p.staleness = c.version > pulled ? c.version - pulled : 0;
+      const bool finite = rule.Update(
+          c.values.data(), grads[i].data(), c.slots.data(), p.values.data(),
+          p.slots.data(), c.values.size(), c.version + 1,
+          CompensatedRate(compensation, rule.learning_rate(), p.staleness));
+      if (!finite && !allow_nonfinite_) {
+        absl::Status refused = NonFiniteUpdate(
+            "Push", req.grads(i).tensor(), req.grads(i).chunk(), p.values,
+            p.slots,
+            "Lower the learning rate (SetConfig), or clip the gradients");
+        give_back();
+        EndRefused(&window_, ticket, todo.size() == static_cast<size_t>(n));
+        return refused;
+      }
+    }
+    for (size_t k = 0; k < todo.size(); ++k) {
+      const int i = todo[k];
+      Chunk& c = *r.targets[i].chunk;
+      c.mu.AssertHeld();
+      Pending& p = pending[k];
+      c.values.swap(p.values);
+      c.slots.swap(p.slots);
+      ++c.version;
+      v1::ChunkAck* ack = &(*acks)[i];
+      ack->set_version(c.version);
+      ack->set_staleness(p.staleness);
+      // Under the chunk's lock: a checkpoint that holds this update also
+      // holds its ack.
+      if (ticket.has_value()) window_.Record(*ticket, i, *ack, nullptr);
+    }
+  }
+  updates_applied_.fetch_add(todo.size(), std::memory_order_relaxed);
+  // The chunks' old buffers, now in `pending`, serve the next update.
+  give_back();
+  if (values != nullptr) {
+    // Today's values of every chunk, one lock at a time (another lock taken
+    // while holding the request's could deadlock with a LockedTogether).
+    values->Reserve(n);
+    for (int i = 0; i < n; ++i) {
+      Chunk& c = *r.targets[i].chunk;
       v1::ChunkData* out = values->Add();
       out->set_tensor(req.grads(i).tensor());
       out->set_chunk(req.grads(i).chunk());
       out->set_encoding(encoding);
+      absl::ReaderMutexLock lock(&c.mu);
       out->set_version(c.version);
       EncodeFloats(encoding, c.values, out->mutable_data());
     }
@@ -292,44 +416,86 @@ absl::Status ChunkStore::Exchange(const v1::ExchangeRequest& req,
   }
   if (replayed != nullptr) *replayed = ticket.has_value() && ticket->replay();
   const float alpha = req.alpha();
-  std::vector<float> diff;
-  resp->mutable_diffs()->Reserve(req.params_size());
-  for (int i = 0; i < req.params_size(); ++i) {
-    v1::ChunkData* out = resp->add_diffs();
+  const int n = req.params_size();
+  resp->mutable_diffs()->Reserve(n);
+  for (int i = 0; i < n; ++i) resp->add_diffs();
+  // Chunks an earlier copy applied answer that copy's diff: the centre
+  // moved by it once, so the worker must move by the same e once.
+  std::vector<int> todo;
+  todo.reserve(n);
+  for (int i = 0; i < n; ++i) {
     v1::ChunkAck first;
-    if (ticket.has_value() && ticket->Applied(i, &first, out)) {
-      continue;  // an earlier copy's diff: the centre moved by it once
+    if (!ticket.has_value() ||
+        !ticket->Applied(i, &first, resp->mutable_diffs(i))) {
+      todo.push_back(i);
     }
-    Chunk& c = *r.targets[i].chunk;
-    const size_t n = r.targets[i].length;
-    diff.resize(n);
-    out->set_tensor(req.params(i).tensor());
-    out->set_chunk(req.params(i).chunk());
-    out->set_encoding(req.params(i).encoding());
-    {
-      absl::MutexLock lock(&c.mu);
-      float* __restrict centre = c.values.data();
+  }
+  // As ApplyGradients: every chunk's new centre and the answer's diff are
+  // computed under all the request's chunk locks, checked, then swapped in.
+  std::vector<std::vector<float>> centres(todo.size()), diffs(todo.size());
+  auto give_back = [&] {
+    for (std::vector<float>& v : centres) scratch_->Give(std::move(v));
+    for (std::vector<float>& v : diffs) scratch_->Give(std::move(v));
+  };
+  std::vector<absl::Mutex*> mus(todo.size());
+  for (size_t k = 0; k < todo.size(); ++k) {
+    mus[k] = &r.targets[todo[k]].chunk->mu;
+  }
+  {
+    LockedTogether locked(std::move(mus));
+    for (size_t k = 0; k < todo.size(); ++k) {
+      const int i = todo[k];
+      Chunk& c = *r.targets[i].chunk;
+      c.mu.AssertHeld();
+      const size_t len = r.targets[i].length;
+      centres[k] = scratch_->Take(len);
+      diffs[k] = scratch_->Take(len);
+      const float* __restrict centre = c.values.data();
       const float* __restrict x = params[i].data();
-      float* __restrict e = diff.data();
-      for (size_t j = 0; j < n; ++j) {
-        e[j] = alpha * (x[j] - centre[j]);
-        centre[j] += e[j];
+      float* __restrict e = diffs[k].data();
+      float* __restrict next = centres[k].data();
+      uint32_t bad = 0;
+      for (size_t j = 0; j < len; ++j) {
+        const float ej = alpha * (x[j] - centre[j]);
+        const float cj = centre[j] + ej;
+        e[j] = ej;
+        next[j] = cj;
+        bad |= NonFiniteBit(ej) | NonFiniteBit(cj);
       }
+      if (bad != 0 && !allow_nonfinite_) {
+        absl::Status refused = NonFiniteUpdate(
+            "Exchange", req.params(i).tensor(), req.params(i).chunk(),
+            FirstNonFinite(centres[k]) >= 0
+                ? absl::Span<const float>(centres[k])
+                : absl::Span<const float>(diffs[k]),
+            {}, "Check the parameters sent");
+        give_back();
+        EndRefused(&window_, ticket, todo.size() == static_cast<size_t>(n));
+        return refused;
+      }
+    }
+    for (size_t k = 0; k < todo.size(); ++k) {
+      const int i = todo[k];
+      Chunk& c = *r.targets[i].chunk;
+      c.mu.AssertHeld();
+      c.values.swap(centres[k]);
+      v1::ChunkData* out = resp->mutable_diffs(i);
       out->set_version(++c.version);
+      out->set_tensor(req.params(i).tensor());
+      out->set_chunk(req.params(i).chunk());
+      out->set_encoding(req.params(i).encoding());
+      EncodeFloats(req.params(i).encoding(), diffs[k], out->mutable_data());
       if (ticket.has_value()) {
         // Recorded under the chunk's lock, with the diff: a checkpoint
         // that holds this update also holds what was answered for it.
-        EncodeFloats(req.params(i).encoding(), diff, out->mutable_data());
         v1::ChunkAck ack;
         ack.set_version(out->version());
         window_.Record(*ticket, i, ack, out);
       }
     }
-    updates_applied_.fetch_add(1, std::memory_order_relaxed);
-    if (!ticket.has_value()) {
-      EncodeFloats(req.params(i).encoding(), diff, out->mutable_data());
-    }
   }
+  updates_applied_.fetch_add(todo.size(), std::memory_order_relaxed);
+  give_back();
   if (ticket.has_value() && !ticket->replay()) window_.Finish(*ticket);
   return absl::OkStatus();
 }

@@ -11,8 +11,15 @@
 // (FAILED_PRECONDITION), unknown encoding, wrong payload length, NaN/Inf,
 // duplicate chunks or an empty request (INVALID_ARGUMENT), an answer that
 // would pass the message limit or a Declare that would pass the memory limit
-// (RESOURCE_EXHAUSTED). On error the store is
-// unchanged. Once validated, applying cannot fail.
+// (RESOURCE_EXHAUSTED). On error the store is unchanged.
+//
+// Updates (Push, PushPull, Exchange) are all or nothing: the request's
+// chunks are locked together, each chunk's new values and optimizer slots are
+// computed out of place, and only if every one of them is finite (unless
+// --allow_nonfinite) are they swapped in, versions bumped. An update that
+// would make any value or slot NaN or Inf (finite gradients can overflow)
+// is refused with INVALID_ARGUMENT naming the tensor and chunk, and no chunk
+// of the request changes.
 //
 // Exactly-once: a Push, PushPull or Exchange with a worker id and a
 // sequence goes through the store's PushWindow (server/push_window.h), so a
@@ -22,7 +29,10 @@
 // Thread safety: all public methods may be called concurrently. Every
 // request holds index_mu_ shared for its whole run, and each chunk has its
 // own mutex, so pushes to different chunks run in parallel and pulls of one
-// chunk share it. index_mu_ is held exclusively only to insert declared
+// chunk share it. An update holds the locks of all its chunks at once,
+// taken in address order (the one order every update uses, so two updates
+// never wait on each other in a cycle); pulls and snapshots take one chunk
+// lock at a time. index_mu_ is held exclusively only to insert declared
 // tensors (built beforehand, outside it), to change a namespace's config
 // (SetConfig) and to swap in a restored state.
 #ifndef PSKIT_SERVER_CHUNK_STORE_H_
@@ -174,6 +184,7 @@ class ChunkStore {
   struct Namespace;
   struct Target;
   struct Resolved;
+  class ScratchPool;
   using DeclarePlan = chunk_store_internal::DeclarePlan;
 
   // Declare's steps (server/chunk_store_declare.cc). PlanDeclare checks the
@@ -228,6 +239,8 @@ class ChunkStore {
   const bool allow_nonfinite_;
   const size_t max_message_bytes_;
   const uint64_t max_memory_bytes_;
+  // Buffers that updates compute into; thread-safe on its own.
+  const std::unique_ptr<ScratchPool> scratch_;
 
   mutable absl::Mutex index_mu_;
   absl::flat_hash_map<std::string, std::unique_ptr<Namespace>> namespaces_

@@ -37,7 +37,7 @@ absl::Status IndexSpecs(const v1::DeclareRequest& req, const Layout& layout,
     PSKIT_RETURN_IF_ERROR(ValidateInitializer(spec));
     if (!plan->specs.emplace(spec.name(), &spec).second) {
       return absl::InvalidArgumentError(absl::StrCat(
-          "tensor '", spec.name(), "' appears twice in one Declare"));
+          "tensor ", Quoted(spec.name()), " appears twice in one Declare"));
     }
     plan->numels[spec.name()] = numel;
   }
@@ -97,7 +97,7 @@ absl::StatusOr<std::vector<float>> InitialValues(const DeclarePlan& plan,
   auto it = plan.explicit_values.find(std::make_pair(spec.name(), span.index));
   if (it == plan.explicit_values.end()) {
     return absl::InvalidArgumentError(absl::StrCat(
-        "tensor '", spec.name(), "' is INIT_EXPLICIT but its chunk ",
+        "tensor ", Quoted(spec.name()), " is INIT_EXPLICIT but its chunk ",
         span.index, " (held by this shard) has no initial values"));
   }
   PSKIT_ASSIGN_OR_RETURN(
@@ -143,7 +143,17 @@ absl::StatusOr<DeclarePlan> ChunkStore::PlanDeclare(
     return absl::InvalidArgumentError(
         "Declare carries no tensors; send every tensor of the model");
   }
-  PSKIT_ASSIGN_OR_RETURN(plan.config, NormalizeConfig(req.config()));
+  absl::StatusOr<v1::NamespaceConfig> config = NormalizeConfig(req.config());
+  absl::Status used = config.ok()
+                          ? CheckSettingsUsed(req.config().optimizer(),
+                                              config->optimizer().kind())
+                          : config.status();
+  if (!used.ok()) {
+    return absl::Status(used.code(),
+                        absl::StrCat("Declare of namespace ", Quoted(plan.ns),
+                                     ": ", used.message()));
+  }
+  plan.config = *std::move(config);
   PSKIT_RETURN_IF_ERROR(IndexSpecs(req, layout_, &plan));
   PSKIT_RETURN_IF_ERROR(
       IndexExplicitValues(req, layout_, shard_index_, &plan));
@@ -166,11 +176,23 @@ absl::Status ChunkStore::CheckDeclare(const v1::DeclareRequest& req,
     using google::protobuf::util::MessageDifferencer;
     if (!MessageDifferencer::Equals(existing.config, plan->config) &&
         !MessageDifferencer::Equals(existing.declared_config, plan->config)) {
-      return absl::FailedPreconditionError(absl::StrCat(
-          "namespace '", plan->ns, "' is declared with ",
-          DescribeConfig(existing.config), "; this Declare asks for ",
-          DescribeConfig(plan->config),
-          ". Use the same config, or another namespace"));
+      // Name only the fields that differ: whole configs side by side hide
+      // the difference.
+      std::string why = DiffConfigs(existing.declared_config, plan->config,
+                                    "declared", "requested");
+      if (!MessageDifferencer::Equals(existing.config,
+                                      existing.declared_config)) {
+        absl::StrAppend(
+            &why,
+            " (or, against the config SetConfig put in "
+            "force since: ",
+            DiffConfigs(existing.config, plan->config, "current", "requested"),
+            ")");
+      }
+      return absl::FailedPreconditionError(
+          absl::StrCat("namespace ", Quoted(plan->ns),
+                       " is declared with another optimizer config: ", why,
+                       ". Use the same config, or another namespace"));
     }
     for (const v1::TensorSpec& spec : req.tensors()) {
       auto t = existing.tensors.find(spec.name());
@@ -182,8 +204,8 @@ absl::Status ChunkStore::CheckDeclare(const v1::DeclareRequest& req,
                       t->second->spec.shape().end(), spec.shape().begin(),
                       spec.shape().end())) {
         return absl::FailedPreconditionError(absl::StrCat(
-            "tensor '", spec.name(), "' in namespace '", plan->ns,
-            "' is declared with shape ", ShapeString(t->second->spec.shape()),
+            "tensor ", Quoted(spec.name()), " in namespace ", Quoted(plan->ns),
+            " is declared with shape ", ShapeString(t->second->spec.shape()),
             "; this Declare asks for ", ShapeString(spec.shape())));
       }
     }
@@ -199,8 +221,8 @@ absl::Status ChunkStore::CheckDeclare(const v1::DeclareRequest& req,
     return absl::OkStatus();
   }
   return absl::ResourceExhaustedError(absl::StrCat(
-      "Declare of namespace '", plan->ns, "' needs ", plan->needed_bytes >> 20,
-      " MiB on shard ", shard_index_,
+      "Declare of namespace ", Quoted(plan->ns), " needs ",
+      plan->needed_bytes >> 20, " MiB on shard ", shard_index_,
       " for values and optimizer slots; the shard holds ", bytes_held_ >> 20,
       " MiB of its ", max_memory_bytes_ >> 20,
       " MiB limit (ps-server --max_memory_mib). Use more shards or raise "

@@ -65,6 +65,52 @@ struct ChunkStore::Namespace {
   bool has_evaluation ABSL_GUARDED_BY(eval_mu) = false;
 };
 
+// Float buffers reused by updates. Push, PushPull and Exchange compute each
+// chunk's new values and slots into buffers of this pool, check the whole
+// request, then swap the buffers into the chunks (O(1)); the chunks' old
+// buffers come back to the pool. So computing out of place costs no
+// allocation, no zeroing and no copy in the steady state. The pool keeps at
+// most kMaxBytes; buffers beyond that are freed.
+//
+// Thread safety: Take and Give may be called concurrently.
+class ChunkStore::ScratchPool {
+ public:
+  static constexpr size_t kMaxBytes = size_t{64} << 20;
+
+  // A buffer of exactly `n` floats, contents unspecified.
+  std::vector<float> Take(size_t n) ABSL_LOCKS_EXCLUDED(mu_) {
+    if (n == 0) return {};
+    {
+      absl::MutexLock lock(&mu_);
+      auto it = free_.find(n);
+      if (it != free_.end() && !it->second.empty()) {
+        std::vector<float> v = std::move(it->second.back());
+        it->second.pop_back();
+        bytes_ -= n * sizeof(float);
+        return v;
+      }
+    }
+    return std::vector<float>(n);
+  }
+
+  // Returns `v` to the pool (or frees it when the pool is full).
+  void Give(std::vector<float> v) ABSL_LOCKS_EXCLUDED(mu_) {
+    const size_t bytes = v.size() * sizeof(float);
+    if (bytes == 0 || v.size() != v.capacity()) return;
+    absl::MutexLock lock(&mu_);
+    if (bytes_ + bytes > kMaxBytes) return;
+    bytes_ += bytes;
+    free_[v.size()].push_back(std::move(v));
+  }
+
+ private:
+  absl::Mutex mu_;
+  // Free buffers by their size in floats.
+  absl::flat_hash_map<size_t, std::vector<std::vector<float>>> free_
+      ABSL_GUARDED_BY(mu_);
+  size_t bytes_ ABSL_GUARDED_BY(mu_) = 0;
+};
+
 // A chunk a request names, found and checked.
 struct ChunkStore::Target {
   Chunk* chunk;

@@ -130,13 +130,13 @@ absl::Status ChunkStore::Replace(const ShardSnapshot& snapshot) {
       ns->tensors.emplace(spec.name(), std::move(t));
     }
     if (!built.emplace(record.name(), std::move(ns)).second) {
-      return absl::DataLossError(absl::StrCat(
-          "the checkpoint holds namespace '", record.name(), "' twice"));
+      return absl::DataLossError(absl::StrCat("the checkpoint holds namespace ",
+                                              Quoted(record.name()), " twice"));
     }
   }
   for (const v1::ChunkRecord& record : snapshot.chunks) {
     const std::string where = absl::StrCat(
-        "checkpoint chunk ", record.namespace_(), "/",
+        "checkpoint chunk of namespace ", Quoted(record.namespace_()), " ",
         ChunkName(record.tensor(), record.chunk()));
     auto ns = built.find(record.namespace_());
     if (ns == built.end()) {

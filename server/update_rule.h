@@ -11,10 +11,10 @@
 // Example:
 //   PSKIT_ASSIGN_OR_RETURN(v1::NamespaceConfig cfg, NormalizeConfig(req));
 //   PSKIT_ASSIGN_OR_RETURN(auto rule, UpdateRule::Create(cfg.optimizer()));
-//   rule->Apply(w, g, slots, n, version + 1,
-//               CompensatedRate(cfg, rule->learning_rate(), staleness));
+//   bool finite = rule->Update(w, g, slots, w_new, slots_new, n, version + 1,
+//       CompensatedRate(cfg, rule->learning_rate(), staleness));
 //
-// Thread safety: an UpdateRule is immutable; Apply may run concurrently on
+// Thread safety: an UpdateRule is immutable; Update may run concurrently on
 // different chunks (the caller holds the chunk's lock).
 #ifndef PSKIT_SERVER_UPDATE_RULE_H_
 #define PSKIT_SERVER_UPDATE_RULE_H_
@@ -48,13 +48,23 @@ class UpdateRule {
   virtual float initial_slot_value() const { return 0.0f; }
   float learning_rate() const { return lr_; }
 
-  // Applies one update of the chunk's `n` elements: `w` the values, `g` the
-  // gradient, `slots` num_slots() * n floats laid out slot after slot,
-  // `step` >= 1 the number of updates including this one (Adam's bias
-  // correction), `lr` the (compensated) learning rate. `w`, `g` and `slots`
-  // must not overlap. Cannot fail: the caller validated everything.
-  virtual void Apply(float* w, const float* g, float* slots, size_t n,
-                     uint64_t step, float lr) const = 0;
+  // Computes one update of a chunk's `n` elements out of place: `w` the
+  // values, `g` the gradient, `slots` num_slots() * n floats laid out slot
+  // after slot; the new values go to `w_out` and the new slots to
+  // `slots_out` (same layout). `step` >= 1 is the number of updates
+  // including this one (Adam's bias correction), `lr` the (compensated)
+  // learning rate. No output may overlap an input. Returns whether every new
+  // value and slot is finite; the check is fused into the update's loop, so
+  // it costs no extra pass. Out of place so that the caller can check a
+  // whole request before committing any of it (server/chunk_store.cc).
+  virtual bool Update(const float* w, const float* g, const float* slots,
+                      float* w_out, float* slots_out, size_t n, uint64_t step,
+                      float lr) const = 0;
+
+  // Update in place, through temporary copies: for tests and benchmarks.
+  // Returns what Update returns; `w` and `slots` are updated either way.
+  bool Apply(float* w, const float* g, float* slots, size_t n, uint64_t step,
+             float lr) const;
 
  protected:
   explicit UpdateRule(float lr) : lr_(lr) {}

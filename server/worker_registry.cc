@@ -43,10 +43,10 @@ absl::StatusOr<uint64_t> WorkerRegistry::Register(uint64_t requested_id,
   Sweep();
   if (auto it = workers_.find(requested_id);
       requested_id != 0 && it != workers_.end() && it->second.name != name) {
-    return absl::AlreadyExistsError(absl::StrCat(
-        "worker id ", requested_id, " is held by live worker '",
-        it->second.name, "'; register '", name,
-        "' with worker_id 0 to get an id of its own"));
+    return absl::AlreadyExistsError(
+        absl::StrCat("worker id ", requested_id, " is held by live worker ",
+                     Quoted(it->second.name), "; register ", Quoted(name),
+                     " with worker_id 0 to get an id of its own"));
   }
   uint64_t id = requested_id;
   while (id == 0 || (requested_id == 0 && workers_.contains(id))) {

@@ -18,9 +18,17 @@ void BM_Update(benchmark::State& state, v1::OptimizerKind kind) {
   auto rule = UpdateRule::Create(cfg->optimizer());
   const size_t n = state.range(0);
   std::vector<float> w(n, 0.5f), g(n, 0.01f), slots(n * rule->num_slots(), 0.0f);
+  // As the shard does it: out of place into spare buffers (finiteness
+  // checked in the same loop), then swapped in.
+  std::vector<float> w_next(n), slots_next(slots.size());
   uint64_t step = 0;
   for (auto _ : state) {
-    rule->Apply(w.data(), g.data(), slots.data(), n, ++step, 0.001f);
+    const bool finite =
+        rule->Update(w.data(), g.data(), slots.data(), w_next.data(),
+                     slots_next.data(), n, ++step, 0.001f);
+    benchmark::DoNotOptimize(finite);
+    w.swap(w_next);
+    slots.swap(slots_next);
     benchmark::DoNotOptimize(w.data());
   }
   state.SetItemsProcessed(state.iterations() * n);

@@ -1,6 +1,7 @@
 // Every class of bad input gets its own gRPC code and a message naming what
 // was wrong, and leaves the shard's values bit-identical.
 
+#include <cfloat>
 #include <cmath>
 #include <cstring>
 #include <functional>
@@ -13,6 +14,7 @@
 #include "common/encoding.h"
 #include "common/layout.h"
 #include "gtest/gtest.h"
+#include "pskit/v1/admin.grpc.pb.h"
 #include "pskit/v1/ps.grpc.pb.h"
 #include "tests/testing/cluster.h"
 #include "tests/testing/status_matchers.h"
@@ -20,6 +22,7 @@
 namespace pskit {
 namespace {
 
+using testing::TempDir;
 using testing::TestCluster;
 
 constexpr uint32_t kChunk = 4096;
@@ -345,6 +348,92 @@ TEST_F(BadInputTest, ReDeclareWithAnotherShapeOrOptimizer) {
   ExpectUnchanged("re-declare");
 }
 
+// Finite gradients whose update would make an optimizer slot (Adam's
+// second moment: g * g overflows) non-finite, over two chunks where only the
+// second overflows: nothing of the request is applied, versions included.
+TEST_F(BadInputTest, UpdateThatWouldBeNonFiniteIsRefusedWhole) {
+  auto version_of_mine = [&] {
+    v1::PullRequest pull;
+    pull.set_namespace_("job");
+    *pull.mutable_layout() = WireLayout();
+    pull.set_encoding(v1::ENCODING_F32);
+    v1::ChunkRef* r = pull.add_chunks();
+    r->set_tensor("w");
+    r->set_chunk(mine_.index);
+    grpc::ClientContext ctx;
+    v1::PullResponse resp;
+    EXPECT_TRUE(stub_->Pull(&ctx, pull, &resp).ok());
+    return resp.chunks_size() == 1 ? resp.chunks(0).version() : 0;
+  };
+  const uint64_t version = version_of_mine();
+  ExpectPushRejected(
+      "finite gradient that overflows the update",
+      [&](auto* r) {
+        ASSERT_OK_AND_ASSIGN(Layout layout, Layout::Create(2, kChunk));
+        for (const ChunkSpan& s : layout.Chunks("job", "big", 600000)) {
+          if (s.shard != 0) continue;
+          v1::ChunkData good;
+          good.set_tensor("big");
+          good.set_chunk(s.index);
+          good.set_encoding(v1::ENCODING_F32);
+          std::vector<float> ones(s.length, 1.0f);
+          EncodeFloats(v1::ENCODING_F32, ones, good.mutable_data());
+          *r->mutable_grads()->Add() = r->grads(0);
+          *r->mutable_grads(0) = good;
+          break;
+        }
+        const float huge = 1e25f;  // finite; (1 - beta2) * g * g is not
+        std::memcpy(r->mutable_grads(1)->mutable_data()->data() + 4 * 7, &huge,
+                    4);
+      },
+      grpc::StatusCode::INVALID_ARGUMENT,
+      absl::StrCat("tensor 'w' chunk ", mine_.index));
+  EXPECT_EQ(version_of_mine(), version);
+}
+
+TEST_F(BadInputTest, HyperParameterPastItsBound) {
+  auto admin = v1::Admin::NewStub(MakeChannel(cluster_->addresses()[0]));
+  v1::SetConfigRequest set;
+  set.set_namespace_("job");
+  set.mutable_optimizer()->set_learning_rate(1e38f);
+  grpc::ClientContext ctx;
+  v1::SetConfigResponse resp;
+  grpc::Status s = admin->SetConfig(&ctx, set, &resp);
+  EXPECT_EQ(s.error_code(), grpc::StatusCode::INVALID_ARGUMENT);
+  EXPECT_NE(
+      s.error_message().find("learning_rate is 1e+38; it must be in (0, 1000]"),
+      std::string::npos)
+      << s.error_message();
+
+  v1::NamespaceConfig fast = config_;
+  fast.mutable_optimizer()->set_learning_rate(1e38f);
+  absl::Status d = client_->Declare("fast", fast, decls_);
+  EXPECT_EQ(d.code(), absl::StatusCode::kInvalidArgument) << d;
+  EXPECT_NE(d.message().find("learning_rate"), absl::string_view::npos) << d;
+  ExpectUnchanged("bad hyper-parameter");
+}
+
+TEST_F(BadInputTest, SettingTheOptimizerNeverReads) {
+  v1::NamespaceConfig adam_with_momentum = config_;
+  adam_with_momentum.mutable_optimizer()->set_momentum(0.5f);
+  absl::Status s = client_->Declare("other", adam_with_momentum, decls_);
+  EXPECT_EQ(s.code(), absl::StatusCode::kInvalidArgument) << s;
+  EXPECT_NE(s.message().find("OPTIMIZER_ADAM does not read 'momentum'"),
+            absl::string_view::npos)
+      << s;
+}
+
+TEST_F(BadInputTest, ConfigMismatchNamesTheFields) {
+  v1::NamespaceConfig faster = config_;
+  faster.mutable_optimizer()->set_learning_rate(0.1f);
+  absl::Status s = client_->Declare("job", faster, decls_);
+  EXPECT_EQ(s.code(), absl::StatusCode::kFailedPrecondition) << s;
+  EXPECT_NE(s.message().find("learning_rate: declared 0.01, requested 0.1"),
+            absl::string_view::npos)
+      << s;
+  ExpectUnchanged("mismatched re-declare");
+}
+
 TEST_F(BadInputTest, BadDeclarations) {
   auto declare = [&](std::function<void(v1::DeclareRequest*)> mutate) {
     v1::DeclareRequest req;
@@ -453,6 +542,142 @@ TEST(ClientChecks, RepeatedTensorInOneCallIsRefused) {
   EXPECT_NE(s.message().find("has 4 elements"), absl::string_view::npos) << s;
   ASSERT_OK(c->Pull("", {{"w", absl::MakeSpan(w)}}));
   EXPECT_EQ(w, std::vector<float>(4, 0.0f));
+}
+
+// A 1 MB name, namespace, checkpoint id or worker name (well within the
+// shard's 64 MiB message limit) gets the real error with a short message on
+// every call that takes one, not RESOURCE_EXHAUSTED about metadata.
+TEST(HugeStrings, EveryCallAnswersTheRealErrorShortly) {
+  TempDir dir;
+  ServerOptions base;
+  base.chunk_elems = kChunk;
+  base.data_dir = dir.path();
+  base.checkpoint_interval = absl::ZeroDuration();
+  ASSERT_OK_AND_ASSIGN(auto cluster, TestCluster::Start(1, base));
+  ASSERT_OK_AND_ASSIGN(auto client, cluster->NewClient());
+  v1::NamespaceConfig cfg;
+  cfg.mutable_optimizer()->set_kind(v1::OPTIMIZER_SGD);
+  TensorDecl d;
+  d.spec.set_name("w");
+  d.spec.add_shape(4);
+  d.spec.mutable_init()->set_kind(v1::INIT_ZEROS);
+  ASSERT_OK(client->Declare("job", cfg, {d}));
+  auto ps = v1::ParameterServer::NewStub(MakeChannel(cluster->addresses()[0]));
+  auto admin = v1::Admin::NewStub(MakeChannel(cluster->addresses()[0]));
+  const std::string huge(1 << 20, 'x');
+
+  auto expect = [&](const std::string& what, grpc::StatusCode code,
+                    std::function<grpc::Status(grpc::ClientContext*)> call) {
+    grpc::ClientContext ctx;
+    grpc::Status s = call(&ctx);
+    EXPECT_EQ(s.error_code(), code) << what << ": " << s.error_code() << " "
+                                    << s.error_message().substr(0, 200);
+    EXPECT_LT(s.error_message().size(), 1024u) << what;
+    EXPECT_NE(s.error_message().find("1048576 bytes"), std::string::npos)
+        << what << ": " << s.error_message().substr(0, 200);
+  };
+  v1::Layout layout;
+  layout.set_num_shards(1);
+  layout.set_chunk_elems(kChunk);
+  auto chunk = [&](const std::string& tensor) {
+    v1::ChunkData c;
+    c.set_tensor(tensor);
+    c.set_encoding(v1::ENCODING_F32);
+    std::vector<float> ones(4, 1.0f);
+    EncodeFloats(v1::ENCODING_F32, ones, c.mutable_data());
+    return c;
+  };
+  for (bool long_namespace : {false, true}) {
+    const std::string ns = long_namespace ? huge : "job";
+    const std::string tensor = long_namespace ? "w" : huge;
+    const grpc::StatusCode code = long_namespace
+                                      ? grpc::StatusCode::INVALID_ARGUMENT
+                                      : grpc::StatusCode::NOT_FOUND;
+    const std::string which = long_namespace ? " (namespace)" : " (tensor)";
+    expect("Declare" + which, grpc::StatusCode::INVALID_ARGUMENT,
+           [&](auto* ctx) {
+             v1::DeclareRequest req;
+             req.set_namespace_(long_namespace ? huge : "fresh");
+             *req.mutable_layout() = layout;
+             *req.mutable_config() = cfg;
+             v1::TensorSpec* t = req.add_tensors();
+             t->set_name(tensor);
+             t->add_shape(4);
+             t->mutable_init()->set_kind(v1::INIT_ZEROS);
+             v1::DeclareResponse resp;
+             return ps->Declare(ctx, req, &resp);
+           });
+    expect("Pull" + which, code, [&](auto* ctx) {
+      v1::PullRequest req;
+      req.set_namespace_(ns);
+      *req.mutable_layout() = layout;
+      req.set_encoding(v1::ENCODING_F32);
+      req.add_chunks()->set_tensor(tensor);
+      v1::PullResponse resp;
+      return ps->Pull(ctx, req, &resp);
+    });
+    for (bool pushpull : {false, true}) {
+      expect((pushpull ? "PushPull" : "Push") + which, code, [&](auto* ctx) {
+        v1::PushRequest req;
+        req.set_namespace_(ns);
+        *req.mutable_layout() = layout;
+        *req.add_grads() = chunk(tensor);
+        req.set_return_encoding(v1::ENCODING_F32);
+        if (pushpull) {
+          v1::PushPullResponse resp;
+          return ps->PushPull(ctx, req, &resp);
+        }
+        v1::PushResponse resp;
+        return ps->Push(ctx, req, &resp);
+      });
+    }
+    expect("Exchange" + which, code, [&](auto* ctx) {
+      v1::ExchangeRequest req;
+      req.set_namespace_(ns);
+      *req.mutable_layout() = layout;
+      req.set_alpha(0.5f);
+      *req.add_params() = chunk(tensor);
+      v1::ExchangeResponse resp;
+      return ps->Exchange(ctx, req, &resp);
+    });
+  }
+  expect("SetConfig", grpc::StatusCode::INVALID_ARGUMENT, [&](auto* ctx) {
+    v1::SetConfigRequest req;
+    req.set_namespace_(huge);
+    req.mutable_optimizer()->set_learning_rate(0.5f);
+    v1::SetConfigResponse resp;
+    return admin->SetConfig(ctx, req, &resp);
+  });
+  expect("ReportEvaluation", grpc::StatusCode::NOT_FOUND, [&](auto* ctx) {
+    v1::ReportEvaluationRequest req;
+    req.set_namespace_(huge);
+    v1::ReportEvaluationResponse resp;
+    return ps->ReportEvaluation(ctx, req, &resp);
+  });
+  expect("RegisterWorker", grpc::StatusCode::INVALID_ARGUMENT, [&](auto* ctx) {
+    v1::RegisterWorkerRequest req;
+    req.set_name(huge);
+    v1::RegisterWorkerResponse resp;
+    return ps->RegisterWorker(ctx, req, &resp);
+  });
+  expect("Checkpoint", grpc::StatusCode::INVALID_ARGUMENT, [&](auto* ctx) {
+    v1::CheckpointRequest req;
+    req.set_id(huge);
+    v1::CheckpointResponse resp;
+    return admin->Checkpoint(ctx, req, &resp);
+  });
+  expect("Restore", grpc::StatusCode::INVALID_ARGUMENT, [&](auto* ctx) {
+    v1::RestoreRequest req;
+    req.set_id(huge);
+    v1::RestoreResponse resp;
+    return admin->Restore(ctx, req, &resp);
+  });
+  expect("Drain", grpc::StatusCode::INVALID_ARGUMENT, [&](auto* ctx) {
+    v1::DrainRequest req;
+    req.set_checkpoint_id(huge);
+    v1::DrainResponse resp;
+    return admin->Drain(ctx, req, &resp);
+  });
 }
 
 TEST(AllowNonFinite, FlagLetsNanThrough) {

@@ -687,9 +687,10 @@ TEST_F(PsctlTest, SetChangesHyperParametersLive) {
   // refused, naming what it does take.
   ran = Psctl({"set", "job", "lr=0.25", "momentum=0.5"});
   EXPECT_EQ(ran.exit_code, 1);
-  EXPECT_TRUE(absl::StrContains(
-      ran.err, "uses OPTIMIZER_SGD, which has no 'momentum'; it takes "
-               "learning_rate, weight_decay"))
+  EXPECT_TRUE(
+      absl::StrContains(ran.err,
+                        "OPTIMIZER_SGD does not read 'momentum'; it takes "
+                        "learning_rate, weight_decay"))
       << ran.err;
   ran = Psctl({"set", "job", "lr=fast"});
   EXPECT_EQ(ran.exit_code, 2);

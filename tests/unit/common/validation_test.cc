@@ -124,5 +124,45 @@ TEST(ValidateName, RejectsEmptyLongAndUnprintable) {
             absl::StatusCode::kInvalidArgument);
 }
 
+TEST(Quoted, ShowsShortStringsWholeAndCutsLongOnes) {
+  EXPECT_EQ(Quoted("fc1/w"), "'fc1/w'");
+  EXPECT_EQ(Quoted(std::string(kMaxQuotedBytes, 'a')),
+            "'" + std::string(kMaxQuotedBytes, 'a') + "'");
+  const std::string huge(1 << 20, 'n');
+  const std::string q = Quoted(huge);
+  EXPECT_EQ(
+      q, "'" + std::string(kQuotedPrefixBytes, 'n') + "...' (1048576 bytes)");
+}
+
+TEST(Quoted, EscapesNonPrintableBytesAndQuotes) {
+  EXPECT_EQ(Quoted(std::string("a\x01"
+                               "b\n'\"",
+                               6)),
+            R"('a\x01\x62\n\'\"')");
+  // ('b' right after "\x01" is escaped too, so that it cannot read as a
+  // hex digit of that escape.) A long string of control bytes stays bounded
+  // after escaping.
+  EXPECT_LE(Quoted(std::string(1 << 20, '\x7f')).size(),
+            4 * kQuotedPrefixBytes + 32);
+}
+
+TEST(ChunkName, BoundsTheTensorName) {
+  EXPECT_EQ(ChunkName("fc1/w", 3), "tensor 'fc1/w' chunk 3");
+  EXPECT_LT(ChunkName(std::string(1 << 20, 'x'), 3).size(), 200u);
+}
+
+TEST(ValidateName, MessagesAreBoundedAndEscaped) {
+  absl::Status s = ValidateName("tensor name", std::string(1 << 20, 'a'));
+  EXPECT_EQ(s.code(), absl::StatusCode::kInvalidArgument);
+  EXPECT_LT(s.message().size(), 200u) << s.message().substr(0, 300);
+  EXPECT_THAT(std::string(s.message()), HasSubstr("1048576 bytes"));
+  // A control byte is shown escaped, never raw (it would garble a terminal
+  // or a log line).
+  s = ValidateName("namespace", "job\x1b[2J");
+  EXPECT_EQ(s.code(), absl::StatusCode::kInvalidArgument);
+  EXPECT_EQ(std::string(s.message()).find('\x1b'), std::string::npos);
+  EXPECT_THAT(std::string(s.message()), HasSubstr("'job\\x1b[2J'"));
+}
+
 }  // namespace
 }  // namespace pskit

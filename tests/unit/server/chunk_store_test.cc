@@ -4,14 +4,17 @@
 // round trip, SetConfig and Drain.
 #include "server/chunk_store.h"
 
+#include <cfloat>
 #include <cmath>
 #include <memory>
 #include <string>
 #include <utility>
 #include <vector>
 
+#include "absl/strings/str_cat.h"
 #include "common/encoding.h"
 #include "common/layout.h"
+#include "gmock/gmock.h"
 #include "gtest/gtest.h"
 #include "tests/testing/cluster.h"
 #include "tests/testing/status_matchers.h"
@@ -354,6 +357,216 @@ TEST_F(ChunkStoreTest, ExchangeMovesTheCentreTowardsTheWorker) {
         << alpha;
   }
   EXPECT_EQ(PullOne(0, c).second, 1u);
+}
+
+// Finite gradients whose update drives values to -inf: over two chunks where
+// only the second overflows, nothing is applied (values, versions and the
+// update count unchanged), and the message names the tensor and the chunk.
+TEST_F(ChunkStoreTest, UpdateThatWouldMakeValuesNonFiniteIsRefusedWhole) {
+  constexpr float kLow = -FLT_MAX / 2;
+  v1::DeclareRequest declare = DeclareReq(0, "w", /*lr=*/100.0f);
+  declare.mutable_tensors(0)->mutable_init()->set_value(kLow);
+  v1::DeclareResponse declared;
+  ASSERT_OK(stores_[0]->Declare(declare, &declared));
+  const std::vector<uint32_t> here = Here(0);
+  ASSERT_EQ(here.size(), 2u);
+  const std::string second = absl::StrCat("tensor 'w' chunk ", here[1]);
+  auto unchanged = [&] {
+    for (uint32_t c : here) {
+      EXPECT_EQ(
+          PullOne(0, c),
+          std::make_pair(std::vector<float>(kChunkElems, kLow), uint64_t{0}))
+          << "chunk " << c;
+    }
+    EXPECT_EQ(stores_[0]->updates_applied(), 0u);
+  };
+
+  v1::PushRequest push = PushReq(0);
+  AddChunk(push.mutable_grads(), here[0], 1.0f, 0);   // -FLT_MAX/2 - 100
+  AddChunk(push.mutable_grads(), here[1], 1e37f, 0);  // -FLT_MAX/2 - 1e39
+  v1::PushResponse push_resp;
+  absl::Status s = stores_[0]->Push(push, &push_resp);
+  EXPECT_EQ(s.code(), absl::StatusCode::kInvalidArgument);
+  EXPECT_THAT(std::string(s.message()),
+              ::testing::AllOf(::testing::HasSubstr(second),
+                               ::testing::HasSubstr("-inf"),
+                               ::testing::HasSubstr("nothing of the request")));
+  EXPECT_EQ(push_resp.acks_size(), 0);
+  unchanged();
+
+  push.set_return_encoding(v1::ENCODING_F32);
+  v1::PushPullResponse pushpull_resp;
+  s = stores_[0]->PushPull(push, &pushpull_resp);
+  EXPECT_EQ(s.code(), absl::StatusCode::kInvalidArgument);
+  EXPECT_THAT(std::string(s.message()), ::testing::HasSubstr(second));
+  unchanged();
+
+  // EASGD: e = alpha * (x - centre) overflows for the second chunk only.
+  v1::ExchangeRequest exchange;
+  exchange.set_namespace_("job");
+  *exchange.mutable_layout() = Wire(0);
+  exchange.set_alpha(1.0f);
+  AddChunk(exchange.mutable_params(), here[0], kLow, 0);
+  AddChunk(exchange.mutable_params(), here[1], FLT_MAX, 0);
+  v1::ExchangeResponse exchange_resp;
+  s = stores_[0]->Exchange(exchange, &exchange_resp);
+  EXPECT_EQ(s.code(), absl::StatusCode::kInvalidArgument);
+  EXPECT_THAT(std::string(s.message()), ::testing::HasSubstr(second));
+  unchanged();
+
+  // The control: a gradient that keeps both chunks finite is applied.
+  push.mutable_grads(1)->set_data(F32(std::vector<float>(kChunkElems, 1.0f)));
+  ASSERT_OK(stores_[0]->Push(push, &push_resp));
+  for (uint32_t c : here) EXPECT_EQ(PullOne(0, c).second, 1u);
+}
+
+TEST_F(ChunkStoreTest, AllowNonFiniteAppliesAnOverflowingUpdate) {
+  ChunkStore store(layout_, 0, /*allow_nonfinite=*/true, 1 << 20, 1 << 30);
+  v1::DeclareRequest declare = DeclareReq(0, "w", /*lr=*/100.0f);
+  declare.mutable_tensors(0)->mutable_init()->set_value(-FLT_MAX / 2);
+  v1::DeclareResponse declared;
+  ASSERT_OK(store.Declare(declare, &declared));
+  v1::PushRequest push = PushReq(0);
+  AddChunk(push.mutable_grads(), Here(0)[0], 1e37f, 0);
+  v1::PushResponse resp;
+  ASSERT_OK(store.Push(push, &resp));
+  auto [values, version] = PullFrom(store, 0, Here(0)[0]);
+  EXPECT_EQ(version, 1u);
+  ASSERT_FALSE(values.empty());
+  EXPECT_TRUE(std::isinf(values[0]));
+}
+
+TEST_F(ChunkStoreTest, DeclareRefusesASettingTheOptimizerNeverReads) {
+  v1::DeclareRequest req = DeclareReq(0);  // SGD: no momentum
+  req.mutable_config()->mutable_optimizer()->set_momentum(0.5f);
+  v1::DeclareResponse resp;
+  absl::Status s = stores_[0]->Declare(req, &resp);
+  EXPECT_EQ(s.code(), absl::StatusCode::kInvalidArgument);
+  EXPECT_THAT(std::string(s.message()),
+              ::testing::AllOf(::testing::HasSubstr("OPTIMIZER_SGD"),
+                               ::testing::HasSubstr("'momentum'")));
+  v1::StatusResponse status;
+  stores_[0]->Describe(&status);
+  EXPECT_EQ(status.namespaces_size(), 0);
+
+  // SetConfig refuses the same setting the same way.
+  DeclareEverywhere();
+  v1::SetConfigRequest set;
+  set.set_namespace_("job");
+  set.mutable_optimizer()->set_momentum(0.5f);
+  v1::SetConfigResponse set_resp;
+  s = stores_[0]->SetConfig(set, &set_resp);
+  EXPECT_EQ(s.code(), absl::StatusCode::kInvalidArgument);
+  EXPECT_THAT(std::string(s.message()),
+              ::testing::AllOf(::testing::HasSubstr("OPTIMIZER_SGD"),
+                               ::testing::HasSubstr("'momentum'")));
+}
+
+TEST_F(ChunkStoreTest, ConfigMismatchNamesTheDifferingFields) {
+  DeclareEverywhere();  // SGD, lr 0.1
+  v1::DeclareResponse resp;
+  absl::Status s = stores_[0]->Declare(DeclareReq(0, "w", 0.2f), &resp);
+  EXPECT_EQ(s.code(), absl::StatusCode::kFailedPrecondition);
+  EXPECT_THAT(
+      std::string(s.message()),
+      ::testing::HasSubstr("learning_rate: declared 0.1, requested 0.2"));
+  EXPECT_THAT(std::string(s.message()),
+              ::testing::Not(::testing::HasSubstr("weight_decay")));
+
+  v1::SetConfigRequest set;
+  set.set_namespace_("job");
+  set.mutable_optimizer()->set_learning_rate(0.3f);
+  v1::SetConfigResponse set_resp;
+  ASSERT_OK(stores_[0]->SetConfig(set, &set_resp));
+  s = stores_[0]->Declare(DeclareReq(0, "w", 0.2f), &resp);
+  EXPECT_EQ(s.code(), absl::StatusCode::kFailedPrecondition);
+  EXPECT_THAT(
+      std::string(s.message()),
+      ::testing::AllOf(
+          ::testing::HasSubstr("learning_rate: declared 0.1, requested 0.2"),
+          ::testing::HasSubstr("learning_rate: current 0.3, requested 0.2")));
+}
+
+TEST_F(ChunkStoreTest, HyperParameterBoundsHoldInDeclareAndSetConfig) {
+  v1::DeclareResponse resp;
+  v1::DeclareRequest req = DeclareReq(0, "w", 1e38f);
+  absl::Status s = stores_[0]->Declare(req, &resp);
+  EXPECT_EQ(s.code(), absl::StatusCode::kInvalidArgument);
+  EXPECT_THAT(std::string(s.message()),
+              ::testing::AllOf(::testing::HasSubstr("learning_rate"),
+                               ::testing::HasSubstr("1e+38"),
+                               ::testing::HasSubstr("1000]")));
+  DeclareEverywhere();
+  v1::SetConfigRequest set;
+  set.set_namespace_("job");
+  set.mutable_optimizer()->set_learning_rate(1e38f);
+  v1::SetConfigResponse set_resp;
+  s = stores_[0]->SetConfig(set, &set_resp);
+  EXPECT_EQ(s.code(), absl::StatusCode::kInvalidArgument);
+  EXPECT_THAT(std::string(s.message()),
+              ::testing::AllOf(::testing::HasSubstr("learning_rate"),
+                               ::testing::HasSubstr("1e+38"),
+                               ::testing::HasSubstr("1000]")));
+}
+
+// A 1 MB name is echoed cut short: the message stays small and the code is
+// the real error.
+TEST_F(ChunkStoreTest, HugeNamesGetShortMessages) {
+  DeclareEverywhere();
+  const std::string huge(1 << 20, 'x');
+  auto short_message = [](const absl::Status& s) {
+    EXPECT_LT(s.message().size(), 1024u) << s.message().substr(0, 200);
+    EXPECT_THAT(std::string(s.message()),
+                ::testing::HasSubstr("1048576 bytes"));
+  };
+  {
+    v1::PushRequest push = PushReq(0);
+    AddChunk(push.mutable_grads(), Here(0)[0], 1.0f, 0);
+    push.mutable_grads(0)->set_tensor(huge);
+    v1::PushResponse resp;
+    absl::Status s = stores_[0]->Push(push, &resp);
+    EXPECT_EQ(s.code(), absl::StatusCode::kNotFound);
+    short_message(s);
+    push.set_namespace_(huge);
+    s = stores_[0]->Push(push, &resp);
+    EXPECT_EQ(s.code(), absl::StatusCode::kInvalidArgument);
+    short_message(s);
+  }
+  {
+    v1::PullRequest pull = PullReq(0, {Here(0)[0]});
+    pull.mutable_chunks(0)->set_tensor(huge);
+    v1::PullResponse resp;
+    absl::Status s = stores_[0]->Pull(pull, &resp);
+    EXPECT_EQ(s.code(), absl::StatusCode::kNotFound);
+    short_message(s);
+  }
+  {
+    v1::DeclareRequest declare = DeclareReq(0, huge);
+    v1::DeclareResponse resp;
+    absl::Status s = stores_[0]->Declare(declare, &resp);
+    EXPECT_EQ(s.code(), absl::StatusCode::kInvalidArgument);
+    short_message(s);
+    declare = DeclareReq(0);
+    declare.set_namespace_(huge);
+    s = stores_[0]->Declare(declare, &resp);
+    EXPECT_EQ(s.code(), absl::StatusCode::kInvalidArgument);
+    short_message(s);
+  }
+  {
+    v1::SetConfigRequest set;
+    set.set_namespace_(huge);
+    v1::SetConfigResponse resp;
+    absl::Status s = stores_[0]->SetConfig(set, &resp);
+    EXPECT_EQ(s.code(), absl::StatusCode::kInvalidArgument);
+    short_message(s);
+  }
+  {
+    v1::ReportEvaluationRequest report;
+    report.set_namespace_(huge);
+    absl::Status s = stores_[0]->ReportEvaluation(report);
+    EXPECT_EQ(s.code(), absl::StatusCode::kNotFound);
+    short_message(s);
+  }
 }
 
 TEST_F(ChunkStoreTest, ChunkOfAnotherShardOrLayoutIsFailedPrecondition) {

@@ -1,9 +1,13 @@
 #include "server/update_rule.h"
 
+#include <algorithm>
+#include <cfloat>
 #include <cmath>
 #include <random>
+#include <string>
 #include <vector>
 
+#include "gmock/gmock.h"
 #include "gtest/gtest.h"
 #include "tests/testing/status_matchers.h"
 
@@ -178,6 +182,144 @@ TEST(NormalizeConfig, RejectsBadValues) {
   c.mutable_optimizer()->set_kind(v1::OPTIMIZER_SGD);
   c.set_compensation(static_cast<v1::Compensation>(17));
   EXPECT_EQ(NormalizeConfig(c).status().code(), kBad);
+}
+
+// Every optimizer reports an update that overflows, computes out of place
+// (its inputs untouched) and reports a finite one as finite.
+TEST(UpdateRule, UpdateReportsNonFiniteResultsAndLeavesItsInputs) {
+  for (v1::OptimizerKind kind :
+       {v1::OPTIMIZER_SGD, v1::OPTIMIZER_MOMENTUM, v1::OPTIMIZER_NESTEROV,
+        v1::OPTIMIZER_ADAGRAD, v1::OPTIMIZER_RMSPROP, v1::OPTIMIZER_ADAM,
+        v1::OPTIMIZER_ADAMW}) {
+    v1::NamespaceConfig ns;
+    *ns.mutable_optimizer() = Opt(kind, 100.0f);
+    ASSERT_OK_AND_ASSIGN(v1::NamespaceConfig cfg, NormalizeConfig(ns));
+    auto rule = UpdateRule::Create(cfg.optimizer());
+    const size_t n = 37;
+    const size_t ns_floats = n * rule->num_slots();
+    const std::vector<float> slots(ns_floats, rule->initial_slot_value());
+    std::vector<float> w_out(n), slots_out(ns_floats);
+    // Finite values, finite gradient, finite result.
+    const std::vector<float> w(n, 0.5f), g(n, 0.25f);
+    EXPECT_TRUE(rule->Update(w.data(), g.data(), slots.data(), w_out.data(),
+                             slots_out.data(), n, 1, 1e-3f))
+        << v1::OptimizerKind_Name(kind);
+    // Values near -FLT_MAX and one large, finite gradient element: the update
+    // drives that value (or, for the adaptive ones, a slot: g * g overflows)
+    // to a non-finite number.
+    const std::vector<float> low(n, -FLT_MAX / 2);
+    std::vector<float> big(n, 1.0f);
+    big[20] = 1e37f;
+    EXPECT_FALSE(rule->Update(low.data(), big.data(), slots.data(),
+                              w_out.data(), slots_out.data(), n, 1, 100.0f))
+        << v1::OptimizerKind_Name(kind);
+    EXPECT_TRUE(std::all_of(low.begin(), low.end(),
+                            [](float x) { return x == -FLT_MAX / 2; }));
+    EXPECT_TRUE(std::all_of(slots.begin(), slots.end(), [&](float x) {
+      return x == rule->initial_slot_value();
+    }));
+  }
+}
+
+TEST(UpdateRule, OverflowOfASlotAloneIsReported) {
+  // Adam's second moment overflows ((1 - beta2) * g * g > FLT_MAX) while
+  // the value stays finite: the slot alone makes the update non-finite.
+  auto rule = UpdateRule::Create(NormalizeConfig([] {
+                                   v1::NamespaceConfig ns;
+                                   *ns.mutable_optimizer() =
+                                       Opt(v1::OPTIMIZER_ADAM, 1e-3f);
+                                   return ns;
+                                 }())
+                                     ->optimizer());
+  const std::vector<float> w(4, 1.0f), g(4, 1e25f), slots(8, 0.0f);
+  std::vector<float> w_out(4), slots_out(8);
+  EXPECT_FALSE(rule->Update(w.data(), g.data(), slots.data(), w_out.data(),
+                            slots_out.data(), 4, 1, 1e-3f));
+  EXPECT_TRUE(std::isinf(slots_out[4]));
+}
+
+TEST(NormalizeConfig, BoundsKeepOneUpdateFinite) {
+  auto status = [](auto mutate) {
+    v1::NamespaceConfig c;
+    c.mutable_optimizer()->set_kind(v1::OPTIMIZER_ADAM);
+    mutate(c.mutable_optimizer());
+    return NormalizeConfig(c).status();
+  };
+  absl::Status s = status([](auto* o) { o->set_learning_rate(1e38f); });
+  EXPECT_EQ(s.code(), absl::StatusCode::kInvalidArgument);
+  EXPECT_THAT(std::string(s.message()),
+              ::testing::AllOf(::testing::HasSubstr("learning_rate"),
+                               ::testing::HasSubstr("1e+38"),
+                               ::testing::HasSubstr("1000]")));
+  EXPECT_OK(status([](auto* o) { o->set_learning_rate(kMaxLearningRate); }));
+  EXPECT_EQ(status([](auto* o) { o->set_epsilon(1e-38f); }).code(),
+            absl::StatusCode::kInvalidArgument);
+  EXPECT_EQ(status([](auto* o) { o->set_epsilon(2.0f); }).code(),
+            absl::StatusCode::kInvalidArgument);
+  EXPECT_EQ(status([](auto* o) { o->set_weight_decay(1.5f); }).code(),
+            absl::StatusCode::kInvalidArgument);
+  EXPECT_EQ(status([](auto* o) { o->set_beta2(1.0f); }).code(),
+            absl::StatusCode::kInvalidArgument);
+  v1::NamespaceConfig ada;
+  ada.mutable_optimizer()->set_kind(v1::OPTIMIZER_ADAGRAD);
+  ada.mutable_optimizer()->set_initial_accumulator(1e30f);
+  EXPECT_EQ(NormalizeConfig(ada).status().code(),
+            absl::StatusCode::kInvalidArgument);
+}
+
+TEST(NormalizeConfig, ChecksTheBoundsOfWhatTheOptimizerReads) {
+  // SGD never reads epsilon: an old checkpoint's stray value does not make
+  // it unloadable. Adam reads it: refused.
+  v1::NamespaceConfig c;
+  c.mutable_optimizer()->set_kind(v1::OPTIMIZER_SGD);
+  c.mutable_optimizer()->set_epsilon(5.0f);
+  EXPECT_OK(NormalizeConfig(c).status());
+  c.mutable_optimizer()->set_kind(v1::OPTIMIZER_ADAM);
+  EXPECT_EQ(NormalizeConfig(c).status().code(),
+            absl::StatusCode::kInvalidArgument);
+}
+
+TEST(CheckSettingsUsed, NamesTheFieldAndTheOptimizer) {
+  v1::OptimizerConfig o = Opt(v1::OPTIMIZER_ADAM, 0.01f);
+  EXPECT_OK(CheckSettingsUsed(o, v1::OPTIMIZER_ADAM));
+  o.set_momentum(0.9f);
+  absl::Status s = CheckSettingsUsed(o, v1::OPTIMIZER_ADAM);
+  EXPECT_EQ(s.code(), absl::StatusCode::kInvalidArgument);
+  EXPECT_THAT(std::string(s.message()),
+              ::testing::AllOf(::testing::HasSubstr("OPTIMIZER_ADAM"),
+                               ::testing::HasSubstr("'momentum'")));
+  // Each optimizer accepts exactly the fields FieldsUsedBy lists.
+  for (v1::OptimizerKind kind :
+       {v1::OPTIMIZER_SGD, v1::OPTIMIZER_MOMENTUM, v1::OPTIMIZER_ADAGRAD,
+        v1::OPTIMIZER_RMSPROP, v1::OPTIMIZER_ADAMW}) {
+    const std::vector<std::string> used = FieldsUsedBy(kind);
+    const google::protobuf::Descriptor* d = v1::OptimizerConfig::descriptor();
+    for (int i = 0; i < d->field_count(); ++i) {
+      const google::protobuf::FieldDescriptor* f = d->field(i);
+      if (f->name() == "kind") continue;
+      v1::OptimizerConfig one;
+      one.GetReflection()->SetFloat(&one, f, 0.5f);
+      const bool reads =
+          std::find(used.begin(), used.end(), f->name()) != used.end();
+      EXPECT_EQ(CheckSettingsUsed(one, kind).ok(), reads)
+          << v1::OptimizerKind_Name(kind) << " " << f->name();
+    }
+  }
+}
+
+TEST(DiffConfigs, NamesOnlyTheDifferingFieldsWithBothValues) {
+  v1::NamespaceConfig a, b;
+  *a.mutable_optimizer() = Opt(v1::OPTIMIZER_SGD, 0.01f);
+  *b.mutable_optimizer() = Opt(v1::OPTIMIZER_SGD, 0.1f);
+  ASSERT_OK_AND_ASSIGN(a, NormalizeConfig(a));
+  ASSERT_OK_AND_ASSIGN(b, NormalizeConfig(b));
+  EXPECT_EQ(DiffConfigs(a, b, "declared", "requested"),
+            "learning_rate: declared 0.01, requested 0.1");
+  EXPECT_EQ(DiffConfigs(a, a, "declared", "requested"), "");
+  b.set_compensation(v1::COMPENSATION_INVERSE);
+  EXPECT_EQ(DiffConfigs(a, b, "declared", "requested"),
+            "learning_rate: declared 0.01, requested 0.1; compensation: "
+            "declared COMPENSATION_NONE, requested COMPENSATION_INVERSE");
 }
 
 TEST(CompensatedRate, InverseDividesByStaleness) {
