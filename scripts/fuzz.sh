@@ -104,7 +104,7 @@ for t in "${TARGETS[@]}"; do
   corpus=$(find "$work" -type f | wc -l)
   rm -rf "$work"
   final_stat() { sed -n "s/^stat::$1: *//p" "$log" | tail -n 1; }
-  execs=$(final_stat number_executed_units)
+  execs=$(final_stat number_of_executed_units)
   rate=$(final_stat average_exec_per_sec)
   cov=$(grep -Eo 'cov: [0-9]+ ft: [0-9]+' "$log" | tail -n 1 || true)
   if [ "$rc" -eq 0 ]; then

@@ -62,9 +62,13 @@ namespace {
 
 using google::protobuf::util::MessageDifferencer;
 
+// Command-line arguments: C strings, so without NUL bytes.
 std::vector<std::string> ConsumeArgs(FuzzedDataProvider* in, int max) {
   std::vector<std::string> args(in->ConsumeIntegralInRange<int>(0, max));
-  for (std::string& a : args) a = in->ConsumeRandomLengthString(48);
+  for (std::string& a : args) {
+    a = in->ConsumeRandomLengthString(48);
+    a.erase(std::remove(a.begin(), a.end(), '\0'), a.end());
+  }
   return args;
 }
 

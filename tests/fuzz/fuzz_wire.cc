@@ -266,10 +266,18 @@ void FuzzParseValidAnswer(FuzzedDataProvider* in) {
   }
 }
 
+// Names as the client sends them: it has checked them (ValidateName), and
+// protobuf refuses a proto3 string that is not UTF-8, so keep them ASCII.
+std::string AsciiName(FuzzedDataProvider* in, size_t max) {
+  std::string s = in->ConsumeRandomLengthString(max);
+  for (char& c : s) c = static_cast<char>(c & 0x7f);
+  return s;
+}
+
 // Mode 4: the client's outgoing PushRequest against protobuf's own.
 void FuzzOutgoing(FuzzedDataProvider* in) {
   v1::PushRequest header;
-  header.set_namespace_(in->ConsumeRandomLengthString(16));
+  header.set_namespace_(AsciiName(in, 16));
   header.mutable_layout()->set_num_shards(in->ConsumeIntegral<uint32_t>());
   header.mutable_layout()->set_chunk_elems(in->ConsumeIntegral<uint32_t>());
   header.set_worker_id(in->ConsumeIntegral<uint64_t>());
@@ -282,7 +290,7 @@ void FuzzOutgoing(FuzzedDataProvider* in) {
     msg.AppendMessageFields(header);
     for (size_t i = 0; i < n; ++i) {
       v1::ChunkData meta;
-      meta.set_tensor(in->ConsumeRandomLengthString(8));
+      meta.set_tensor(AsciiName(in, 8));
       meta.set_chunk(in->ConsumeIntegral<uint32_t>());
       meta.set_version(in->ConsumeIntegral<uint64_t>());
       meta.set_encoding(in->PickValueInArray(kEncodings));
