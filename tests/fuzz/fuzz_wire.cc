@@ -72,8 +72,9 @@ float Widen(v1::Encoding e, uint16_t h) {
   return e == v1::ENCODING_F16 ? HalfToFloat(h) : Bf16ToFloat(h);
 }
 
-std::vector<float> ConsumeFloats(FuzzedDataProvider* in, size_t max) {
-  std::vector<float> v(in->ConsumeIntegralInRange<size_t>(0, max));
+std::vector<float> ConsumeFloats(FuzzedDataProvider* in, size_t max,
+                                 size_t min = 0) {
+  std::vector<float> v(in->ConsumeIntegralInRange<size_t>(min, max));
   for (float& f : v) {
     const uint32_t b = in->ConsumeIntegral<uint32_t>();
     std::memcpy(&f, &b, 4);
@@ -218,7 +219,9 @@ void FuzzParseValidAnswer(FuzzedDataProvider* in) {
   for (size_t i = 0; i < n; ++i) {
     names[i] = in->ConsumeRandomLengthString(8);
     const v1::Encoding e = in->PickValueInArray(kEncodings);
-    sent[i] = ConsumeFloats(in, 16);
+    // A chunk has at least one element (proto3 leaves an empty payload
+    // out, and ParseChunks rightly refuses a chunk without values).
+    sent[i] = ConsumeFloats(in, 16, 1);
     v1::ChunkData c;
     c.set_tensor(names[i]);
     c.set_chunk(in->ConsumeIntegral<uint32_t>());
@@ -376,7 +379,7 @@ fuzz::Seeds MakeSeeds() {
     for (int i = 0; i < 2; ++i) {
       w.String(i == 0 ? "w" : "b");
       w.Small(static_cast<uint8_t>(i));  // encoding f32, f16
-      w.Small(3);
+      w.Small(2);  // 1 + 2 = 3 floats
       for (int k = 0; k < 3; ++k) w.Int<uint32_t>(Bits(0.25f * k));
       w.Int<uint32_t>(i);
       w.Int<uint64_t>(100 + i);
