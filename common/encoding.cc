@@ -147,6 +147,7 @@ float Bf16ToFloat(uint16_t b) {
 
 void EncodeFloats(v1::Encoding encoding, absl::Span<const float> in,
                   char* out) {
+  if (in.empty()) return;  // as in DecodeFloats: no memcpy of a null span
   switch (encoding) {
     case v1::ENCODING_F32:
       std::memcpy(out, in.data(), in.size() * sizeof(float));
@@ -187,6 +188,9 @@ void EncodeFloats(v1::Encoding encoding, absl::Span<const float> in,
 
 void DecodeFloats(v1::Encoding encoding, const char* in,
                   absl::Span<float> out) {
+  // An empty span may have a null data(): memcpy must not see it (UB, which
+  // UBSan reports; found by tests/fuzz/fuzz_wire.cc).
+  if (out.empty()) return;
   switch (encoding) {
     case v1::ENCODING_F32:
       std::memcpy(out.data(), in, out.size() * sizeof(float));

@@ -20,6 +20,8 @@ BUILD_PACKAGES=(
   libabsl-dev librocksdb-dev prometheus-cpp-dev libspdlog-dev
   libopenblas-dev zlib1g-dev libhdf5-dev libssl-dev
 )
+# clang: scripts/thread-safety.sh and scripts/fuzz.sh (Debian's clang-14
+# brings libFuzzer and the sanitizer runtimes).
 case "${1:-}" in
   "") PACKAGES=(
         "${BUILD_PACKAGES[@]}" git clang

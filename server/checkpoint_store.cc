@@ -250,40 +250,32 @@ std::vector<v1::CheckpointInfo> CheckpointStore::List() const {
   return out;
 }
 
-absl::StatusOr<ShardSnapshot> CheckpointStore::Load(
-    const std::string& id, v1::CheckpointInfo* info) const {
-  std::string value;
-  rocksdb::Status got = db_->Get(rocksdb::ReadOptions(), ManifestKey(id), &value);
-  if (got.IsNotFound()) {
-    return absl::NotFoundError(absl::StrCat("shard ", shard_index_,
-                                            " has no checkpoint ", Quoted(id)));
-  }
-  if (absl::Status s = FromRocks(got, "reading a manifest"); !s.ok()) return s;
+absl::StatusOr<ShardSnapshot> DecodeCheckpoint(
+    const std::string& id, absl::string_view value, const Layout& layout,
+    uint32_t shard_index, const NextRecord& next_namespace,
+    const NextRecord& next_chunk, const NextRecord& next_window,
+    v1::CheckpointInfo* info) {
   v1::ManifestRecord manifest;
-  if (!manifest.ParseFromString(value)) {
+  if (!manifest.ParseFromArray(value.data(), static_cast<int>(value.size()))) {
     return absl::DataLossError(
         absl::StrCat("checkpoint ", Quoted(id), ": unreadable manifest"));
   }
   const v1::CheckpointInfo& m = manifest.info();
-  if (m.num_shards() != layout_.num_shards() ||
-      m.chunk_elems() != layout_.chunk_elems() ||
-      m.shard_index() != shard_index_) {
+  if (m.num_shards() != layout.num_shards() ||
+      m.chunk_elems() != layout.chunk_elems() ||
+      m.shard_index() != shard_index) {
     return absl::FailedPreconditionError(absl::StrCat(
         "checkpoint ", Quoted(id), " was taken by shard ", m.shard_index(),
         " of ", m.num_shards(), " with chunk_elems=", m.chunk_elems(),
-        "; this is shard ", shard_index_, " with ", layout_.ToString(),
+        "; this is shard ", shard_index, " with ", layout.ToString(),
         ". Start with the same --num_shards, --shard_index and --chunk_elems, "
         "or use another --data_dir"));
   }
   ShardSnapshot snapshot;
   snapshot.updates_applied = manifest.updates_applied();
-  std::unique_ptr<rocksdb::Iterator> it(
-      db_->NewIterator(rocksdb::ReadOptions()));
-  const std::string ns_prefix = NamespacePrefix(id);
   size_t n = 0;
-  for (it->Seek(ns_prefix); it->Valid() && it->key().starts_with(ns_prefix);
-       it->Next(), ++n) {
-    const rocksdb::Slice v = it->value();
+  absl::string_view v;
+  for (; next_namespace(&v); ++n) {
     if (n >= static_cast<size_t>(manifest.namespace_crc32_size()) ||
         Crc32(v.data(), v.size()) != manifest.namespace_crc32(static_cast<int>(n))) {
       return absl::DataLossError(absl::StrCat("checkpoint ", Quoted(id),
@@ -309,12 +301,9 @@ absl::StatusOr<ShardSnapshot> CheckpointStore::Load(
         "checkpoint ", Quoted(id), ": the manifest lists ", m.chunks(),
         " chunks but ", manifest.chunk_crc32_size(), " checksums"));
   }
-  const std::string chunk_prefix = ChunkPrefix(id);
   snapshot.chunks.reserve(manifest.chunk_crc32_size());
   size_t i = 0;
-  for (it->Seek(chunk_prefix);
-       it->Valid() && it->key().starts_with(chunk_prefix); it->Next(), ++i) {
-    const rocksdb::Slice v = it->value();
+  for (; next_chunk(&v); ++i) {
     if (i >= static_cast<size_t>(manifest.chunk_crc32_size()) ||
         Crc32(v.data(), v.size()) != manifest.chunk_crc32(static_cast<int>(i))) {
       return absl::DataLossError(absl::StrCat("checkpoint ", Quoted(id),
@@ -336,36 +325,71 @@ absl::StatusOr<ShardSnapshot> CheckpointStore::Load(
   // windows = 0, no CRCs).
   if (manifest.windows() != static_cast<uint64_t>(manifest.window_crc32_size())) {
     return absl::DataLossError(absl::StrCat(
-        "checkpoint '", id, "': the manifest lists ", manifest.windows(),
+        "checkpoint ", Quoted(id), ": the manifest lists ", manifest.windows(),
         " worker windows but ", manifest.window_crc32_size(), " checksums"));
   }
-  const std::string window_prefix = WindowPrefix(id);
   size_t w = 0;
-  for (it->Seek(window_prefix);
-       it->Valid() && it->key().starts_with(window_prefix); it->Next(), ++w) {
-    const rocksdb::Slice v = it->value();
+  for (; next_window(&v); ++w) {
     if (w >= static_cast<size_t>(manifest.window_crc32_size()) ||
         Crc32(v.data(), v.size()) != manifest.window_crc32(static_cast<int>(w))) {
       return absl::DataLossError(absl::StrCat(
-          "checkpoint '", id, "': worker window record ", w,
+          "checkpoint ", Quoted(id), ": worker window record ", w,
           " does not match its checksum"));
     }
     v1::WindowRecord& record = snapshot.windows.emplace_back();
     if (!record.ParseFromArray(v.data(), static_cast<int>(v.size()))) {
       return absl::DataLossError(absl::StrCat(
-          "checkpoint '", id, "': unreadable worker window record ", w));
+          "checkpoint ", Quoted(id), ": unreadable worker window record ", w));
     }
   }
   if (w != manifest.windows()) {
     return absl::DataLossError(absl::StrCat(
-        "checkpoint '", id, "': ", w, " worker window records, the manifest "
-        "says ", manifest.windows()));
+        "checkpoint ", Quoted(id), ": ", w, " worker window records, the "
+        "manifest says ", manifest.windows()));
   }
+  if (info != nullptr) *info = m;
+  return snapshot;
+}
+
+absl::StatusOr<ShardSnapshot> CheckpointStore::Load(
+    const std::string& id, v1::CheckpointInfo* info) const {
+  std::string value;
+  rocksdb::Status got = db_->Get(rocksdb::ReadOptions(), ManifestKey(id), &value);
+  if (got.IsNotFound()) {
+    return absl::NotFoundError(absl::StrCat("shard ", shard_index_,
+                                            " has no checkpoint ", Quoted(id)));
+  }
+  if (absl::Status s = FromRocks(got, "reading a manifest"); !s.ok()) return s;
+  // The records are read straight from one iterator, first under the
+  // namespace prefix, then under the chunk prefix, then the windows'.
+  std::unique_ptr<rocksdb::Iterator> it(
+      db_->NewIterator(rocksdb::ReadOptions()));
+  auto reader = [&it](const std::string& prefix) {
+    return [&it, prefix, started = false](absl::string_view* v) mutable {
+      if (started) {
+        it->Next();
+      } else {
+        it->Seek(prefix);
+        started = true;
+      }
+      if (!it->Valid() || !it->key().starts_with(prefix)) return false;
+      *v = absl::string_view(it->value().data(), it->value().size());
+      return true;
+    };
+  };
+  const NextRecord next_namespace = reader(NamespacePrefix(id));
+  const NextRecord next_chunk = reader(ChunkPrefix(id));
+  const NextRecord next_window = reader(WindowPrefix(id));
+  v1::CheckpointInfo decoded;
+  absl::StatusOr<ShardSnapshot> snapshot =
+      DecodeCheckpoint(id, value, layout_, shard_index_, next_namespace,
+                       next_chunk, next_window, &decoded);
+  if (!snapshot.ok()) return snapshot.status();
   if (absl::Status s = FromRocks(it->status(), "reading a checkpoint");
       !s.ok()) {
     return s;
   }
-  if (info != nullptr) *info = m;
+  if (info != nullptr) *info = decoded;
   return snapshot;
 }
 

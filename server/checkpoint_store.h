@@ -28,6 +28,7 @@
 #include "absl/base/thread_annotations.h"
 #include "absl/status/status.h"
 #include "absl/status/statusor.h"
+#include "absl/strings/string_view.h"
 #include "absl/synchronization/mutex.h"
 #include "absl/time/time.h"
 #include "common/layout.h"
@@ -51,6 +52,27 @@ struct ShardSnapshot {
 
 // INVALID_ARGUMENT unless `id` is 1..128 printable ASCII bytes without '/'.
 [[nodiscard]] absl::Status ValidateCheckpointId(const std::string& id);
+
+// Yields the next record of a checkpoint: sets *value and returns true, or
+// returns false when there is none left. *value stays valid until the next
+// call.
+using NextRecord = std::function<bool(absl::string_view* value)>;
+
+// Decodes checkpoint `id` from what the database holds for it: `manifest`,
+// the value under "m/<id>", and its namespace, chunk and exactly-once
+// window records in key order, read one by one through `next_namespace`,
+// `next_chunk` and `next_window` (in that order). `layout` and `shard_index` are the loading shard's.
+// Returns what Load returns (it is Load's decoding, apart from the
+// database, so it can be fuzzed: tests/fuzz/fuzz_checkpoint.cc), and sets
+// *info (if not null) to the manifest's record on success.
+// FAILED_PRECONDITION when the manifest is another layout's or shard's;
+// DATA_LOSS when the manifest or a record is unreadable, a CRC does not
+// match, or the counts disagree.
+[[nodiscard]] absl::StatusOr<ShardSnapshot> DecodeCheckpoint(
+    const std::string& id, absl::string_view manifest, const Layout& layout,
+    uint32_t shard_index, const NextRecord& next_namespace,
+    const NextRecord& next_chunk, const NextRecord& next_window,
+    v1::CheckpointInfo* info);
 
 class CheckpointStore {
  public:

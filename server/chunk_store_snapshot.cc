@@ -20,7 +20,6 @@
 
 #include "absl/strings/str_cat.h"
 #include "common/optimizer_config.h"
-#include "common/status_macros.h"
 #include "common/validation.h"
 #include "google/protobuf/util/message_differencer.h"
 #include "server/chunk_store_internal.h"
@@ -107,11 +106,22 @@ absl::Status ChunkStore::Replace(const ShardSnapshot& snapshot) {
   uint64_t bytes = 0;
   for (const v1::NamespaceRecord& record : snapshot.namespaces) {
     auto ns = std::make_unique<Namespace>();
-    PSKIT_ASSIGN_OR_RETURN(ns->config, NormalizeConfig(record.config()));
+    // A record this shard cannot take is damage (DATA_LOSS, so LoadNewest
+    // falls back to an older checkpoint), not a bad request.
+    auto damaged = [&record](const absl::Status& s) {
+      return absl::DataLossError(absl::StrCat(
+          "checkpoint namespace '", record.name(), "': ", s.message()));
+    };
+    absl::StatusOr<v1::NamespaceConfig> config =
+        NormalizeConfig(record.config());
+    if (!config.ok()) return damaged(config.status());
+    ns->config = *std::move(config);
     ns->rule = UpdateRule::Create(ns->config.optimizer());
     if (record.has_declared_config()) {
-      PSKIT_ASSIGN_OR_RETURN(ns->declared_config,
-                             NormalizeConfig(record.declared_config()));
+      absl::StatusOr<v1::NamespaceConfig> declared =
+          NormalizeConfig(record.declared_config());
+      if (!declared.ok()) return damaged(declared.status());
+      ns->declared_config = *std::move(declared);
     } else {
       ns->declared_config = ns->config;
     }
@@ -123,8 +133,10 @@ absl::Status ChunkStore::Replace(const ShardSnapshot& snapshot) {
     for (const v1::TensorSpec& spec : record.tensors()) {
       auto t = std::make_unique<Tensor>();
       t->spec = spec;
-      PSKIT_ASSIGN_OR_RETURN(t->numel,
-                             NumElements(spec, layout_.MaxTensorElems()));
+      absl::StatusOr<uint64_t> numel =
+          NumElements(spec, layout_.MaxTensorElems());
+      if (!numel.ok()) return damaged(numel.status());
+      t->numel = *numel;
       t->spans = layout_.Chunks(record.name(), spec.name(), t->numel);
       t->chunks.resize(t->spans.size());
       ns->tensors.emplace(spec.name(), std::move(t));

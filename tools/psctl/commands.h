@@ -17,8 +17,11 @@
 #include <string>
 #include <vector>
 
+#include "absl/status/status.h"
 #include "absl/strings/string_view.h"
+#include "pskit/v1/admin.pb.h"
 #include "tools/psctl/context.h"
+#include "tools/psctl/output.h"
 
 namespace pskit::psctl {
 
@@ -33,6 +36,16 @@ Outcome CmdDrain(Context* ctx, const std::vector<std::string>& args);
 Outcome CmdShutdown(Context* ctx, const std::vector<std::string>& args);
 Outcome CmdHealth(Context* ctx, const std::vector<std::string>& args);
 Outcome CmdToken(Context* ctx, const std::vector<std::string>& args);
+
+// set's arguments after the namespace: key=value pairs (lr, momentum, ...,
+// compensation, optimizer) into `req`'s optimizer and compensation;
+// `changes` gets each as JSON for the report. INVALID_ARGUMENT (a usage
+// error, naming the pair) for a pair that is not key=value, an unknown key,
+// a key given twice, a value that is not a number or not a known name.
+// Declared here so the flag fuzzer (tests/fuzz/fuzz_config.cc) reaches it.
+[[nodiscard]] absl::Status ParseSettings(const std::vector<std::string>& pairs,
+                                         v1::SetConfigRequest* req,
+                                         Json* changes);
 
 // One command: its name, one-line synopsis, help text and function.
 struct Command {

@@ -714,6 +714,22 @@ TEST_F(ChunkStoreTest, ReplaceWithABadSnapshotChangesNothing) {
   short_values.chunks[0].mutable_values()->resize(4);
   EXPECT_EQ(target->Replace(short_values).code(), absl::StatusCode::kDataLoss);
 
+  // Records this shard cannot take are damage too (DATA_LOSS, so
+  // LoadNewest falls back to an older checkpoint), not INVALID_ARGUMENT:
+  // a config NormalizeConfig refuses, a shape NumElements refuses (found by
+  // tests/fuzz/fuzz_checkpoint.cc).
+  ShardSnapshot bad_config = good;
+  bad_config.namespaces[0].mutable_config()->mutable_optimizer()
+      ->set_learning_rate(-1);
+  EXPECT_EQ(target->Replace(bad_config).code(), absl::StatusCode::kDataLoss);
+  ShardSnapshot bad_declared = good;
+  bad_declared.namespaces[0].mutable_declared_config()->mutable_optimizer()
+      ->set_kind(v1::OPTIMIZER_UNSPECIFIED);
+  EXPECT_EQ(target->Replace(bad_declared).code(), absl::StatusCode::kDataLoss);
+  ShardSnapshot bad_shape = good;
+  bad_shape.namespaces[0].mutable_tensors(0)->set_shape(0, -3);
+  EXPECT_EQ(target->Replace(bad_shape).code(), absl::StatusCode::kDataLoss);
+
   // Shard 1's state on shard 0.
   EXPECT_EQ(target->Replace(stores_[1]->Snapshot()).code(),
             absl::StatusCode::kFailedPrecondition);
