@@ -163,10 +163,12 @@ absl::StatusOr<std::vector<TokenEntry>> ParseTokenText(
     TokenEntry e;
     e.line = line_no;
     if (!IsLowerHex64(fields[0])) {
+      // Not echoed: a token pasted here by mistake would reach the log.
       return fail(absl::StrCat(
-          "'", Echo(fields[0]),
-          "' is not a SHA-256 in 64 lowercase hex characters (a token itself "
-          "must never be written here, only its hash)"));
+          "the first field (", fields[0].size(),
+          " characters) is not a SHA-256 in 64 lowercase hex characters (a "
+          "token itself must never be written here, only its hash: psctl "
+          "token new prints the line)"));
     }
     e.hash = std::string(fields[0]);
     absl::StatusOr<TokenRole> role = ParseTokenRole(fields[1]);

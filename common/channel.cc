@@ -60,10 +60,12 @@ class BearerTokenInterceptorFactory
 };
 
 // One file-watcher provider per (files, interval), shared by every channel
-// that uses them while any of those channels lives: each provider owns a
-// watcher thread, and a client with many shards and channels per shard
-// would otherwise start one per channel. Entries whose channels are all
-// gone expire on their own (weak_ptr) and are pruned on the next lookup.
+// that uses them: each provider owns a watcher thread, and a client with
+// many shards and channels per shard would otherwise start one per channel.
+// The cache holds them for the process's life (a strong reference: gRPC
+// core's own reference is not visible here, so a weak one expired as soon
+// as the credentials were built and every channel made a new provider); a
+// process uses a handful of file sets at most.
 class ProviderCache {
  public:
   std::shared_ptr<CertificateProviderInterface> Get(const ChannelSecurity& s,
@@ -71,11 +73,8 @@ class ProviderCache {
       ABSL_LOCKS_EXCLUDED(mu_) {
     const Key key{s.tls_ca, s.tls_cert, s.tls_key, refresh_s};
     absl::MutexLock lock(&mu_);
-    for (auto it = providers_.begin(); it != providers_.end();) {
-      it = it->second.expired() ? providers_.erase(it) : std::next(it);
-    }
     if (auto it = providers_.find(key); it != providers_.end()) {
-      if (auto p = it->second.lock()) return p;
+      return it->second;
     }
     std::shared_ptr<CertificateProviderInterface> p =
         s.tls_cert.empty()
@@ -90,7 +89,7 @@ class ProviderCache {
  private:
   using Key = std::tuple<std::string, std::string, std::string, unsigned>;
   absl::Mutex mu_;
-  std::map<Key, std::weak_ptr<CertificateProviderInterface>> providers_
+  std::map<Key, std::shared_ptr<CertificateProviderInterface>> providers_
       ABSL_GUARDED_BY(mu_);
 };
 

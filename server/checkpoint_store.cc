@@ -364,15 +364,22 @@ absl::StatusOr<ShardSnapshot> CheckpointStore::Load(
   // namespace prefix, then under the chunk prefix, then the windows'.
   std::unique_ptr<rocksdb::Iterator> it(
       db_->NewIterator(rocksdb::ReadOptions()));
-  auto reader = [&it](const std::string& prefix) {
-    return [&it, prefix, started = false](absl::string_view* v) mutable {
+  // A read error ends a scan like its prefix's end would, and the next
+  // Seek clears the iterator's status: each scan's error is kept here.
+  rocksdb::Status read_error;
+  auto reader = [&it, &read_error](const std::string& prefix) {
+    return [&it, &read_error, prefix, started = false](
+               absl::string_view* v) mutable {
       if (started) {
         it->Next();
       } else {
         it->Seek(prefix);
         started = true;
       }
-      if (!it->Valid() || !it->key().starts_with(prefix)) return false;
+      if (!it->Valid() || !it->key().starts_with(prefix)) {
+        if (read_error.ok() && !it->status().ok()) read_error = it->status();
+        return false;
+      }
       *v = absl::string_view(it->value().data(), it->value().size());
       return true;
     };
@@ -384,11 +391,14 @@ absl::StatusOr<ShardSnapshot> CheckpointStore::Load(
   absl::StatusOr<ShardSnapshot> snapshot =
       DecodeCheckpoint(id, value, layout_, shard_index_, next_namespace,
                        next_chunk, next_window, &decoded);
-  if (!snapshot.ok()) return snapshot.status();
-  if (absl::Status s = FromRocks(it->status(), "reading a checkpoint");
+  // An I/O error first: it explains a short count, and must not read as a
+  // damaged checkpoint that LoadNewest would quietly skip.
+  if (read_error.ok() && !it->status().ok()) read_error = it->status();
+  if (absl::Status s = FromRocks(read_error, "reading a checkpoint");
       !s.ok()) {
     return s;
   }
+  if (!snapshot.ok()) return snapshot.status();
   if (info != nullptr) *info = decoded;
   return snapshot;
 }

@@ -156,8 +156,8 @@ ChunkStore::ChunkStore(const Layout& layout, uint32_t shard_index,
       allow_nonfinite_(allow_nonfinite),
       max_message_bytes_(max_message_bytes),
       max_memory_bytes_(max_memory_bytes),
-      window_(window),
-      scratch_(std::make_unique<ScratchPool>()) {}
+      scratch_(std::make_unique<ScratchPool>()),
+      window_(window) {}
 
 ChunkStore::~ChunkStore() = default;
 
@@ -333,6 +333,7 @@ absl::Status ChunkStore::ApplyGradients(
             "Lower the learning rate (SetConfig), or clip the gradients");
         give_back();
         EndRefused(&window_, ticket, todo.size() == static_cast<size_t>(n));
+        acks->Clear();  // a refused call answers nothing
         return refused;
       }
     }
@@ -471,6 +472,7 @@ absl::Status ChunkStore::Exchange(const v1::ExchangeRequest& req,
             {}, "Check the parameters sent");
         give_back();
         EndRefused(&window_, ticket, todo.size() == static_cast<size_t>(n));
+        resp->clear_diffs();  // a refused call answers nothing
         return refused;
       }
     }

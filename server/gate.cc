@@ -8,6 +8,7 @@
 #include "absl/strings/ascii.h"
 #include "absl/strings/match.h"
 #include "absl/strings/str_join.h"
+#include "common/validation.h"
 #include "google/protobuf/descriptor.h"
 #include "server/server_metrics.h"
 #include "server/worker_registry.h"
@@ -15,14 +16,6 @@
 
 namespace pskit {
 namespace {
-
-// At most this many bytes of a caller's string go into a message.
-constexpr size_t kMaxEcho = 128;
-
-std::string Bounded(absl::string_view s) {
-  if (s.size() <= kMaxEcho) return std::string(s);
-  return absl::StrCat(s.substr(0, kMaxEcho), "...(", s.size(), " bytes)");
-}
 
 std::string NamespaceList(const TokenEntry& e) {
   return absl::StrJoin(e.namespaces, ",");
@@ -147,7 +140,7 @@ absl::StatusOr<Caller> Gate::Admit(const grpc::CallbackServerContext& ctx,
     return absl::PermissionDeniedError(absl::StrCat(
         rpc, " acts on every namespace of the shard; the caller's token (role ",
         TokenRoleName(entry->role), ") is limited to namespaces ",
-        Bounded(NamespaceList(*entry)),
+        Quoted(NamespaceList(*entry)),
         ": use an admin token without a namespace list"));
   }
   return Caller(std::move(table), entry);
@@ -163,9 +156,9 @@ absl::Status Gate::AuthorizeRequest(const Caller& caller,
   if (RequestNamespace(request, &ns) && !entry.AllowsNamespace(ns)) {
     CountRefusal(rpc, "namespace");
     return absl::PermissionDeniedError(absl::StrCat(
-        rpc, " on namespace '", Bounded(ns), "': the caller's token (role ",
+        rpc, " on namespace ", Quoted(ns), ": the caller's token (role ",
         TokenRoleName(entry.role), ") is limited to namespaces ",
-        Bounded(NamespaceList(entry))));
+        Quoted(NamespaceList(entry))));
   }
   if (policy.worker_id == MethodPolicy::WorkerId::kNone ||
       entry.role == TokenRole::kAdmin) {

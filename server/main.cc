@@ -1,6 +1,6 @@
 // ps-server: one shard of a pskit cluster.
 //
-//   ps-server --listen 0.0.0.0:7000 --shard_index 0 --num_shards 2 \
+//   ps-server --listen 0.0.0.0:7000 --shard_index 0 --num_shards 2
 //       --tls_cert shard0.pem --tls_key shard0.key --tls_ca ca.pem
 //
 // With --tls_cert/--tls_key the port speaks TLS (certificates re-read when

@@ -171,7 +171,9 @@ void PushWindow::Evict(Worker* w) {
   while (it != w->calls.end() &&
          (w->calls.size() > options_.calls_per_worker ||
           w->bytes > options_.bytes_per_worker)) {
-    if (it->second->in_flight) {  // its owner still writes it
+    // In flight: its owner still writes it. The newest: a call whose answer
+    // alone is over the byte budget must still answer its own retry.
+    if (it->second->in_flight || std::next(it) == w->calls.end()) {
       ++it;
       continue;
     }
@@ -204,6 +206,17 @@ void PushWindow::DropWorker(uint64_t worker) {
   if (it->second.adopt_by != absl::InfiniteFuture()) --unadopted_;
   workers_.erase(it);
   any_unadopted_.store(unadopted_ > 0);
+}
+
+void PushWindow::Orphan(uint64_t worker) {
+  absl::MutexLock lock(&mu_);
+  auto it = workers_.find(worker);
+  if (it == workers_.end() || it->second.adopt_by != absl::InfiniteFuture()) {
+    return;
+  }
+  it->second.adopt_by = options_.clock->Now() + options_.adopt_within;
+  ++unadopted_;
+  any_unadopted_.store(true);
 }
 
 void PushWindow::Adopt(uint64_t worker) {

@@ -135,8 +135,12 @@ class PushWindow {
   // handled as new.
   void Abandon(const Ticket& t) ABSL_LOCKS_EXCLUDED(mu_);
 
-  // Frees `worker`'s window (it left, or its lease lapsed).
+  // Frees `worker`'s window (it left).
   void DropWorker(uint64_t worker) ABSL_LOCKS_EXCLUDED(mu_);
+  // `worker`'s lease lapsed: its window is kept for adopt_within, as a
+  // loaded one is, since the worker may re-register and resend a call
+  // whose answer it lost (the Client does); freed if it does not.
+  void Orphan(uint64_t worker) ABSL_LOCKS_EXCLUDED(mu_);
   // `worker` is live (registered or renewed its lease): a window loaded
   // from a checkpoint for it is kept.
   void Adopt(uint64_t worker) ABSL_LOCKS_EXCLUDED(mu_);

@@ -6,6 +6,8 @@
 #include <grpcpp/security/tls_certificate_provider.h>
 #include <grpcpp/security/tls_credentials_options.h>
 #include <grpcpp/server_builder.h>
+#include <arpa/inet.h>
+#include <netinet/in.h>
 #include <unistd.h>
 
 #include <algorithm>
@@ -50,8 +52,15 @@ std::shared_ptr<grpc::ServerCredentials> ServerCredentials(
 bool IsLoopbackHost(absl::string_view host) {
   absl::ConsumePrefix(&host, "[");
   absl::ConsumeSuffix(&host, "]");
-  return host == "localhost" || host == "::1" ||
-         absl::StartsWith(host, "127.") || absl::StartsWith(host, "unix:");
+  if (host == "localhost") return true;
+  const std::string h(host);
+  in_addr v4;
+  in6_addr v6;
+  if (inet_pton(AF_INET, h.c_str(), &v4) == 1) {
+    return (ntohl(v4.s_addr) >> 24) == 127;  // 127.0.0.0/8
+  }
+  return inet_pton(AF_INET6, h.c_str(), &v6) == 1 &&
+         IN6_IS_ADDR_LOOPBACK(&v6);
 }
 
 // Tokens in clear text on a network are as good as no tokens: refuse that
@@ -62,6 +71,8 @@ absl::Status CheckTokensNeedTls(const ServerOptions& options) {
     return absl::OkStatus();
   }
   const absl::string_view listen = options.listen;
+  // A Unix socket never leaves the machine.
+  if (absl::StartsWith(listen, "unix:")) return absl::OkStatus();
   const absl::string_view host = listen.substr(0, listen.rfind(':'));
   if (IsLoopbackHost(host)) return absl::OkStatus();
   return absl::FailedPreconditionError(absl::StrCat(
@@ -161,7 +172,13 @@ absl::StatusOr<std::unique_ptr<Server>> Server::Start(
   PushWindow* push_window = &server->store_->push_window();
   WorkerListener listener;
   listener.live = [push_window](uint64_t id) { push_window->Adopt(id); };
-  listener.gone = [push_window](uint64_t id) { push_window->DropWorker(id); };
+  listener.gone = [push_window](uint64_t id, bool left) {
+    if (left) {
+      push_window->DropWorker(id);
+    } else {
+      push_window->Orphan(id);
+    }
+  };
   server->workers_ = std::make_unique<WorkerRegistry>(
       options.clock, options.lease, std::move(listener));
   server->metrics_ = std::make_shared<ServerMetrics>(

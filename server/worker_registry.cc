@@ -21,8 +21,8 @@ void WorkerRegistry::TellLive(uint64_t id) {
   if (listener_.live) listener_.live(id);
 }
 
-void WorkerRegistry::TellGone(uint64_t id) {
-  if (listener_.gone) listener_.gone(id);
+void WorkerRegistry::TellGone(uint64_t id, bool left) {
+  if (listener_.gone) listener_.gone(id, left);
 }
 
 void WorkerRegistry::Sweep() {
@@ -31,7 +31,7 @@ void WorkerRegistry::Sweep() {
     if (kv.second.expiry > now) return false;
     spdlog::warn("worker {} ({}) lease lapsed; dropped", kv.first,
                  kv.second.name);
-    TellGone(kv.first);
+    TellGone(kv.first, /*left=*/false);
     return true;
   });
 }
@@ -66,7 +66,7 @@ absl::Status WorkerRegistry::Lookup(uint64_t id, const char* call) {
   if (it != workers_.end() && it->second.expiry <= clock_->Now()) {
     spdlog::warn("worker {} ({}) lease lapsed; dropped", id, it->second.name);
     workers_.erase(it);
-    TellGone(id);
+    TellGone(id, /*left=*/false);
     it = workers_.end();
   }
   if (it == workers_.end()) {
@@ -94,7 +94,7 @@ absl::Status WorkerRegistry::Leave(uint64_t id) {
   if (s.ok()) {
     spdlog::info("worker {} ({}) left", id, workers_[id].name);
     workers_.erase(id);
-    TellGone(id);
+    TellGone(id, /*left=*/true);
   }
   return s;
 }

@@ -35,8 +35,8 @@ namespace pskit {
 struct WorkerListener {
   // The worker registered or renewed its lease.
   std::function<void(uint64_t id)> live;
-  // The worker left, or its lease lapsed.
-  std::function<void(uint64_t id)> gone;
+  // The worker left (`left`), or its lease lapsed (!`left`).
+  std::function<void(uint64_t id, bool left)> gone;
 };
 
 class WorkerRegistry {
@@ -79,7 +79,7 @@ class WorkerRegistry {
   // Drops every lapsed lease.
   void Sweep() ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_);
   void TellLive(uint64_t id) ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_);
-  void TellGone(uint64_t id) ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_);
+  void TellGone(uint64_t id, bool left) ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_);
   absl::Status Lookup(uint64_t id, const char* call)
       ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_);
 

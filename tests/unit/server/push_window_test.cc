@@ -314,7 +314,13 @@ TEST_F(PushWindowTest, AWorkersWindowIsFreedWhenItLeavesOrItsLeaseLapses) {
   PushWindow& window = store_->push_window();
   WorkerListener listener;
   listener.live = [&window](uint64_t id) { window.Adopt(id); };
-  listener.gone = [&window](uint64_t id) { window.DropWorker(id); };
+  listener.gone = [&window](uint64_t id, bool left) {
+    if (left) {
+      window.DropWorker(id);
+    } else {
+      window.Orphan(id);
+    }
+  };
   WorkerRegistry registry(&clock_, absl::Seconds(10), listener);
   const uint64_t a = registry.Register(0, "a").value();
   const uint64_t b = registry.Register(0, "b").value();
@@ -327,8 +333,37 @@ TEST_F(PushWindowTest, AWorkersWindowIsFreedWhenItLeavesOrItsLeaseLapses) {
   EXPECT_EQ(window.workers(), 1u);
   clock_.Advance(absl::Seconds(11));
   EXPECT_EQ(registry.LiveCount(), 0u);  // b lapsed
+  // b's window waits adopt_within: b may re-register and resend a call
+  // whose answer it lost, which must not apply twice.
+  EXPECT_EQ(window.workers(), 1u);
+  clock_.Advance(PushWindowOptions{}.adopt_within + absl::Seconds(1));
+  (void)window.Snapshot();  // sweeps windows nobody came back for
   EXPECT_EQ(window.workers(), 0u);
   EXPECT_EQ(window.calls(), 0u);
+}
+
+TEST_F(PushWindowTest, AWorkerWhoseLeaseLapsedResendsACallAndItAppliesOnce) {
+  PushWindow& window = store_->push_window();
+  WorkerListener listener;
+  listener.live = [&window](uint64_t id) { window.Adopt(id); };
+  listener.gone = [&window](uint64_t id, bool left) {
+    if (left) {
+      window.DropWorker(id);
+    } else {
+      window.Orphan(id);
+    }
+  };
+  WorkerRegistry registry(&clock_, absl::Seconds(10), listener);
+  const uint64_t b = registry.Register(0, "b").value();
+  v1::PushResponse first;
+  ASSERT_OK(store_->Push(PushReq(b, 1, {0}), &first));
+  clock_.Advance(absl::Seconds(11));
+  EXPECT_EQ(registry.LiveCount(), 0u);  // b lapsed, its answer lost
+  ASSERT_EQ(registry.Register(b, "b").value(), b);
+  v1::PushResponse again;
+  ASSERT_OK(store_->Push(PushReq(b, 1, {0}), &again));
+  EXPECT_EQ(again.acks(0).version(), first.acks(0).version());
+  EXPECT_EQ(Pull(*store_, 0), std::make_pair(After(1), uint64_t{1}));
 }
 
 TEST_F(PushWindowTest, TheWindowSurvivesSnapshotAndReplace) {
