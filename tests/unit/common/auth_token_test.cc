@@ -79,6 +79,15 @@ TEST(ParseTokenText, EmptyFileIsValidAndAllowsNobody) {
   EXPECT_EQ(FindToken(entries, "whatever"), nullptr);
 }
 
+TEST(ParseTokenText, ATokenPastedInsteadOfItsHashIsNotEchoed) {
+  // The mistake the message warns about must not put the token in a log.
+  const std::string token = GenerateToken();
+  auto r = ParseTokenText(token + " worker\n", "t.txt");
+  ASSERT_FALSE(r.ok());
+  EXPECT_THAT(r.status().message(), Not(HasSubstr(token.substr(0, 8))));
+  EXPECT_THAT(r.status().message(), HasSubstr("43 characters"));
+}
+
 TEST(ParseTokenText, ErrorsNameFileLineAndProblem) {
   struct Case {
     std::string text;
@@ -86,7 +95,8 @@ TEST(ParseTokenText, ErrorsNameFileLineAndProblem) {
   };
   const Case cases[] = {
       {"\n" + kHashA + " writer\n", "'t.txt' line 2: role 'writer' is not one of"},
-      {std::string(64, 'A') + " reader\n", "line 1: 'AAAA"},
+      {std::string(64, 'A') + " reader\n",
+       "line 1: the first field (64 characters) is not a SHA-256"},
       {"abc reader\n", "not a SHA-256 in 64 lowercase hex"},
       {kHashA + "\n", "line 1: a hash and a role are needed"},
       {kHashA + " reader a b\n", "has 4 fields"},
