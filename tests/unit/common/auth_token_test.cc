@@ -81,7 +81,7 @@ TEST(ParseTokenText, EmptyFileIsValidAndAllowsNobody) {
 
 TEST(ParseTokenText, ATokenPastedInsteadOfItsHashIsNotEchoed) {
   // The mistake the message warns about must not put the token in a log.
-  const std::string token = GenerateToken();
+  const std::string token = GenerateToken().value();
   auto r = ParseTokenText(token + " worker\n", "t.txt");
   ASSERT_FALSE(r.ok());
   EXPECT_THAT(r.status().message(), Not(HasSubstr(token.substr(0, 8))));
