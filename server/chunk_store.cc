@@ -98,6 +98,15 @@ class LockedTogether {
   std::vector<absl::Mutex*> mus_;
 };
 
+// The locks of chunks `todo` (indices into `targets`), for LockedTogether.
+template <typename Targets>
+std::vector<absl::Mutex*> LocksOf(const Targets& targets,
+                                  const std::vector<int>& todo) {
+  std::vector<absl::Mutex*> mus(todo.size());
+  for (size_t k = 0; k < todo.size(); ++k) mus[k] = &targets[todo[k]].chunk->mu;
+  return mus;
+}
+
 // Ends the exactly-once ticket of a call refused (non-finite) after the
 // window let it in. Nothing of it was applied before: forgotten, so a copy
 // is handled as new. Some chunks were (an earlier copy, partly kept by a
@@ -305,12 +314,8 @@ absl::Status ChunkStore::ApplyGradients(
       scratch_->Give(std::move(q.slots));
     }
   };
-  std::vector<absl::Mutex*> mus(todo.size());
-  for (size_t k = 0; k < todo.size(); ++k) {
-    mus[k] = &r.targets[todo[k]].chunk->mu;
-  }
   {
-    LockedTogether locked(std::move(mus));
+    LockedTogether locked(LocksOf(r.targets, todo));
     for (size_t k = 0; k < todo.size(); ++k) {
       const int i = todo[k];
       Chunk& c = *r.targets[i].chunk;
@@ -438,12 +443,8 @@ absl::Status ChunkStore::Exchange(const v1::ExchangeRequest& req,
     for (std::vector<float>& v : centres) scratch_->Give(std::move(v));
     for (std::vector<float>& v : diffs) scratch_->Give(std::move(v));
   };
-  std::vector<absl::Mutex*> mus(todo.size());
-  for (size_t k = 0; k < todo.size(); ++k) {
-    mus[k] = &r.targets[todo[k]].chunk->mu;
-  }
   {
-    LockedTogether locked(std::move(mus));
+    LockedTogether locked(LocksOf(r.targets, todo));
     for (size_t k = 0; k < todo.size(); ++k) {
       const int i = todo[k];
       Chunk& c = *r.targets[i].chunk;

@@ -310,18 +310,23 @@ TEST_F(PushWindowTest, OldestCallsLeaveTheWindowAndTheirCopiesAreRefused) {
   EXPECT_EQ(store_->push_window().calls(), 2u);
 }
 
-TEST_F(PushWindowTest, AWorkersWindowIsFreedWhenItLeavesOrItsLeaseLapses) {
-  PushWindow& window = store_->push_window();
+// What ps-server wires between its registry and the window (server.cc).
+WorkerListener ListenerFor(PushWindow* window) {
   WorkerListener listener;
-  listener.live = [&window](uint64_t id) { window.Adopt(id); };
-  listener.gone = [&window](uint64_t id, bool left) {
+  listener.live = [window](uint64_t id) { window->Adopt(id); };
+  listener.gone = [window](uint64_t id, bool left) {
     if (left) {
-      window.DropWorker(id);
+      window->DropWorker(id);
     } else {
-      window.Orphan(id);
+      window->Orphan(id);
     }
   };
-  WorkerRegistry registry(&clock_, absl::Seconds(10), listener);
+  return listener;
+}
+
+TEST_F(PushWindowTest, AWorkersWindowIsFreedWhenItLeavesOrItsLeaseLapses) {
+  PushWindow& window = store_->push_window();
+  WorkerRegistry registry(&clock_, absl::Seconds(10), ListenerFor(&window));
   const uint64_t a = registry.Register(0, "a").value();
   const uint64_t b = registry.Register(0, "b").value();
   v1::PushResponse resp;
@@ -344,16 +349,7 @@ TEST_F(PushWindowTest, AWorkersWindowIsFreedWhenItLeavesOrItsLeaseLapses) {
 
 TEST_F(PushWindowTest, AWorkerWhoseLeaseLapsedResendsACallAndItAppliesOnce) {
   PushWindow& window = store_->push_window();
-  WorkerListener listener;
-  listener.live = [&window](uint64_t id) { window.Adopt(id); };
-  listener.gone = [&window](uint64_t id, bool left) {
-    if (left) {
-      window.DropWorker(id);
-    } else {
-      window.Orphan(id);
-    }
-  };
-  WorkerRegistry registry(&clock_, absl::Seconds(10), listener);
+  WorkerRegistry registry(&clock_, absl::Seconds(10), ListenerFor(&window));
   const uint64_t b = registry.Register(0, "b").value();
   v1::PushResponse first;
   ASSERT_OK(store_->Push(PushReq(b, 1, {0}), &first));
