@@ -50,6 +50,12 @@ void ChunkStore::Describe(v1::StatusResponse* out) const {
       }
     }
   }
+  // By name, so every answer (and psctl's table) lists them in one order.
+  std::sort(out->mutable_namespaces()->begin(),
+            out->mutable_namespaces()->end(),
+            [](const v1::NamespaceStatus& a, const v1::NamespaceStatus& b) {
+              return a.name() < b.name();
+            });
 }
 
 absl::Status ChunkStore::ReportEvaluation(
