@@ -186,16 +186,18 @@ void PushWindow::Evict(Worker* w) {
 void PushWindow::SweepUnadopted() {
   if (unadopted_ == 0) return;
   const absl::Time now = options_.clock->Now();
+  size_t freed = 0;  // counted here: the lambda is outside mu_'s analysis
   absl::erase_if(workers_, [&](const auto& kv) {
     if (kv.second.adopt_by > now) return false;
     spdlog::info(
-        "worker {} did not come back within {} of the checkpoint load; its "
-        "exactly-once window ({} calls) is freed",
+        "worker {} did not come back within {} (of a checkpoint load, or of "
+        "its lease lapsing); its exactly-once window ({} calls) is freed",
         kv.first, absl::FormatDuration(options_.adopt_within),
         kv.second.calls.size());
-    --unadopted_;
+    ++freed;
     return true;
   });
+  unadopted_ -= std::min(unadopted_, freed);
   any_unadopted_.store(unadopted_ > 0);
 }
 

@@ -2,6 +2,8 @@
 // server/worker_registry.h.
 #include "server/worker_registry.h"
 
+#include <vector>
+
 #include <utility>
 
 #include "absl/strings/str_cat.h"
@@ -27,13 +29,15 @@ void WorkerRegistry::TellGone(uint64_t id, bool left) {
 
 void WorkerRegistry::Sweep() {
   const absl::Time now = clock_->Now();
+  std::vector<uint64_t> lapsed;  // told after: the lambda is outside mu_'s analysis
   absl::erase_if(workers_, [&](const auto& kv) {
     if (kv.second.expiry > now) return false;
     spdlog::warn("worker {} ({}) lease lapsed; dropped", kv.first,
                  kv.second.name);
-    TellGone(kv.first, /*left=*/false);
+    lapsed.push_back(kv.first);
     return true;
   });
+  for (uint64_t id : lapsed) TellGone(id, /*left=*/false);
 }
 
 absl::StatusOr<uint64_t> WorkerRegistry::Register(uint64_t requested_id,
