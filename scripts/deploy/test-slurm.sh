@@ -7,13 +7,13 @@
 #
 # 1. A small Fashion-MNIST job (2 shards, 2 workers, evaluator target 0.85)
 #    submitted with `sbatch --wait`: exit 0, state COMPLETED, the evaluator's
-#    verdict in the job's output, both shards' final checkpoint written and
+#    verdict in the job's output, one psctl shutdown checkpoint on both shards and
 #    loadable by a fresh ps-server, the rendezvous directory removed.
 # 1b. The same job with an unreachable target (0.99) and a 10 s time limit:
 #    the evaluator ends it without the target (ps-worker exits 3; an older
 #    one exits 0 and says "not reached"): the script exits 3 (state FAILED,
 #    exit code 3), yet the shards were stopped as after a success (SIGTERM,
-#    both final checkpoints), not as after a failed step.
+#    the shutdown checkpoint), not as after a failed step.
 # 2. The same job with an unreachable target: once both workers train, one
 #    ps-server is SIGKILLed; the job must end FAILED (exit 1), long before its
 #    10-minute limit, naming the shard step, with no ps-server or ps-worker of
@@ -31,6 +31,12 @@ cd "$(dirname "$0")/../.."
 repo=$(pwd)
 
 say() { echo "test-slurm: $*"; }
+# Whether job output $1 shows the end of a job as deploy/slurm/pskit-common.sh
+# makes it: psctl shutdown's one checkpoint id on every shard (the shards'
+# own SIGTERM then add none: nothing changed since).
+one_checkpoint() {
+  grep -q "shut down: checkpoint shutdown-[0-9]* is on every shard" "$1"
+}
 fail() {
   echo "test-slurm: FAIL: $*" >&2
   exit 1
@@ -148,10 +154,9 @@ verdict=$(grep -m 1 '^pskit: the evaluator ended the job:' "$out1") ||
 [[ "$verdict" == *"target reached"* ]] || fail "job 1's verdict is not 'target reached': $verdict"
 say "${verdict#pskit: }"
 grep -q 'rank 1 of 2 (SLURM)' "$out1" || fail "no worker took its rank from SLURM"
-finals=$(grep -c "checkpoint 'final-" "$out1" || true)
-[ "$finals" -eq 2 ] || fail "expected 2 final checkpoints in job 1's output, found $finals"
+one_checkpoint "$out1" || fail "job 1's output lacks psctl shutdown's 'checkpoint shutdown-... is on every shard'"
 [ ! -e "$work/.pskit-rendezvous/$job1" ] || fail "job 1 left its rendezvous directory"
-# A fresh shard on each data directory restores the final checkpoint.
+# A fresh shard on each data directory restores the shutdown checkpoint.
 for i in 0 1; do
   "$bin/ps-server" --listen 127.0.0.1:0 --shard_index "$i" --num_shards 2 \
     --data_dir "$work/state1/shard-$i" >"$work/restore-$i.log" 2>&1 &
@@ -163,10 +168,10 @@ for i in 0 1; do
   done
   kill -TERM "$pid" 2>/dev/null || true
   wait "$pid" || fail "shard $i did not start and stop cleanly on its data directory: $(cat "$work/restore-$i.log")"
-  grep -q "loaded checkpoint 'final-" "$work/restore-$i.log" ||
-    fail "shard $i did not load a final checkpoint: $(cat "$work/restore-$i.log")"
+  grep -q "loaded checkpoint 'shutdown-" "$work/restore-$i.log" ||
+    fail "shard $i did not load the shutdown checkpoint: $(cat "$work/restore-$i.log")"
 done
-say "job 1: both shards wrote a final checkpoint, and a fresh ps-server loads each"
+say "job 1: one shutdown checkpoint on both shards (psctl shutdown), and a fresh ps-server loads each"
 
 # --- 1b. the target not reached ----------------------------------------------
 say "job 1b: target 0.99 within 10 s (sbatch --wait): the verdict 'not reached'"
@@ -187,9 +192,8 @@ fi
 grep -q 'pskit: the evaluator ended the job:.*target not reached' "$out1b" ||
   { tail -n 40 "$out1b" >&2; fail "job 1b's output has no 'not reached' verdict"; }
 grep -q 'step failed' "$out1b" && { tail -n 40 "$out1b" >&2; fail "job 1b treated the evaluator's verdict as a failed step"; }
-finals=$(grep -c "checkpoint 'final-" "$out1b" || true)
-[ "$finals" -eq 2 ] || { tail -n 40 "$out1b" >&2; fail "expected 2 final checkpoints in job 1b's output, found $finals"; }
-say "job 1b: exit 3, shards stopped with SIGTERM and 2 final checkpoints"
+one_checkpoint "$out1b" || { tail -n 40 "$out1b" >&2; fail "job 1b's output lacks psctl shutdown's one checkpoint on every shard"; }
+say "job 1b: exit 3, one shutdown checkpoint on both shards, then SIGTERM"
 
 # --- 2. a shard killed mid-job -----------------------------------------------
 say "job 2: the same with target 0.99; SIGKILL one ps-server once both workers train"
@@ -337,7 +341,6 @@ nodes=$(scontrol show job -o "$job3" | tr ' ' '\n' | sed -n 's/^NodeList=//p' | 
 [ "$nodes" = "n1 n2" ] || fail "the components ran on '$nodes', expected n1 (shards) and n2 (workers)"
 verdict=$(grep -m 1 '^pskit: the evaluator ended the job:' "$out3") || fail "the hetjob's output has no verdict"
 [[ "$verdict" == *"target reached"* ]] || fail "the hetjob's verdict is not 'target reached': $verdict"
-finals=$(grep -c "checkpoint 'final-" "$out3" || true)
-[ "$finals" -eq 2 ] || fail "expected 2 final checkpoints in the hetjob's output, found $finals"
-say "hetjob: shards on n1, workers and evaluator on n2 (gres gpu:1), target reached, 2 final checkpoints"
+one_checkpoint "$out3" || fail "the hetjob's output lacks psctl shutdown's one checkpoint on every shard"
+say "hetjob: shards on n1, workers and evaluator on n2 (gres gpu:1), target reached, one shutdown checkpoint on both shards"
 say "PASS"
