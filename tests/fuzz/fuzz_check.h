@@ -6,6 +6,8 @@
 // compiled out by NDEBUG). `cond` is evaluated once. QuietLogs() turns off
 // protobuf's and spdlog's logging (each refused message would otherwise
 // print a line, which slows fuzzing down).
+//
+// Thread safety: FUZZ_CHECK from any thread; QuietLogs once, before fuzzing.
 #ifndef PSKIT_TESTS_FUZZ_FUZZ_CHECK_H_
 #define PSKIT_TESTS_FUZZ_FUZZ_CHECK_H_
 
