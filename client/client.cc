@@ -248,6 +248,13 @@ absl::Status Client::Pull(absl::string_view ns_in,
   std::vector<Batch> batches = client_internal::PlanRequests(
       layout_, ns, sizes, BytesPerElement(options_.encoding),
       options_.max_request_bytes);
+  // A registered worker names itself: the shards' staleness rules keep
+  // what it read (DCASGD, GEM) and may hold its pull (SSP, SYNC).
+  uint64_t worker_id;
+  {
+    absl::MutexLock lock(&mu_);
+    worker_id = worker_id_;
+  }
   std::vector<WireCall> calls(batches.size());
   for (size_t i = 0; i < batches.size(); ++i) {
     WireCall& c = calls[i];
@@ -257,6 +264,7 @@ absl::Status Client::Pull(absl::string_view ns_in,
     req.set_namespace_(ns);
     *req.mutable_layout() = WireLayout(c.shard);
     req.set_encoding(options_.encoding);
+    req.set_worker_id(worker_id);
     for (const Piece& p : c.pieces) {
       v1::ChunkRef* r = req.add_chunks();
       r->set_tensor(std::string(tensors[p.tensor].name));
@@ -264,11 +272,14 @@ absl::Status Client::Pull(absl::string_view ns_in,
     }
     c.req = SerializeSmall(req);
   }
-  return RunGeneric("Pull", kPullMethod, calls, [&](WireCall& c) {
-    std::vector<client_internal::ChunkMeta> meta;
-    return ReceiveChunks(c, /*with_acks=*/false, /*subtract=*/false, tensors,
-                         &keys, &meta);
-  });
+  return RunGeneric(
+      "Pull", kPullMethod, calls,
+      [&](WireCall& c) {
+        std::vector<client_internal::ChunkMeta> meta;
+        return ReceiveChunks(c, /*with_acks=*/false, /*subtract=*/false,
+                             tensors, &keys, &meta);
+      },
+      worker_id);
 }
 
 absl::Status Client::ReceiveChunks(Call<grpc::ByteBuffer, grpc::ByteBuffer>& c,

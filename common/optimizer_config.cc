@@ -6,6 +6,7 @@
 #include "absl/status/status.h"
 #include "absl/strings/str_cat.h"
 #include "absl/strings/str_join.h"
+#include "common/staleness_config.h"
 #include "common/status_macros.h"
 
 namespace pskit {
@@ -90,18 +91,7 @@ absl::StatusOr<v1::NamespaceConfig> NormalizeConfig(
       PSKIT_RETURN_IF_ERROR(CheckRange(s, r->GetFloat(*o, f)));
     }
   }
-  switch (out.compensation()) {
-    case v1::COMPENSATION_UNSPECIFIED:
-      out.set_compensation(v1::COMPENSATION_NONE);
-      break;
-    case v1::COMPENSATION_NONE:
-    case v1::COMPENSATION_INVERSE:
-      break;
-    default:
-      return absl::InvalidArgumentError(absl::StrCat(
-          "compensation ", static_cast<int>(out.compensation()),
-          " is not known; use COMPENSATION_NONE or COMPENSATION_INVERSE"));
-  }
+  PSKIT_RETURN_IF_ERROR(NormalizeStaleness(&out));
   return out;
 }
 
@@ -144,8 +134,22 @@ std::string DiffConfigs(const v1::NamespaceConfig& have,
     const FieldDescriptor* f = d->FindFieldByName(s.name);
     add(s.name, shown(a, f), shown(b, f));
   }
-  add("compensation", v1::Compensation_Name(have.compensation()),
-      v1::Compensation_Name(want.compensation()));
+  add("compensation", CompensationName(have.compensation()),
+      CompensationName(want.compensation()));
+  add("consistency", ConsistencyName(have), ConsistencyName(want));
+  const v1::StalenessSettings& sa = have.staleness();
+  const v1::StalenessSettings& sb = want.staleness();
+  for (int i = 0; i < sa.GetDescriptor()->field_count(); ++i) {
+    const FieldDescriptor* f = sa.GetDescriptor()->field(i);
+    const Reflection* sr = sa.GetReflection();
+    auto staleness_shown = [&](const v1::StalenessSettings& s) {
+      if (!sr->HasField(s, f)) return std::string("unset");
+      return f->cpp_type() == FieldDescriptor::CPPTYPE_INT32
+                 ? absl::StrCat(sr->GetInt32(s, f))
+                 : absl::StrCat(sr->GetFloat(s, f));
+    };
+    add(f->name(), staleness_shown(sa), staleness_shown(sb));
+  }
   return absl::StrJoin(diffs, "; ");
 }
 
@@ -178,8 +182,7 @@ std::string DescribeConfig(const v1::NamespaceConfig& config) {
     absl::StrAppend(&out, " ", shown, "=",
                     r->GetFloat(o, d->FindFieldByName(name)));
   }
-  absl::StrAppend(&out, " compensation=",
-                  v1::Compensation_Name(config.compensation()));
+  absl::StrAppend(&out, DescribeStaleness(config));
   return out;
 }
 

@@ -35,9 +35,10 @@ inline constexpr float kMaxWeightDecay = 1.0f;
 inline constexpr float kMaxInitialAccumulator = 1e6f;
 
 // Returns `config` with every unset setting filled in with its default (so
-// two normalized configs compare field by field) and COMPENSATION_UNSPECIFIED
-// turned into COMPENSATION_NONE. INVALID_ARGUMENT for an unspecified or
-// unknown optimizer or compensation, or a setting the optimizer reads
+// two normalized configs compare field by field), and its staleness rules
+// normalized by NormalizeStaleness (common/staleness_config.h).
+// INVALID_ARGUMENT for an unspecified or unknown optimizer, the staleness
+// rules' errors, or a setting the optimizer reads
 // (FieldsUsedBy) outside its bounds above, not finite included; the message
 // names the field, its value and the bound. Settings the optimizer does not
 // read are not checked here: CheckSettingsUsed refuses them where a request

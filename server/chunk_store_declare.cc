@@ -14,6 +14,7 @@
 #include "common/encoding.h"
 #include "common/initializer.h"
 #include "common/optimizer_config.h"
+#include "common/staleness_config.h"
 #include "common/status_macros.h"
 #include "common/validation.h"
 #include "google/protobuf/util/message_differencer.h"
@@ -148,6 +149,11 @@ absl::StatusOr<DeclarePlan> ChunkStore::PlanDeclare(
                           ? CheckSettingsUsed(req.config().optimizer(),
                                               config->optimizer().kind())
                           : config.status();
+  if (used.ok()) {
+    used = CheckStalenessSettingsUsed(req.config().staleness(),
+                                      config->compensation(),
+                                      config->consistency());
+  }
   if (!used.ok()) {
     return absl::Status(used.code(),
                         absl::StrCat("Declare of namespace ", Quoted(plan.ns),

@@ -14,6 +14,7 @@
 #include "absl/strings/str_cat.h"
 #include "absl/strings/str_join.h"
 #include "common/optimizer_config.h"
+#include "common/staleness_config.h"
 #include "common/status_macros.h"
 #include "common/validation.h"
 #include "server/chunk_store_internal.h"
@@ -149,9 +150,40 @@ absl::Status ChunkStore::SetConfig(const v1::SetConfigRequest& req,
   if (change.has_epsilon()) o->set_epsilon(change.epsilon());
   if (change.has_weight_decay()) o->set_weight_decay(change.weight_decay());
   if (change.has_rho()) o->set_rho(change.rho());
+  // The rules: a new compensation or consistency starts from its own
+  // defaults, then the request's settings (only those the rules read).
   if (req.compensation() != v1::COMPENSATION_UNSPECIFIED) {
     merged.set_compensation(req.compensation());
   }
+  if (req.consistency() != v1::CONSISTENCY_UNSPECIFIED) {
+    merged.set_consistency(req.consistency());
+  }
+  if (!v1::Compensation_IsValid(merged.compensation()) ||
+      !v1::Consistency_IsValid(merged.consistency())) {
+    return absl::InvalidArgumentError(absl::StrCat(
+        "namespace ", Quoted(ns), ": compensation ",
+        static_cast<int>(req.compensation()), " or consistency ",
+        static_cast<int>(req.consistency()),
+        " is not known; use none, inverse, dcasgd-c, dcasgd-a or gem, and "
+        "async, ssp or sync"));
+  }
+  if (absl::Status used = CheckStalenessSettingsUsed(
+          req.staleness(), merged.compensation(), merged.consistency());
+      !used.ok()) {
+    return absl::Status(used.code(), absl::StrCat("namespace ", Quoted(ns),
+                                                  ": ", used.message()));
+  }
+  if (merged.compensation() != n.config.compensation()) {
+    v1::StalenessSettings* st = merged.mutable_staleness();
+    st->clear_dc_lambda();  // dcasgd-c's 0.04 is not dcasgd-a's lambda0
+    st->clear_dc_momentum();
+    st->clear_dc_epsilon();
+    st->clear_gem_momentum();
+    st->clear_gem_kappa();
+    st->clear_gem_epsilon();
+  }
+  ClearUnusedStaleness(&merged);
+  merged.mutable_staleness()->MergeFrom(req.staleness());
   absl::StatusOr<v1::NamespaceConfig> normalized = NormalizeConfig(merged);
   if (!normalized.ok()) {
     return absl::Status(normalized.status().code(),

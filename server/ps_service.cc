@@ -19,7 +19,8 @@ PsService::PsService(ChunkStore* store, WorkerRegistry* workers, Gate* gate,
   using WorkerId = MethodPolicy::WorkerId;
   const MethodPolicy acts_for = {TokenRole::kWorker, false, WorkerId::kActsFor};
   AddMethod("Declare", kWorkerCall, &PsService::Declare);
-  AddMethod("Pull", kReaderCall, &PsService::Pull);
+  AddMethod("Pull", MethodPolicy{TokenRole::kReader, false, WorkerId::kActsFor},
+            &PsService::Pull);
   AddMethod("Push", acts_for, &PsService::Push);
   AddMethod("PushPull", acts_for, &PsService::PushPull);
   AddMethod("Exchange", acts_for, &PsService::Exchange);
@@ -61,7 +62,9 @@ void PsService::Declare(
 }
 
 void PsService::Pull(ServerCall<v1::PullRequest, v1::PullResponse>* call) {
-  call->Reply(store_->Pull(call->request(), call->response()));
+  absl::Status s = CheckWorker(call->request().worker_id());
+  if (s.ok()) s = store_->Pull(call->request(), call->response());
+  call->Reply(s);
 }
 
 void PsService::Push(ServerCall<v1::PushRequest, v1::PushResponse>* call) {

@@ -13,6 +13,7 @@
 //
 // This file is the flags and their translation into WorkerOptions; the run
 // itself is RunWorker (worker/run.h).
+#include <cmath>
 #include <cstdio>
 #include <cstdlib>
 #include <string>
@@ -27,6 +28,8 @@
 #include "common/layout.h"
 #include "common/logging.h"
 #include "common/malloc_tuning.h"
+#include "common/optimizer_config.h"
+#include "common/staleness_config.h"
 #include "worker/launch_env.h"
 #include "worker/run.h"
 #include "worker/signals.h"
@@ -49,7 +52,21 @@ ABSL_FLAG(std::string, optimizer, "adam",
           "the shards' optimizer: sgd, momentum, nesterov, adagrad, rmsprop, "
           "adam, adamw");
 ABSL_FLAG(double, lr, 0.001, "the shards' learning rate");
-ABSL_FLAG(std::string, compensation, "none", "staleness: none or inverse");
+ABSL_FLAG(double, momentum, std::nan(""),
+          "the shards' momentum (momentum, nesterov); unset: 0.9");
+ABSL_FLAG(std::string, compensation, "none",
+          "the shards' staleness compensation: none, inverse, dcasgd-c, "
+          "dcasgd-a or gem (README \"Staleness rules\")");
+ABSL_FLAG(std::string, consistency, "async",
+          "the shards' consistency: async, ssp:S (bounded staleness S), sync "
+          "or sync:B (B backup workers)");
+ABSL_FLAG(double, dc_lambda, std::nan(""),
+          "dcasgd-c: lambda (unset: 0.04); dcasgd-a: lambda0 (unset: 2)");
+ABSL_FLAG(double, dc_momentum, std::nan(""), "dcasgd-a: m (unset: 0.95)");
+ABSL_FLAG(double, dc_epsilon, std::nan(""), "dcasgd-a: epsilon (unset: 1e-7)");
+ABSL_FLAG(double, gem_momentum, std::nan(""), "gem: mu (unset: 0.9)");
+ABSL_FLAG(double, gem_kappa, std::nan(""), "gem: kappa (unset: 1)");
+ABSL_FLAG(double, gem_epsilon, std::nan(""), "gem: epsilon (unset: 1e-12)");
 ABSL_FLAG(int32_t, n_push, 1, "downpour: push every n_push steps");
 ABSL_FLAG(int32_t, n_fetch, 1, "downpour: pull every n_fetch steps");
 ABSL_FLAG(int32_t, tau, 4, "easgd: local steps between exchanges");
@@ -172,12 +189,46 @@ absl::StatusOr<pw::JobOptions> JobFromFlags() {
   job.server_config.mutable_optimizer()->set_kind(*kind);
   job.server_config.mutable_optimizer()->set_learning_rate(
       static_cast<float>(absl::GetFlag(FLAGS_lr)));
-  const std::string comp = absl::GetFlag(FLAGS_compensation);
-  if (comp == "inverse") {
-    job.server_config.set_compensation(pskit::v1::COMPENSATION_INVERSE);
-  } else if (comp != "none") {
-    return absl::InvalidArgumentError(
-        "--compensation must be none or inverse, got '" + comp + "'");
+  if (!std::isnan(absl::GetFlag(FLAGS_momentum))) {
+    job.server_config.mutable_optimizer()->set_momentum(
+        static_cast<float>(absl::GetFlag(FLAGS_momentum)));
+  }
+  pskit::v1::Compensation compensation;
+  if (absl::Status s = pskit::ParseCompensation(
+          absl::GetFlag(FLAGS_compensation), &compensation);
+      !s.ok()) {
+    return absl::InvalidArgumentError(absl::StrCat("--compensation: ", s.message()));
+  }
+  job.server_config.set_compensation(compensation);
+  if (absl::Status s = pskit::ParseConsistency(
+          absl::GetFlag(FLAGS_consistency), &job.server_config);
+      !s.ok()) {
+    return absl::InvalidArgumentError(absl::StrCat("--consistency: ", s.message()));
+  }
+  pskit::v1::StalenessSettings* st = job.server_config.mutable_staleness();
+  const std::pair<double, void (pskit::v1::StalenessSettings::*)(float)>
+      settings[] = {
+          {absl::GetFlag(FLAGS_dc_lambda), &pskit::v1::StalenessSettings::set_dc_lambda},
+          {absl::GetFlag(FLAGS_dc_momentum), &pskit::v1::StalenessSettings::set_dc_momentum},
+          {absl::GetFlag(FLAGS_dc_epsilon), &pskit::v1::StalenessSettings::set_dc_epsilon},
+          {absl::GetFlag(FLAGS_gem_momentum), &pskit::v1::StalenessSettings::set_gem_momentum},
+          {absl::GetFlag(FLAGS_gem_kappa), &pskit::v1::StalenessSettings::set_gem_kappa},
+          {absl::GetFlag(FLAGS_gem_epsilon), &pskit::v1::StalenessSettings::set_gem_epsilon},
+      };
+  for (const auto& [value, set] : settings) {
+    if (!std::isnan(value)) (st->*set)(static_cast<float>(value));
+  }
+  // Checked here too, so a bad flag fails before any shard is touched (the
+  // shards check the same at Declare).
+  if (absl::StatusOr<pskit::v1::NamespaceConfig> n =
+          pskit::NormalizeConfig(job.server_config);
+      !n.ok()) {
+    return n.status();
+  } else if (absl::Status used = pskit::CheckStalenessSettingsUsed(
+                 job.server_config.staleness(), n->compensation(),
+                 n->consistency());
+             !used.ok()) {
+    return used;
   }
   job.seed = absl::GetFlag(FLAGS_seed);
   job.log_interval_s = absl::GetFlag(FLAGS_log_interval_s);

@@ -25,6 +25,8 @@
 #include "absl/time/clock.h"
 #include "absl/time/time.h"
 #include "common/optimizer_config.h"
+#include "common/staleness_config.h"
+#include "common/status_macros.h"
 #include "tools/psctl/commands.h"
 #include "tools/psctl/context.h"
 #include "tools/psctl/flags.h"
@@ -38,7 +40,10 @@ namespace pskit::psctl {
 constexpr absl::string_view kSetKeys =
     "lr (or learning_rate), momentum, beta1, beta2, epsilon (or eps), "
     "weight_decay (or wd), rho, initial_accumulator, compensation "
-    "(none|inverse), optimizer (must stay the namespace's)";
+    "(none|inverse|dcasgd-c|dcasgd-a|gem), dc_lambda, dc_momentum, "
+    "dc_epsilon, gem_momentum, gem_kappa, gem_epsilon, consistency "
+    "(async|ssp:S|sync|sync:B), ssp_bound, backup_workers, optimizer (must "
+    "stay the namespace's)";
 
 // Parses key=value pairs into a SetConfigRequest; `changes` gets them for
 // the report. INVALID_ARGUMENT (a usage error) for anything unparseable.
@@ -64,14 +69,31 @@ absl::Status ParseSettings(const std::vector<std::string>& pairs,
     }
     if (key == "compensation") {
       v1::Compensation c;
-      if (!v1::Compensation_Parse(
-              "COMPENSATION_" + absl::AsciiStrToUpper(value), &c) ||
-          c == v1::COMPENSATION_UNSPECIFIED) {
-        return absl::InvalidArgumentError(absl::StrCat(
-            "compensation '", value, "' is not known; use none or inverse"));
-      }
+      PSKIT_RETURN_IF_ERROR(ParseCompensation(value, &c));
       req->set_compensation(c);
       changes->Set(key, absl::AsciiStrToLower(value));
+      continue;
+    }
+    if (key == "consistency") {
+      v1::NamespaceConfig parsed;
+      PSKIT_RETURN_IF_ERROR(ParseConsistency(value, &parsed));
+      req->set_consistency(parsed.consistency());
+      req->mutable_staleness()->MergeFrom(parsed.staleness());
+      changes->Set(key, absl::AsciiStrToLower(value));
+      continue;
+    }
+    if (key == "ssp_bound" || key == "backup_workers") {
+      int32_t n;
+      if (!absl::SimpleAtoi(value, &n)) {
+        return absl::InvalidArgumentError(
+            absl::StrCat(pair, ": '", value, "' is not an integer"));
+      }
+      if (key == "ssp_bound") {
+        req->mutable_staleness()->set_ssp_bound(n);
+      } else {
+        req->mutable_staleness()->set_backup_workers(n);
+      }
+      changes->Set(key, static_cast<int64_t>(n));
       continue;
     }
     if (key == "optimizer") {
@@ -109,6 +131,18 @@ absl::Status ParseSettings(const std::vector<std::string>& pairs,
       o->set_rho(v);
     } else if (key == "initial_accumulator") {
       o->set_initial_accumulator(v);
+    } else if (key == "dc_lambda") {
+      req->mutable_staleness()->set_dc_lambda(v);
+    } else if (key == "dc_momentum") {
+      req->mutable_staleness()->set_dc_momentum(v);
+    } else if (key == "dc_epsilon") {
+      req->mutable_staleness()->set_dc_epsilon(v);
+    } else if (key == "gem_momentum") {
+      req->mutable_staleness()->set_gem_momentum(v);
+    } else if (key == "gem_kappa") {
+      req->mutable_staleness()->set_gem_kappa(v);
+    } else if (key == "gem_epsilon") {
+      req->mutable_staleness()->set_gem_epsilon(v);
     } else {
       return absl::InvalidArgumentError(
           absl::StrCat("'", key, "' is not a setting; keys: ", kSetKeys));
@@ -163,7 +197,11 @@ Outcome CmdSet(Context* ctx, const std::vector<std::string>& args) {
       u.set_namespace_(args[0]);
       *u.mutable_optimizer() = replies[i].response.previous().optimizer();
       u.mutable_optimizer()->clear_initial_accumulator();
-      u.set_compensation(replies[i].response.previous().compensation());
+      v1::NamespaceConfig previous = replies[i].response.previous();
+      ClearUnusedStaleness(&previous);
+      u.set_compensation(previous.compensation());
+      u.set_consistency(previous.consistency());
+      *u.mutable_staleness() = previous.staleness();
       undo.push_back({ctx->shards[i].index, std::move(u)});
       took.push_back(&ctx->shards[i]);
     }

@@ -10,6 +10,7 @@
 #include "absl/strings/strip.h"
 #include "absl/time/clock.h"
 #include "absl/time/time.h"
+#include "common/staleness_config.h"
 
 namespace pskit::psctl {
 
@@ -55,8 +56,18 @@ Json ConfigJson(const v1::NamespaceConfig& c) {
       .Set("weight_decay", o.weight_decay())
       .Set("rho", o.rho())
       .Set("initial_accumulator", o.initial_accumulator())
-      .Set("compensation",
-           ShortName(v1::Compensation_Name(c.compensation()), "COMPENSATION_"));
+      .Set("compensation", CompensationName(c.compensation()))
+      .Set("consistency", ConsistencyName(c));
+  const v1::StalenessSettings& s = c.staleness();
+  for (const std::string& name :
+       StalenessFieldsUsedBy(c.compensation(), c.consistency())) {
+    const auto* f = s.GetDescriptor()->FindFieldByName(name);
+    if (f->cpp_type() == google::protobuf::FieldDescriptor::CPPTYPE_INT32) {
+      j.Set(name, static_cast<int64_t>(s.GetReflection()->GetInt32(s, f)));
+    } else {
+      j.Set(name, s.GetReflection()->GetFloat(s, f));
+    }
+  }
   return j;
 }
 

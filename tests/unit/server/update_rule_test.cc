@@ -319,7 +319,7 @@ TEST(DiffConfigs, NamesOnlyTheDifferingFieldsWithBothValues) {
   b.set_compensation(v1::COMPENSATION_INVERSE);
   EXPECT_EQ(DiffConfigs(a, b, "declared", "requested"),
             "learning_rate: declared 0.01, requested 0.1; compensation: "
-            "declared COMPENSATION_NONE, requested COMPENSATION_INVERSE");
+            "declared none, requested inverse");
 }
 
 TEST(CompensatedRate, InverseDividesByStaleness) {
