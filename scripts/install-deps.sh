@@ -27,6 +27,7 @@ case "${1:-}" in
         "${BUILD_PACKAGES[@]}" git clang
         libgtest-dev libgmock-dev libbenchmark-dev
         iperf3 dataset-fashion-mnist prometheus prometheus-pushgateway python3-numpy
+        python3-matplotlib
       ) ;;
   --build-only) PACKAGES=("${BUILD_PACKAGES[@]}") ;;
   --packages)
