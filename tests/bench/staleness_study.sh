@@ -35,7 +35,9 @@
 #   3. the shard's pskit_server_staleness_updates histogram (/metrics) gives
 #      the median staleness (interpolated within its bucket) and the mean.
 # Resumable: a run whose DIR/runs/<rule>_w<W>_s<seed>.json exists is
-# skipped. One progress line per run. Everything runs under `nice`.
+# skipped; the CSV, table and plot cover every run in DIR/runs, so give a
+# subset its own --out. One progress line per run. Everything runs under
+# `nice`.
 # Exit 0 when every run succeeded, 1 when one failed, 2 for bad arguments.
 set -euo pipefail
 
@@ -65,7 +67,7 @@ while [ $# -gt 0 ]; do
     --data_path) data_path=$2; shift 2 ;;
     --bin) bin=$2; shift 2 ;;
     --report_only) report_only=1; shift ;;
-    -h | --help) sed -n '2,40p' "$0" | sed 's/^# \{0,1\}//'; exit 0 ;;
+    -h | --help) sed -n '2,41p' "$0" | sed 's/^# \{0,1\}//'; exit 0 ;;
     *) echo "$usage" >&2; echo "staleness_study: unknown argument '$1'" >&2; exit 2 ;;
   esac
 done
