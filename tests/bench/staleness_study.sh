@@ -21,6 +21,9 @@
 #   --out DIR         results [tests/bench/results/staleness]
 #   --data_path DIR   [/usr/share/datasets/fashion-mnist]
 #   --bin DIR         pskit binaries [build/bin]
+#   --run_timeout_s S a worker still running after S seconds fails its run
+#                     (a held call that never returns must not stop the
+#                     study) [1800]
 #   --report_only     only rewrite the CSV, table and plot from DIR/runs
 #
 # Every run downpours gradients to a shard that applies momentum SGD at the
@@ -34,6 +37,7 @@
 #      test set (10000 images) exactly once: the final test accuracy;
 #   3. the shard's pskit_server_staleness_updates histogram (/metrics) gives
 #      the median staleness (interpolated within its bucket) and the mean.
+# sync:B with B >= W is skipped (no round could ever be applied).
 # Resumable: a run whose DIR/runs/<rule>_w<W>_s<seed>.json exists is
 # skipped; the CSV, table and plot cover every run in DIR/runs, so give a
 # subset its own --out. One progress line per run. Everything runs under
@@ -53,7 +57,8 @@ momentum=0.9
 out=$here/tests/bench/results/staleness
 data_path=/usr/share/datasets/fashion-mnist
 report_only=0
-usage="staleness_study: --workers LIST --rules LIST --seeds N --epochs E --batch_size B --lr LR --momentum M --out DIR --data_path DIR --bin DIR --report_only"
+run_timeout_s=1800
+usage="staleness_study: --workers LIST --rules LIST --seeds N --epochs E --batch_size B --lr LR --momentum M --out DIR --data_path DIR --bin DIR --run_timeout_s S --report_only"
 while [ $# -gt 0 ]; do
   case "$1" in
     --workers) workers=$2; shift 2 ;;
@@ -67,7 +72,8 @@ while [ $# -gt 0 ]; do
     --data_path) data_path=$2; shift 2 ;;
     --bin) bin=$2; shift 2 ;;
     --report_only) report_only=1; shift ;;
-    -h | --help) sed -n '2,41p' "$0" | sed 's/^# \{0,1\}//'; exit 0 ;;
+    --run_timeout_s) run_timeout_s=$2; shift 2 ;;
+    -h | --help) sed -n '2,45p' "$0" | sed 's/^# \{0,1\}//'; exit 0 ;;
     *) echo "$usage" >&2; echo "staleness_study: unknown argument '$1'" >&2; exit 2 ;;
   esac
 done
@@ -151,7 +157,7 @@ run_one() {
   t0=$(date +%s.%N)
   local -a wp=()
   for ((j = 0; j < w; j++)); do
-    nice "$bin/ps-worker" --shards "$addr" --rank "$j" --world "$w" "${common[@]}" \
+    nice timeout "$run_timeout_s" "$bin/ps-worker" --shards "$addr" --rank "$j" --world "$w" "${common[@]}" \
       > "$tmp/worker$j.log" 2>&1 &
     wp+=($!)
     pids+=($!)
@@ -168,7 +174,7 @@ run_one() {
   done
   t1=$(date +%s.%N)
   if [ "$fail" = 0 ]; then
-    nice "$bin/ps-worker" --role evaluator --shards "$addr" --max_seconds 0.001 \
+    nice timeout 300 "$bin/ps-worker" --role evaluator --shards "$addr" --max_seconds 0.001 \
       --eval_interval_s 1 "${common[@]}" > "$tmp/eval.log" 2>&1 ||
       { fail=1; echo "staleness_study: $name: the evaluator failed:" >&2; tail -5 "$tmp/eval.log" >&2; }
   fi
@@ -197,6 +203,10 @@ if [ "$report_only" = 0 ]; then
       for ((seed = 1; seed <= seeds; seed++)); do
         n=$((n + 1))
         name="$(echo "$rule" | tr -d :)_w${w}_s${seed}"
+        if [[ "$rule" =~ ^sync:([0-9]+)$ ]] && [ "${BASH_REMATCH[1]}" -ge "$w" ]; then
+          echo "[$n/$total] $name: skipped, $rule needs more than ${BASH_REMATCH[1]} workers"
+          continue
+        fi
         if [ -f "$out/runs/$name.json" ]; then
           echo "[$n/$total] $name: done before, skipped"
           continue
