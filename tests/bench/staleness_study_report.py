@@ -168,6 +168,23 @@ def report(out):
           "Final test accuracy (1 seed)", acc)
     table("Median staleness (versions behind, the shard's histogram)", stale)
     table("Samples/s (all workers, wall time of the run, 2 shared cores)", speed)
+    # The closing note: which rule wins at the largest W, by how much over
+    # `none`, and how far it is from one worker's accuracy.
+    top = ws[-1]
+    means = {rule: statistics.mean(r["test_accuracy"] for r in cell[(rule, top)])
+             for rule in rules if (rule, top) in cell}
+    ruled = {k: v for k, v in means.items() if k != "easgd"}  # easgd: the reference
+    if top > 1 and ruled:
+        best = max(ruled, key=ruled.get)
+        note = f"At W={top} the best rule is `{best}`, {means[best]:.4f}"
+        if "none" in means and best != "none":
+            note += f", {means[best] - means['none']:+.4f} over `none` ({means['none']:.4f})"
+        if ("none", 1) in cell:
+            one = statistics.mean(r["test_accuracy"] for r in cell[("none", 1)])
+            note += f", {one - means[best]:.4f} below one worker's {one:.4f}"
+        if "easgd" in means:
+            note += f"; `easgd` (the reference) {means['easgd']:.4f}"
+        md.append(note + ".\n")
     with open(os.path.join(out, "study.md"), "w") as f:
         f.write("\n".join(md))
 
