@@ -4,8 +4,9 @@
 //
 // A checkpoint is one atomic, synced WriteBatch holding the namespaces
 // (config and tensor specs), one record per chunk (version, values,
-// optimizer slots) and, written last, a manifest (id, time, sequence, the
-// shard's layout, a CRC-32 per namespace and chunk record, counters). A checkpoint is
+// optimizer slots, the compensation's per-worker and shared state) and,
+// written last, a manifest (id, time, sequence, the shard's layout, a
+// CRC-32 per namespace and chunk record, counters). A checkpoint is
 // complete or absent: loading only considers checkpoints with a manifest,
 // and a chunk whose CRC does not match makes the checkpoint unloadable (the
 // previous one is used). The newest `keep` are kept.

@@ -146,6 +146,54 @@ absl::Status NonFiniteUpdate(absl::string_view what, absl::string_view tensor,
       " (ps-server --allow_nonfinite accepts such updates)"));
 }
 
+// The state of `worker` in a chunk's map, or null when it has none.
+const std::vector<float>* FindState(
+    const absl::flat_hash_map<uint64_t, std::vector<float>>& states,
+    uint64_t worker) {
+  auto it = states.find(worker);
+  return it == states.end() ? nullptr : &it->second;
+}
+
+// One chunk's compensated update, out of place (server/compensation.h):
+// buffers for the new values, slots, worker state (`state` null: the worker
+// has none yet, as if it pulled `w` now) and shared state (empty: zeros)
+// come from `pool`. Returns Compensation::Apply's result.
+template <typename Pool>
+bool CompensatedUpdate(const Compensation& comp, const UpdateRule& rule,
+                       const std::vector<float>& w, const float* g,
+                       const std::vector<float>& slots,
+                       const std::vector<float>* state,
+                       const std::vector<float>& shared, uint64_t step,
+                       float lr, Pool* pool, std::vector<float>* w_out,
+                       std::vector<float>* slots_out,
+                       std::vector<float>* state_out,
+                       std::vector<float>* shared_out, float* scale) {
+  const size_t n = w.size();
+  *state_out = pool->Take(comp.worker_floats() * n);
+  *shared_out = pool->Take(comp.shared_floats() * n);
+  std::vector<float> fresh, zeros;
+  if (state == nullptr) {
+    fresh = pool->Take(comp.worker_floats() * n);
+    comp.InitState(w.data(), fresh.data(), n);
+  }
+  if (shared.empty() && comp.shared_floats() > 0) {
+    zeros = pool->Take(comp.shared_floats() * n);
+    std::fill(zeros.begin(), zeros.end(), 0.0f);
+  }
+  std::vector<float> tmp = pool->Take(n);
+  const Compensation::Input in{
+      w.data(), g, slots.data(), state != nullptr ? state->data() : fresh.data(),
+      shared.empty() ? zeros.data() : shared.data(), n, step, lr};
+  const Compensation::Output out{w_out->data(), slots_out->data(),
+                                 state_out->data(), shared_out->data(),
+                                 tmp.data()};
+  const bool finite = comp.Apply(rule, in, out, scale);
+  pool->Give(std::move(fresh));
+  pool->Give(std::move(zeros));
+  pool->Give(std::move(tmp));
+  return finite;
+}
+
 absl::Status CheckAnswerSize(size_t bytes, size_t limit) {
   if (bytes <= limit) return absl::OkStatus();
   return absl::ResourceExhaustedError(absl::StrCat(
@@ -165,6 +213,8 @@ ChunkStore::ChunkStore(const Layout& layout, uint32_t shard_index,
       allow_nonfinite_(allow_nonfinite),
       max_message_bytes_(max_message_bytes),
       max_memory_bytes_(max_memory_bytes),
+      adopt_within_(window.adopt_within),
+      clock_(window.clock),
       scratch_(std::make_unique<ScratchPool>()),
       window_(window) {}
 
@@ -236,6 +286,22 @@ absl::Status ChunkStore::Pull(const v1::PullRequest& req,
                        req.chunks(i).tensor().size());
   }
   PSKIT_RETURN_IF_ERROR(CheckAnswerSize(bytes, max_message_bytes_));
+  // Compensation state: the worker's read is recorded on every chunk
+  // (created where it has none, the bytes reserved first).
+  const Compensation* comp = r.ns->compensation.get();
+  const uint64_t worker = req.worker_id();
+  const bool record = comp != nullptr && worker != 0;
+  uint64_t reserved = 0;
+  if (record && MayKeepState(worker)) {
+    for (const Target& t : r.targets) {
+      absl::ReaderMutexLock lock(&t.chunk->mu);
+      if (!t.chunk->worker_state.contains(worker)) {
+        reserved += comp->worker_floats() * t.length * sizeof(float);
+      }
+    }
+    PSKIT_RETURN_IF_ERROR(
+        ReserveRuleState(reserved, NamespaceOf(req.namespace_())));
+  }
   resp->mutable_chunks()->Reserve(req.chunks_size());
   for (int i = 0; i < req.chunks_size(); ++i) {
     v1::ChunkData* out = resp->add_chunks();
@@ -243,10 +309,31 @@ absl::Status ChunkStore::Pull(const v1::PullRequest& req,
     out->set_chunk(req.chunks(i).chunk());
     out->set_encoding(req.encoding());
     Chunk& c = *r.targets[i].chunk;
-    absl::ReaderMutexLock lock(&c.mu);
-    out->set_version(c.version);
-    EncodeFloats(req.encoding(), c.values, out->mutable_data());
+    if (record) {
+      absl::MutexLock lock(&c.mu);
+      const size_t n = c.values.size();
+      auto it = c.worker_state.find(worker);
+      if (it != c.worker_state.end()) {
+        comp->RecordPull(c.values.data(), it->second.data(), n);
+      } else {
+        const uint64_t need = comp->worker_floats() * n * sizeof(float);
+        if (reserved >= need && MayKeepState(worker)) {
+          std::vector<float>& state = c.worker_state[worker];
+          state.resize(comp->worker_floats() * n);
+          comp->InitState(c.values.data(), state.data(), n);
+          reserved -= need;
+        }
+      }
+      out->set_version(c.version);
+      EncodeFloats(req.encoding(), c.values, out->mutable_data());
+    } else {
+      absl::ReaderMutexLock lock(&c.mu);
+      out->set_version(c.version);
+      EncodeFloats(req.encoding(), c.values, out->mutable_data());
+    }
   }
+  // What was reserved for state another call created meanwhile.
+  rule_state_bytes_.fetch_sub(reserved, std::memory_order_relaxed);
   return absl::OkStatus();
 }
 
@@ -288,6 +375,10 @@ absl::Status ChunkStore::ApplyGradients(
   if (replayed != nullptr) *replayed = ticket.has_value() && ticket->replay();
   const UpdateRule& rule = *r.ns->rule;
   const v1::Compensation compensation = r.ns->config.compensation();
+  // Compensation with per-worker state: only for calls with a worker id.
+  const uint64_t worker = req.worker_id();
+  const Compensation* comp =
+      worker != 0 ? r.ns->compensation.get() : nullptr;
   const int n = req.grads_size();
   acks->Reserve(n);
   for (int i = 0; i < n; ++i) acks->Add();
@@ -306,16 +397,49 @@ absl::Status ChunkStore::ApplyGradients(
     std::vector<float> values;
     std::vector<float> slots;
     uint64_t staleness = 0;
+    // Compensation: the worker's and the chunk's new state, whether to
+    // keep the worker's (false: it went, or the store is anonymous), the
+    // rule's scale.
+    std::vector<float> state;
+    std::vector<float> shared;
+    bool keep_state = false;
+    float scale = 0.0f;
   };
   std::vector<Pending> pending(todo.size());
   auto give_back = [&] {
     for (Pending& q : pending) {
       scratch_->Give(std::move(q.values));
       scratch_->Give(std::move(q.slots));
+      scratch_->Give(std::move(q.state));
+      scratch_->Give(std::move(q.shared));
     }
   };
+  uint64_t comp_reserved = 0;  // bytes of state this push creates
   {
     LockedTogether locked(LocksOf(r.targets, todo));
+    // ---- compensation: reserve the state this push creates ----
+    if (comp != nullptr) {
+      const bool may_keep = MayKeepState(worker);
+      uint64_t need = 0;
+      for (size_t k = 0; k < todo.size(); ++k) {
+        Chunk& c = *r.targets[todo[k]].chunk;
+        c.mu.AssertHeld();
+        const size_t len = c.values.size();
+        const bool has = c.worker_state.contains(worker);
+        pending[k].keep_state = has || may_keep;
+        if (!has && may_keep) need += comp->worker_floats() * len;
+        if (c.shared_state.empty()) need += comp->shared_floats() * len;
+      }
+      comp_reserved = need * sizeof(float);
+      if (absl::Status full =
+              ReserveRuleState(comp_reserved, NamespaceOf(req.namespace_()));
+          !full.ok()) {
+        EndRefused(&window_, ticket, todo.size() == static_cast<size_t>(n));
+        acks->Clear();
+        return full;
+      }
+    }
+    // ---- end compensation ----
     for (size_t k = 0; k < todo.size(); ++k) {
       const int i = todo[k];
       Chunk& c = *r.targets[i].chunk;
@@ -327,11 +451,20 @@ absl::Status ChunkStore::ApplyGradients(
       // A version from the future means this shard lost updates (a restart
       // without a checkpoint): the gradient is as fresh as it can be.
       p.staleness = c.version > pulled ? c.version - pulled : 0;
-      const bool finite = rule.Update(
-          c.values.data(), grads[i].data(), c.slots.data(), p.values.data(),
-          p.slots.data(), c.values.size(), c.version + 1,
-          CompensatedRate(compensation, rule.learning_rate(), p.staleness));
+      const float lr =
+          CompensatedRate(compensation, rule.learning_rate(), p.staleness);
+      const bool finite =
+          comp != nullptr
+              ? CompensatedUpdate(*comp, rule, c.values, grads[i].data(),
+                                  c.slots, FindState(c.worker_state, worker),
+                                  c.shared_state, c.version + 1, lr,
+                                  scratch_.get(), &p.values, &p.slots,
+                                  &p.state, &p.shared, &p.scale)
+              : rule.Update(c.values.data(), grads[i].data(), c.slots.data(),
+                            p.values.data(), p.slots.data(), c.values.size(),
+                            c.version + 1, lr);
       if (!finite && !allow_nonfinite_) {
+        rule_state_bytes_.fetch_sub(comp_reserved, std::memory_order_relaxed);
         absl::Status refused = NonFiniteUpdate(
             "Push", req.grads(i).tensor(), req.grads(i).chunk(), p.values,
             p.slots,
@@ -349,6 +482,11 @@ absl::Status ChunkStore::ApplyGradients(
       Pending& p = pending[k];
       c.values.swap(p.values);
       c.slots.swap(p.slots);
+      if (comp != nullptr) {  // compensation: swap in the new state
+        if (p.keep_state) c.worker_state[worker].swap(p.state);
+        c.shared_state.swap(p.shared);
+        scales_.Observe(comp->index(), p.scale);
+      }
       ++c.version;
       v1::ChunkAck* ack = &(*acks)[i];
       ack->set_version(c.version);
@@ -371,6 +509,17 @@ absl::Status ChunkStore::ApplyGradients(
       out->set_tensor(req.grads(i).tensor());
       out->set_chunk(req.grads(i).chunk());
       out->set_encoding(encoding);
+      if (comp != nullptr) {
+        // The worker reads these values: its new backup.
+        absl::MutexLock lock(&c.mu);
+        auto it = c.worker_state.find(worker);
+        if (it != c.worker_state.end()) {
+          comp->RecordPull(c.values.data(), it->second.data(), c.values.size());
+        }
+        out->set_version(c.version);
+        EncodeFloats(encoding, c.values, out->mutable_data());
+        continue;
+      }
       absl::ReaderMutexLock lock(&c.mu);
       out->set_version(c.version);
       EncodeFloats(encoding, c.values, out->mutable_data());
@@ -501,6 +650,116 @@ absl::Status ChunkStore::Exchange(const v1::ExchangeRequest& req,
   give_back();
   if (ticket.has_value() && !ticket->replay()) window_.Finish(*ticket);
   return absl::OkStatus();
+}
+
+bool ChunkStore::MayKeepState(uint64_t id) const {
+  absl::MutexLock lock(&workers_mu_);
+  return !gone_.contains(id);
+}
+
+absl::Status ChunkStore::ReserveRuleState(uint64_t bytes,
+                                          const std::string& ns) const {
+  if (bytes == 0) return absl::OkStatus();
+  uint64_t held = rule_state_bytes_.load(std::memory_order_relaxed);
+  while (true) {
+    if (bytes_held_ + held + bytes > max_memory_bytes_) {
+      return absl::ResourceExhaustedError(absl::StrCat(
+          "namespace ", Quoted(ns), ": the compensation's per-worker state "
+          "would need ", bytes, " more bytes; the shard holds ",
+          bytes_held_ >> 20, " MiB of values and slots and ", held >> 20,
+          " MiB of compensation state of its ", max_memory_bytes_ >> 20,
+          " MiB (ps-server --max_memory_mib). Use fewer workers, give the "
+          "shard more memory or more shards, or a compensation without "
+          "per-worker state (psctl set <ns> compensation=inverse)"));
+    }
+    if (rule_state_bytes_.compare_exchange_weak(held, held + bytes,
+                                                std::memory_order_relaxed)) {
+      return absl::OkStatus();
+    }
+  }
+}
+
+void ChunkStore::DropStateOf(const std::vector<uint64_t>& ids) const {
+  if (ids.empty()) return;
+  absl::ReaderMutexLock index_lock(&index_mu_);
+  uint64_t freed = 0;
+  for (const auto& [name, ns] : namespaces_) {
+    for (const auto& [tensor_name, t] : ns->tensors) {
+      for (const std::unique_ptr<Chunk>& c : t->chunks) {
+        if (c == nullptr) continue;
+        absl::MutexLock lock(&c->mu);
+        if (c->worker_state.empty()) continue;
+        for (uint64_t id : ids) {
+          auto it = c->worker_state.find(id);
+          if (it == c->worker_state.end()) continue;
+          freed += it->second.size() * sizeof(float);
+          c->worker_state.erase(it);
+        }
+      }
+    }
+  }
+  rule_state_bytes_.fetch_sub(freed, std::memory_order_relaxed);
+}
+
+std::vector<uint64_t> ChunkStore::ExpiredRestored() const {
+  std::vector<uint64_t> out;
+  absl::MutexLock lock(&workers_mu_);
+  if (restored_.empty()) return out;
+  const absl::Time now = clock_->Now();
+  for (const auto& [id, deadline] : restored_) {
+    if (now >= deadline) out.push_back(id);
+  }
+  for (uint64_t id : out) restored_.erase(id);
+  return out;
+}
+
+void ChunkStore::WorkerLive(uint64_t id) {
+  {
+    absl::MutexLock lock(&workers_mu_);
+    gone_.erase(id);  // registered again (it may ask for its old id)
+    restored_.erase(id);
+  }
+  DropStateOf(ExpiredRestored());
+}
+
+void ChunkStore::WorkerGone(uint64_t id) {
+  {
+    // Marked first: a call creating state for it after the sweep below
+    // passed its chunk sees the mark (MayKeepState under the chunk lock).
+    absl::MutexLock lock(&workers_mu_);
+    gone_[id] = ++gone_seq_;
+    gone_order_.emplace_back(id, gone_seq_);
+    while (gone_order_.size() > kMaxGone) {
+      auto [old, seq] = gone_order_.front();
+      gone_order_.pop_front();
+      auto it = gone_.find(old);
+      if (it != gone_.end() && it->second == seq) gone_.erase(it);
+    }
+    restored_.erase(id);
+  }
+  std::vector<uint64_t> ids = ExpiredRestored();
+  ids.push_back(id);
+  DropStateOf(ids);
+}
+
+ChunkStore::CompensationStateInfo ChunkStore::CompensationState() const {
+  DropStateOf(ExpiredRestored());
+  CompensationStateInfo out;
+  absl::flat_hash_set<uint64_t> workers;
+  absl::ReaderMutexLock index_lock(&index_mu_);
+  for (const auto& [name, ns] : namespaces_) {
+    if (ns->compensation == nullptr) continue;
+    for (const auto& [tensor_name, t] : ns->tensors) {
+      for (const std::unique_ptr<Chunk>& c : t->chunks) {
+        if (c == nullptr) continue;
+        absl::ReaderMutexLock lock(&c->mu);
+        for (const auto& [id, state] : c->worker_state) workers.insert(id);
+      }
+    }
+  }
+  out.bytes = rule_state_bytes_.load(std::memory_order_relaxed);
+  out.workers = workers.size();
+  return out;
 }
 
 }  // namespace pskit

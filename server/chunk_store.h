@@ -26,6 +26,24 @@
 // copy of a call already applied is answered without being applied again;
 // the window is part of Snapshot and Replace.
 //
+// Compensation state (dcasgd-c, dcasgd-a, gem; server/compensation.h): each
+// chunk keeps, per worker id, what the rule needs of that worker's last
+// read (dcasgd: w_bak, 1 float per element; gem: s_i and m_i, 2), and
+// dcasgd-a one shared MS per element. A Pull with a worker id records it
+// (under the chunk's exclusive lock); a PushPull records the values it
+// answers; a Push from a worker with no state yet is compensated as if it
+// had pulled just now, and creates its state. Calls without a worker id
+// keep no state and get the plain optimizer. The state counts against
+// max_memory_bytes: a Pull or Push that would create state past it is
+// refused (RESOURCE_EXHAUSTED) before anything changes. Freed by
+// WorkerGone (the worker left or its lease lapsed), by a SetConfig that
+// changes the compensation (the namespace's whole state), and never
+// re-created for an id that went recently (a call checked live just
+// before the lease lapsed cannot leak state). Snapshot and Replace carry
+// it; restored state of a worker that is not seen live (WorkerLive)
+// within the window's adopt_within is freed, as the exactly-once window's
+// loaded records are. A non-finite update changes no state.
+//
 // Thread safety: all public methods may be called concurrently. Every
 // request holds index_mu_ shared for its whole run, and each chunk has its
 // own mutex, so pushes to different chunks run in parallel and pulls of one
@@ -40,6 +58,7 @@
 
 #include <atomic>
 #include <cstdint>
+#include <deque>
 #include <memory>
 #include <string>
 #include <vector>
@@ -48,10 +67,13 @@
 #include "absl/container/flat_hash_map.h"
 #include "absl/status/status.h"
 #include "absl/synchronization/mutex.h"
+#include "absl/time/time.h"
+#include "common/clock.h"
 #include "common/layout.h"
 #include "pskit/v1/admin.pb.h"
 #include "pskit/v1/ps.pb.h"
 #include "server/checkpoint_store.h"
+#include "server/compensation.h"
 #include "server/push_window.h"
 #include "server/update_rule.h"
 
@@ -173,6 +195,24 @@ class ChunkStore {
   const Layout& layout() const { return layout_; }
   uint32_t shard_index() const { return shard_index_; }
 
+  // The WorkerRegistry's listener: `id` registered or renewed its lease
+  // (restored compensation state of it is kept), or left or lapsed (its
+  // compensation state is freed on every chunk). Both also free restored
+  // state whose worker was not seen live within adopt_within.
+  void WorkerLive(uint64_t id) ABSL_LOCKS_EXCLUDED(index_mu_, workers_mu_);
+  void WorkerGone(uint64_t id) ABSL_LOCKS_EXCLUDED(index_mu_, workers_mu_);
+
+  // Bytes of compensation state held, and how many distinct workers hold
+  // some (read chunk by chunk).
+  struct CompensationStateInfo {
+    uint64_t bytes = 0;
+    uint64_t workers = 0;
+  };
+  CompensationStateInfo CompensationState() const
+      ABSL_LOCKS_EXCLUDED(index_mu_, workers_mu_);
+  // The compensation's scale per push chunk, for the metrics.
+  const CompensationScales& compensation_scales() const { return scales_; }
+
   // The exactly-once window: the Server tells it when workers come and go
   // (WorkerRegistry's listener), and metrics read its counters.
   PushWindow& push_window() { return window_; }
@@ -233,12 +273,33 @@ class ChunkStore {
       const absl::flat_hash_map<std::string, std::unique_ptr<Namespace>>& built)
       const;
 
+  // Compensation state helpers (server/chunk_store.cc). Whether state may
+  // be created for `id` (not gone recently); call it holding the chunk
+  // lock the state goes under, so WorkerGone's sweep, which marks the id
+  // first, comes after and frees what was created.
+  bool MayKeepState(uint64_t id) const ABSL_LOCKS_EXCLUDED(workers_mu_);
+  // Adds `bytes` to rule_state_bytes_ if values, slots and rule state stay
+  // within max_memory_bytes_; else RESOURCE_EXHAUSTED saying what to do.
+  absl::Status ReserveRuleState(uint64_t bytes, const std::string& ns) const
+      ABSL_SHARED_LOCKS_REQUIRED(index_mu_);
+  // Frees every chunk's state of the workers `ids`.
+  void DropStateOf(const std::vector<uint64_t>& ids) const
+      ABSL_LOCKS_EXCLUDED(index_mu_);
+  // Restored state whose worker was not seen live in time: its ids,
+  // removed from restored_.
+  std::vector<uint64_t> ExpiredRestored() const
+      ABSL_LOCKS_EXCLUDED(workers_mu_);
+
   // Constant after construction.
   const Layout layout_;
   const uint32_t shard_index_;
   const bool allow_nonfinite_;
   const size_t max_message_bytes_;
   const uint64_t max_memory_bytes_;
+  // Restored compensation state waits this long for its worker (the
+  // window's adopt_within, measured on its clock).
+  const absl::Duration adopt_within_;
+  const Clock* const clock_;
   // Buffers that updates compute into; thread-safe on its own.
   const std::unique_ptr<ScratchPool> scratch_;
 
@@ -251,8 +312,26 @@ class ChunkStore {
   // swaps it holding index_mu_ exclusively, so no call is in flight then.
   mutable PushWindow window_;  // mutable: the const Snapshot copies it
 
+  // Workers gone recently (WorkerGone; WorkerLive forgets an id again), by
+  // id with their order, at most kMaxGone; and ids whose state a Replace
+  // restored, with the time it is freed unless they are seen live.
+  static constexpr size_t kMaxGone = 4096;
+  mutable absl::Mutex workers_mu_;
+  mutable absl::flat_hash_map<uint64_t, uint64_t> gone_
+      ABSL_GUARDED_BY(workers_mu_);
+  mutable std::deque<std::pair<uint64_t, uint64_t>> gone_order_
+      ABSL_GUARDED_BY(workers_mu_);
+  mutable uint64_t gone_seq_ ABSL_GUARDED_BY(workers_mu_) = 0;
+  mutable absl::flat_hash_map<uint64_t, absl::Time> restored_
+      ABSL_GUARDED_BY(workers_mu_);
+
   // Atomic: incremented by concurrent pushes that hold index_mu_ shared.
   std::atomic<uint64_t> updates_applied_{0};
+  // Atomic: bytes of compensation state; changed by concurrent pulls and
+  // pushes holding index_mu_ shared.
+  mutable std::atomic<uint64_t> rule_state_bytes_{0};
+  // Thread-safe on its own (atomics).
+  CompensationScales scales_;
   // Atomic: set once by Drain, read by every RegisterWorker without a lock.
   std::atomic<bool> draining_{false};
 };

@@ -223,14 +223,16 @@ absl::Status ChunkStore::CheckDeclare(const v1::DeclareRequest& req,
                                     plan->numels.at(spec->name()),
                                     plan->rule->num_slots());
   }
-  if (bytes_held_ + plan->needed_bytes <= max_memory_bytes_) {
+  const uint64_t rule_state = rule_state_bytes_.load();
+  if (bytes_held_ + rule_state + plan->needed_bytes <= max_memory_bytes_) {
     return absl::OkStatus();
   }
   return absl::ResourceExhaustedError(absl::StrCat(
       "Declare of namespace ", Quoted(plan->ns), " needs ",
       plan->needed_bytes >> 20, " MiB on shard ", shard_index_,
       " for values and optimizer slots; the shard holds ", bytes_held_ >> 20,
-      " MiB of its ", max_memory_bytes_ >> 20,
+      " MiB of them and ", rule_state >> 20,
+      " MiB of compensation state of its ", max_memory_bytes_ >> 20,
       " MiB limit (ps-server --max_memory_mib). Use more shards or raise "
       "the limit"));
 }
@@ -269,6 +271,7 @@ uint32_t ChunkStore::InsertDeclared(const v1::DeclareRequest& req,
     fresh_ns->config = plan->config;
     fresh_ns->declared_config = plan->config;
     fresh_ns->rule = std::move(plan->rule);
+    fresh_ns->compensation = Compensation::Create(plan->config);
     target = fresh_ns.get();
     namespaces_.emplace(plan->ns, std::move(fresh_ns));
   } else {

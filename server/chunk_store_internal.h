@@ -23,6 +23,7 @@
 #include "common/layout.h"
 #include "pskit/v1/ps.pb.h"
 #include "server/chunk_store.h"
+#include "server/compensation.h"
 #include "server/update_rule.h"
 
 namespace pskit {
@@ -39,6 +40,13 @@ struct ChunkStore::Chunk {
   std::vector<float> values ABSL_GUARDED_BY(mu);
   std::vector<float> slots ABSL_GUARDED_BY(mu);  // slot after slot
   uint64_t version ABSL_GUARDED_BY(mu) = 0;
+  // The compensation's state (server/compensation.h; ChunkStore's
+  // "Compensation state"): per worker id worker_floats() * values.size()
+  // floats, and shared_floats() * values.size() shared floats (empty until
+  // the first push that needs them). Both empty under none and inverse.
+  absl::flat_hash_map<uint64_t, std::vector<float>> worker_state
+      ABSL_GUARDED_BY(mu);
+  std::vector<float> shared_state ABSL_GUARDED_BY(mu);
 };
 
 // Constant once inserted into a Namespace.
@@ -54,6 +62,8 @@ struct ChunkStore::Namespace {
   // SetConfig replaces them holding it exclusively.
   v1::NamespaceConfig config;
   std::unique_ptr<const UpdateRule> rule;
+  // Null for compensations that keep no state (none, inverse).
+  std::unique_ptr<const Compensation> compensation;
   // The config of the first Declare; SetConfig leaves it, so a worker that
   // declares the model again with its own flags is still accepted.
   v1::NamespaceConfig declared_config;

@@ -194,6 +194,25 @@ absl::Status ChunkStore::SetConfig(const v1::SetConfigRequest& req,
   *resp->mutable_previous() = n.config;
   *resp->mutable_config() = *normalized;
   n.rule = UpdateRule::Create(normalized->optimizer());
+  if (normalized->compensation() != n.config.compensation()) {
+    // The compensation's state means something else now: all of it goes
+    // (index_mu_ is held exclusively: no update runs).
+    uint64_t freed = 0;
+    for (const auto& [tensor_name, t] : n.tensors) {
+      for (const std::unique_ptr<Chunk>& c : t->chunks) {
+        if (c == nullptr) continue;
+        absl::MutexLock lock(&c->mu);
+        for (const auto& [id, state] : c->worker_state) {
+          freed += state.size() * sizeof(float);
+        }
+        freed += c->shared_state.size() * sizeof(float);
+        c->worker_state.clear();
+        std::vector<float>().swap(c->shared_state);
+      }
+    }
+    rule_state_bytes_.fetch_sub(freed);
+  }
+  n.compensation = Compensation::Create(*normalized);
   n.config = *std::move(normalized);
   return absl::OkStatus();
 }

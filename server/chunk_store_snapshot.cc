@@ -15,10 +15,13 @@
 // Thread safety: see server/chunk_store.h.
 #include "server/chunk_store.h"
 
+#include <algorithm>
 #include <cstring>
 #include <utility>
 
+#include "absl/container/flat_hash_set.h"
 #include "absl/strings/str_cat.h"
+#include "common/staleness_config.h"
 #include "common/optimizer_config.h"
 #include "common/validation.h"
 #include "google/protobuf/util/message_differencer.h"
@@ -62,6 +65,23 @@ ShardSnapshot ChunkStore::Snapshot() const {
         chunk.mutable_slots()->assign(
             reinterpret_cast<const char*>(c->slots.data()),
             c->slots.size() * sizeof(float));
+        // The compensation's state, by worker id (sorted: one checkpoint
+        // of one state is one set of bytes).
+        std::vector<uint64_t> ids;
+        ids.reserve(c->worker_state.size());
+        for (const auto& [id, state] : c->worker_state) ids.push_back(id);
+        std::sort(ids.begin(), ids.end());
+        for (uint64_t id : ids) {
+          const std::vector<float>& state = c->worker_state.at(id);
+          v1::WorkerStateRecord* w = chunk.add_worker_states();
+          w->set_worker_id(id);
+          w->mutable_state()->assign(
+              reinterpret_cast<const char*>(state.data()),
+              state.size() * sizeof(float));
+        }
+        chunk.mutable_shared_state()->assign(
+            reinterpret_cast<const char*>(c->shared_state.data()),
+            c->shared_state.size() * sizeof(float));
       }
     }
   }
@@ -104,6 +124,8 @@ absl::Status ChunkStore::Replace(const ShardSnapshot& snapshot) {
   // Build the whole new state first; nothing changes until the swap.
   absl::flat_hash_map<std::string, std::unique_ptr<Namespace>> built;
   uint64_t bytes = 0;
+  uint64_t rule_bytes = 0;  // compensation state
+  absl::flat_hash_set<uint64_t> restored_ids;
   for (const v1::NamespaceRecord& record : snapshot.namespaces) {
     auto ns = std::make_unique<Namespace>();
     // A record this shard cannot take is damage (DATA_LOSS, so LoadNewest
@@ -117,6 +139,7 @@ absl::Status ChunkStore::Replace(const ShardSnapshot& snapshot) {
     if (!config.ok()) return damaged(config.status());
     ns->config = *std::move(config);
     ns->rule = UpdateRule::Create(ns->config.optimizer());
+    ns->compensation = Compensation::Create(ns->config);
     if (record.has_declared_config()) {
       absl::StatusOr<v1::NamespaceConfig> declared =
           NormalizeConfig(record.declared_config());
@@ -181,8 +204,45 @@ absl::Status ChunkStore::Replace(const ShardSnapshot& snapshot) {
     std::vector<float> values(span.length), slots(span.length * num_slots);
     std::memcpy(values.data(), record.values().data(), record.values().size());
     std::memcpy(slots.data(), record.slots().data(), record.slots().size());
-    tensor.chunks[record.chunk()] = std::make_unique<Chunk>(
-        std::move(values), std::move(slots), record.version());
+    auto chunk = std::make_unique<Chunk>(std::move(values), std::move(slots),
+                                         record.version());
+    // The compensation's state; a checkpoint without it loads without it.
+    const Compensation* comp = ns->second->compensation.get();
+    const size_t worker_bytes =
+        comp == nullptr ? 0 : comp->worker_floats() * span.length * sizeof(float);
+    const size_t shared_bytes =
+        comp == nullptr ? 0 : comp->shared_floats() * span.length * sizeof(float);
+    {
+      absl::MutexLock lock(&chunk->mu);
+      for (const v1::WorkerStateRecord& w : record.worker_states()) {
+        if (comp == nullptr || w.worker_id() == 0 ||
+            w.state().size() != worker_bytes ||
+            chunk->worker_state.contains(w.worker_id())) {
+          return absl::DataLossError(absl::StrCat(
+              where, ": compensation state of worker ", w.worker_id(), " has ",
+              w.state().size(), " bytes, expected ", worker_bytes,
+              " once per worker for compensation ",
+              CompensationName(ns->second->config.compensation())));
+        }
+        std::vector<float>& state = chunk->worker_state[w.worker_id()];
+        state.resize(worker_bytes / sizeof(float));
+        std::memcpy(state.data(), w.state().data(), worker_bytes);
+        rule_bytes += worker_bytes;
+        restored_ids.insert(w.worker_id());
+      }
+      if (!record.shared_state().empty()) {
+        if (record.shared_state().size() != shared_bytes) {
+          return absl::DataLossError(absl::StrCat(
+              where, ": ", record.shared_state().size(),
+              " bytes of shared compensation state, expected ", shared_bytes));
+        }
+        chunk->shared_state.resize(shared_bytes / sizeof(float));
+        std::memcpy(chunk->shared_state.data(), record.shared_state().data(),
+                    shared_bytes);
+        rule_bytes += shared_bytes;
+      }
+    }
+    tensor.chunks[record.chunk()] = std::move(chunk);
     bytes += (1 + num_slots) * span.length * sizeof(float);
   }
   for (const auto& [ns_name, ns] : built) {
@@ -201,6 +261,14 @@ absl::Status ChunkStore::Replace(const ShardSnapshot& snapshot) {
     absl::MutexLock lock(&index_mu_);
     namespaces_.swap(built);
     bytes_held_ = bytes;
+    rule_state_bytes_.store(rule_bytes);
+    {
+      // Restored state waits adopt_within for its worker (WorkerLive).
+      absl::MutexLock workers_lock(&workers_mu_);
+      restored_.clear();
+      const absl::Time deadline = clock_->Now() + adopt_within_;
+      for (uint64_t id : restored_ids) restored_[id] = deadline;
+    }
     updates_applied_.store(snapshot.updates_applied);
     // No call is in flight: each holds index_mu_ shared.
     window_.Replace(std::move(windows));

@@ -170,14 +170,21 @@ absl::StatusOr<std::unique_ptr<Server>> Server::Start(
       layout, options.shard_index, options.allow_nonfinite,
       static_cast<size_t>(options.max_message_bytes), max_memory, window);
   PushWindow* push_window = &server->store_->push_window();
+  ChunkStore* store_for_listener = server->store_.get();
   WorkerListener listener;
-  listener.live = [push_window](uint64_t id) { push_window->Adopt(id); };
-  listener.gone = [push_window](uint64_t id, bool left) {
+  listener.live = [push_window, store_for_listener](uint64_t id) {
+    push_window->Adopt(id);
+    store_for_listener->WorkerLive(id);
+  };
+  listener.gone = [push_window, store_for_listener](uint64_t id, bool left) {
     if (left) {
       push_window->DropWorker(id);
     } else {
       push_window->Orphan(id);
     }
+    // The compensation's per-worker state goes either way: a worker back
+    // after a lapse pulls again before it pushes.
+    store_for_listener->WorkerGone(id);
   };
   server->workers_ = std::make_unique<WorkerRegistry>(
       options.clock, options.lease, std::move(listener));

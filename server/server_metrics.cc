@@ -2,6 +2,7 @@
 
 #include <grpcpp/support/byte_buffer.h>
 
+#include <limits>
 #include <tuple>
 
 #include "absl/strings/match.h"
@@ -395,6 +396,47 @@ std::vector<prometheus::MetricFamily> ServerMetrics::Collect() const {
     f.metric.push_back(std::move(metric));
     out.push_back(std::move(f));
   }
+  // The compensation (server/compensation.h): its scale per push chunk and
+  // the per-worker state it holds.
+  const ChunkStore::CompensationStateInfo comp = store_->CompensationState();
+  prometheus::MetricFamily comp_bytes = GaugeFamily(
+      "pskit_server_compensation_state_bytes",
+      "bytes of per-worker and shared compensation state (dcasgd, gem)");
+  AddGauge(&comp_bytes, static_cast<double>(comp.bytes), {shard});
+  out.push_back(std::move(comp_bytes));
+  prometheus::MetricFamily comp_workers = GaugeFamily(
+      "pskit_server_compensation_workers",
+      "workers the compensation keeps state for (dcasgd, gem)");
+  AddGauge(&comp_workers, static_cast<double>(comp.workers), {shard});
+  out.push_back(std::move(comp_workers));
+  prometheus::MetricFamily scale;
+  scale.name = "pskit_server_compensation_scale";
+  scale.help =
+      "the compensation's scale per push chunk: gem's mean pi, dcasgd-a's "
+      "mean lambda_t, dcasgd-c's lambda";
+  scale.type = prometheus::MetricType::Histogram;
+  const CompensationScales& scales = store_->compensation_scales();
+  for (int rule = 0; rule < CompensationScales::kRules; ++rule) {
+    const CompensationScales::Counts counts = scales.Read(rule);
+    if (counts.count == 0) continue;
+    prometheus::ClientMetric metric;
+    metric.label = {{"rule", CompensationScales::kNames[rule]}, shard};
+    metric.histogram.sample_count = counts.count;
+    metric.histogram.sample_sum = counts.sum;
+    uint64_t cumulative = 0;
+    for (size_t b = 0; b < counts.buckets.size(); ++b) {
+      cumulative += counts.buckets[b];
+      prometheus::ClientMetric::Bucket bucket;
+      bucket.cumulative_count = cumulative;
+      bucket.upper_bound = b < CompensationScales::kBounds.size()
+                               ? CompensationScales::kBounds[b]
+                               : std::numeric_limits<double>::infinity();
+      metric.histogram.bucket.push_back(bucket);
+    }
+    scale.metric.push_back(std::move(metric));
+  }
+  if (!scale.metric.empty()) out.push_back(std::move(scale));
+
   prometheus::MetricFamily calls = GaugeFamily(
       "pskit_server_push_window_calls",
       "calls remembered in the exactly-once windows of all workers");

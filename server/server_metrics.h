@@ -35,6 +35,13 @@
 //   pskit_server_retries_too_old_total                  counter (copies refused:
 //                                                       older than the window)
 //   pskit_server_push_window_calls                      gauge (calls remembered)
+//   pskit_server_compensation_scale{rule}               histogram (per push
+//                                                       chunk: gem's mean pi,
+//                                                       dcasgd-a's mean
+//                                                       lambda_t, dcasgd-c's
+//                                                       lambda)
+//   pskit_server_compensation_state_bytes               gauge (dcasgd, gem
+//   pskit_server_compensation_workers                   gauge  per-worker state)
 //
 // An answer given from the window (initial metadata "pskit-replayed") is
 // not counted as updates or staleness again.

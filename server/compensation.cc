@@ -1,0 +1,184 @@
+// server/compensation.cc
+//
+// The compensations that keep state (server/compensation.h): DcAsgd (both
+// forms) and Gem. Each Apply is a few plain loops around the optimizer's own
+// UpdateRule::Update, so every optimizer gets them.
+#include "server/compensation.h"
+
+#include <algorithm>
+#include <bit>
+#include <cmath>
+#include <cstring>
+
+namespace pskit {
+namespace {
+
+// 1 when `x` is NaN or +-inf, else 0 (as in update_rule.cc).
+inline uint32_t NonFinite(float x) {
+  return static_cast<uint32_t>((std::bit_cast<uint32_t>(x) & 0x7f800000u) ==
+                               0x7f800000u);
+}
+
+// DC-ASGD: g' = g + lambda * g * g * (w - w_bak), then the optimizer on g'.
+// Adaptive: MS <- m MS + (1 - m) g * g, lambda = lambda0 / sqrt(MS + eps).
+class DcAsgd final : public Compensation {
+ public:
+  DcAsgd(const v1::StalenessSettings& s, bool adaptive)
+      : lambda_(s.dc_lambda()),
+        momentum_(s.dc_momentum()),
+        epsilon_(s.dc_epsilon()),
+        adaptive_(adaptive) {}
+  const char* name() const override {
+    return adaptive_ ? "dcasgd-a" : "dcasgd-c";
+  }
+  int index() const override { return adaptive_ ? 1 : 0; }
+  int worker_floats() const override { return 1; }
+  int shared_floats() const override { return adaptive_ ? 1 : 0; }
+  void RecordPull(const float* w, float* state, size_t n) const override {
+    std::memcpy(state, w, n * sizeof(float));
+  }
+  void InitState(const float* w, float* state, size_t n) const override {
+    std::memcpy(state, w, n * sizeof(float));
+  }
+  bool Apply(const UpdateRule& rule, const Input& in, const Output& out,
+             float* scale) const override {
+    const size_t n = in.n;
+    const float* __restrict w = in.w;
+    const float* __restrict g = in.g;
+    const float* __restrict bak = in.state;
+    float* __restrict gc = out.scratch;
+    uint32_t bad = 0;
+    double lambda_sum = 0.0;
+    if (adaptive_) {
+      const float* __restrict ms = in.shared;
+      float* __restrict ms_out = out.shared;
+      const float m = momentum_, l0 = lambda_, eps = epsilon_;
+      for (size_t i = 0; i < n; ++i) {
+        const float gg = g[i] * g[i];
+        const float msi = m * ms[i] + (1.0f - m) * gg;
+        const float li = l0 / std::sqrt(msi + eps);
+        ms_out[i] = msi;
+        gc[i] = g[i] + li * gg * (w[i] - bak[i]);
+        lambda_sum += li;
+        bad |= NonFinite(msi);
+      }
+      *scale = n > 0 ? static_cast<float>(lambda_sum / n) : 0.0f;
+    } else {
+      const float l = lambda_;
+      for (size_t i = 0; i < n; ++i) {
+        gc[i] = g[i] + l * g[i] * g[i] * (w[i] - bak[i]);
+      }
+      *scale = l;
+    }
+    const bool finite = rule.Update(w, gc, in.slots, out.w, out.slots, n,
+                                    in.step, in.lr);
+    // The worker's backup stays what it pulled until its next pull.
+    std::memcpy(out.state, bak, n * sizeof(float));
+    return finite && bad == 0;
+  }
+
+ private:
+  const float lambda_;
+  const float momentum_;
+  const float epsilon_;
+  const bool adaptive_;
+};
+
+// GEM: D = w_opt - w, m_i <- mu m_i + D,
+// pi = clip((kappa |m_i| - |w - s_i|) / (|D| + eps), 0, 5), w <- w + pi D.
+class Gem final : public Compensation {
+ public:
+  explicit Gem(const v1::StalenessSettings& s)
+      : momentum_(s.gem_momentum()),
+        kappa_(s.gem_kappa()),
+        epsilon_(s.gem_epsilon()) {}
+  const char* name() const override { return "gem"; }
+  int index() const override { return 2; }
+  int worker_floats() const override { return 2; }
+  void RecordPull(const float* w, float* state, size_t n) const override {
+    std::memcpy(state, w, n * sizeof(float));  // s_i; m_i (state + n) kept
+  }
+  void InitState(const float* w, float* state, size_t n) const override {
+    std::memcpy(state, w, n * sizeof(float));
+    std::fill(state + n, state + 2 * n, 0.0f);
+  }
+  bool Apply(const UpdateRule& rule, const Input& in, const Output& out,
+             float* scale) const override {
+    const size_t n = in.n;
+    float* __restrict w_opt = out.scratch;
+    bool finite = rule.Update(in.w, in.g, in.slots, w_opt, out.slots, n,
+                              in.step, in.lr);
+    const float* __restrict w = in.w;
+    const float* __restrict s = in.state;
+    const float* __restrict m = in.state + n;
+    float* __restrict s_out = out.state;
+    float* __restrict m_out = out.state + n;
+    float* __restrict w_out = out.w;
+    const float mu = momentum_, kappa = kappa_, eps = epsilon_;
+    uint32_t bad = 0;
+    double pi_sum = 0.0;
+    for (size_t i = 0; i < n; ++i) {
+      const float d = w_opt[i] - w[i];
+      const float mi = mu * m[i] + d;
+      const float raw =
+          (kappa * std::fabs(mi) - std::fabs(w[i] - s[i])) /
+          (std::fabs(d) + eps);
+      const float pi = std::min(std::max(raw, 0.0f), 5.0f);
+      const float wi = w[i] + pi * d;
+      s_out[i] = s[i];
+      m_out[i] = mi;
+      w_out[i] = wi;
+      pi_sum += pi;
+      bad |= NonFinite(wi) | NonFinite(mi);
+    }
+    *scale = n > 0 ? static_cast<float>(pi_sum / n) : 0.0f;
+    return finite && bad == 0;
+  }
+
+ private:
+  const float momentum_;
+  const float kappa_;
+  const float epsilon_;
+};
+
+}  // namespace
+
+void CompensationScales::Observe(int rule, double scale) {
+  if (rule < 0 || rule >= kRules) return;
+  PerRule& r = rules_[rule];
+  size_t b = 0;
+  while (b < kBounds.size() && scale > kBounds[b]) ++b;
+  r.buckets[b].fetch_add(1, std::memory_order_relaxed);
+  double sum = r.sum.load(std::memory_order_relaxed);
+  while (!r.sum.compare_exchange_weak(sum, sum + scale,
+                                      std::memory_order_relaxed)) {
+  }
+}
+
+CompensationScales::Counts CompensationScales::Read(int rule) const {
+  Counts out;
+  if (rule < 0 || rule >= kRules) return out;
+  const PerRule& r = rules_[rule];
+  for (size_t b = 0; b < r.buckets.size(); ++b) {
+    out.buckets[b] = r.buckets[b].load(std::memory_order_relaxed);
+    out.count += out.buckets[b];
+  }
+  out.sum = r.sum.load(std::memory_order_relaxed);
+  return out;
+}
+
+std::unique_ptr<const Compensation> Compensation::Create(
+    const v1::NamespaceConfig& config) {
+  switch (config.compensation()) {
+    case v1::COMPENSATION_DCASGD_C:
+      return std::make_unique<DcAsgd>(config.staleness(), /*adaptive=*/false);
+    case v1::COMPENSATION_DCASGD_A:
+      return std::make_unique<DcAsgd>(config.staleness(), /*adaptive=*/true);
+    case v1::COMPENSATION_GEM:
+      return std::make_unique<Gem>(config.staleness());
+    default:
+      return nullptr;
+  }
+}
+
+}  // namespace pskit
