@@ -173,6 +173,18 @@ class ChunkStore {
   const Layout& layout() const { return layout_; }
   uint32_t shard_index() const { return shard_index_; }
 
+  // For server/consistency.cc (SSP and sync), in chunk_store_sync.cc.
+  // The namespace's current config (normalized); NOT_FOUND when undeclared.
+  [[nodiscard]] absl::StatusOr<v1::NamespaceConfig> ConfigOf(
+      const std::string& ns) const ABSL_LOCKS_EXCLUDED(index_mu_);
+  // Checks `req`'s gradients as a Push would (layout, namespace, chunks,
+  // lengths, encodings, finiteness) without applying anything, and gives
+  // each gradient's chunk length and current version. Push's errors.
+  [[nodiscard]] absl::Status CheckGradients(const v1::PushRequest& req,
+                                            std::vector<uint64_t>* lengths,
+                                            std::vector<uint64_t>* versions)
+      const ABSL_LOCKS_EXCLUDED(index_mu_);
+
   // The exactly-once window: the Server tells it when workers come and go
   // (WorkerRegistry's listener), and metrics read its counters.
   PushWindow& push_window() { return window_; }

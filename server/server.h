@@ -33,6 +33,7 @@
 #include "server/checkpoint_store.h"
 #include "server/checkpointer.h"
 #include "server/chunk_store.h"
+#include "server/consistency.h"
 #include "server/gate.h"
 #include "server/ps_service.h"
 #include "server/server_metrics.h"
@@ -183,6 +184,8 @@ class Server {
   std::unique_ptr<CheckpointStore> checkpoints_;
   std::unique_ptr<Checkpointer> checkpointer_;
   std::unique_ptr<Gate> gate_;
+  // Outlives server_: parked calls' cancel hooks point at it.
+  std::unique_ptr<Consistency> consistency_;
   std::unique_ptr<PsService> service_;
   std::unique_ptr<AdminService> admin_;
   std::unique_ptr<grpc::Server> server_;
