@@ -163,6 +163,8 @@ class Server {
   int metrics_port() const;
   std::string metrics_url() const;
   ChunkStore& store() { return *store_; }
+  // The held ssp/sync calls (server/consistency.h).
+  Consistency& consistency() { return *consistency_; }
   // Null for a memory-only shard.
   CheckpointStore* checkpoints() { return checkpoints_.get(); }
 
