@@ -49,7 +49,9 @@ void AdminService::Checkpoint(
     }
   }
   checkpointer_->CheckpointAsync(
-      req.id(), [call](absl::StatusOr<v1::CheckpointInfo> info) {
+      req.id(), [this, call](absl::StatusOr<v1::CheckpointInfo> info) {
+        // Sync rounds in progress were built on the replaced versions.
+        if (info.ok() && consistency_ != nullptr) consistency_->StateReplaced();
         if (info.ok()) *call->response()->mutable_checkpoint() = *info;
         call->Reply(info.status());
       });
@@ -73,7 +75,9 @@ void AdminService::Restore(
     return call->Reply(s);
   }
   checkpointer_->RestoreAsync(
-      req.id(), [call](absl::StatusOr<v1::CheckpointInfo> info) {
+      req.id(), [this, call](absl::StatusOr<v1::CheckpointInfo> info) {
+        // Sync rounds in progress were built on the replaced versions.
+        if (info.ok() && consistency_ != nullptr) consistency_->StateReplaced();
         if (info.ok()) *call->response()->mutable_checkpoint() = *info;
         call->Reply(info.status());
       });

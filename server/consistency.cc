@@ -258,7 +258,10 @@ void Consistency::Contribute(const v1::PushRequest& req, Waiter waiter) {
       p->chunks.push_back(key);
       Round& r = st.rounds[key];
       if (r.parts.empty()) {
-        r.base = std::max(versions[i], st.min_base[key]);
+        auto floor = st.min_base.find(key);  // a round being applied
+        r.base = floor == st.min_base.end()
+                     ? versions[i]
+                     : std::max(versions[i], floor->second);
         r.length = lengths[i];
         r.layout = req.layout();
       }
@@ -442,9 +445,12 @@ void Consistency::ApplyRound(TakenRound taken) {
   const absl::Status s = store_->Push(req, &resp);
   if (s.ok() && metrics_ != nullptr) metrics_->RecordAnswer(req, resp);
   absl::MutexLock lock(&mu_);
-  if (!s.ok()) {
-    // Nothing was applied: the next round builds on the same version.
-    namespaces_[taken.ns].min_base[taken.chunk] = round.base;
+  // Applied (version base + 1) or not (base): the store's version rules
+  // again, so a later Restore leaves no stale floor behind.
+  auto& floors = namespaces_[taken.ns].min_base;
+  if (auto f = floors.find(taken.chunk);
+      f != floors.end() && f->second == round.base + 1) {
+    floors.erase(f);  // (a later round's floor stays)
   }
   for (const Contribution& c : round.parts) {
     auto it = parked_.find(c.parked);
@@ -508,6 +514,30 @@ void Consistency::ConfigChanged() {
   }
   for (const std::string& ns : names) RefreshRule(ns);
   Progress();
+}
+
+void Consistency::StateReplaced() {
+  {
+    absl::MutexLock lock(&mu_);
+    for (auto& [ns, st] : namespaces_) {
+      for (auto& [key, round] : st.rounds) {
+        for (const Contribution& c : round.parts) {
+          auto it = parked_.find(c.parked);
+          if (it == parked_.end()) continue;
+          Parked& p = *it->second;
+          if (p.error.ok()) {
+            p.error = absl::AbortedError(
+                "the shard's state was restored from a checkpoint; the sync "
+                "round this gradient waited in was lost: pull and push again");
+          }
+          --p.pending;
+        }
+      }
+      st.rounds.clear();
+      st.min_base.clear();
+    }
+  }
+  ConfigChanged();
 }
 
 void Consistency::Shutdown() {

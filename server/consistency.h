@@ -132,6 +132,10 @@ class Consistency {
   // every parked call and round is checked again.
   void ConfigChanged() ABSL_LOCKS_EXCLUDED(mu_);
 
+  // The store's state was replaced (Restore): sync rounds in progress are
+  // lost, their contributors answered ABORTED; then as ConfigChanged.
+  void StateReplaced() ABSL_LOCKS_EXCLUDED(mu_);
+
   // Answers every parked call UNAVAILABLE ("shard is shutting down") and
   // every later one at once. Idempotent.
   void Shutdown() ABSL_LOCKS_EXCLUDED(mu_);

@@ -137,7 +137,9 @@ TEST(Consistency, SspKeepsStalenessWithinItsBoundAndTrains) {
 TEST(Consistency, SyncAppliesOnceARound) {
   Shard shard;
   std::vector<std::unique_ptr<ChildServer>> workers;
-  for (int r = 0; r < 2; ++r) workers.push_back(StartWorker(shard, r, 2, "sync", 2));
+  // 10 epochs: long enough that the workers, started one after the other,
+  // train together for most of their steps.
+  for (int r = 0; r < 2; ++r) workers.push_back(StartWorker(shard, r, 2, "sync", 10));
   int64_t steps = 0;
   for (auto& w : workers) {
     Finished f = Finish(w.get());
@@ -162,7 +164,7 @@ TEST(Consistency, SyncWithABackupWorkerDropsStragglers) {
   Shard shard;
   std::vector<std::unique_ptr<ChildServer>> workers;
   for (int r = 0; r < 3; ++r) {
-    workers.push_back(StartWorker(shard, r, 3, "sync:1", 2));
+    workers.push_back(StartWorker(shard, r, 3, "sync:1", 10));
   }
   for (auto& w : workers) EXPECT_EQ(Finish(w.get()).exit, 0);
   EXPECT_GT(shard.Sample("pskit_server_late_gradients_dropped_total"), 0);
@@ -200,7 +202,7 @@ TEST(Consistency, CancelledAndShutdownHeldCallsAreAnswered) {
   ClientOptions co;
   co.timeout = absl::Seconds(1);
   ASSERT_OK_AND_ASSIGN(auto a, Client::Connect({server->address()}, co));
-  co.timeout = absl::Seconds(10);
+  co.timeout = absl::Seconds(3);
   ASSERT_OK_AND_ASSIGN(auto b, Client::Connect({server->address()}, co));
   ASSERT_OK(a->RegisterWorker("a").status());
   ASSERT_OK(b->RegisterWorker("b").status());
@@ -212,6 +214,7 @@ TEST(Consistency, CancelledAndShutdownHeldCallsAreAnswered) {
   TensorDecl decl;
   decl.spec.set_name("w");
   decl.spec.add_shape(4);
+  decl.spec.mutable_init()->set_kind(v1::INIT_ZEROS);
   ASSERT_OK(a->Declare("s", config, {decl}));
   std::vector<float> wa(4), wb(4), g(4, 1.0f);
   const TensorBuffer buf_a[] = {{"w", absl::MakeSpan(wa)}};
@@ -227,7 +230,7 @@ TEST(Consistency, CancelledAndShutdownHeldCallsAreAnswered) {
   ASSERT_OK(b->PushPull("s", grad, buf_b).status());
   EXPECT_EQ(server->consistency().held(), 0u);
   // b pushes again (clock 2 > a's 1): parked, until the shutdown answers
-  // it, long before b's 10 s deadline.
+  // it (b's client then retries the dead shard until its deadline).
   absl::Notification done;
   absl::Status parked_status;
   std::thread t([&] {
@@ -238,7 +241,9 @@ TEST(Consistency, CancelledAndShutdownHeldCallsAreAnswered) {
     absl::SleepFor(absl::Milliseconds(20));
   }
   EXPECT_EQ(server->consistency().held(), 1u);
-  server->Shutdown(absl::Seconds(30));  // must not wait for the held call
+  // gRPC's Shutdown waits for calls in flight up to its grace: an hour,
+  // so a held call that nobody answered would hang the test.
+  server->Shutdown(absl::Hours(1));
   EXPECT_EQ(server->consistency().held(), 0u);
   done.WaitForNotification();
   t.join();

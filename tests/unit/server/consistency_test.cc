@@ -104,7 +104,8 @@ class ConsistencyTest : public ::testing::Test {
     v1::PullResponse resp;
     EXPECT_OK(store_.Pull(req, &resp));
     std::vector<float> v(kChunkElems);
-    DecodeFloats(v1::ENCODING_F32, resp.chunks(0).data(), absl::MakeSpan(v));
+    DecodeFloats(v1::ENCODING_F32, resp.chunks(0).data().data(),
+                 absl::MakeSpan(v));
     return {resp.chunks(0).version(), v[0]};
   }
 
