@@ -194,6 +194,25 @@ TEST(Consistency, AKilledWorkerHoldsNobodyForever) {
   }
 }
 
+// Bad settings stop ps-worker before it touches a shard, naming the flag.
+TEST(Consistency, PsWorkerRefusesBackupWorkersNotBelowWorldAndNegativeBounds) {
+  for (const auto& [consistency, says] :
+       {std::pair<const char*, const char*>{"sync:2", "--world (2)"},
+        {"ssp:-1", "--consistency"}}) {
+    ChildServer worker("ps-worker",
+                       {"--shards", "127.0.0.1:1", "--rank", "0", "--world",
+                        "2", "--consistency", consistency},
+                       /*merge_stderr=*/true);
+    std::string all;
+    for (std::string line = worker.first_line(); !line.empty();
+         line = worker.ReadLine()) {
+      all += line + "\n";
+    }
+    EXPECT_NE(worker.StopWith(0), 0) << consistency;
+    EXPECT_NE(all.find(says), std::string::npos) << all;
+  }
+}
+
 // In process: a held call whose client deadline passes is answered and
 // removed, the shard goes on; a shutdown answers the held calls.
 TEST(Consistency, CancelledAndShutdownHeldCallsAreAnswered) {
