@@ -22,12 +22,14 @@ absl::Status NotDurable() {
 
 AdminService::AdminService(ChunkStore* store, WorkerRegistry* workers,
                            CheckpointStore* checkpoints,
-                           Checkpointer* checkpointer, Gate* gate)
+                           Checkpointer* checkpointer, Gate* gate,
+                           Consistency* consistency)
     : GatedService(v1::Admin::service_full_name(), gate),
       store_(store),
       workers_(workers),
       checkpoints_(checkpoints),
-      checkpointer_(checkpointer) {
+      checkpointer_(checkpointer),
+      consistency_(consistency) {
   AddMethod("Checkpoint", kAdminShardCall, &AdminService::Checkpoint);
   AddMethod("ListCheckpoints", kReaderCall, &AdminService::ListCheckpoints);
   AddMethod("Restore", kAdminShardCall, &AdminService::Restore);
@@ -47,7 +49,9 @@ void AdminService::Checkpoint(
     }
   }
   checkpointer_->CheckpointAsync(
-      req.id(), [call](absl::StatusOr<v1::CheckpointInfo> info) {
+      req.id(), [this, call](absl::StatusOr<v1::CheckpointInfo> info) {
+        // Sync rounds in progress were built on the replaced versions.
+        if (info.ok() && consistency_ != nullptr) consistency_->StateReplaced();
         if (info.ok()) *call->response()->mutable_checkpoint() = *info;
         call->Reply(info.status());
       });
@@ -71,7 +75,9 @@ void AdminService::Restore(
     return call->Reply(s);
   }
   checkpointer_->RestoreAsync(
-      req.id(), [call](absl::StatusOr<v1::CheckpointInfo> info) {
+      req.id(), [this, call](absl::StatusOr<v1::CheckpointInfo> info) {
+        // Sync rounds in progress were built on the replaced versions.
+        if (info.ok() && consistency_ != nullptr) consistency_->StateReplaced();
         if (info.ok()) *call->response()->mutable_checkpoint() = *info;
         call->Reply(info.status());
       });
@@ -106,7 +112,32 @@ void AdminService::SetConfig(
     ServerCall<v1::SetConfigRequest, v1::SetConfigResponse>* call) {
   const v1::SetConfigRequest& req = call->request();
   v1::SetConfigResponse* resp = call->response();
+  if (consistency_ != nullptr) {
+    // sync:B needs B < the workers pushing now (the store cannot know them).
+    if (absl::StatusOr<v1::NamespaceConfig> now =
+            store_->ConfigOf(req.namespace_());
+        now.ok()) {
+      v1::NamespaceConfig next;
+      next.set_consistency(req.consistency() != v1::CONSISTENCY_UNSPECIFIED
+                               ? req.consistency()
+                               : now->consistency());
+      if (req.has_staleness() && req.staleness().has_backup_workers()) {
+        next.mutable_staleness()->set_backup_workers(
+            req.staleness().backup_workers());
+      } else if (next.consistency() == now->consistency()) {
+        next.mutable_staleness()->set_backup_workers(
+            now->staleness().backup_workers());
+      }
+      if (absl::Status b = consistency_->CheckBackupWorkers(
+              req.namespace_(), next, /*joining=*/0);
+          !b.ok()) {
+        call->Reply(b);
+        return;
+      }
+    }
+  }
   absl::Status s = store_->SetConfig(req, resp);
+  if (s.ok() && consistency_ != nullptr) consistency_->ConfigChanged();
   if (s.ok()) {
     spdlog::info("namespace '{}': config changed from {} to {}",
                  req.namespace_().empty() ? "default" : req.namespace_(),

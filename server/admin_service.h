@@ -19,6 +19,7 @@
 #include "server/checkpoint_store.h"
 #include "server/checkpointer.h"
 #include "server/chunk_store.h"
+#include "server/consistency.h"
 #include "server/gate.h"
 #include "server/worker_registry.h"
 
@@ -27,10 +28,11 @@ namespace pskit {
 class AdminService final : public GatedService<v1::Admin::Service> {
  public:
   // Borrows everything; `checkpoints` and `checkpointer` are null for a
-  // memory-only shard. All must outlive the service.
+  // memory-only shard; `consistency` may be null (no held calls). All must
+  // outlive the service.
   AdminService(ChunkStore* store, WorkerRegistry* workers,
                CheckpointStore* checkpoints, Checkpointer* checkpointer,
-               Gate* gate);
+               Gate* gate, Consistency* consistency = nullptr);
 
   void Checkpoint(
       ServerCall<v1::CheckpointRequest, v1::CheckpointResponse>* call);
@@ -46,6 +48,7 @@ class AdminService final : public GatedService<v1::Admin::Service> {
   WorkerRegistry* const workers_;
   CheckpointStore* const checkpoints_;
   Checkpointer* const checkpointer_;
+  Consistency* const consistency_;
 };
 
 }  // namespace pskit

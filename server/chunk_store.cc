@@ -273,6 +273,11 @@ absl::StatusOr<ChunkStore::Resolved> ChunkStore::Resolve(
   return out;
 }
 
+// CheckGradients (chunk_store_sync.cc) resolves a push's gradients too.
+template absl::StatusOr<ChunkStore::Resolved> ChunkStore::Resolve(
+    const std::string&, const google::protobuf::RepeatedPtrField<v1::ChunkData>&,
+    const char*) const;
+
 absl::Status ChunkStore::Pull(const v1::PullRequest& req,
                               v1::PullResponse* resp) {
   PSKIT_RETURN_IF_ERROR(

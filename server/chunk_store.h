@@ -212,6 +212,17 @@ class ChunkStore {
       ABSL_LOCKS_EXCLUDED(index_mu_, workers_mu_);
   // The compensation's scale per push chunk, for the metrics.
   const CompensationScales& compensation_scales() const { return scales_; }
+  // For server/consistency.cc (SSP and sync), in chunk_store_sync.cc.
+  // The namespace's current config (normalized); NOT_FOUND when undeclared.
+  [[nodiscard]] absl::StatusOr<v1::NamespaceConfig> ConfigOf(
+      const std::string& ns) const ABSL_LOCKS_EXCLUDED(index_mu_);
+  // Checks `req`'s gradients as a Push would (layout, namespace, chunks,
+  // lengths, encodings, finiteness) without applying anything, and gives
+  // each gradient's chunk length and current version. Push's errors.
+  [[nodiscard]] absl::Status CheckGradients(const v1::PushRequest& req,
+                                            std::vector<uint64_t>* lengths,
+                                            std::vector<uint64_t>* versions)
+      const ABSL_LOCKS_EXCLUDED(index_mu_);
 
   // The exactly-once window: the Server tells it when workers come and go
   // (WorkerRegistry's listener), and metrics read its counters.

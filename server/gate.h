@@ -41,6 +41,7 @@
 #include <grpcpp/support/server_callback.h>
 
 #include <cstdint>
+#include <functional>
 #include <memory>
 #include <string>
 #include <utility>
@@ -181,7 +182,13 @@ class Gate {
 // fill, the caller, and Reply. It is the call's reactor and deletes itself
 // when gRPC is done with the call.
 //
+// A handler may hold the call and Reply later (server/consistency.h parks
+// SSP and sync calls): SetOnCancel then says what to do if the client
+// cancels first (its deadline passed, or it went away).
+//
 // Thread safety: Reply may be called from any thread, exactly once.
+// SetOnCancel and OnCancel may race: the hook runs exactly once if the call
+// is cancelled, whichever comes first.
 template <typename Req, typename Resp>
 class ServerCall final : public grpc::ServerUnaryReactor {
  public:
@@ -197,6 +204,23 @@ class ServerCall final : public grpc::ServerUnaryReactor {
   // Marks the answer as one that applied nothing (a replayed answer to a
   // retried push): Reply then counts no updates or staleness for it.
   void DoNotCountUpdates() { count_updates_ = false; }
+
+  // `hook` runs (once, on a gRPC thread, or at once on this thread when
+  // the call was cancelled already) if the client cancels the call before
+  // it finishes. It must not Reply itself unless the holder agrees that
+  // nobody else will (server/consistency.cc removes the parked call first).
+  void SetOnCancel(std::function<void()> hook) ABSL_LOCKS_EXCLUDED(cancel_mu_) {
+    bool now = false;
+    {
+      absl::MutexLock lock(&cancel_mu_);
+      if (cancelled_) {
+        now = true;
+      } else {
+        on_cancel_ = std::move(hook);
+      }
+    }
+    if (now) hook();
+  }
 
   // Answers the call: with an OK status the response is sent.
   void Reply(const absl::Status& status) {
@@ -217,6 +241,15 @@ class ServerCall final : public grpc::ServerUnaryReactor {
 
  private:
   void OnDone() override { delete this; }
+  void OnCancel() override ABSL_LOCKS_EXCLUDED(cancel_mu_) {
+    std::function<void()> hook;
+    {
+      absl::MutexLock lock(&cancel_mu_);
+      cancelled_ = true;
+      hook = std::move(on_cancel_);
+    }
+    if (hook) hook();
+  }
 
   grpc::CallbackServerContext* const ctx_;
   grpc::ByteBuffer* const out_;
@@ -226,6 +259,9 @@ class ServerCall final : public grpc::ServerUnaryReactor {
   Req request_;
   Resp response_;
   bool count_updates_ = true;
+  absl::Mutex cancel_mu_;
+  bool cancelled_ ABSL_GUARDED_BY(cancel_mu_) = false;
+  std::function<void()> on_cancel_ ABSL_GUARDED_BY(cancel_mu_);
 };
 
 namespace gate_internal {

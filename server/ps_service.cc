@@ -4,6 +4,8 @@
 // roles").
 #include "server/ps_service.h"
 
+#include <type_traits>
+
 #include "absl/strings/str_cat.h"
 #include "absl/time/time.h"
 #include "common/status_macros.h"
@@ -11,11 +13,13 @@
 namespace pskit {
 
 PsService::PsService(ChunkStore* store, WorkerRegistry* workers, Gate* gate,
-                     std::function<bool(absl::string_view method)> lose_answer)
+                     std::function<bool(absl::string_view method)> lose_answer,
+                     Consistency* consistency)
     : GatedService(v1::ParameterServer::service_full_name(), gate),
       store_(store),
       workers_(workers),
-      lose_answer_(std::move(lose_answer)) {
+      lose_answer_(std::move(lose_answer)),
+      consistency_(consistency) {
   using WorkerId = MethodPolicy::WorkerId;
   const MethodPolicy acts_for = {TokenRole::kWorker, false, WorkerId::kActsFor};
   AddMethod("Declare", kWorkerCall, &PsService::Declare);
@@ -51,6 +55,98 @@ absl::Status PsService::Answer(absl::string_view method, absl::Status s) {
   return s;
 }
 
+namespace {
+
+// The hook setter a Waiter needs: the call's own SetOnCancel.
+template <typename Req, typename Resp>
+std::function<void(std::function<void()>)> CancelHookOf(
+    ServerCall<Req, Resp>* call) {
+  return [call](std::function<void()> hook) {
+    call->SetOnCancel(std::move(hook));
+  };
+}
+
+// The values of the chunks `req` pushed, now, into `out` (a held PushPull
+// answers the values of when it is released).
+absl::Status PullPushed(ChunkStore* store, const v1::PushRequest& req,
+                        google::protobuf::RepeatedPtrField<v1::ChunkData>* out) {
+  v1::PullRequest pull;
+  pull.set_namespace_(req.namespace_());
+  if (req.has_layout()) *pull.mutable_layout() = req.layout();
+  pull.set_encoding(req.return_encoding());
+  for (const v1::ChunkData& g : req.grads()) {
+    v1::ChunkRef* ref = pull.add_chunks();
+    ref->set_tensor(g.tensor());
+    ref->set_chunk(g.chunk());
+  }
+  v1::PullResponse values;
+  absl::Status s = store->Pull(pull, &values);
+  if (s.ok()) out->Swap(values.mutable_chunks());
+  return s;
+}
+
+}  // namespace
+
+v1::Consistency PsService::ModeFor(const std::string& ns, uint64_t worker) {
+  if (consistency_ == nullptr) return v1::CONSISTENCY_ASYNC;
+  return consistency_->ModeFor(ns, worker);
+}
+
+template <typename Resp>
+void PsService::HeldUpdate(ServerCall<v1::PushRequest, Resp>* call,
+                           v1::Consistency mode, const char* method) {
+  constexpr bool kPushPull = std::is_same_v<Resp, v1::PushPullResponse>;
+  const v1::PushRequest& req = call->request();
+  if (mode == v1::CONSISTENCY_SSP) {
+    // Applied as in async; only the pull half of a PushPull waits.
+    bool replayed = false;
+    absl::Status s;
+    if constexpr (kPushPull) {
+      s = store_->PushPull(req, call->response(), &replayed);
+    } else {
+      s = store_->Push(req, call->response(), &replayed);
+    }
+    MarkReplayed(call, replayed);
+    if (!s.ok()) {
+      call->Reply(Answer(method, s));
+      return;
+    }
+    consistency_->AfterSspPush(
+        req, replayed, /*holds=*/kPushPull,
+        Waiter{[this, call, method](HoldOutcome o) {
+                 absl::Status s = o.status;
+                 if constexpr (kPushPull) {
+                   if (s.ok()) {
+                     s = PullPushed(store_, call->request(),
+                                    call->response()->mutable_chunks());
+                   }
+                 }
+                 call->Reply(Answer(method, s));
+               },
+               CancelHookOf(call)});
+    return;
+  }
+  // Sync: the gradients join their rounds; the answer comes once applied.
+  consistency_->Contribute(
+      req, Waiter{[this, call, method](HoldOutcome o) {
+                    absl::Status s = o.status;
+                    if (s.ok()) {
+                      for (v1::ChunkAck& ack : o.acks) {
+                        *call->response()->add_acks() = std::move(ack);
+                      }
+                      if constexpr (kPushPull) {
+                        s = PullPushed(store_, call->request(),
+                                       call->response()->mutable_chunks());
+                      }
+                      // The round's update was counted once when applied.
+                      call->DoNotCountUpdates();
+                      MarkReplayed(call, o.replayed);
+                    }
+                    call->Reply(Answer(method, s));
+                  },
+                  CancelHookOf(call)});
+}
+
 absl::Status PsService::CheckWorker(uint64_t worker_id) {
   if (worker_id == 0) return absl::OkStatus();
   return workers_->CheckLive(worker_id);
@@ -58,18 +154,49 @@ absl::Status PsService::CheckWorker(uint64_t worker_id) {
 
 void PsService::Declare(
     ServerCall<v1::DeclareRequest, v1::DeclareResponse>* call) {
-  call->Reply(store_->Declare(call->request(), call->response()));
+  const v1::DeclareRequest& req = call->request();
+  if (consistency_ != nullptr) {
+    if (absl::Status s =
+            consistency_->CheckBackupWorkers(req.namespace_(), req.config(),
+                                             /*joining=*/1);
+        !s.ok()) {
+      call->Reply(s);
+      return;
+    }
+  }
+  call->Reply(store_->Declare(req, call->response()));
 }
 
 void PsService::Pull(ServerCall<v1::PullRequest, v1::PullResponse>* call) {
-  absl::Status s = CheckWorker(call->request().worker_id());
-  if (s.ok()) s = store_->Pull(call->request(), call->response());
+  const v1::PullRequest& req = call->request();
+  absl::Status s = CheckWorker(req.worker_id());
+  if (s.ok() &&
+      ModeFor(req.namespace_(), req.worker_id()) != v1::CONSISTENCY_ASYNC) {
+    consistency_->Pull(
+        req, Waiter{[this, call](HoldOutcome o) {
+                      absl::Status s = o.status;
+                      if (s.ok()) {
+                        s = store_->Pull(call->request(), call->response());
+                      }
+                      call->Reply(s);
+                    },
+                    CancelHookOf(call)});
+    return;
+  }
+  if (s.ok()) s = store_->Pull(req, call->response());
   call->Reply(s);
 }
 
 void PsService::Push(ServerCall<v1::PushRequest, v1::PushResponse>* call) {
   const v1::PushRequest& req = call->request();
   absl::Status s = CheckWorker(req.worker_id());
+  if (s.ok()) {
+    if (v1::Consistency mode = ModeFor(req.namespace_(), req.worker_id());
+        mode != v1::CONSISTENCY_ASYNC) {
+      HeldUpdate(call, mode, "Push");
+      return;
+    }
+  }
   bool replayed = false;
   if (s.ok()) s = store_->Push(req, call->response(), &replayed);
   MarkReplayed(call, replayed);
@@ -80,6 +207,13 @@ void PsService::PushPull(
     ServerCall<v1::PushRequest, v1::PushPullResponse>* call) {
   const v1::PushRequest& req = call->request();
   absl::Status s = CheckWorker(req.worker_id());
+  if (s.ok()) {
+    if (v1::Consistency mode = ModeFor(req.namespace_(), req.worker_id());
+        mode != v1::CONSISTENCY_ASYNC) {
+      HeldUpdate(call, mode, "PushPull");
+      return;
+    }
+  }
   bool replayed = false;
   if (s.ok()) s = store_->PushPull(req, call->response(), &replayed);
   MarkReplayed(call, replayed);

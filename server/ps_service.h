@@ -4,7 +4,9 @@
 // callback API. Every method is a raw method behind the gate (server/gate.h:
 // token, role, parse, namespace and worker id) that then runs one of the
 // handlers below. Every handler does bounded CPU work (validate, apply,
-// copy) and replies inline; nothing here waits.
+// copy) and replies inline, except a member's Pull, Push or PushPull under
+// ssp or sync (server/consistency.h): that call is handed to Consistency,
+// which answers it later from whichever thread releases it; no thread waits.
 //
 // Thread safety: handlers run concurrently on gRPC's threads; all state is
 // in ChunkStore and WorkerRegistry, which are thread-safe.
@@ -17,6 +19,7 @@
 #include "absl/strings/string_view.h"
 #include "pskit/v1/ps.grpc.pb.h"
 #include "server/chunk_store.h"
+#include "server/consistency.h"
 #include "server/gate.h"
 #include "server/worker_registry.h"
 
@@ -32,8 +35,11 @@ class PsService final : public GatedService<v1::ParameterServer::Service> {
   // Borrows `store`, `workers` and `gate`; all must outlive the service.
   // `lose_answer` (tests only, may be empty): see
   // ServerOptions::testonly_lose_answer.
+  // `consistency` (borrowed, may be null: every namespace is then async)
+  // must outlive the gRPC server.
   PsService(ChunkStore* store, WorkerRegistry* workers, Gate* gate,
-            std::function<bool(absl::string_view method)> lose_answer = {});
+            std::function<bool(absl::string_view method)> lose_answer = {},
+            Consistency* consistency = nullptr);
 
   void Declare(ServerCall<v1::DeclareRequest, v1::DeclareResponse>* call);
   void Pull(ServerCall<v1::PullRequest, v1::PullResponse>* call);
@@ -58,10 +64,17 @@ class PsService final : public GatedService<v1::ParameterServer::Service> {
   // The outcome of a data-plane call that ended with `s`, after the test
   // hook had its say.
   absl::Status Answer(absl::string_view method, absl::Status s);
+  // The consistency model of a call by `worker` in namespace `ns`.
+  v1::Consistency ModeFor(const std::string& ns, uint64_t worker);
+  // A Push or PushPull under ssp or sync (Resp tells which).
+  template <typename Resp>
+  void HeldUpdate(ServerCall<v1::PushRequest, Resp>* call,
+                  v1::Consistency mode, const char* method);
 
   ChunkStore* const store_;
   WorkerRegistry* const workers_;
   const std::function<bool(absl::string_view)> lose_answer_;
+  Consistency* const consistency_;
 };
 
 }  // namespace pskit

@@ -171,12 +171,17 @@ absl::StatusOr<std::unique_ptr<Server>> Server::Start(
       static_cast<size_t>(options.max_message_bytes), max_memory, window);
   PushWindow* push_window = &server->store_->push_window();
   ChunkStore* store_for_listener = server->store_.get();
+  // The Consistency is made below, once the metrics exist; the listener
+  // reaches it through the server, which outlives the registry's calls.
+  Server* const self = server.get();
   WorkerListener listener;
   listener.live = [push_window, store_for_listener](uint64_t id) {
     push_window->Adopt(id);
     store_for_listener->WorkerLive(id);
   };
-  listener.gone = [push_window, store_for_listener](uint64_t id, bool left) {
+  listener.gone = [push_window, store_for_listener, self](uint64_t id,
+                                                          bool left) {
+    if (self->consistency_ != nullptr) self->consistency_->WorkerGone(id);
     if (left) {
       push_window->DropWorker(id);
     } else {
@@ -250,12 +255,15 @@ absl::StatusOr<std::unique_ptr<Server>> Server::Start(
     }
     server->gate_ = *std::move(gate);
   }
+  server->consistency_ = std::make_unique<Consistency>(
+      server->store_.get(), server->metrics_.get(), options.clock);
   server->service_ = std::make_unique<PsService>(
       server->store_.get(), server->workers_.get(), server->gate_.get(),
-      options.testonly_lose_answer);
+      options.testonly_lose_answer, server->consistency_.get());
   server->admin_ = std::make_unique<AdminService>(
       server->store_.get(), server->workers_.get(), server->checkpoints_.get(),
-      server->checkpointer_.get(), server->gate_.get());
+      server->checkpointer_.get(), server->gate_.get(),
+      server->consistency_.get());
 
   // Health and reflection stay outside the gate: probes carry no token, and
   // reflection serves only the .proto schema (public in the repository);
@@ -325,6 +333,9 @@ void Server::Shutdown(absl::Duration grace) {
   // queued Checkpoint/Restore calls UNAVAILABLE, so gRPC's Shutdown has no
   // parked call to wait for (it would wait for every queued checkpoint).
   if (checkpointer_ != nullptr) checkpointer_->Stop();
+  // Held ssp/sync calls are answered UNAVAILABLE now (and later ones at
+  // once), so gRPC's Shutdown has none to wait for.
+  consistency_->Shutdown();
   server_->Shutdown(absl::ToChronoTime(absl::Now() + grace));
   server_->Wait();
   if (checkpointer_ != nullptr) {

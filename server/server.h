@@ -33,6 +33,7 @@
 #include "server/checkpoint_store.h"
 #include "server/checkpointer.h"
 #include "server/chunk_store.h"
+#include "server/consistency.h"
 #include "server/gate.h"
 #include "server/ps_service.h"
 #include "server/server_metrics.h"
@@ -162,6 +163,8 @@ class Server {
   int metrics_port() const;
   std::string metrics_url() const;
   ChunkStore& store() { return *store_; }
+  // The held ssp/sync calls (server/consistency.h).
+  Consistency& consistency() { return *consistency_; }
   // Null for a memory-only shard.
   CheckpointStore* checkpoints() { return checkpoints_.get(); }
 
@@ -183,6 +186,8 @@ class Server {
   std::unique_ptr<CheckpointStore> checkpoints_;
   std::unique_ptr<Checkpointer> checkpointer_;
   std::unique_ptr<Gate> gate_;
+  // Outlives server_: parked calls' cancel hooks point at it.
+  std::unique_ptr<Consistency> consistency_;
   std::unique_ptr<PsService> service_;
   std::unique_ptr<AdminService> admin_;
   std::unique_ptr<grpc::Server> server_;

@@ -126,6 +126,17 @@ void AddGauge(prometheus::MetricFamily* f, double value,
 
 }  // namespace
 
+void ServerMetrics::ObserveHeld(absl::string_view consistency,
+                                double seconds) {
+  (consistency == "ssp" ? held_ssp_ : held_sync_)->Observe(seconds);
+}
+
+void ServerMetrics::SetHeldNow(double calls) { held_now_->Set(calls); }
+
+void ServerMetrics::CountLateDropped(const std::string& ns, uint64_t n) {
+  late_dropped_->Add({{"namespace", ns}}).Increment(static_cast<double>(n));
+}
+
 ServerMetrics::ServerMetrics(uint32_t shard_index, ChunkStore* store,
                              WorkerRegistry* workers)
     : shard_label_(std::to_string(shard_index)),
@@ -175,6 +186,28 @@ ServerMetrics::ServerMetrics(uint32_t shard_index, ChunkStore* store,
                               "namespace, worker_id, unparsable)")
                         .Labels(shard)
                         .Register(*registry_);
+  auto& held = prometheus::BuildHistogram()
+                   .Name("pskit_server_held_seconds")
+                   .Help("time a member's Pull or PushPull waited under ssp "
+                         "or sync (0 when it did not), by consistency")
+                   .Labels(shard)
+                   .Register(*registry_);
+  const prometheus::Histogram::BucketBoundaries held_buckets = {
+      0.001, 0.01, 0.05, 0.1, 0.5, 1, 2, 5, 10, 30, 60};
+  held_ssp_ = &held.Add({{"consistency", "ssp"}}, held_buckets);
+  held_sync_ = &held.Add({{"consistency", "sync"}}, held_buckets);
+  held_now_ = &prometheus::BuildGauge()
+                   .Name("pskit_server_held_calls")
+                   .Help("calls held now by ssp or sync")
+                   .Labels(shard)
+                   .Register(*registry_)
+                   .Add({});
+  late_dropped_ = &prometheus::BuildCounter()
+                       .Name("pskit_server_late_gradients_dropped_total")
+                       .Help("sync: gradients dropped because their round "
+                             "was applied already (stragglers), by namespace")
+                       .Labels(shard)
+                       .Register(*registry_);
   auto& checkpoints = prometheus::BuildCounter()
                           .Name("pskit_server_checkpoints_total")
                           .Help("checkpoints taken, by result (ok, error)")

@@ -15,6 +15,13 @@
 //   pskit_server_checkpoints_total{result}              counter (ok, error)
 //   pskit_server_checkpoint_duration_seconds            histogram
 //   pskit_server_checkpoint_last_success_timestamp_seconds  gauge
+//   pskit_server_held_seconds{consistency}           histogram (time a
+//                                                       member's call waited
+//                                                       under ssp or sync;
+//                                                       0 when it did not)
+//   pskit_server_held_calls                             gauge (calls held now)
+//   pskit_server_late_gradients_dropped_total{namespace} counter (sync:
+//                                                       stragglers dropped)
 //   pskit_server_auth_refusals_total{rpc,reason}       counter (calls the
 //                                                       gate refused; reason:
 //                                                       no_token, not_bearer,
@@ -108,6 +115,13 @@ class ServerMetrics : public prometheus::Collectable {
   // "ParameterServer/Push".
   void CountAuthRefusal(absl::string_view rpc, absl::string_view reason);
 
+  // Consistency (server/consistency.h): a held call answered after
+  // `seconds` (`consistency`: "ssp" or "sync"); the calls held now; late
+  // gradients sync dropped in namespace `ns`.
+  void ObserveHeld(absl::string_view consistency, double seconds);
+  void SetHeldNow(double calls);
+  void CountLateDropped(const std::string& ns, uint64_t n);
+
   // A successful answer: Push, PushPull and Exchange answers count updates
   // and staleness in the request's namespace; other types are ignored.
   void RecordAnswer(const google::protobuf::Message& request,
@@ -150,6 +164,10 @@ class ServerMetrics : public prometheus::Collectable {
   prometheus::Family<prometheus::Counter>* updates_;
   prometheus::Family<prometheus::Histogram>* staleness_;
   prometheus::Family<prometheus::Counter>* auth_refusals_;
+  prometheus::Histogram* held_ssp_;
+  prometheus::Histogram* held_sync_;
+  prometheus::Gauge* held_now_;
+  prometheus::Family<prometheus::Counter>* late_dropped_;
   prometheus::Counter* checkpoints_ok_;
   prometheus::Counter* checkpoints_failed_;
   prometheus::Histogram* checkpoint_duration_;

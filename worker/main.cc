@@ -297,6 +297,17 @@ int main(int argc, char** argv) {
   absl::StatusOr<pw::JobOptions> job = JobFromFlags();
   if (!job.ok()) return Usage(job.status().ToString());
   o.job = *std::move(job);
+  // sync:B applies each round once all workers but B have pushed: B must
+  // leave at least one of --world.
+  if (o.role == "worker" &&
+      o.job.server_config.consistency() == pskit::v1::CONSISTENCY_SYNC &&
+      static_cast<int64_t>(o.job.server_config.staleness().backup_workers()) >=
+          o.rank_world.world) {
+    return Usage(absl::StrCat(
+        "--consistency sync:", o.job.server_config.staleness().backup_workers(),
+        " needs fewer backup workers than --world (", o.rank_world.world,
+        "); use sync:B with B <= ", o.rank_world.world - 1));
+  }
   o.job.stop = stop_on_signal.notification();
   o.data = DataFromFlags();
   o.layers = absl::GetFlag(FLAGS_layers);
