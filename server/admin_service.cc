@@ -49,9 +49,7 @@ void AdminService::Checkpoint(
     }
   }
   checkpointer_->CheckpointAsync(
-      req.id(), [this, call](absl::StatusOr<v1::CheckpointInfo> info) {
-        // Sync rounds in progress were built on the replaced versions.
-        if (info.ok() && consistency_ != nullptr) consistency_->StateReplaced();
+      req.id(), [call](absl::StatusOr<v1::CheckpointInfo> info) {
         if (info.ok()) *call->response()->mutable_checkpoint() = *info;
         call->Reply(info.status());
       });

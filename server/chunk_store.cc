@@ -689,6 +689,10 @@ void ChunkStore::DropStateOf(const std::vector<uint64_t>& ids) const {
   absl::ReaderMutexLock index_lock(&index_mu_);
   uint64_t freed = 0;
   for (const auto& [name, ns] : namespaces_) {
+    // Namespaces whose compensation keeps no state hold none (SetConfig
+    // frees it when the compensation changes): no chunk lock taken there,
+    // since this runs under the registry's mutex.
+    if (ns->compensation == nullptr) continue;
     for (const auto& [tensor_name, t] : ns->tensors) {
       for (const std::unique_ptr<Chunk>& c : t->chunks) {
         if (c == nullptr) continue;

@@ -212,6 +212,13 @@ class ChunkStore {
       ABSL_LOCKS_EXCLUDED(index_mu_, workers_mu_);
   // The compensation's scale per push chunk, for the metrics.
   const CompensationScales& compensation_scales() const { return scales_; }
+  // Whether any namespace was ever declared, set or restored with ssp or
+  // sync (sticky): while false, no call needs server/consistency.cc, which
+  // the handlers then skip without a lock.
+  bool MayHoldCalls() const {
+    return may_hold_calls_.load(std::memory_order_acquire);
+  }
+
   // For server/consistency.cc (SSP and sync), in chunk_store_sync.cc.
   // The namespace's current config (normalized); NOT_FOUND when undeclared.
   [[nodiscard]] absl::StatusOr<v1::NamespaceConfig> ConfigOf(
@@ -345,6 +352,15 @@ class ChunkStore {
   CompensationScales scales_;
   // Atomic: set once by Drain, read by every RegisterWorker without a lock.
   std::atomic<bool> draining_{false};
+  // Atomic: set by NoteConsistency, read by every handler without a lock.
+  std::atomic<bool> may_hold_calls_{false};
+  // Sets may_hold_calls_ when `config` is ssp or sync.
+  void NoteConsistency(const v1::NamespaceConfig& config) {
+    if (config.consistency() == v1::CONSISTENCY_SSP ||
+        config.consistency() == v1::CONSISTENCY_SYNC) {
+      may_hold_calls_.store(true, std::memory_order_release);
+    }
+  }
 };
 
 }  // namespace pskit

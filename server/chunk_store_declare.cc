@@ -269,6 +269,7 @@ uint32_t ChunkStore::InsertDeclared(const v1::DeclareRequest& req,
   if (!plan->namespace_exists) {
     auto fresh_ns = std::make_unique<Namespace>();
     fresh_ns->config = plan->config;
+    NoteConsistency(plan->config);
     fresh_ns->declared_config = plan->config;
     fresh_ns->rule = std::move(plan->rule);
     fresh_ns->compensation = Compensation::Create(plan->config);

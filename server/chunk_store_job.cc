@@ -214,6 +214,7 @@ absl::Status ChunkStore::SetConfig(const v1::SetConfigRequest& req,
   }
   n.compensation = Compensation::Create(*normalized);
   n.config = *std::move(normalized);
+  NoteConsistency(n.config);
   return absl::OkStatus();
 }
 

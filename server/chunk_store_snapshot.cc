@@ -138,6 +138,7 @@ absl::Status ChunkStore::Replace(const ShardSnapshot& snapshot) {
         NormalizeConfig(record.config());
     if (!config.ok()) return damaged(config.status());
     ns->config = *std::move(config);
+    NoteConsistency(ns->config);
     ns->rule = UpdateRule::Create(ns->config.optimizer());
     ns->compensation = Compensation::Create(ns->config);
     if (record.has_declared_config()) {

@@ -71,7 +71,7 @@ bool Consistency::RefreshRule(const std::string& ns) {
 
 v1::Consistency Consistency::ModeFor(const std::string& ns_field,
                                      uint64_t worker) {
-  if (worker == 0) return v1::CONSISTENCY_ASYNC;
+  if (worker == 0 || !store_->MayHoldCalls()) return v1::CONSISTENCY_ASYNC;
   const std::string ns = NamespaceOf(ns_field);
   if (!RefreshRule(ns)) return v1::CONSISTENCY_ASYNC;
   absl::MutexLock lock(&mu_);
@@ -94,8 +94,15 @@ void Consistency::Pull(const v1::PullRequest& req, Waiter waiter) {
     // A worker joins at its first pull: sync's rounds wait for it, and
     // under SSP it starts at the slowest clock and from then on holds the
     // others back (else its first push could be arbitrarily stale).
-    st.members.insert(p->worker);
-    if (st.kind == v1::CONSISTENCY_SSP) {
+    if (gone_.contains(p->worker)) {
+      // Its lease lapsed after the handler's check: not a member (nothing
+      // would ever remove it again), so it is not held either.
+      p->kind = Kind::kSspPull;
+      p->chunks.clear();
+    } else {
+      st.members.insert(p->worker);
+    }
+    if (st.kind == v1::CONSISTENCY_SSP && !gone_.contains(p->worker)) {
       for (const ChunkRef& key : p->chunks) JoinClock(&st.clocks[key], p->worker);
     }
   }
@@ -110,8 +117,8 @@ void Consistency::AfterSspPush(const v1::PushRequest& req, bool replayed,
   {
     absl::MutexLock lock(&mu_);
     NsState& st = namespaces_[ns];
-    st.members.insert(w);
-    if (!replayed) {
+    if (!gone_.contains(w)) st.members.insert(w);
+    if (!replayed && !gone_.contains(w)) {
       for (const v1::ChunkData& g : req.grads()) {
         auto& clocks = st.clocks[ChunkRef(g.tensor(), g.chunk())];
         JoinClock(&clocks, w);
@@ -119,17 +126,23 @@ void Consistency::AfterSspPush(const v1::PushRequest& req, bool replayed,
       }
     }
   }
-  if (!holds) {
-    waiter.release(HoldOutcome{});
-    Progress();  // this push may have moved the slowest clock
-    return;
-  }
   auto p = std::make_unique<Parked>();
   p->ns = ns;
   p->worker = w;
   p->kind = Kind::kSspPull;
   for (const v1::ChunkData& g : req.grads()) {
     p->chunks.emplace_back(g.tensor(), g.chunk());
+  }
+  bool ready = !holds;
+  if (!ready) {
+    absl::MutexLock lock(&mu_);
+    ready = Releasable(*p);
+  }
+  if (ready) {
+    // Not held: the values the push answered are current; no second read.
+    waiter.release(HoldOutcome{});
+    Progress();  // this push may have moved the slowest clock
+    return;
   }
   p->release = std::move(waiter.release);
   Park(std::move(p), waiter.on_cancel);
@@ -190,6 +203,7 @@ void Consistency::Contribute(const v1::PushRequest& req, Waiter waiter) {
   }
   const uint64_t w = req.worker_id();
   uint64_t id = 0;
+  bool took_over = false;
   std::function<void(HoldOutcome)> superseded;
   std::optional<HoldOutcome> replay;
   {
@@ -211,9 +225,11 @@ void Consistency::Contribute(const v1::PushRequest& req, Waiter waiter) {
         for (auto& [pid, p] : parked_) {
           if (p->kind == Kind::kSyncPush && p->worker == w &&
               p->sequence == req.sequence() && p->ns == ns) {
+            // (Empty when the first copy was cancelled: the usual retry.)
             superseded = std::move(p->release);
             p->release = std::move(waiter.release);
             id = pid;
+            took_over = true;
             break;
           }
         }
@@ -230,9 +246,14 @@ void Consistency::Contribute(const v1::PushRequest& req, Waiter waiter) {
     waiter.release(*std::move(replay));
     return;
   }
-  if (superseded) {
-    superseded(Failed(absl::AbortedError(
-        "a retried copy of this call took over its wait")));
+  if (took_over) {
+    // This copy now owns the wait: its cancellation answers it (Cancel
+    // finds the parked entry by id; one already released is a no-op).
+    if (waiter.on_cancel) waiter.on_cancel([this, id] { Cancel(id); });
+    if (superseded) {
+      superseded(Failed(absl::AbortedError(
+          "a retried copy of this call took over its wait")));
+    }
     Progress();
     return;
   }
@@ -247,42 +268,59 @@ void Consistency::Contribute(const v1::PushRequest& req, Waiter waiter) {
   p->release = std::move(waiter.release);
   p->acks.resize(req.grads_size());
   uint64_t late = 0;
+  bool shutting_down = false;
   {
     absl::MutexLock lock(&mu_);
     arming_.erase(id);
-    NsState& st = namespaces_[ns];
-    st.members.insert(w);
-    for (int i = 0; i < req.grads_size(); ++i) {
-      const v1::ChunkData& g = req.grads(i);
-      const ChunkRef key(g.tensor(), g.chunk());
-      p->chunks.push_back(key);
-      Round& r = st.rounds[key];
-      if (r.parts.empty()) {
-        auto floor = st.min_base.find(key);  // a round being applied
-        r.base = floor == st.min_base.end()
-                     ? versions[i]
-                     : std::max(versions[i], floor->second);
-        r.length = lengths[i];
-        r.layout = req.layout();
+    if (shutting_down_) {
+      // Shutdown answered every parked call already: this one is not
+      // parked, and its gradients join no round.
+      cancelled_early_.erase(id);
+      superseded = std::move(p->release);
+      shutting_down = true;
+    } else {
+      NsState& st = namespaces_[ns];
+      if (!gone_.contains(w)) st.members.insert(w);
+      for (int i = 0; i < req.grads_size(); ++i) {
+        const v1::ChunkData& g = req.grads(i);
+        const ChunkRef key(g.tensor(), g.chunk());
+        p->chunks.push_back(key);
+        Round& r = st.rounds[key];
+        if (r.parts.empty()) {
+          // The floor: one past the last round applied (or being applied),
+          // so a round never starts below it whatever version was read.
+          auto floor = st.min_base.find(key);
+          r.base = floor == st.min_base.end()
+                       ? versions[i]
+                       : std::max(versions[i], floor->second);
+          r.length = lengths[i];
+          r.layout = req.layout();
+        }
+        if (g.version() < r.base) {
+          // Its round was applied already: a straggler's gradient.
+          v1::ChunkAck& ack = p->acks[i];
+          ack.set_version(r.base);
+          ack.set_staleness(r.base - g.version());
+          ack.set_dropped(true);
+          ++late;
+          if (r.parts.empty()) st.rounds.erase(key);
+        } else {
+          r.parts.push_back(Contribution{w, id, i, g});
+          ++p->pending;
+        }
       }
-      if (g.version() < r.base) {
-        // Its round was applied already: a straggler's gradient.
-        v1::ChunkAck& ack = p->acks[i];
-        ack.set_version(r.base);
-        ack.set_staleness(r.base - g.version());
-        ack.set_dropped(true);
-        ++late;
-        if (r.parts.empty()) st.rounds.erase(key);
-      } else {
-        r.parts.push_back(Contribution{w, id, i, g});
-        ++p->pending;
+      dropped_ += late;
+      if (cancelled_early_.erase(id) > 0 && p->release) {
+        superseded = std::move(p->release);  // answered CANCELLED below
       }
+      parked_[id] = std::move(p);
     }
-    dropped_ += late;
-    if (cancelled_early_.erase(id) > 0 && p->release) {
-      superseded = std::move(p->release);  // answered CANCELLED below
-    }
-    parked_[id] = std::move(p);
+  }
+  if (shutting_down) {
+    superseded(Failed(absl::UnavailableError(
+        "shard is shutting down; the gradient was not applied, retry on the "
+        "restarted shard")));
+    return;
   }
   if (late > 0 && metrics_ != nullptr) metrics_->CountLateDropped(ns, late);
   if (superseded) {
@@ -369,10 +407,17 @@ std::optional<Consistency::Released> Consistency::TakeParked(uint64_t id) {
   Released r;
   r.release = std::move(p->release);
   r.outcome.status = p->error;
+  r.outcome.held = true;
   if (p->kind == Kind::kSyncPush) r.outcome.acks = std::move(p->acks);
   r.held = clock_->Now() - p->since;
   r.label = p->kind == Kind::kSspPull ? "ssp" : "sync";
   return r;
+}
+
+size_t Consistency::Contributors(const Round& r) {
+  absl::flat_hash_set<uint64_t> workers;
+  for (const Contribution& c : r.parts) workers.insert(c.worker);
+  return workers.size();
 }
 
 void Consistency::Progress() {
@@ -389,7 +434,7 @@ void Consistency::Progress() {
         std::vector<ChunkRef> ready;
         for (const auto& [key, r] : st.rounds) {
           if (r.parts.empty()) continue;
-          if (st.kind != v1::CONSISTENCY_SYNC || r.parts.size() >= need) {
+          if (st.kind != v1::CONSISTENCY_SYNC || Contributors(r) >= need) {
             ready.push_back(key);
           }
         }
@@ -447,10 +492,14 @@ void Consistency::ApplyRound(TakenRound taken) {
   absl::MutexLock lock(&mu_);
   // Applied (version base + 1) or not (base): the store's version rules
   // again, so a later Restore leaves no stale floor behind.
+  // A round applied keeps its floor (base + 1) until a Restore clears the
+  // floors: a gradient read before this apply must not start a round below
+  // it. A round refused (non-finite) left the version at base: its floor
+  // goes, unless a later round raised it meanwhile.
   auto& floors = namespaces_[taken.ns].min_base;
   if (auto f = floors.find(taken.chunk);
-      f != floors.end() && f->second == round.base + 1) {
-    floors.erase(f);  // (a later round's floor stays)
+      !s.ok() && f != floors.end() && f->second == round.base + 1) {
+    floors.erase(f);
   }
   for (const Contribution& c : round.parts) {
     auto it = parked_.find(c.parked);
@@ -496,12 +545,29 @@ absl::Status Consistency::CheckBackupWorkers(
       "at most ", n - 1, ")"));
 }
 
-void Consistency::WorkerGone(uint64_t worker) {
+void Consistency::WorkerLive(uint64_t worker) {
   absl::MutexLock lock(&mu_);
+  gone_.erase(worker);
+}
+
+void Consistency::WorkerGone(uint64_t worker, bool left) {
+  absl::MutexLock lock(&mu_);
+  // Marked, so a call that passed the lease check just before the lapse
+  // does not make it a member again (it would then hold others forever).
+  if (gone_.insert(worker).second) {
+    gone_order_.push_back(worker);
+    while (gone_order_.size() > kMaxGone) {
+      gone_.erase(gone_order_.front());
+      gone_order_.pop_front();
+    }
+  }
   for (auto& [ns, st] : namespaces_) {
     st.members.erase(worker);
     for (auto& [key, clocks] : st.clocks) clocks.erase(worker);
-    st.done.erase(worker);
+    // A lapsed worker may register again under its id and retry a sync
+    // call: its answers stay (like the push window's orphans) until it
+    // leaves for good.
+    if (left) st.done.erase(worker);
   }
   recheck_ = true;
 }

@@ -73,6 +73,9 @@ struct HoldOutcome {
   std::vector<v1::ChunkAck> acks;
   // Sync: answered from the acks of an earlier copy of the call.
   bool replayed = false;
+  // The call waited (was parked and released later): what it read before
+  // waiting is stale, so a PushPull reads its values again.
+  bool held = false;
 };
 
 // What the shard's handler gives for a call that may be held.
@@ -125,8 +128,13 @@ class Consistency {
       const std::string& ns, const v1::NamespaceConfig& config, int joining)
       ABSL_LOCKS_EXCLUDED(mu_);
 
-  // The worker left or its lease lapsed (WorkerListener::gone).
-  void WorkerGone(uint64_t worker) ABSL_LOCKS_EXCLUDED(mu_);
+  // The worker registered or renewed its lease (WorkerListener::live).
+  void WorkerLive(uint64_t worker) ABSL_LOCKS_EXCLUDED(mu_);
+  // The worker left (`left`) or its lease lapsed (WorkerListener::gone): it
+  // stops being a member at once, and until it is live again no call makes
+  // it one. Its sync answers for retries are kept after a lapse (it may
+  // register again and retry), dropped when it left.
+  void WorkerGone(uint64_t worker, bool left) ABSL_LOCKS_EXCLUDED(mu_);
 
   // A namespace's config changed (SetConfig) or state was replaced:
   // every parked call and round is checked again.
@@ -225,6 +233,8 @@ class Consistency {
                    const std::vector<ChunkRef>& chunks) const
       ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_);
   bool Releasable(const Parked& p) const ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_);
+  // The distinct workers with a gradient in round `r`.
+  static size_t Contributors(const Round& r);
   // Takes out the parked call `id`, recording a finished sync push's acks
   // for retries; the answer to run, if it still has a waiter.
   std::optional<Released> TakeParked(uint64_t id)
@@ -248,6 +258,11 @@ class Consistency {
   absl::flat_hash_set<uint64_t> arming_ ABSL_GUARDED_BY(mu_);
   absl::flat_hash_set<uint64_t> cancelled_early_ ABSL_GUARDED_BY(mu_);
   uint64_t dropped_ ABSL_GUARDED_BY(mu_) = 0;
+  // Workers gone (left or lapsed) and not live since, oldest first; at most
+  // kMaxGone remembered.
+  static constexpr size_t kMaxGone = 4096;
+  absl::flat_hash_set<uint64_t> gone_ ABSL_GUARDED_BY(mu_);
+  std::deque<uint64_t> gone_order_ ABSL_GUARDED_BY(mu_);
   bool shutting_down_ ABSL_GUARDED_BY(mu_) = false;
   bool recheck_ ABSL_GUARDED_BY(mu_) = false;
   bool stop_ ABSL_GUARDED_BY(mu_) = false;

@@ -9,6 +9,7 @@
 #include "absl/strings/str_cat.h"
 #include "absl/time/time.h"
 #include "common/status_macros.h"
+#include "common/validation.h"
 
 namespace pskit {
 
@@ -72,6 +73,8 @@ absl::Status PullPushed(ChunkStore* store, const v1::PushRequest& req,
                         google::protobuf::RepeatedPtrField<v1::ChunkData>* out) {
   v1::PullRequest pull;
   pull.set_namespace_(req.namespace_());
+  // The worker reads these values: a per-worker compensation records them.
+  pull.set_worker_id(req.worker_id());
   if (req.has_layout()) *pull.mutable_layout() = req.layout();
   pull.set_encoding(req.return_encoding());
   for (const v1::ChunkData& g : req.grads()) {
@@ -116,7 +119,7 @@ void PsService::HeldUpdate(ServerCall<v1::PushRequest, Resp>* call,
         Waiter{[this, call, method](HoldOutcome o) {
                  absl::Status s = o.status;
                  if constexpr (kPushPull) {
-                   if (s.ok()) {
+                   if (s.ok() && o.held) {
                      s = PullPushed(store_, call->request(),
                                     call->response()->mutable_chunks());
                    }
@@ -127,6 +130,14 @@ void PsService::HeldUpdate(ServerCall<v1::PushRequest, Resp>* call,
     return;
   }
   // Sync: the gradients join their rounds; the answer comes once applied.
+  if constexpr (kPushPull) {
+    // Checked before the gradients join a round: refused after the round
+    // applied them, the call would be answered with an error yet applied.
+    if (absl::Status s = ValidateEncoding(req.return_encoding()); !s.ok()) {
+      call->Reply(s);
+      return;
+    }
+  }
   consistency_->Contribute(
       req, Waiter{[this, call, method](HoldOutcome o) {
                     absl::Status s = o.status;

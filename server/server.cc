@@ -175,13 +175,14 @@ absl::StatusOr<std::unique_ptr<Server>> Server::Start(
   // reaches it through the server, which outlives the registry's calls.
   Server* const self = server.get();
   WorkerListener listener;
-  listener.live = [push_window, store_for_listener](uint64_t id) {
+  listener.live = [push_window, store_for_listener, self](uint64_t id) {
     push_window->Adopt(id);
     store_for_listener->WorkerLive(id);
+    if (self->consistency_ != nullptr) self->consistency_->WorkerLive(id);
   };
   listener.gone = [push_window, store_for_listener, self](uint64_t id,
                                                           bool left) {
-    if (self->consistency_ != nullptr) self->consistency_->WorkerGone(id);
+    if (self->consistency_ != nullptr) self->consistency_->WorkerGone(id, left);
     if (left) {
       push_window->DropWorker(id);
     } else {

@@ -67,7 +67,8 @@ std::unique_ptr<ChildServer> StartWorker(const Shard& shard, int rank,
                                          int world,
                                          const std::string& consistency,
                                          int epochs,
-                                         const std::string& log_s = "100") {
+                                         const std::string& log_s = "100",
+                                         double max_seconds = 0) {
   return std::make_unique<ChildServer>(
       "ps-worker",
       std::vector<std::string>{
@@ -75,10 +76,18 @@ std::unique_ptr<ChildServer> StartWorker(const Shard& shard, int rank,
           "--world", std::to_string(world), "--consistency", consistency,
           "--epochs", std::to_string(epochs), "--synthetic_train", "12000",
           "--optimizer", "sgd", "--lr", "0.05", "--log_interval_s", log_s,
+          "--max_seconds", absl::StrCat(max_seconds),
           // Held calls wait at most a lease (2 s) for a dead worker.
           "--timeout_s", "20"},
       /*merge_stderr=*/true);
 }
+
+// Workers that train for `seconds` each (more epochs than they can do):
+// they overlap for most of their run however late each process starts (an
+// epoch of this data takes well under a second, so epoch-bound workers
+// started one after another may barely meet).
+constexpr double kTimedSeconds = 3;
+constexpr int kManyEpochs = 100000;
 
 // Reads the worker's output to its end; its steps (from the summary) and
 // exit status.
@@ -137,19 +146,26 @@ TEST(Consistency, SspKeepsStalenessWithinItsBoundAndTrains) {
 TEST(Consistency, SyncAppliesOnceARound) {
   Shard shard;
   std::vector<std::unique_ptr<ChildServer>> workers;
-  // 10 epochs: long enough that the workers, started one after the other,
-  // train together for most of their steps.
-  for (int r = 0; r < 2; ++r) workers.push_back(StartWorker(shard, r, 2, "sync", 10));
-  int64_t steps = 0;
+  for (int r = 0; r < 2; ++r) {
+    workers.push_back(
+        StartWorker(shard, r, 2, "sync", kManyEpochs, "100", kTimedSeconds));
+  }
+  int64_t steps = 0, total = 0;
   for (auto& w : workers) {
     Finished f = Finish(w.get());
     EXPECT_EQ(f.exit, 0);
     steps = std::max(steps, f.steps);
+    total += f.steps;
   }
   ASSERT_GT(steps, 10);
   const uint64_t version = shard.MaxVersion();
   EXPECT_GE(version, static_cast<uint64_t>(steps));
-  EXPECT_LE(version, static_cast<uint64_t>(steps + steps / 2))
+  // Async applies every step of both workers (version == total). Sync
+  // applies one update a round; only the steps a worker took alone (before
+  // the other's first pull made it a member, after the other finished) are
+  // rounds of one. On a loaded machine the second process may start late,
+  // so the bound leaves room for that: a quarter of the total.
+  EXPECT_LE(version, static_cast<uint64_t>(total * 3 / 4))
       << "sync applied more than once a round";
   EXPECT_EQ(shard.Sample("pskit_server_staleness_updates_sum"), 0);
   EXPECT_GT(shard.Sample("pskit_server_held_seconds_count",
@@ -164,7 +180,8 @@ TEST(Consistency, SyncWithABackupWorkerDropsStragglers) {
   Shard shard;
   std::vector<std::unique_ptr<ChildServer>> workers;
   for (int r = 0; r < 3; ++r) {
-    workers.push_back(StartWorker(shard, r, 3, "sync:1", 10));
+    workers.push_back(
+        StartWorker(shard, r, 3, "sync:1", kManyEpochs, "100", kTimedSeconds));
   }
   for (auto& w : workers) EXPECT_EQ(Finish(w.get()).exit, 0);
   EXPECT_GT(shard.Sample("pskit_server_late_gradients_dropped_total"), 0);

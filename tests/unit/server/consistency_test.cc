@@ -177,7 +177,7 @@ TEST_F(ConsistencyTest, AWorkerGoneReleasesThoseHeldForIt) {
   ASSERT_TRUE(Pull(2)->released);
   auto held = SspPushPull(1);
   EXPECT_FALSE(held->released);
-  consistency_.WorkerGone(2);  // lease lapsed: the own thread re-checks
+  consistency_.WorkerGone(2, /*left=*/false);  // lease lapsed: the own thread re-checks
   for (int i = 0; i < 500 && !held->released; ++i) {
     absl::SleepFor(absl::Milliseconds(2));
   }
