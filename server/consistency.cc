@@ -95,15 +95,17 @@ void Consistency::Pull(const v1::PullRequest& req, Waiter waiter) {
     // under SSP it starts at the slowest clock and from then on holds the
     // others back (else its first push could be arbitrarily stale).
     if (gone_.contains(p->worker)) {
-      // Its lease lapsed after the handler's check: not a member (nothing
-      // would ever remove it again), so it is not held either.
+      // Its lease lapsed after the handler's check: nothing would ever
+      // remove it again, so it joins nothing and is not held either.
       p->kind = Kind::kSspPull;
       p->chunks.clear();
     } else {
       st.members.insert(p->worker);
-    }
-    if (st.kind == v1::CONSISTENCY_SSP && !gone_.contains(p->worker)) {
-      for (const ChunkRef& key : p->chunks) JoinClock(&st.clocks[key], p->worker);
+      if (st.kind == v1::CONSISTENCY_SSP) {
+        for (const ChunkRef& key : p->chunks) {
+          JoinClock(&st.clocks[key], p->worker);
+        }
+      }
     }
   }
   p->release = std::move(waiter.release);

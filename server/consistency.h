@@ -6,10 +6,15 @@
 // thread that makes a parked call's condition true answers it. Nothing
 // polls.
 //
-// Members: a namespace's members are the registered workers that pulled
-// from or pushed to it under ssp or sync (worker id != 0). Anonymous calls (worker 0, the evaluator) are never
-// held and never counted. A worker that leaves or whose lease lapses
-// (WorkerGone) stops being a member at once.
+// Members: a namespace's members are the registered workers (worker id !=
+// 0) that pulled from or pushed to it under ssp or sync (joining at the
+// first pull keeps a joiner's first push from being arbitrarily stale, and
+// makes sync lockstep from the first round; so a registered worker that
+// pulls and never pushes, such as an EASGD worker, holds the others back:
+// do not mix algorithms in an ssp or sync namespace). Anonymous calls (worker 0, the evaluator) are never held and
+// never counted. A worker that leaves or whose lease lapses (WorkerGone)
+// stops being a member at once, and a call racing its lapse does not make
+// it one again.
 //
 // SSP (bound S): per chunk, each member's clock is its count of pushes to
 // that chunk; a new member starts at the chunk's slowest clock. A member's
