@@ -3,6 +3,7 @@
 // gRPC, no threads but the class's own.
 #include "server/consistency.h"
 
+#include <functional>
 #include <memory>
 #include <vector>
 
@@ -235,6 +236,53 @@ TEST_F(ConsistencyTest, SyncRetriedCopyWaitsThenReplaysTheAcks) {
   ASSERT_TRUE(again->released);
   EXPECT_TRUE(again->outcome.replayed);
   EXPECT_EQ(Chunk().first, 1u);
+}
+
+// The usual retry: the first copy's client cancels (its connection
+// dropped), then sends the same call again. The copy takes the wait over,
+// is answered once its round applies, and its gradient counts once.
+TEST_F(ConsistencyTest, SyncRetryAfterACancelledCopyIsAnsweredAndCountedOnce) {
+  Declare(v1::CONSISTENCY_SYNC, 0, 0);
+  ASSERT_TRUE(Pull(1)->released);
+  ASSERT_TRUE(Pull(2)->released);
+  auto first = std::make_shared<Answer>();
+  std::function<void()> cancel_first;
+  Waiter w = Recorder(first);
+  w.on_cancel = [&cancel_first](std::function<void()> hook) {
+    cancel_first = std::move(hook);
+  };
+  consistency_.Contribute(PushReq(1, 0, 1.0f, /*sequence=*/9), std::move(w));
+  ASSERT_TRUE(cancel_first);
+  cancel_first();
+  ASSERT_TRUE(first->released);
+  EXPECT_EQ(first->outcome.status.code(), absl::StatusCode::kCancelled);
+  auto copy = Contribute(PushReq(1, 0, 1.0f, /*sequence=*/9));
+  EXPECT_FALSE(copy->released);  // its round still waits for worker 2
+  auto a2 = Contribute(PushReq(2, 0, 3.0f));
+  ASSERT_TRUE(copy->released);
+  EXPECT_OK(copy->outcome.status);
+  ASSERT_TRUE(a2->released);
+  // The mean of 1 and 3, once: worker 1's gradient was not added twice.
+  EXPECT_EQ(Chunk(), std::make_pair(uint64_t{1}, -2.0f));
+  EXPECT_EQ(consistency_.held(), 0u);
+}
+
+// A call that passed the lease check just before its worker lapsed does
+// not make the worker a member again: no round would ever wait less.
+TEST_F(ConsistencyTest, ALapsedWorkersRacingPullJoinsNothing) {
+  Declare(v1::CONSISTENCY_SYNC, 0, 0);
+  ASSERT_TRUE(Pull(1)->released);
+  consistency_.WorkerGone(2, /*left=*/false);
+  ASSERT_TRUE(Pull(2)->released);
+  auto a1 = Contribute(PushReq(1, 0, 1.0f));
+  EXPECT_TRUE(a1->released) << "the round waited for a lapsed worker";
+  consistency_.WorkerLive(2);  // registered again: it may join
+  ASSERT_TRUE(Pull(2)->released);
+  auto b1 = Contribute(PushReq(1, 1, 1.0f));
+  EXPECT_FALSE(b1->released);
+  auto b2 = Contribute(PushReq(2, 1, 1.0f));
+  EXPECT_TRUE(b1->released);
+  EXPECT_TRUE(b2->released);
 }
 
 TEST_F(ConsistencyTest, BackupWorkersMustBeFewerThanMembers) {
