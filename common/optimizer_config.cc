@@ -8,6 +8,7 @@
 #include "absl/strings/str_join.h"
 #include "common/staleness_config.h"
 #include "common/status_macros.h"
+#include "common/validation.h"
 
 namespace pskit {
 namespace {
@@ -19,21 +20,18 @@ using google::protobuf::Reflection;
 // One float setting of OptimizerConfig and its bounds.
 struct Setting {
   const char* name;
-  float lo;
-  bool lo_open;
-  float hi;
-  bool hi_open;
+  Bounds bounds;
 };
 
 constexpr Setting kSettings[] = {
-    {"learning_rate", 0, true, kMaxLearningRate, false},
-    {"momentum", 0, false, 1, true},
-    {"beta1", 0, false, 1, true},
-    {"beta2", 0, false, 1, true},
-    {"epsilon", kMinEpsilon, false, kMaxEpsilon, false},
-    {"weight_decay", 0, false, kMaxWeightDecay, false},
-    {"rho", 0, false, 1, true},
-    {"initial_accumulator", 0, false, kMaxInitialAccumulator, false},
+    {"learning_rate", {0, true, kMaxLearningRate, false}},
+    {"momentum", {0, false, 1, true}},
+    {"beta1", {0, false, 1, true}},
+    {"beta2", {0, false, 1, true}},
+    {"epsilon", {kMinEpsilon, false, kMaxEpsilon, false}},
+    {"weight_decay", {0, false, kMaxWeightDecay, false}},
+    {"rho", {0, false, 1, true}},
+    {"initial_accumulator", {0, false, kMaxInitialAccumulator, false}},
 };
 
 float DefaultOf(absl::string_view name, v1::OptimizerKind kind) {
@@ -46,14 +44,11 @@ float DefaultOf(absl::string_view name, v1::OptimizerKind kind) {
 }
 
 absl::Status CheckRange(const Setting& s, float value) {
-  const bool ok = std::isfinite(value) &&
-                  (s.lo_open ? value > s.lo : value >= s.lo) &&
-                  (s.hi_open ? value < s.hi : value <= s.hi);
-  if (ok) return absl::OkStatus();
+  absl::Status st =
+      CheckBounds(absl::StrCat("optimizer ", s.name), value, s.bounds);
+  if (st.ok()) return st;
   return absl::InvalidArgumentError(absl::StrCat(
-      "optimizer ", s.name, " is ", value, "; it must be in ",
-      s.lo_open ? "(" : "[", s.lo, ", ", s.hi, s.hi_open ? ")" : "]",
-      " (the bounds keep one update finite)"));
+      st.message(), " (the bounds keep one update finite)"));
 }
 
 bool Uses(v1::OptimizerKind kind, absl::string_view field) {

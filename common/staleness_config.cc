@@ -1,13 +1,14 @@
 #include "common/staleness_config.h"
 
 #include <algorithm>
-#include <cmath>
 #include <cstdint>
 
 #include "absl/strings/ascii.h"
 #include "absl/strings/numbers.h"
 #include "absl/strings/str_cat.h"
 #include "absl/strings/str_join.h"
+#include "common/status_macros.h"
+#include "common/validation.h"
 
 namespace pskit {
 namespace {
@@ -19,21 +20,18 @@ using google::protobuf::Reflection;
 // One StalenessSettings field and its bounds (floats and int32s alike).
 struct Setting {
   const char* name;
-  double lo;
-  bool lo_open;
-  double hi;
-  bool hi_open;
+  Bounds bounds;
 };
 
 constexpr Setting kSettings[] = {
-    {"dc_lambda", 0, false, kMaxDcLambda, false},
-    {"dc_momentum", 0, false, 1, true},
-    {"dc_epsilon", 0, true, 1, false},
-    {"gem_momentum", 0, false, 1, true},
-    {"gem_kappa", 0, true, kMaxGemKappa, false},
-    {"gem_epsilon", 0, true, 1, false},
-    {"ssp_bound", 0, false, kMaxSspBound, false},
-    {"backup_workers", 0, false, kMaxBackupWorkers, false},
+    {"dc_lambda", {0, false, kMaxDcLambda, false}},
+    {"dc_momentum", {0, false, 1, true}},
+    {"dc_epsilon", {0, true, 1, false}},
+    {"gem_momentum", {0, false, 1, true}},
+    {"gem_kappa", {0, true, kMaxGemKappa, false}},
+    {"gem_epsilon", {0, true, 1, false}},
+    {"ssp_bound", {0, false, kMaxSspBound, false}},
+    {"backup_workers", {0, false, kMaxBackupWorkers, false}},
 };
 
 double DefaultOf(absl::string_view name, v1::Compensation compensation) {
@@ -145,16 +143,8 @@ absl::Status NormalizeStaleness(v1::NamespaceConfig* config) {
     if (!Uses(config->compensation(), config->consistency(), setting.name)) {
       continue;
     }
-    const double v = Get(*s, f);
-    const bool ok = std::isfinite(v) &&
-                    (setting.lo_open ? v > setting.lo : v >= setting.lo) &&
-                    (setting.hi_open ? v < setting.hi : v <= setting.hi);
-    if (!ok) {
-      return absl::InvalidArgumentError(absl::StrCat(
-          setting.name, " is ", v, "; it must be in ",
-          setting.lo_open ? "(" : "[", setting.lo, ", ", setting.hi,
-          setting.hi_open ? ")" : "]"));
-    }
+    PSKIT_RETURN_IF_ERROR(
+        CheckBounds(setting.name, Get(*s, f), setting.bounds));
   }
   return absl::OkStatus();
 }

@@ -1,6 +1,7 @@
 #include "common/validation.h"
 
 #include <bit>
+#include <cmath>
 #include <cstdint>
 
 #include "absl/strings/escaping.h"
@@ -132,6 +133,17 @@ absl::StatusOr<absl::Span<const float>> DecodeChunk(
     }
   }
   return values;
+}
+
+absl::Status CheckBounds(absl::string_view label, double value,
+                         const Bounds& b) {
+  const bool ok = std::isfinite(value) &&
+                  (b.lo_open ? value > b.lo : value >= b.lo) &&
+                  (b.hi_open ? value < b.hi : value <= b.hi);
+  if (ok) return absl::OkStatus();
+  return absl::InvalidArgumentError(absl::StrCat(
+      label, " is ", value, "; it must be in ", b.lo_open ? "(" : "[", b.lo,
+      ", ", b.hi, b.hi_open ? ")" : "]"));
 }
 
 }  // namespace pskit

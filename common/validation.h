@@ -65,6 +65,20 @@ std::string ChunkName(absl::string_view tensor, uint32_t chunk);
                                        const Layout& mine,
                                        uint32_t shard_index);
 
+// The interval a numeric setting must lie in: [lo, hi], (lo, hi], ...
+struct Bounds {
+  double lo;
+  bool lo_open;
+  double hi;
+  bool hi_open;
+};
+
+// INVALID_ARGUMENT "<label> is <value>; it must be in (lo, hi]" unless
+// `value` is finite and within `bounds`. The one range check of the
+// optimizers' and the staleness rules' settings.
+[[nodiscard]] absl::Status CheckBounds(absl::string_view label, double value,
+                                       const Bounds& bounds);
+
 // Index of the first NaN or +-inf in `values`, or -1 when all are finite.
 int64_t FirstNonFinite(absl::Span<const float> values);
 
