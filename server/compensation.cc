@@ -19,6 +19,21 @@ inline uint32_t NonFinite(float x) {
                                0x7f800000u);
 }
 
+// The sum of `x[0..n)`, in double with four independent partial sums (a
+// single running sum is one long dependency chain).
+double SumOf(const float* x, size_t n) {
+  double a = 0, b = 0, c = 0, d = 0;
+  size_t i = 0;
+  for (; i + 4 <= n; i += 4) {
+    a += x[i];
+    b += x[i + 1];
+    c += x[i + 2];
+    d += x[i + 3];
+  }
+  for (; i < n; ++i) a += x[i];
+  return (a + b) + (c + d);
+}
+
 // DC-ASGD: g' = g + lambda * g * g * (w - w_bak), then the optimizer on g'.
 // Adaptive: MS <- m MS + (1 - m) g * g, lambda = lambda0 / sqrt(MS + eps).
 class DcAsgd final : public Compensation {
@@ -48,10 +63,13 @@ class DcAsgd final : public Compensation {
     const float* __restrict bak = in.state;
     float* __restrict gc = out.scratch;
     uint32_t bad = 0;
-    double lambda_sum = 0.0;
     if (adaptive_) {
       const float* __restrict ms = in.shared;
       float* __restrict ms_out = out.shared;
+      // Each lambda_t goes to out.w (free until rule.Update writes it) and
+      // is summed apart, so this loop has no floating-point reduction and
+      // vectorises.
+      float* __restrict lambdas = out.w;
       const float m = momentum_, l0 = lambda_, eps = epsilon_;
       for (size_t i = 0; i < n; ++i) {
         const float gg = g[i] * g[i];
@@ -59,10 +77,10 @@ class DcAsgd final : public Compensation {
         const float li = l0 / std::sqrt(msi + eps);
         ms_out[i] = msi;
         gc[i] = g[i] + li * gg * (w[i] - bak[i]);
-        lambda_sum += li;
+        lambdas[i] = li;
         bad |= NonFinite(msi);
       }
-      *scale = n > 0 ? static_cast<float>(lambda_sum / n) : 0.0f;
+      *scale = n > 0 ? static_cast<float>(SumOf(lambdas, n) / n) : 0.0f;
     } else {
       const float l = lambda_;
       for (size_t i = 0; i < n; ++i) {
@@ -116,7 +134,10 @@ class Gem final : public Compensation {
     float* __restrict w_out = out.w;
     const float mu = momentum_, kappa = kappa_, eps = epsilon_;
     uint32_t bad = 0;
-    double pi_sum = 0.0;
+    // Element-wise only (each pi replaces its w_opt in place), so the loop
+    // vectorises; the mean of pi is summed apart (a floating-point sum in
+    // the loop would keep it scalar: 10x slower on a 1 MB chunk).
+    float* __restrict pis = out.scratch;
     for (size_t i = 0; i < n; ++i) {
       const float d = w_opt[i] - w[i];
       const float mi = mu * m[i] + d;
@@ -128,10 +149,10 @@ class Gem final : public Compensation {
       s_out[i] = s[i];
       m_out[i] = mi;
       w_out[i] = wi;
-      pi_sum += pi;
+      pis[i] = pi;
       bad |= NonFinite(wi) | NonFinite(mi);
     }
-    *scale = n > 0 ? static_cast<float>(pi_sum / n) : 0.0f;
+    *scale = n > 0 ? static_cast<float>(SumOf(pis, n) / n) : 0.0f;
     return finite && bad == 0;
   }
 
