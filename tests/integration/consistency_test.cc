@@ -161,11 +161,12 @@ TEST(Consistency, SyncAppliesOnceARound) {
   const uint64_t version = shard.MaxVersion();
   EXPECT_GE(version, static_cast<uint64_t>(steps));
   // Async applies every step of both workers (version == total). Sync
-  // applies one update a round; only the steps a worker took alone (before
-  // the other's first pull made it a member, after the other finished) are
-  // rounds of one. On a loaded machine the second process may start late,
-  // so the bound leaves room for that: a quarter of the total.
-  EXPECT_LE(version, static_cast<uint64_t>(total * 3 / 4))
+  // applies one update a round: while both train, their gradients share
+  // rounds; only the steps a worker took alone (before the other's first
+  // pull, after the other stopped) are rounds of one. How many those are
+  // depends on how late the second process started (seconds on a loaded
+  // machine), so the bound only says that rounds were shared.
+  EXPECT_LT(version, static_cast<uint64_t>(total))
       << "sync applied more than once a round";
   EXPECT_EQ(shard.Sample("pskit_server_staleness_updates_sum"), 0);
   EXPECT_GT(shard.Sample("pskit_server_held_seconds_count",
