@@ -142,6 +142,7 @@ void Consistency::AfterSspPush(const v1::PushRequest& req, bool replayed,
   }
   if (ready) {
     // Not held: the values the push answered are current; no second read.
+    if (holds && metrics_ != nullptr) metrics_->ObserveHeld("ssp", 0.0);
     waiter.release(HoldOutcome{});
     Progress();  // this push may have moved the slowest clock
     return;
