@@ -1,7 +1,8 @@
 // server/chunk_store_internal.h
 //
 // Private to ChunkStore's files (chunk_store.cc, chunk_store_declare.cc,
-// chunk_store_snapshot.cc, chunk_store_job.cc): the structs behind a
+// chunk_store_snapshot.cc, chunk_store_job.cc, chunk_store_compensation.cc,
+// chunk_store_sync.cc): the structs behind a
 // namespace, a tensor and a chunk, and the small helpers more than one of
 // those files needs. Nothing outside server/chunk_store*.cc includes it.
 //
