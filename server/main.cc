@@ -48,6 +48,9 @@ ABSL_FLAG(uint32_t, chunk_elems, pskit::kDefaultChunkElems,
           "maximum floats per chunk; every process must agree");
 ABSL_FLAG(int32_t, max_message_bytes, pskit::kDefaultMaxMessageBytes,
           "largest gRPC message accepted or sent");
+ABSL_FLAG(int32_t, max_calls_per_connection, 32,
+          "calls one client connection may have open at once; more wait in "
+          "the client (bounds the request bytes a connection holds here)");
 ABSL_FLAG(bool, allow_nonfinite, false,
           "accept NaN/Inf in gradients (rejected by default)");
 ABSL_FLAG(uint64_t, max_memory_mib, 0,
@@ -152,6 +155,8 @@ int main(int argc, char** argv) {
   options.num_shards = absl::GetFlag(FLAGS_num_shards);
   options.chunk_elems = absl::GetFlag(FLAGS_chunk_elems);
   options.max_message_bytes = absl::GetFlag(FLAGS_max_message_bytes);
+  options.max_calls_per_connection =
+      absl::GetFlag(FLAGS_max_calls_per_connection);
   options.allow_nonfinite = absl::GetFlag(FLAGS_allow_nonfinite);
   options.lease = absl::Seconds(absl::GetFlag(FLAGS_lease_s));
   options.push_window = absl::GetFlag(FLAGS_push_window);

@@ -99,6 +99,12 @@ absl::StatusOr<std::unique_ptr<Server>> Server::Start(
         "max_message_bytes ", options.max_message_bytes,
         " is too small; use at least 65536"));
   }
+  if (options.max_calls_per_connection < 1 ||
+      options.max_calls_per_connection > 4096) {
+    return absl::InvalidArgumentError(absl::StrCat(
+        "max_calls_per_connection is ", options.max_calls_per_connection,
+        "; use 1 to 4096"));
+  }
   if (options.checkpoint_interval < absl::ZeroDuration()) {
     return absl::InvalidArgumentError(
         "checkpoint_interval must be >= 0 (0 turns automatic checkpoints off)");
@@ -273,6 +279,8 @@ absl::StatusOr<std::unique_ptr<Server>> Server::Start(
   grpc::reflection::InitProtoReflectionServerBuilderPlugin();
   grpc::ServerBuilder builder;
   ConfigureServerBuilder(options.max_message_bytes, &builder);
+  builder.AddChannelArgument(GRPC_ARG_MAX_CONCURRENT_STREAMS,
+                             options.max_calls_per_connection);
   builder.AddListeningPort(options.listen, ServerCredentials(options),
                            &server->port_);
   builder.RegisterService(server->service_.get());

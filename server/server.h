@@ -57,6 +57,12 @@ struct ServerOptions {
   // Largest gRPC message received or sent; larger requests get
   // RESOURCE_EXHAUSTED. Default: 64 MiB.
   int max_message_bytes = kDefaultMaxMessageBytes;
+  // Calls one client connection may have open at once (HTTP/2
+  // MAX_CONCURRENT_STREAMS); further calls wait in the client's queue, not
+  // in the shard. With max_message_bytes it bounds the request bytes one
+  // connection can make the shard hold at once; pskit's Client keeps far
+  // fewer open (ClientOptions::max_in_flight_per_shard). Default: 32.
+  int max_calls_per_connection = 32;
   // Accept NaN and Inf in gradients and values. Default: false (rejected
   // with INVALID_ARGUMENT, so one diverged worker cannot poison the model).
   bool allow_nonfinite = false;

@@ -520,6 +520,26 @@ TEST(DeclareLimits, TooManyElementsOrTooMuchMemory) {
             grpc::StatusCode::RESOURCE_EXHAUSTED);
 }
 
+// The per-connection call limit bounds what one connection can make the
+// shard hold; a value that would not is refused before anything starts.
+TEST(ServerLimits, CallsPerConnectionOutOfRangeIsRefused) {
+  for (int bad : {0, -1, 4097}) {
+    ServerOptions o;
+    o.max_calls_per_connection = bad;
+    absl::StatusOr<std::unique_ptr<Server>> s = Server::Start(o);
+    ASSERT_FALSE(s.ok()) << bad;
+    EXPECT_EQ(s.status().code(), absl::StatusCode::kInvalidArgument);
+    EXPECT_NE(s.status().message().find("max_calls_per_connection"),
+              std::string::npos)
+        << s.status();
+  }
+  ServerOptions ok;
+  ok.max_calls_per_connection = 1;
+  ASSERT_OK_AND_ASSIGN(auto cluster, TestCluster::Start(1, ok));
+  ASSERT_OK_AND_ASSIGN(auto c, cluster->NewClient());
+  EXPECT_TRUE(c->Status().ok());
+}
+
 TEST(ClientChecks, RepeatedTensorInOneCallIsRefused) {
   ASSERT_OK_AND_ASSIGN(auto cluster, TestCluster::Start(1));
   ASSERT_OK_AND_ASSIGN(auto c, cluster->NewClient());
