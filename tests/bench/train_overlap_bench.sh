@@ -8,11 +8,13 @@
 #   tests/bench/train_overlap_bench.sh ROUNDS [VARIANT ...]
 #   e.g. tests/bench/train_overlap_bench.sh 5 --overlap=true --overlap=false
 #
-# A VARIANT is one ps-worker flag string (quote several: '--overlap=true
+# WORKERS=N (default 2) sets the cluster's training workers. A VARIANT is
+# one ps-worker flag string (quote several: '--overlap=true
 # --n_push 2'). Needs build/bin/{psrun,ps-server,ps-worker}, Debian's
 # python3-torch and /usr/share/datasets/fashion-mnist.
 set -u
 rounds=${1:-3}
+workers=${WORKERS:-2}
 shift || true
 variants=("$@")
 [ ${#variants[@]} -gt 0 ] || variants=(--overlap=true --overlap=false)
@@ -33,7 +35,7 @@ for r in $(seq 1 "$rounds"); do
   for v in "${variants[@]}"; do
     l=$(load)
     # shellcheck disable=SC2086
-    out=$("$bin/psrun" --servers 1 --workers 2 --evaluator --status_interval_s 0 \
+    out=$("$bin/psrun" --servers 1 --workers "$workers" --evaluator --status_interval_s 0 \
           --metrics_port_base 0 --server_args "--log_level warn" -- \
           "${common[@]}" --algorithm downpour $v 2>&1)
     t=$(sed -n 's/.*evaluator summary:.*target reached after \([0-9.]*\) s.*/\1/p' <<<"$out")

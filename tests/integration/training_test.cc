@@ -26,7 +26,8 @@ struct ClusterRun {
 
 ClusterRun TrainCluster(TestCluster* cluster, const std::string& algorithm,
                  double target,
-                 std::function<void(int64_t)> rank0_after_step = nullptr) {
+                 std::function<void(int64_t)> rank0_after_step = nullptr,
+                 bool overlap = false) {
   const Dataset train = MakeTeacherDataset(11, 1, 6000, 16, 4);
   const Dataset test = MakeTeacherDataset(11, 2, 1000, 16, 4);
   JobOptions job;
@@ -49,6 +50,7 @@ ClusterRun TrainCluster(TestCluster* cluster, const std::string& algorithm,
       TrainOptions o;
       o.job = job;
       o.algorithm.name = algorithm;
+      o.algorithm.overlap = overlap;
       o.batch_size = 32;
       o.epochs = 1000;
       o.algorithm.tau = 4;
@@ -94,15 +96,23 @@ TEST(Training, EasgdWorkersReachTheTarget) {
 
 // Shard 1 is stopped and started again (memory-only, so it comes back
 // empty) at rank 0's 30th step, while both workers train: the workers wait
-// for it, declare the model again, and the job still reaches its target.
+// for it, declare the model again, and the job still reaches its target;
+// with downpour's overlap too, where the NOT_FOUND comes back from the
+// communication thread.
 TEST(Training, ShardRestartedMidRunDoesNotStopTraining) {
-  ASSERT_OK_AND_ASSIGN(auto cluster, TestCluster::Start(2));
-  absl::Status restarted = absl::UnknownError("never restarted");
-  ClusterRun run = TrainCluster(cluster.get(), "downpour", 0.8, [&](int64_t step) {
-    if (step == 30) restarted = cluster->Restart(1);
-  });
-  ASSERT_OK(restarted);
-  ExpectLearnedAndEnded(run, 0.8);
+  for (const bool overlap : {false, true}) {
+    SCOPED_TRACE(overlap ? "overlap" : "no overlap");
+    ASSERT_OK_AND_ASSIGN(auto cluster, TestCluster::Start(2));
+    absl::Status restarted = absl::UnknownError("never restarted");
+    ClusterRun run = TrainCluster(
+        cluster.get(), "downpour", 0.8,
+        [&](int64_t step) {
+          if (step == 30) restarted = cluster->Restart(1);
+        },
+        overlap);
+    ASSERT_OK(restarted);
+    ExpectLearnedAndEnded(run, 0.8);
+  }
 }
 
 // A stop request (ps-worker's SIGTERM) ends training after the step in hand

@@ -60,11 +60,10 @@ struct AlgorithmOptions {
   int n_push = 1;
   int n_fetch = 1;
   // downpour: exchange on a communication thread while the next step
-  // computes (one more step of staleness). Default: on.
-  bool overlap = true;
-  // MEASUREMENT ONLY (removed before merge): while the thread is busy, sum
-  // the next gradients instead of waiting for it.
-  bool overlap_accumulate = false;
+  // computes (one more step of staleness). Default: off (on 2 shared cores
+  // it bought no throughput and cost time to the target; see
+  // NOTES-README-O.md).
+  bool overlap = false;
   // easgd: local steps between exchanges. Default: 4.
   int tau = 4;
   // easgd: the moving rate of an exchange, in (0, 1]; 0 = 0.9 / world.

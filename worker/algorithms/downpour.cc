@@ -46,21 +46,9 @@ class Downpour final : public Algorithm {
   }
 
   absl::Status Communicate(int64_t step, PhaseSink* phases) override {
-    bool push = step % options_.n_push == 0;
-    bool fetch = step % options_.n_fetch == 0;
+    const bool push = step % options_.n_push == 0;
+    const bool fetch = step % options_.n_fetch == 0;
     if (comm_ == nullptr) return CommunicateInline(push, fetch, phases);
-    if (options_.overlap_accumulate) {
-      push |= carry_push_;
-      fetch |= carry_fetch_;
-      if ((push || fetch) && comm_->busy() && !comm_->done()) {
-        // Still on the wire: this step's gradient stays in sums_ and goes
-        // with the next exchange.
-        carry_push_ = push;
-        carry_fetch_ = fetch;
-        return absl::OkStatus();
-      }
-      carry_push_ = carry_fetch_ = false;
-    }
     if (!push && !fetch) return absl::OkStatus();
     // The gradient of this step was computed on the weights in the model,
     // which lack the pushes made since they were fetched.
@@ -190,7 +178,7 @@ class Downpour final : public Algorithm {
   const AlgorithmOptions options_;
   const AlgorithmContext context_;
   const std::vector<float*> grads_;  // the model's, on the backend
-  const bool summing_;  // n_push > 1 or overlap_accumulate: sums_ holds it
+  const bool summing_;  // n_push > 1: sums_ holds the gradient
 
   ShardSession session_;
   HostParams outgoing_;  // the gradient on its way to the shards
@@ -203,9 +191,6 @@ class Downpour final : public Algorithm {
   int64_t pushes_sent_ = 0;
   int64_t pushes_in_model_ = 0;
   InFlight in_flight_;
-  // overlap_accumulate: a push or fetch put off while the thread was busy.
-  bool carry_push_ = false;
-  bool carry_fetch_ = false;
   std::unique_ptr<CommThread> comm_;  // null with --overlap=false
 };
 
@@ -219,7 +204,7 @@ absl::StatusOr<std::unique_ptr<Algorithm>> MakeDownpour(
         ") must be >= 1"));
   }
   std::vector<DeviceBuffer> sums;
-  if (options.n_push > 1 || (options.overlap && options.overlap_accumulate)) {
+  if (options.n_push > 1) {
     for (size_t i = 0; i < context.model->num_params(); ++i) {
       PSKIT_ASSIGN_OR_RETURN(DeviceBuffer sum, context.backend->Allocate(
                                                    context.model->param_size(i)));

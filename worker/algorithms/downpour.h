@@ -5,7 +5,7 @@
 // push); it pulls fresh weights every n_fetch steps, in one PushPull when
 // both fall on the same step. The shards apply the job's optimizer.
 //
-// With overlap (the default; AlgorithmOptions::overlap), the exchange of
+// With overlap (AlgorithmOptions::overlap, off by default), the exchange of
 // step t runs on a communication thread (comm_thread.h) while step t+1
 // computes on the weights the model holds; at step t+1's end the worker
 // waits for it if need be, copies the fresh weights into the model, and

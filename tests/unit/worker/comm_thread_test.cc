@@ -2,12 +2,11 @@
 // communication thread (worker/algorithms/comm_thread.h).
 #include "worker/algorithms/comm_thread.h"
 
-#include <atomic>
+#include <memory>
 #include <thread>
 #include <vector>
 
 #include "absl/synchronization/notification.h"
-#include "absl/time/clock.h"
 #include "gtest/gtest.h"
 #include "tests/testing/status_matchers.h"
 
@@ -94,20 +93,22 @@ TEST(CommThread, ExchangesSeeEachOthersWritesInOrder) {
 }
 
 // Destroying the CommThread with an exchange in flight waits for it (its
-// calls have deadlines) and joins the thread: nothing runs afterwards.
+// calls have deadlines) and joins the thread: once the destructor has
+// returned, the exchange has finished and nothing runs any more.
 TEST(CommThread, DestructorFinishesTheExchangeInFlight) {
-  std::atomic<bool> finished{false};
-  absl::Notification entered;
-  {
-    CommThread comm;
-    ASSERT_OK(comm.Start([&] {
-      entered.Notify();
-      absl::SleepFor(absl::Milliseconds(50));
-      finished = true;
-      return absl::OkStatus();
-    }));
-    entered.WaitForNotification();
-  }
+  bool finished = false;  // read after the join: no lock needed
+  absl::Notification entered, release;
+  auto comm = std::make_unique<CommThread>();
+  ASSERT_OK(comm->Start([&] {
+    entered.Notify();
+    release.WaitForNotification();
+    finished = true;
+    return absl::OkStatus();
+  }));
+  entered.WaitForNotification();
+  std::thread destroyer([&] { comm.reset(); });
+  release.Notify();
+  destroyer.join();
   EXPECT_TRUE(finished);
 }
 
