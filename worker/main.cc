@@ -69,6 +69,9 @@ ABSL_FLAG(double, gem_kappa, std::nan(""), "gem: kappa (unset: 1)");
 ABSL_FLAG(double, gem_epsilon, std::nan(""), "gem: epsilon (unset: 1e-12)");
 ABSL_FLAG(int32_t, n_push, 1, "downpour: push every n_push steps");
 ABSL_FLAG(int32_t, n_fetch, 1, "downpour: pull every n_fetch steps");
+ABSL_FLAG(bool, overlap, false,
+          "downpour: push and pull on a communication thread while the next "
+          "step computes (one more step of staleness); false: in turn");
 ABSL_FLAG(int32_t, tau, 4, "easgd: local steps between exchanges");
 ABSL_FLAG(double, alpha, 0, "easgd: moving rate; 0 = 0.9 / world");
 ABSL_FLAG(double, local_lr, 0.05, "easgd: local learning rate");
@@ -257,6 +260,7 @@ pw::TrainOptions TrainFromFlags() {
   o.algorithm.name = absl::GetFlag(FLAGS_algorithm);
   o.algorithm.n_push = absl::GetFlag(FLAGS_n_push);
   o.algorithm.n_fetch = absl::GetFlag(FLAGS_n_fetch);
+  o.algorithm.overlap = absl::GetFlag(FLAGS_overlap);
   o.algorithm.tau = absl::GetFlag(FLAGS_tau);
   o.algorithm.alpha = static_cast<float>(absl::GetFlag(FLAGS_alpha));
   o.algorithm.local_lr = static_cast<float>(absl::GetFlag(FLAGS_local_lr));

@@ -23,14 +23,15 @@ TraceWriter::~TraceWriter() {
   std::fclose(f_);
 }
 
-void TraceWriter::Add(const char* name, absl::Time start, absl::Time end) {
+void TraceWriter::Add(const char* name, absl::Time start, absl::Time end,
+                      int track) {
   std::fprintf(f_,
                "%s{\"name\":\"%s\",\"cat\":\"step\",\"ph\":\"X\",\"ts\":%lld,"
-               "\"dur\":%lld,\"pid\":%d,\"tid\":0}",
+               "\"dur\":%lld,\"pid\":%d,\"tid\":%d}",
                first_ ? "" : ",\n", name,
                static_cast<long long>(absl::ToUnixMicros(start)),
                static_cast<long long>(absl::ToInt64Microseconds(end - start)),
-               rank_);
+               rank_, track);
   first_ = false;
 }
 

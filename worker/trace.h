@@ -33,8 +33,10 @@ class TraceWriter {
   // Closes the JSON array.
   ~TraceWriter();
 
-  // Records a span [start, end) named `name`.
-  void Add(const char* name, absl::Time start, absl::Time end);
+  // Records a span [start, end) named `name` on track `track` (the trace's
+  // tid): 0 the training thread, 1 the communication thread, whose spans
+  // overlap the training thread's.
+  void Add(const char* name, absl::Time start, absl::Time end, int track = 0);
 
  private:
   TraceWriter(FILE* f, int rank) : f_(f), rank_(rank) {}

@@ -176,6 +176,7 @@ absl::StatusOr<TrainSummary> Train(const TrainOptions& o, Backend* be,
       stop = true;
     }
   }
+  PSKIT_RETURN_IF_ERROR(algorithm->Drain(phases));
   summary.seconds = absl::ToDoubleSeconds(absl::Now() - start);
   summary.samples_per_s = summary.samples / std::max(summary.seconds, 1e-9);
   algorithm->Finish();

@@ -1,3 +1,4 @@
+// worker/worker_metrics.cc: the Prometheus families of a ps-worker.
 #include "worker/worker_metrics.h"
 
 #include "common/metrics.h"
@@ -23,7 +24,8 @@ WorkerMetrics::WorkerMetrics(const std::string& role, int rank)
   phases_ = &prometheus::BuildHistogram()
                  .Name("pskit_worker_phase_duration_seconds")
                  .Help("time per step phase: data (waiting for the batch), "
-                       "compute, push, pull, pushpull, exchange")
+                       "compute, push, pull, pushpull, exchange, comm_wait "
+                       "(waiting for the communication thread)")
                  .Labels(labels)
                  .Register(*registry_);
   loss_ = &prometheus::BuildGauge()
@@ -32,6 +34,14 @@ WorkerMetrics::WorkerMetrics(const std::string& role, int rank)
                .Labels(labels)
                .Register(*registry_)
                .Add({});
+  staleness_ = &prometheus::BuildHistogram()
+                    .Name("pskit_worker_staleness_pushes")
+                    .Help("per pushed gradient: this worker's own earlier "
+                          "pushes missing from the weights it was computed on")
+                    .Labels(labels)
+                    .Register(*registry_)
+                    .Add({}, prometheus::Histogram::BucketBoundaries{
+                                 0, 1, 2, 4, 8, 16, 64});
   if (role != "evaluator") return;  // a training worker has no evaluations
   evaluations_ = &prometheus::BuildCounter()
                       .Name("pskit_worker_evaluations_total")
@@ -65,6 +75,10 @@ void WorkerMetrics::ObservePhase(const std::string& phase, double seconds) {
   prometheus::Histogram*& h = phase_by_name_[phase];
   if (h == nullptr) h = &phases_->Add({{"phase", phase}}, LatencyBuckets());
   h->Observe(seconds);
+}
+
+void WorkerMetrics::ObserveStaleness(int64_t pushes) {
+  staleness_->Observe(static_cast<double>(pushes));
 }
 
 void WorkerMetrics::AddEvaluation(double accuracy, double loss) {

@@ -6,7 +6,14 @@
 //   pskit_worker_steps_total                     counter (training steps)
 //   pskit_worker_samples_total                   counter (samples trained on)
 //   pskit_worker_phase_duration_seconds{phase}   histogram: data (waiting for
-//       the next batch), compute, push, pull, pushpull, exchange
+//       the next batch), compute, push, pull, pushpull, exchange, comm_wait
+//       (the training thread waiting for the communication thread)
+//   pskit_worker_staleness_pushes                histogram: per pushed
+//       gradient, how many of this worker's own earlier pushes the weights
+//       it was computed on did not hold yet (0 pushing and pulling every
+//       step; 1 with downpour's overlap). The shard's
+//       pskit_server_staleness_updates counts from the worker's last pull,
+//       so it does not see this part.
 //   pskit_worker_loss                            gauge (training loss, moving
 //                                                average over ~100 steps)
 //   pskit_worker_evaluations_total               counter (role evaluator only,
@@ -21,6 +28,7 @@
 #ifndef PSKIT_WORKER_WORKER_METRICS_H_
 #define PSKIT_WORKER_WORKER_METRICS_H_
 
+#include <cstdint>
 #include <memory>
 #include <string>
 
@@ -47,6 +55,7 @@ class WorkerMetrics {
   // `phase` is one of the names above (others get their own series).
   void ObservePhase(const std::string& phase, double seconds);
   void AddEvaluation(double accuracy, double loss);
+  void ObserveStaleness(int64_t pushes);
 
  private:
   std::shared_ptr<prometheus::Registry> registry_;
@@ -54,6 +63,7 @@ class WorkerMetrics {
   prometheus::Counter* samples_;
   prometheus::Family<prometheus::Histogram>* phases_;
   prometheus::Gauge* loss_;
+  prometheus::Histogram* staleness_;
   // Only with role "evaluator"; null otherwise.
   prometheus::Counter* evaluations_ = nullptr;
   prometheus::Gauge* eval_accuracy_ = nullptr;
@@ -70,8 +80,10 @@ class PhaseSink {
   PhaseSink(TraceWriter* trace, WorkerMetrics* metrics)
       : trace_(trace), metrics_(metrics) {}
 
-  void Add(const char* phase, absl::Time start, absl::Time end) {
-    if (trace_ != nullptr) trace_->Add(phase, start, end);
+  // `track`: see TraceWriter::Add (1: a span of the communication thread,
+  // added by the training thread once it has taken the exchange's result).
+  void Add(const char* phase, absl::Time start, absl::Time end, int track = 0) {
+    if (trace_ != nullptr) trace_->Add(phase, start, end, track);
     if (metrics_ != nullptr) {
       metrics_->ObservePhase(phase, absl::ToDoubleSeconds(end - start));
     }

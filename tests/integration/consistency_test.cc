@@ -8,6 +8,7 @@
 #include <cstring>
 #include <string>
 #include <thread>
+#include <utility>
 #include <vector>
 
 #include "absl/strings/str_cat.h"
@@ -68,10 +69,12 @@ std::unique_ptr<ChildServer> StartWorker(const Shard& shard, int rank,
                                          const std::string& consistency,
                                          int epochs,
                                          const std::string& log_s = "100",
-                                         double max_seconds = 0) {
+                                         double max_seconds = 0,
+                                         const std::string& overlap =
+                                             "--overlap=false") {
   return std::make_unique<ChildServer>(
       "ps-worker",
-      std::vector<std::string>{
+      std::vector<std::string>{overlap,
           "--shards", shard.process.address(), "--rank", std::to_string(rank),
           "--world", std::to_string(world), "--consistency", consistency,
           "--epochs", std::to_string(epochs), "--synthetic_train", "12000",
@@ -144,34 +147,40 @@ TEST(Consistency, SspKeepsStalenessWithinItsBoundAndTrains) {
 // count rounds, about one worker's steps (async would apply both workers'
 // pushes: twice that). Staleness is 0 for every applied gradient.
 TEST(Consistency, SyncAppliesOnceARound) {
-  Shard shard;
-  std::vector<std::unique_ptr<ChildServer>> workers;
-  for (int r = 0; r < 2; ++r) {
-    workers.push_back(
-        StartWorker(shard, r, 2, "sync", kManyEpochs, "100", kTimedSeconds));
+  // With downpour's overlap too: a worker's next gradient computes while
+  // its round is held, and each round still takes one push per worker.
+  for (const char* overlap : {"--overlap=false", "--overlap=true"}) {
+    SCOPED_TRACE(overlap);
+    Shard shard;
+    std::vector<std::unique_ptr<ChildServer>> workers;
+    for (int r = 0; r < 2; ++r) {
+      workers.push_back(
+          StartWorker(shard, r, 2, "sync", kManyEpochs, "100", kTimedSeconds,
+                      overlap));
+    }
+    int64_t steps = 0, total = 0;
+    for (auto& w : workers) {
+      Finished f = Finish(w.get());
+      EXPECT_EQ(f.exit, 0);
+      steps = std::max(steps, f.steps);
+      total += f.steps;
+    }
+    ASSERT_GT(steps, 10);
+    const uint64_t version = shard.MaxVersion();
+    EXPECT_GE(version, static_cast<uint64_t>(steps));
+    // Async applies every step of both workers (version == total). Sync
+    // applies one update a round: while both train, their gradients share
+    // rounds; only the steps a worker took alone (before the other's first
+    // pull, after the other stopped) are rounds of one. How many those are
+    // depends on how late the second process started (seconds on a loaded
+    // machine), so the bound only says that rounds were shared.
+    EXPECT_LT(version, static_cast<uint64_t>(total))
+        << "sync applied more than once a round";
+    EXPECT_EQ(shard.Sample("pskit_server_staleness_updates_sum"), 0);
+    EXPECT_GT(shard.Sample("pskit_server_held_seconds_count",
+                           {"consistency=\"sync\""}),
+              0);
   }
-  int64_t steps = 0, total = 0;
-  for (auto& w : workers) {
-    Finished f = Finish(w.get());
-    EXPECT_EQ(f.exit, 0);
-    steps = std::max(steps, f.steps);
-    total += f.steps;
-  }
-  ASSERT_GT(steps, 10);
-  const uint64_t version = shard.MaxVersion();
-  EXPECT_GE(version, static_cast<uint64_t>(steps));
-  // Async applies every step of both workers (version == total). Sync
-  // applies one update a round: while both train, their gradients share
-  // rounds; only the steps a worker took alone (before the other's first
-  // pull, after the other stopped) are rounds of one. How many those are
-  // depends on how late the second process started (seconds on a loaded
-  // machine), so the bound only says that rounds were shared.
-  EXPECT_LT(version, static_cast<uint64_t>(total))
-      << "sync applied more than once a round";
-  EXPECT_EQ(shard.Sample("pskit_server_staleness_updates_sum"), 0);
-  EXPECT_GT(shard.Sample("pskit_server_held_seconds_count",
-                         {"consistency=\"sync\""}),
-            0);
 }
 
 // sync:1 with 3 workers: each round applies once 2 have pushed; the third's
@@ -192,14 +201,20 @@ TEST(Consistency, SyncWithABackupWorkerDropsStragglers) {
 // lapses (2 s) and the others, held for it meanwhile, are released and
 // finish (their calls' deadline, 20 s, would fail them otherwise).
 TEST(Consistency, AKilledWorkerHoldsNobodyForever) {
-  for (const char* consistency : {"ssp:0", "sync"}) {
-    SCOPED_TRACE(consistency);
+  for (const auto& [consistency, overlap] :
+       std::vector<std::pair<const char*, const char*>>{
+           {"ssp:0", "--overlap=false"},
+           {"sync", "--overlap=false"},
+           {"sync", "--overlap=true"}}) {
+    SCOPED_TRACE(absl::StrCat(consistency, " ", overlap));
     Shard shard;
     std::vector<std::unique_ptr<ChildServer>> workers;
     for (int r = 0; r < 2; ++r) {
-      workers.push_back(StartWorker(shard, r, 3, consistency, 6));
+      workers.push_back(
+          StartWorker(shard, r, 3, consistency, 6, "100", 0, overlap));
     }
-    auto victim = StartWorker(shard, 2, 3, consistency, 1000, "0.1");
+    auto victim =
+        StartWorker(shard, 2, 3, consistency, 1000, "0.1", 0, overlap);
     // Wait for a progress line: the victim is a member, training.
     std::string line = victim->first_line();
     while (!line.empty() && line.find("samples/s") == std::string::npos) {

@@ -12,6 +12,7 @@
 #include "worker/evaluator.h"
 #include "worker/host_params.h"
 #include "worker/trainer.h"
+#include "worker/worker_metrics.h"
 
 namespace pskit::worker {
 namespace {
@@ -25,7 +26,8 @@ struct ClusterRun {
 
 ClusterRun TrainCluster(TestCluster* cluster, const std::string& algorithm,
                  double target,
-                 std::function<void(int64_t)> rank0_after_step = nullptr) {
+                 std::function<void(int64_t)> rank0_after_step = nullptr,
+                 bool overlap = false) {
   const Dataset train = MakeTeacherDataset(11, 1, 6000, 16, 4);
   const Dataset test = MakeTeacherDataset(11, 2, 1000, 16, 4);
   JobOptions job;
@@ -48,6 +50,7 @@ ClusterRun TrainCluster(TestCluster* cluster, const std::string& algorithm,
       TrainOptions o;
       o.job = job;
       o.algorithm.name = algorithm;
+      o.algorithm.overlap = overlap;
       o.batch_size = 32;
       o.epochs = 1000;
       o.algorithm.tau = 4;
@@ -93,15 +96,23 @@ TEST(Training, EasgdWorkersReachTheTarget) {
 
 // Shard 1 is stopped and started again (memory-only, so it comes back
 // empty) at rank 0's 30th step, while both workers train: the workers wait
-// for it, declare the model again, and the job still reaches its target.
+// for it, declare the model again, and the job still reaches its target;
+// with downpour's overlap too, where the NOT_FOUND comes back from the
+// communication thread.
 TEST(Training, ShardRestartedMidRunDoesNotStopTraining) {
-  ASSERT_OK_AND_ASSIGN(auto cluster, TestCluster::Start(2));
-  absl::Status restarted = absl::UnknownError("never restarted");
-  ClusterRun run = TrainCluster(cluster.get(), "downpour", 0.8, [&](int64_t step) {
-    if (step == 30) restarted = cluster->Restart(1);
-  });
-  ASSERT_OK(restarted);
-  ExpectLearnedAndEnded(run, 0.8);
+  for (const bool overlap : {false, true}) {
+    SCOPED_TRACE(overlap ? "overlap" : "no overlap");
+    ASSERT_OK_AND_ASSIGN(auto cluster, TestCluster::Start(2));
+    absl::Status restarted = absl::UnknownError("never restarted");
+    ClusterRun run = TrainCluster(
+        cluster.get(), "downpour", 0.8,
+        [&](int64_t step) {
+          if (step == 30) restarted = cluster->Restart(1);
+        },
+        overlap);
+    ASSERT_OK(restarted);
+    ExpectLearnedAndEnded(run, 0.8);
+  }
 }
 
 // A stop request (ps-worker's SIGTERM) ends training after the step in hand
@@ -138,6 +149,50 @@ TEST(Training, StopRequestEndsTrainingAndTheEvaluator) {
   ASSERT_OK_AND_ASSIGN(EvalSummary r, Evaluate(e, be.get(), train));
   EXPECT_EQ(r.evaluations, 1);
   EXPECT_EQ(r.reason, "stopped by a signal");
+}
+
+// Downpour with and without the overlap: every gradient reaches the shard
+// once (the last one too, drained before the worker leaves), and the
+// worker's staleness metric counts the overlap's extra step: 0 for every
+// push in turn; with the overlap, 1 for every push but the first (each
+// gradient is computed while the previous one is on the wire).
+TEST(Training, DownpourOverlapPushesEveryGradientAndReportsItsStaleness) {
+  const Dataset train = MakeTeacherDataset(11, 1, 3200, 16, 4);
+  for (const bool overlap : {true, false}) {
+    SCOPED_TRACE(overlap ? "overlap" : "no overlap");
+    ASSERT_OK_AND_ASSIGN(auto cluster, TestCluster::Start(1));
+    WorkerMetrics metrics("worker", 0);
+    TrainOptions o;
+    o.job.shards = cluster->addresses();
+    o.job.model = ParseMlpConfig("16,32,4", "relu", "xent").value();
+    o.job.server_config.mutable_optimizer()->set_kind(v1::OPTIMIZER_ADAM);
+    o.job.server_config.mutable_optimizer()->set_learning_rate(0.003f);
+    o.job.log_interval_s = 0;
+    o.job.metrics = &metrics;
+    o.algorithm.name = "downpour";
+    o.algorithm.overlap = overlap;
+    o.batch_size = 32;
+    o.epochs = 2;  // 200 steps
+    std::unique_ptr<Backend> be = MakeCpuBackend(1);
+    ASSERT_OK_AND_ASSIGN(TrainSummary s, Train(o, be.get(), train));
+    ASSERT_EQ(s.steps, 200);
+
+    ASSERT_OK_AND_ASSIGN(auto client, cluster->NewClient());
+    ASSERT_OK_AND_ASSIGN(auto status, client->Status());
+    // 4 tensors of one chunk each: 4 chunk updates per push.
+    EXPECT_EQ(status[0].updates_applied(), 4u * 200u);
+    EXPECT_EQ(status[0].live_workers(), 0u);
+
+    bool found = false;
+    for (const prometheus::MetricFamily& f : metrics.registry()->Collect()) {
+      if (f.name != "pskit_worker_staleness_pushes") continue;
+      ASSERT_EQ(f.metric.size(), 1u);
+      found = true;
+      EXPECT_EQ(f.metric[0].histogram.sample_count, 200u);
+      EXPECT_EQ(f.metric[0].histogram.sample_sum, overlap ? 199.0 : 0.0);
+    }
+    EXPECT_TRUE(found);
+  }
 }
 
 // A job ended elsewhere (another evaluator's verdict, or psctl drain) ends

@@ -24,11 +24,15 @@
 //     AfterGradient(step)    inside the step's "compute" phase
 //     Communicate(step, phases)   marks its own phases (push, pull, ...)
 //     JobDone()              the job was ended elsewhere: stop
-//   Finish()                                    once, after the last step
+//   Drain(phases)          once, after the last step: communication still
+//                          in flight is finished, its error returned
+//   Finish()                                    once, after Drain
 // After an error the loop stops calling; destroying the Algorithm releases
 // everything (threads joined), without Finish's goodbyes.
 //
-// Thread safety: one thread (the training loop) calls every method.
+// Thread safety: one thread (the training loop) calls every method; an
+// algorithm may run its communication on a thread of its own (downpour with
+// overlap, worker/algorithms/comm_thread.h), joined by its destructor.
 #ifndef PSKIT_WORKER_ALGORITHMS_ALGORITHM_H_
 #define PSKIT_WORKER_ALGORITHMS_ALGORITHM_H_
 
@@ -55,6 +59,11 @@ struct AlgorithmOptions {
   // step). Default: 1 and 1.
   int n_push = 1;
   int n_fetch = 1;
+  // downpour: exchange on a communication thread while the next step
+  // computes (one more step of staleness). Default: off (on 2 shared cores
+  // it bought no throughput and cost time to the target; see
+  // NOTES-README-O.md).
+  bool overlap = false;
   // easgd: local steps between exchanges. Default: 4.
   int tau = 4;
   // easgd: the moving rate of an exchange, in (0, 1]; 0 = 0.9 / world.
@@ -95,6 +104,12 @@ class Algorithm {
   // twice). Other errors: the shards', the backend's.
   [[nodiscard]] virtual absl::Status Communicate(int64_t step,
                                                  PhaseSink* phases) = 0;
+
+  // Waits for communication still in flight (an algorithm that overlaps
+  // it with compute) and returns its error as Communicate would have.
+  [[nodiscard]] virtual absl::Status Drain(PhaseSink* /*phases*/) {
+    return absl::OkStatus();
+  }
 
   // True once the job was ended elsewhere (the evaluator reached its
   // target, psctl drain). Cheap; polled after every step.
