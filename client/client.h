@@ -86,14 +86,17 @@ struct ClientOptions {
   // Default: 262144.
   uint32_t chunk_elems = kDefaultChunkElems;
   // Requests are split so each carries at most this many payload bytes (at
-  // least one chunk). A few MiB keeps gRPC near its best throughput and lets
-  // large models pipeline; above ~16 MiB gRPC slows down 2-3x.
-  // Default: 4 MiB.
-  size_t max_request_bytes = 4 << 20;
+  // least one chunk). With 2 in flight per shard, 1 MiB (one chunk of f32)
+  // moved more per CPU second, and faster, than 2 or 4 MiB (measured:
+  // NOTES-README-P.md); above ~16 MiB gRPC slows down 2-3x.
+  // Default: 1 MiB.
+  size_t max_request_bytes = 1 << 20;
   // Data-plane requests in flight per shard at once (0 to 1024; 0: every
   // request of an operation at once, which interleaves them all on the
-  // connection and holds the whole operation in memory). Default: 4.
-  int max_in_flight_per_shard = 4;
+  // connection and holds the whole operation in memory). 2 lets the next
+  // request go out while an answer comes back; more only added memory and
+  // CPU (measured). Default: 2.
+  int max_in_flight_per_shard = 2;
   // Deadline of one operation, retries included. Default: 60 s.
   absl::Duration timeout = absl::Seconds(60);
   // First and largest wait between retries of an UNAVAILABLE shard.
