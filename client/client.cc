@@ -49,6 +49,12 @@ absl::StatusOr<std::unique_ptr<Client>> Client::Connect(
         " must be at least 1024 and 64 KiB below max_message_bytes ",
         options.max_message_bytes));
   }
+  if (options.max_in_flight_per_shard < 0 ||
+      options.max_in_flight_per_shard > 1024) {
+    return absl::InvalidArgumentError(absl::StrCat(
+        "max_in_flight_per_shard is ", options.max_in_flight_per_shard,
+        "; use 1 to 1024 requests per shard, or 0 for no limit"));
+  }
   if (options.timeout <= absl::ZeroDuration()) {
     return absl::InvalidArgumentError("timeout must be positive");
   }
@@ -196,8 +202,11 @@ absl::Status Client::Declare(absl::string_view ns_in,
 template <typename OnOk>
 absl::Status Client::RunGeneric(
     const char* op, const std::string& method,
-    std::vector<Call<grpc::ByteBuffer, grpc::ByteBuffer>>& calls, OnOk on_ok,
-    uint64_t worker_id) {
+    std::vector<Call<grpc::ByteBuffer, grpc::ByteBuffer>>& calls,
+    std::function<grpc::ByteBuffer(Call<grpc::ByteBuffer, grpc::ByteBuffer>&)>
+        encode,
+    OnOk on_ok, uint64_t worker_id) {
+  using WireCall = Call<grpc::ByteBuffer, grpc::ByteBuffer>;
   std::function<bool(uint32_t, const absl::Status&)> recover;
   if (worker_id != 0) {
     // A shard that restarted forgot the worker (NOT_FOUND): register it
@@ -219,7 +228,21 @@ absl::Status Client::RunGeneric(
         generic_[shard][channel]->UnaryCall(ctx, method, grpc::StubOptions(),
                                             req, resp, std::move(cb));
       },
-      on_ok, std::move(recover));
+      [&on_ok](WireCall& c) {
+        absl::Status s = on_ok(c);
+        // Parsed into the caller's buffers: let go of the answer now, and
+        // of the request once it needs no retry, not at the end of the
+        // operation (they would add up to the model's size).
+        c.resp.Clear();
+        if (s.ok()) c.req.Clear();
+        return s;
+      },
+      std::move(recover), static_cast<size_t>(options_.max_in_flight_per_shard),
+      // A call's request is made when it is first sent (a retry resends the
+      // same bytes, same sequence), so only those in flight exist at once.
+      std::function<void(WireCall&)>([&encode](WireCall& c) {
+        if (!c.req.Valid() && encode) c.req = encode(c);
+      }));
 }
 
 namespace {
@@ -273,7 +296,7 @@ absl::Status Client::Pull(absl::string_view ns_in,
     c.req = SerializeSmall(req);
   }
   return RunGeneric(
-      "Pull", kPullMethod, calls,
+      "Pull", kPullMethod, calls, /*encode=*/nullptr,
       [&](WireCall& c) {
         std::vector<client_internal::ChunkMeta> meta;
         return ReceiveChunks(c, /*with_acks=*/false, /*subtract=*/false,
@@ -327,17 +350,11 @@ grpc::ByteBuffer Client::EncodeChunks(
     const google::protobuf::MessageLite& header, int field,
     const std::vector<Piece>& pieces, absl::Span<const ConstTensorBuffer> src,
     const std::vector<uint64_t>* versions, bool copy,
-    std::vector<char>* storage, client_internal::SliceTracker* tracker) const {
+    client_internal::SliceTracker* tracker) const {
   const size_t bpe = BytesPerElement(options_.encoding);
   const bool borrow = options_.encoding == v1::ENCODING_F32 && !copy;
-  if (!borrow) {
-    size_t total = 0;
-    for (const Piece& p : pieces) total += p.span.length * bpe;
-    storage->resize(total);
-  }
   client_internal::OutgoingMessage msg;
   msg.AppendMessageFields(header);
-  size_t at = 0;
   for (size_t j = 0; j < pieces.size(); ++j) {
     const Piece& p = pieces[j];
     v1::ChunkData meta;
@@ -347,13 +364,16 @@ grpc::ByteBuffer Client::EncodeChunks(
     meta.set_encoding(options_.encoding);
     absl::Span<const float> values =
         src[p.tensor].data.subspan(p.span.offset, p.span.length);
-    const char* data = reinterpret_cast<const char*>(values.data());
-    if (!borrow) {
-      EncodeFloats(options_.encoding, values, storage->data() + at);
-      data = storage->data() + at;
-      at += values.size() * bpe;
+    if (borrow) {
+      msg.AppendChunk(field, meta, reinterpret_cast<const char*>(values.data()),
+                      values.size() * bpe, tracker);
+      continue;
     }
-    msg.AppendChunk(field, meta, data, values.size() * bpe, tracker);
+    grpc::Slice payload(values.size() * bpe);
+    // The slice is new: nothing else holds it yet.
+    EncodeFloats(options_.encoding, values,
+                 reinterpret_cast<char*>(const_cast<uint8_t*>(payload.begin())));
+    msg.AppendChunk(field, meta, std::move(payload));
   }
   return msg.Finish();
 }
@@ -395,27 +415,30 @@ absl::StatusOr<PushResult> Client::PushImpl(
       }
     }
   }
-  // Order matters: `storage` (f16/bf16 payloads) outlives `tracker`, whose
-  // destructor waits until gRPC lets go of every slice borrowing `storage`
-  // or `grads`; `tracker` outlives `calls`, whose buffers hold such slices.
-  std::vector<std::vector<char>> storage(batches.size());
+  // Order matters: `tracker`, whose destructor waits until gRPC lets go of
+  // every slice borrowing `grads`, outlives `calls`, whose buffers hold such
+  // slices.
   client_internal::SliceTracker tracker;
   std::vector<WireCall> calls(batches.size());
+  // Exactly-once: each request its own sequence, taken now so they increase
+  // in plan order; a retry resends the very same buffer, so the same one.
+  std::vector<uint64_t> sequences(batches.size(), 0);
   for (size_t i = 0; i < batches.size(); ++i) {
-    WireCall& c = calls[i];
-    c.shard = batches[i].shard;
-    c.pieces = std::move(batches[i].pieces);
+    calls[i].shard = batches[i].shard;
+    calls[i].pieces = std::move(batches[i].pieces);
+    if (worker_id != 0) sequences[i] = NextSequence();
+  }
+  auto encode = [&](WireCall& c) {
+    const size_t i = &c - calls.data();
     v1::PushRequest header;
     header.set_namespace_(ns);
     *header.mutable_layout() = WireLayout(c.shard);
     header.set_worker_id(worker_id);
-    // Exactly-once: each request its own sequence; a retry resends this
-    // very buffer, so the same one.
-    if (worker_id != 0) header.set_sequence(NextSequence());
+    if (worker_id != 0) header.set_sequence(sequences[i]);
     if (pull) header.set_return_encoding(options_.encoding);
-    c.req = EncodeChunks(header, /*field=*/4, c.pieces, grads, &pulled[i],
-                         /*copy=*/false, &storage[i], &tracker);
-  }
+    return EncodeChunks(header, /*field=*/4, c.pieces, grads, &pulled[i],
+                        /*copy=*/false, &tracker);
+  };
   // Staleness per call, for the result (written on gRPC threads, read after
   // Run has returned).
   std::vector<std::vector<client_internal::ChunkMeta>> metas(calls.size());
@@ -442,7 +465,7 @@ absl::StatusOr<PushResult> Client::PushImpl(
                          &keys, &meta);
   };
   PSKIT_RETURN_IF_ERROR(RunGeneric(op, pull ? kPushPullMethod : kPushMethod,
-                                   calls, on_ok, worker_id));
+                                   calls, encode, on_ok, worker_id));
   PushResult result;
   uint64_t total = 0;
   for (const auto& meta : metas) {
@@ -479,29 +502,31 @@ absl::Status Client::Exchange(absl::string_view ns_in, float alpha,
     absl::MutexLock lock(&mu_);
     worker_id = worker_id_;
   }
-  // The parameters are sent from a copy: the answers are subtracted from the
-  // caller's buffer while other requests may still be on the wire.
-  // Order matters, as in PushImpl: storage, then tracker, then calls.
+  // The parameters are sent from a copy, made as each call is first sent
+  // (its answer is subtracted from the caller's buffer while gRPC may still
+  // hold the request; a retry resends the copy). The copies are owned by
+  // their requests, so nothing is borrowed (no SliceTracker).
   std::vector<ConstTensorBuffer> sources;
   for (const TensorBuffer& t : params) sources.push_back({t.name, t.data});
-  std::vector<std::vector<char>> storage(batches.size());
-  client_internal::SliceTracker tracker;
   std::vector<WireCall> calls(batches.size());
+  std::vector<uint64_t> sequences(batches.size(), 0);
   for (size_t i = 0; i < batches.size(); ++i) {
-    WireCall& c = calls[i];
-    c.shard = batches[i].shard;
-    c.pieces = std::move(batches[i].pieces);
+    calls[i].shard = batches[i].shard;
+    calls[i].pieces = std::move(batches[i].pieces);
+    if (worker_id != 0) sequences[i] = NextSequence();
+  }
+  auto encode = [&](WireCall& c) {
     v1::ExchangeRequest header;
     header.set_namespace_(ns);
     *header.mutable_layout() = WireLayout(c.shard);
     header.set_worker_id(worker_id);
-    if (worker_id != 0) header.set_sequence(NextSequence());
+    if (worker_id != 0) header.set_sequence(sequences[&c - calls.data()]);
     header.set_alpha(alpha);
-    c.req = EncodeChunks(header, /*field=*/5, c.pieces, sources, nullptr,
-                         /*copy=*/true, &storage[i], &tracker);
-  }
+    return EncodeChunks(header, /*field=*/5, c.pieces, sources, nullptr,
+                        /*copy=*/true, /*tracker=*/nullptr);
+  };
   return RunGeneric(
-      "Exchange", kExchangeMethod, calls, [&](WireCall& c) {
+      "Exchange", kExchangeMethod, calls, encode, [&](WireCall& c) {
         std::vector<client_internal::ChunkMeta> meta;
         return ReceiveChunks(c, /*with_acks=*/false, /*subtract=*/true, params,
                              nullptr, &meta);

@@ -2,8 +2,13 @@
 //
 // Client: the C++ API to a pskit cluster (libpskit_client). It cuts tensors
 // into chunks with the cluster's Layout, groups the chunks of each shard into
-// requests of at most `max_request_bytes`, sends every request to every shard
-// at once, and copies the answers into caller-owned float buffers.
+// requests of at most `max_request_bytes`, sends them with at most
+// `max_in_flight_per_shard` in flight per shard (a pipeline: later requests
+// go out while earlier answers come back), and copies the answers into
+// caller-owned float buffers. Each answer is released once copied, and
+// f16/bf16 (or Exchange's) payloads are encoded as their request starts, so
+// an operation holds about max_in_flight_per_shard x max_request_bytes per
+// shard beyond the caller's buffers, whatever the model's size.
 //
 // Every operation has one deadline (`timeout` from its start). A shard that
 // answers UNAVAILABLE (down, restarting, unreachable) or CANCELLED (it shut
@@ -81,10 +86,17 @@ struct ClientOptions {
   // Default: 262144.
   uint32_t chunk_elems = kDefaultChunkElems;
   // Requests are split so each carries at most this many payload bytes (at
-  // least one chunk). A few MiB keeps gRPC near its best throughput and lets
-  // large models pipeline; above ~16 MiB gRPC slows down 2-3x.
-  // Default: 4 MiB.
-  size_t max_request_bytes = 4 << 20;
+  // least one chunk). With 2 in flight per shard, 1 MiB (one chunk of f32)
+  // moved more per CPU second, and faster, than 2 or 4 MiB (measured:
+  // NOTES-README-P.md); above ~16 MiB gRPC slows down 2-3x.
+  // Default: 1 MiB.
+  size_t max_request_bytes = 1 << 20;
+  // Data-plane requests in flight per shard at once (0 to 1024; 0: every
+  // request of an operation at once, which interleaves them all on the
+  // connection and holds the whole operation in memory). 2 lets the next
+  // request go out while an answer comes back; more only added memory and
+  // CPU (measured). Default: 2.
+  int max_in_flight_per_shard = 2;
   // Deadline of one operation, retries included. Default: 60 s.
   absl::Duration timeout = absl::Seconds(60);
   // First and largest wait between retries of an UNAVAILABLE shard.
@@ -208,12 +220,16 @@ class Client {
   // through client_internal::FanOut, retrying UNAVAILABLE ones with backoff
   // until the deadline, and runs `on_ok` on each answer (on a gRPC thread).
   // Returns once every call has finished: OK, or every failed shard named.
-  // `recover` (may be empty): see FanOutOptions::recover.
+  // `recover` (may be empty): see FanOutOptions::recover. `window`: see
+  // FanOutOptions::max_in_flight_per_shard. `prepare` (may be empty) runs
+  // on a call just before each attempt of it is sent (on any thread).
   template <typename Req, typename Resp, typename Send, typename OnOk>
   absl::Status Run(
       const char* op, std::vector<Call<Req, Resp>>& calls, Send send,
       OnOk on_ok,
-      std::function<bool(uint32_t, const absl::Status&)> recover = nullptr);
+      std::function<bool(uint32_t, const absl::Status&)> recover = nullptr,
+      size_t window = 0,
+      std::function<void(Call<Req, Resp>&)> prepare = nullptr);
 
   // Push (`weights` empty) or PushPull.
   absl::StatusOr<PushResult> PushImpl(const char* op, absl::string_view ns,
@@ -230,13 +246,13 @@ class Client {
   v1::Layout WireLayout(uint32_t shard) const;
   // Serializes `header` and one ChunkData (repeated field `field`) per
   // piece, with values from src[piece.tensor] and versions[j] (if given).
-  // f32 payloads borrow `src` unless `copy`; others are encoded into
-  // *storage. Borrowed memory must outlive `tracker`'s wait.
+  // f32 payloads borrow `src` unless `copy`; others are encoded into slices
+  // the buffer owns. Borrowed memory must outlive `tracker`'s wait.
   grpc::ByteBuffer EncodeChunks(const google::protobuf::MessageLite& header,
                                 int field, const std::vector<Piece>& pieces,
                                 absl::Span<const ConstTensorBuffer> src,
                                 const std::vector<uint64_t>* versions,
-                                bool copy, std::vector<char>* storage,
+                                bool copy,
                                 client_internal::SliceTracker* tracker) const;
   // Parses the answer of data-plane call `c` into `dest` (the buffers its
   // pieces index; subtracted for Exchange) and fills `meta`. With `keys`
@@ -247,14 +263,20 @@ class Client {
                              const std::vector<std::string>* keys,
                              std::vector<client_internal::ChunkMeta>* meta)
       ABSL_LOCKS_EXCLUDED(mu_);
-  // Sends `calls` (serialized requests) to data-plane method `method`, and
-  // parses each answer into the tensors' buffers; see Run. With `worker_id`
-  // != 0, a shard that answers NOT_FOUND gets the worker registered again
+  // Sends `calls` to data-plane method `method`, at most
+  // max_in_flight_per_shard per shard at once, and parses each answer into
+  // the tensors' buffers with `on_ok`; see Run. A call's request is made by
+  // encode(call) when it is first sent, kept for its retries, and released
+  // with its answer once the answer is parsed. With `worker_id` != 0, a
+  // shard that answers NOT_FOUND gets the worker registered again
   // (ReregisterOn) and the call resent, once per call.
   template <typename OnOk>
-  absl::Status RunGeneric(const char* op, const std::string& method,
-                          std::vector<Call<grpc::ByteBuffer, grpc::ByteBuffer>>& calls,
-                          OnOk on_ok, uint64_t worker_id = 0);
+  absl::Status RunGeneric(
+      const char* op, const std::string& method,
+      std::vector<Call<grpc::ByteBuffer, grpc::ByteBuffer>>& calls,
+      std::function<grpc::ByteBuffer(Call<grpc::ByteBuffer, grpc::ByteBuffer>&)>
+          encode,
+      OnOk on_ok, uint64_t worker_id = 0);
   // Registers worker `worker_id` again on `shard`, under this Client's
   // worker name (a renewal if the shard still knows it). False on failure
   // or if the Client's worker id changed meanwhile.

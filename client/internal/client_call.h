@@ -41,7 +41,8 @@ struct Client::Call : client_internal::FanOutCall {
 template <typename Req, typename Resp, typename Send, typename OnOk>
 absl::Status Client::Run(
     const char* op, std::vector<Call<Req, Resp>>& calls, Send send, OnOk on_ok,
-    std::function<bool(uint32_t, const absl::Status&)> recover) {
+    std::function<bool(uint32_t, const absl::Status&)> recover, size_t window,
+    std::function<void(Call<Req, Resp>&)> prepare) {
   client_internal::FanOutOptions o;
   o.timeout = options_.timeout;
   // Wait for a (re)connecting shard instead of failing at once.
@@ -53,10 +54,12 @@ absl::Status Client::Run(
   o.op = op;
   o.addresses = &shards_;
   o.recover = std::move(recover);
+  o.max_in_flight_per_shard = window;
   const int attempts = client_internal::FanOut(
       calls, o,
       [&](Call<Req, Resp>& c, size_t i,
           std::function<void(grpc::Status)> done) {
+        if (prepare) prepare(c);
         c.resp.Clear();
         send(c.shard, i % stubs_[c.shard].size(), c.ctx.get(), &c.req, &c.resp,
              std::move(done));

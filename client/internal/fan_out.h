@@ -38,8 +38,10 @@
 //   // every calls[i].status / .answer is now set.
 //
 // Thread safety: FanOut blocks its caller until every call has finished;
-// `start` runs on the caller's thread, `on_answer` on gRPC's threads (at
-// most once per call and attempt, concurrently for different calls).
+// `start` runs on the caller's thread, or, for a call that waited for a
+// place in its shard's window, on the gRPC thread that ended the call before
+// it; `on_answer` on gRPC's threads (at most once per call and attempt).
+// Both run concurrently for different calls.
 #ifndef PSKIT_CLIENT_INTERNAL_FAN_OUT_H_
 #define PSKIT_CLIENT_INTERNAL_FAN_OUT_H_
 
@@ -60,6 +62,7 @@
 #include "absl/synchronization/mutex.h"
 #include "absl/time/clock.h"
 #include "absl/time/time.h"
+#include "client/internal/fan_out_attempt.h"
 #include "common/clock.h"
 #include "common/grpc_status.h"
 #include "spdlog/spdlog.h"
@@ -121,6 +124,10 @@ struct FanOutOptions {
   // (it restarted while the call was in flight) and resend the same call.
   // Default: none.
   std::function<bool(uint32_t shard, const absl::Status& s)> recover;
+  // At most this many calls of one shard in flight at once; the others wait
+  // and start, in the order of `calls`, as earlier ones end (a retry round
+  // likewise). 0: every call at once. Default: 0.
+  size_t max_in_flight_per_shard = 0;
 };
 
 // Whether FanOut retries a call that ended with `s`: the shard is down,
@@ -151,7 +158,8 @@ inline constexpr absl::Duration kNameWaitLogInterval = absl::Seconds(5);
 void LogNameWait(uint32_t shard, const std::vector<std::string>* addresses,
                  const absl::Status& s, absl::Duration left);
 
-// Sends every call of `calls` at once: start(call, index, done) starts the
+// Sends every call of `calls` (at most options.max_in_flight_per_shard of a
+// shard at once; see fan_out_attempt.h): start(call, index, done) starts the
 // RPC on call.ctx and arranges for done(status) to run when it ends. For
 // each call that succeeds, on_answer(call) runs (on a gRPC thread) and its
 // Status is stored in call.answer. Retries as `options` say. Returns the
@@ -161,12 +169,6 @@ void LogNameWait(uint32_t shard, const std::vector<std::string>* addresses,
 template <typename CallT, typename Start, typename OnAnswer>
 int FanOut(std::vector<CallT>& calls, const FanOutOptions& options, Start start,
            OnAnswer on_answer) {
-  // Shared with the callbacks: the last one may still be unlocking `mu`
-  // when FanOut returns.
-  struct Pending {
-    absl::Mutex mu;
-    size_t open ABSL_GUARDED_BY(mu) = 0;
-  };
   const absl::Time deadline = absl::Now() + options.timeout;
   // Only a `wait` shorter than the timeout cancels calls; otherwise gRPC's
   // deadline ends them, as DEADLINE_EXCEEDED (a wait that expired a few ns
@@ -187,11 +189,6 @@ int FanOut(std::vector<CallT>& calls, const FanOutOptions& options, Start start,
   std::vector<bool> recovered(calls.size(), false);
   absl::Time next_name_log = absl::InfinitePast();
   for (int attempt = 1;; ++attempt) {
-    auto pending = std::make_shared<Pending>();
-    {
-      absl::MutexLock lock(&pending->mu);
-      pending->open = todo.size();
-    }
     for (size_t i : todo) {
       CallT& c = calls[i];
       c.ctx = std::make_unique<grpc::ClientContext>();
@@ -200,29 +197,11 @@ int FanOut(std::vector<CallT>& calls, const FanOutOptions& options, Start start,
           options.wait_for_ready && !(probe_names && name_unknown[i]);
       c.ctx->set_wait_for_ready(c.wait_for_ready);
       c.answer = absl::OkStatus();
-      start(c, i, [&c, &on_answer, pending](grpc::Status status) {
-        c.status = std::move(status);
-        if (c.status.ok()) c.answer = on_answer(c);
-        absl::MutexLock lock(&pending->mu);
-        --pending->open;
-      });
     }
-    bool cancelled = false;
-    {
-      Pending* p = pending.get();
-      auto all_done = [p]() ABSL_EXCLUSIVE_LOCKS_REQUIRED(p->mu) {
-        return p->open == 0;
-      };
-      absl::MutexLock lock(&p->mu);
-      if (!bounded_wait) {
-        p->mu.Await(absl::Condition(&all_done));
-      } else if (!p->mu.AwaitWithDeadline(absl::Condition(&all_done),
-                                          wait_until)) {
-        for (size_t i : todo) calls[i].ctx->TryCancel();
-        cancelled = true;
-        p->mu.Await(absl::Condition(&all_done));
-      }
-    }
+    FanOutAttempt<CallT, Start, OnAnswer> sent(
+        calls, start, on_answer, options.max_in_flight_per_shard);
+    sent.Send(todo);
+    const bool cancelled = !sent.Wait(bounded_wait, wait_until);
     if (cancelled) return attempt;
     std::vector<size_t> retry;
     std::vector<size_t> unresolved;  // one call per shard whose name failed

@@ -160,9 +160,8 @@ void OutgoingMessage::AppendMessageFields(
   header.AppendToString(&pending_);
 }
 
-void OutgoingMessage::AppendChunk(int field, const v1::ChunkData& meta,
-                                  const char* data, size_t bytes,
-                                  SliceTracker* tracker) {
+void OutgoingMessage::AppendChunkHeader(int field, const v1::ChunkData& meta,
+                                        size_t bytes) {
   const std::string head = meta.SerializeAsString();
   const size_t data_field = 1 + VarintSize(bytes) + bytes;  // tag 5 is 1 byte
   PutLengthDelimitedTag(field, &pending_);
@@ -170,6 +169,20 @@ void OutgoingMessage::AppendChunk(int field, const v1::ChunkData& meta,
   pending_ += head;
   PutLengthDelimitedTag(kData, &pending_);
   PutVarint(bytes, &pending_);
+}
+
+void OutgoingMessage::AppendChunk(int field, const v1::ChunkData& meta,
+                                  grpc::Slice payload) {
+  AppendChunkHeader(field, meta, payload.size());
+  if (payload.size() == 0) return;
+  Flush();
+  slices_.push_back(std::move(payload));
+}
+
+void OutgoingMessage::AppendChunk(int field, const v1::ChunkData& meta,
+                                  const char* data, size_t bytes,
+                                  SliceTracker* tracker) {
+  AppendChunkHeader(field, meta, bytes);
   if (bytes == 0) return;
   Flush();
   tracker->Acquire();

@@ -72,12 +72,18 @@ class OutgoingMessage {
   void AppendChunk(int field, const v1::ChunkData& meta, const char* data,
                    size_t bytes, SliceTracker* tracker);
 
+  // The same with a payload the message owns (shared with gRPC, freed when
+  // the last buffer holding it lets go): `payload`.
+  void AppendChunk(int field, const v1::ChunkData& meta, grpc::Slice payload);
+
   // The message so far, as a byte buffer (the slices are shared, not
   // copied).
   grpc::ByteBuffer Finish();
 
  private:
   void Flush();
+  // AppendChunk's field and ChunkData headers, up to the payload.
+  void AppendChunkHeader(int field, const v1::ChunkData& meta, size_t bytes);
   std::string pending_;
   std::vector<grpc::Slice> slices_;
 };

@@ -7,7 +7,12 @@
 // namespace --namespace, then --clients threads, each with its own Client,
 // repeat --op over the whole model for --seconds. Reports GB/s moved (push
 // and pull bytes both counted, 1 GB = 1e9 bytes), operations/s (one op = the
-// whole model) and p50/p99/max latency per op.
+// whole model) and p50/p99/max latency per op, and this process's peak
+// resident memory next to what its clients' own arrays take (each client
+// holds a gradient and a weight array of the model, f32), so the client's
+// memory bound can be checked.
+#include <sys/resource.h>
+
 #include <algorithm>
 #include <atomic>
 #include <cmath>
@@ -47,7 +52,12 @@ ABSL_FLAG(double, warmup_s, 1, "unmeasured run-in before measuring");
 ABSL_FLAG(std::string, encoding, "f32", "wire encoding: f32, f16 or bf16");
 ABSL_FLAG(uint32_t, chunk_elems, pskit::kDefaultChunkElems,
           "must match the shards' --chunk_elems");
-ABSL_FLAG(double, max_request_mib, 4, "payload MiB per request");
+ABSL_FLAG(double, max_request_mib,
+          pskit::ClientOptions().max_request_bytes / double{1 << 20},
+          "payload MiB per request");
+ABSL_FLAG(int32_t, max_in_flight_per_shard,
+          pskit::ClientOptions().max_in_flight_per_shard,
+          "requests in flight per shard and client (0: all of an op at once)");
 ABSL_FLAG(int32_t, channels_per_shard, 1, "TCP connections per shard");
 ABSL_FLAG(std::string, namespace, "bench", "namespace to declare the model in");
 ABSL_FLAG(double, timeout_s, 60,
@@ -55,6 +65,13 @@ ABSL_FLAG(double, timeout_s, 60,
 ABSL_FLAG(bool, json, false, "print one JSON object instead of text");
 
 namespace {
+
+// This process's peak resident memory in MiB (Linux: ru_maxrss is in KiB).
+double PeakRssMib() {
+  struct rusage ru {};
+  getrusage(RUSAGE_SELF, &ru);
+  return static_cast<double>(ru.ru_maxrss) / 1024.0;
+}
 
 int Fail(const std::string& msg) {
   std::fprintf(stderr, "ps-bench: %s\n", msg.c_str());
@@ -109,6 +126,8 @@ int main(int argc, char** argv) {
   options.max_request_bytes =
       static_cast<size_t>(absl::GetFlag(FLAGS_max_request_mib) * (1 << 20));
   options.channels_per_shard = absl::GetFlag(FLAGS_channels_per_shard);
+  options.max_in_flight_per_shard =
+      absl::GetFlag(FLAGS_max_in_flight_per_shard);
   options.timeout = absl::Seconds(absl::GetFlag(FLAGS_timeout_s));
   absl::StatusOr<pskit::ChannelSecurity> security =
       pskit::ChannelSecurityFromFlags();
@@ -265,6 +284,10 @@ int main(int argc, char** argv) {
     checkpoint_max = std::max(checkpoint_max, d);
   }
 
+  // Every client's gradient and weight arrays (f32), the caller's own memory.
+  const double arrays_mib =
+      2.0 * static_cast<double>(total) * 4 * clients / (1 << 20);
+  const double peak_rss_mib = PeakRssMib();
   std::sort(latencies_ms.begin(), latencies_ms.end());
   const double gbps = bytes / seconds / 1e9;
   const double ops_per_s = ops / seconds;
@@ -279,12 +302,16 @@ int main(int argc, char** argv) {
         "\"max_ms\":%.3f,\"op_tensors\":%zu,\"checkpoints\":%zu,"
         "\"checkpoint_mean_s\":%.3f,\"checkpoint_max_s\":%.3f,"
         "\"checkpoint_busy_fraction\":%.3f,\"acked_updates\":%llu,"
-        "\"errors\":%d}\n",
+        "\"errors\":%d,\"client_arrays_mib\":%.1f,"
+        "\"client_peak_rss_mib\":%.1f,\"max_request_mib\":%.3f,"
+        "\"max_in_flight_per_shard\":%d,\"channels_per_shard\":%d}\n",
         op.c_str(), enc.c_str(), model_mib, shards.size(), clients, seconds,
         static_cast<unsigned long long>(ops), ops_per_s, bytes, gbps, p50, p99,
         max, per_op, checkpoint_s.size(), checkpoint_mean, checkpoint_max,
         checkpoint_busy_s / seconds,
-        static_cast<unsigned long long>(acked_updates), errors);
+        static_cast<unsigned long long>(acked_updates), errors, arrays_mib,
+        peak_rss_mib, options.max_request_bytes / double{1 << 20},
+        options.max_in_flight_per_shard, options.channels_per_shard);
   } else {
     std::printf("ps-bench: op=%s encoding=%s model=%.1f MiB shards=%zu "
                 "clients=%d measured %.1f s\n",
@@ -300,6 +327,13 @@ int main(int argc, char** argv) {
         "  chunk updates acked (whole run, warm-up included): %llu; "
         "errors: %d\n",
         static_cast<unsigned long long>(acked_updates), errors);
+    std::printf(
+        "  client peak RSS: %.0f MiB (model %.1f MiB; the clients' gradient "
+        "and weight arrays %.0f MiB; requests of %.2f MiB, %d in flight per "
+        "shard, %d channel(s) per shard)\n",
+        peak_rss_mib, model_mib, arrays_mib,
+        options.max_request_bytes / double{1 << 20},
+        options.max_in_flight_per_shard, options.channels_per_shard);
     if (every > 0) {
       std::printf("  checkpoints: %zu, mean %.2f s, max %.2f s, running %.0f%% "
                   "of the measured time\n",
