@@ -309,7 +309,7 @@ TEST(DecodePayload, WrongLengthAndNonFiniteNameTheChunk) {
   EXPECT_THAT(s.message(), ::testing::HasSubstr("element 1 is inf"));
 }
 
-// A 1-shard store with tensor "w" of 3000 elements in chunks of 1024.
+// A 1-shard store with tensor "w" of 3000 elements: 3 chunks of 1000.
 class WireStoreTest : public ::testing::Test {
  protected:
   void SetUp() override {
@@ -318,6 +318,7 @@ class WireStoreTest : public ::testing::Test {
       *s = std::make_unique<ChunkStore>(layout, 0, false, 64 << 20, 1 << 30);
       v1::DeclareRequest d;
       d.set_namespace_("job");
+      *d.mutable_layout() = Wire();
       *d.mutable_config() = testing::SgdConfig(0.1f);
       v1::TensorSpec* t = d.add_tensors();
       t->set_name("w");
@@ -329,11 +330,19 @@ class WireStoreTest : public ::testing::Test {
     }
   }
 
+  static v1::Layout Wire() {
+    v1::Layout l;
+    l.set_num_shards(1);
+    l.set_chunk_elems(1024);
+    return l;
+  }
+
   v1::PushRequest Grads(v1::Encoding e) {
     v1::PushRequest req;
     req.set_namespace_("job");
+    *req.mutable_layout() = Wire();
     req.set_return_encoding(v1::ENCODING_F32);
-    const size_t lens[] = {1024, 1024, 952};
+    const size_t lens[] = {1000, 1000, 1000};
     for (uint32_t c = 0; c < 3; ++c) {
       std::vector<float> g(lens[c]);
       for (size_t i = 0; i < g.size(); ++i) g[i] = 0.001f * (i % 97) - c;
@@ -405,6 +414,7 @@ TEST_F(WireStoreTest, SegmentedPayloadsAndWireAnswersMatchTheProtobufPath) {
 TEST_F(WireStoreTest, PullAndExchangeAnswerAsTheProtobufPath) {
   v1::PullRequest pull;
   pull.set_namespace_("job");
+  *pull.mutable_layout() = Wire();
   pull.set_encoding(v1::ENCODING_F16);
   for (uint32_t c : {2u, 0u}) {
     v1::ChunkRef* r = pull.add_chunks();
@@ -427,13 +437,13 @@ TEST_F(WireStoreTest, PullAndExchangeAnswerAsTheProtobufPath) {
 
   v1::ExchangeRequest ex;
   ex.set_namespace_("job");
+  *ex.mutable_layout() = Wire();
   ex.set_alpha(0.5f);
-  ex.set_worker_id(0);
   v1::ChunkData* p = ex.add_params();
   p->set_tensor("w");
   p->set_chunk(1);
   p->set_encoding(v1::ENCODING_F32);
-  EncodeFloats(v1::ENCODING_F32, std::vector<float>(1024, 2.0f),
+  EncodeFloats(v1::ENCODING_F32, std::vector<float>(1000, 2.0f),
                p->mutable_data());
   v1::ExchangeResponse want_ex;
   ASSERT_OK(a_->Exchange(ex, &want_ex));
