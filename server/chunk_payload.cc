@@ -28,8 +28,7 @@ std::vector<PayloadView> PayloadsOf(
 absl::StatusOr<absl::Span<const float>> DecodePayload(
     const v1::ChunkData& meta, const PayloadView& payload,
     uint64_t expected_elems, bool allow_nonfinite,
-    absl::FunctionRef<std::vector<float>(size_t)> take,
-    std::vector<float>* buffer) {
+    std::unique_ptr<float[]>* buffer) {
   const v1::Encoding encoding = meta.encoding();
   const size_t bpe = BytesPerElement(encoding);
   if (bpe == 0) {
@@ -61,8 +60,8 @@ absl::StatusOr<absl::Span<const float>> DecodePayload(
   } else {
     // The one copy: each segment decoded into place; an element cut by a
     // segment boundary goes through `carry`.
-    *buffer = take(expected_elems);
-    float* out = buffer->data();
+    buffer->reset(new float[expected_elems]);  // not zeroed: all written
+    float* out = buffer->get();
     char carry[sizeof(float)];
     size_t carried = 0;
     for (absl::string_view s : payload.segments) {
@@ -87,7 +86,7 @@ absl::StatusOr<absl::Span<const float>> DecodePayload(
       std::memcpy(carry, p, left);
       carried = left;
     }
-    values = absl::Span<const float>(*buffer);
+    values = absl::Span<const float>(buffer->get(), expected_elems);
   }
   if (!allow_nonfinite) {
     const int64_t bad = FirstNonFinite(values);

@@ -21,11 +21,11 @@
 
 #include <cstddef>
 #include <cstdint>
+#include <memory>
 #include <string>
 #include <vector>
 
 #include "absl/container/inlined_vector.h"
-#include "absl/functional/function_ref.h"
 #include "absl/status/statusor.h"
 #include "absl/strings/string_view.h"
 #include "absl/types/span.h"
@@ -68,13 +68,15 @@ std::vector<PayloadView> PayloadsOf(
 // the same INVALID_ARGUMENT messages: a known encoding, exactly
 // `expected_elems` elements, and, unless `allow_nonfinite`, every value
 // finite. Returns the values: a view of the payload when it is one f32
-// segment aligned for floats, else decoded into take(expected_elems),
-// which is stored in *buffer (the view borrows it).
+// segment aligned for floats, else decoded into a new *buffer (the view
+// borrows it). The buffer is not zeroed first, and is a plain heap block
+// rather than one of the store's ScratchPool buffers: those serve the
+// update's outputs, and taking the inputs from the same pool overflowed it
+// (a 64 MiB push then allocated and zeroed fresh buffers each time).
 [[nodiscard]] absl::StatusOr<absl::Span<const float>> DecodePayload(
     const v1::ChunkData& meta, const PayloadView& payload,
     uint64_t expected_elems, bool allow_nonfinite,
-    absl::FunctionRef<std::vector<float>(size_t)> take,
-    std::vector<float>* buffer);
+    std::unique_ptr<float[]>* buffer);
 
 // Where a store's answer chunks go: Resize(n) once, then Set each i in
 // [0, n) once, in any order.

@@ -16,7 +16,6 @@
 #include <optional>
 #include <utility>
 
-#include "absl/cleanup/cleanup.h"
 #include "absl/container/flat_hash_set.h"
 #include "absl/strings/str_cat.h"
 #include "absl/strings/str_join.h"
@@ -374,15 +373,11 @@ absl::Status ChunkStore::ApplyGradients(
   }
   // Decode and check every gradient before the first update.
   std::vector<absl::Span<const float>> grads(req.grads_size());
-  std::vector<std::vector<float>> scratch(req.grads_size());
-  absl::Cleanup give_back_scratch = [&] {
-    for (std::vector<float>& v : scratch) scratch_->Give(std::move(v));
-  };
-  auto take = [this](size_t n) { return scratch_->Take(n); };
+  std::vector<std::unique_ptr<float[]>> scratch(req.grads_size());
   for (int i = 0; i < req.grads_size(); ++i) {
     PSKIT_ASSIGN_OR_RETURN(
         grads[i], DecodePayload(req.grads(i), grads_in[i], r.targets[i].length,
-                                allow_nonfinite_, take, &scratch[i]));
+                                allow_nonfinite_, &scratch[i]));
   }
   // Exactly-once: from here on nothing fails, so a call the window lets
   // through is applied whole.
@@ -604,16 +599,12 @@ absl::Status ChunkStore::Exchange(const v1::ExchangeRequest& req,
   PSKIT_ASSIGN_OR_RETURN(Resolved r,
                          Resolve(req.namespace_(), req.params(), "Exchange"));
   std::vector<absl::Span<const float>> params(req.params_size());
-  std::vector<std::vector<float>> scratch(req.params_size());
-  absl::Cleanup give_back_scratch = [&] {
-    for (std::vector<float>& v : scratch) scratch_->Give(std::move(v));
-  };
-  auto take = [this](size_t n) { return scratch_->Take(n); };
+  std::vector<std::unique_ptr<float[]>> scratch(req.params_size());
   for (int i = 0; i < req.params_size(); ++i) {
     PSKIT_ASSIGN_OR_RETURN(
         params[i],
         DecodePayload(req.params(i), params_in[i], r.targets[i].length,
-                      allow_nonfinite_, take, &scratch[i]));
+                      allow_nonfinite_, &scratch[i]));
   }
   // Exactly-once, as in ApplyGradients.
   std::optional<PushWindow::Ticket> ticket;

@@ -13,6 +13,7 @@
 #include <algorithm>
 #include <cstring>
 #include <limits>
+#include <memory>
 #include <random>
 #include <string>
 #include <vector>
@@ -272,12 +273,9 @@ TEST(DecodePayload, ElementsCutBySegmentBoundaries) {
       v1::ChunkData meta;
       meta.set_tensor("w");
       meta.set_encoding(e);
-      std::vector<float> buffer;
-      ASSERT_OK_AND_ASSIGN(
-          absl::Span<const float> got,
-          DecodePayload(meta, p, values.size(), false,
-                        [](size_t n) { return std::vector<float>(n); },
-                        &buffer));
+      std::unique_ptr<float[]> buffer;
+      ASSERT_OK_AND_ASSIGN(absl::Span<const float> got,
+                           DecodePayload(meta, p, values.size(), false, &buffer));
       EXPECT_THAT(std::vector<float>(got.begin(), got.end()),
                   ::testing::ElementsAreArray(want))
           << EncodingName(e) << " step " << step;
@@ -290,11 +288,10 @@ TEST(DecodePayload, WrongLengthAndNonFiniteNameTheChunk) {
   meta.set_tensor("w");
   meta.set_chunk(2);
   meta.set_encoding(v1::ENCODING_F32);
-  std::vector<float> buffer;
-  auto take = [](size_t n) { return std::vector<float>(n); };
+  std::unique_ptr<float[]> buffer;
   const std::string three(12, '\0');
   absl::Status s =
-      DecodePayload(meta, PayloadOf(three), 4, false, take, &buffer).status();
+      DecodePayload(meta, PayloadOf(three), 4, false, &buffer).status();
   EXPECT_EQ(s.code(), absl::StatusCode::kInvalidArgument);
   EXPECT_THAT(s.message(), ::testing::HasSubstr("payload has 12 bytes"));
   std::string inf;
@@ -304,7 +301,7 @@ TEST(DecodePayload, WrongLengthAndNonFiniteNameTheChunk) {
   PayloadView split;
   split.Append(absl::string_view(inf).substr(0, 5));
   split.Append(absl::string_view(inf).substr(5));
-  s = DecodePayload(meta, split, 2, false, take, &buffer).status();
+  s = DecodePayload(meta, split, 2, false, &buffer).status();
   EXPECT_EQ(s.code(), absl::StatusCode::kInvalidArgument);
   EXPECT_THAT(s.message(), ::testing::HasSubstr("element 1 is inf"));
 }
