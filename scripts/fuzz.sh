@@ -22,7 +22,7 @@
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
-ALL_TARGETS=(fuzz_wire fuzz_rpc fuzz_checkpoint fuzz_config)
+ALL_TARGETS=(fuzz_wire fuzz_rpc fuzz_server_wire fuzz_checkpoint fuzz_config)
 usage() {
   echo "usage: scripts/fuzz.sh SECONDS [TARGET...] | --replay [TARGET...] | --write-seeds" >&2
   echo "targets: ${ALL_TARGETS[*]}" >&2

@@ -281,6 +281,11 @@ template absl::StatusOr<ChunkStore::Resolved> ChunkStore::Resolve(
 
 absl::Status ChunkStore::Pull(const v1::PullRequest& req,
                               v1::PullResponse* resp) {
+  ProtoChunkOut out(resp->mutable_chunks());
+  return Pull(req, &out);
+}
+
+absl::Status ChunkStore::Pull(const v1::PullRequest& req, ChunkOut* out) {
   PSKIT_RETURN_IF_ERROR(
       CheckLayout(req.layout(), req.has_layout(), layout_, shard_index_));
   PSKIT_RETURN_IF_ERROR(ValidateEncoding(req.encoding()));
@@ -308,12 +313,11 @@ absl::Status ChunkStore::Pull(const v1::PullRequest& req,
     PSKIT_RETURN_IF_ERROR(
         ReserveRuleState(reserved, NamespaceOf(req.namespace_())));
   }
-  resp->mutable_chunks()->Reserve(req.chunks_size());
+  const v1::Encoding encoding = req.encoding();
+  const size_t bpe = BytesPerElement(encoding);
+  out->Resize(req.chunks_size());
   for (int i = 0; i < req.chunks_size(); ++i) {
-    v1::ChunkData* out = resp->add_chunks();
-    out->set_tensor(req.chunks(i).tensor());
-    out->set_chunk(req.chunks(i).chunk());
-    out->set_encoding(req.encoding());
+    const v1::ChunkRef& ref = req.chunks(i);
     Chunk& c = *r.targets[i].chunk;
     if (record) {
       absl::MutexLock lock(&c.mu);
@@ -330,12 +334,14 @@ absl::Status ChunkStore::Pull(const v1::PullRequest& req,
           reserved -= need;
         }
       }
-      out->set_version(c.version);
-      EncodeFloats(req.encoding(), c.values, out->mutable_data());
+      EncodeFloats(encoding, c.values,
+                   out->Set(i, ref.tensor(), ref.chunk(), c.version, encoding,
+                            c.values.size() * bpe));
     } else {
       absl::ReaderMutexLock lock(&c.mu);
-      out->set_version(c.version);
-      EncodeFloats(req.encoding(), c.values, out->mutable_data());
+      EncodeFloats(encoding, c.values,
+                   out->Set(i, ref.tensor(), ref.chunk(), c.version, encoding,
+                            c.values.size() * bpe));
     }
   }
   // What was reserved for state another call created meanwhile.
@@ -344,10 +350,14 @@ absl::Status ChunkStore::Pull(const v1::PullRequest& req,
 }
 
 absl::Status ChunkStore::ApplyGradients(
-    const v1::PushRequest& req,
-    google::protobuf::RepeatedPtrField<v1::ChunkAck>* acks,
-    google::protobuf::RepeatedPtrField<v1::ChunkData>* values,
+    const v1::PushRequest& req, absl::Span<const PayloadView> grads_in,
+    google::protobuf::RepeatedPtrField<v1::ChunkAck>* acks, ChunkOut* values,
     v1::Encoding encoding, bool* replayed) {
+  if (grads_in.size() != static_cast<size_t>(req.grads_size())) {
+    return absl::InternalError(absl::StrCat(
+        "Push: ", grads_in.size(), " payloads for ", req.grads_size(),
+        " gradients (a bug in the shard)"));
+  }
   PSKIT_RETURN_IF_ERROR(
       CheckLayout(req.layout(), req.has_layout(), layout_, shard_index_));
   absl::ReaderMutexLock index_lock(&index_mu_);
@@ -363,11 +373,11 @@ absl::Status ChunkStore::ApplyGradients(
   }
   // Decode and check every gradient before the first update.
   std::vector<absl::Span<const float>> grads(req.grads_size());
-  std::vector<std::vector<float>> scratch(req.grads_size());
+  std::vector<std::unique_ptr<float[]>> scratch(req.grads_size());
   for (int i = 0; i < req.grads_size(); ++i) {
-    PSKIT_ASSIGN_OR_RETURN(grads[i],
-                           DecodeChunk(req.grads(i), r.targets[i].length,
-                                       allow_nonfinite_, &scratch[i]));
+    PSKIT_ASSIGN_OR_RETURN(
+        grads[i], DecodePayload(req.grads(i), grads_in[i], r.targets[i].length,
+                                allow_nonfinite_, &scratch[i]));
   }
   // Exactly-once: from here on nothing fails, so a call the window lets
   // through is applied whole.
@@ -507,14 +517,13 @@ absl::Status ChunkStore::ApplyGradients(
   give_back();
   if (values != nullptr) {
     // Today's values of every chunk, one lock at a time (another lock taken
-    // while holding the request's could deadlock with a LockedTogether).
-    values->Reserve(n);
+    // while holding the request's could deadlock with a LockedTogether),
+    // encoded straight into the answer.
+    const size_t bpe = BytesPerElement(encoding);
+    values->Resize(n);
     for (int i = 0; i < n; ++i) {
       Chunk& c = *r.targets[i].chunk;
-      v1::ChunkData* out = values->Add();
-      out->set_tensor(req.grads(i).tensor());
-      out->set_chunk(req.grads(i).chunk());
-      out->set_encoding(encoding);
+      const v1::ChunkData& g = req.grads(i);
       if (comp != nullptr) {
         // The worker reads these values: its new backup.
         absl::MutexLock lock(&c.mu);
@@ -522,13 +531,15 @@ absl::Status ChunkStore::ApplyGradients(
         if (it != c.worker_state.end()) {
           comp->RecordPull(c.values.data(), it->second.data(), c.values.size());
         }
-        out->set_version(c.version);
-        EncodeFloats(encoding, c.values, out->mutable_data());
+        EncodeFloats(encoding, c.values,
+                     values->Set(i, g.tensor(), g.chunk(), c.version, encoding,
+                                 c.values.size() * bpe));
         continue;
       }
       absl::ReaderMutexLock lock(&c.mu);
-      out->set_version(c.version);
-      EncodeFloats(encoding, c.values, out->mutable_data());
+      EncodeFloats(encoding, c.values,
+                   values->Set(i, g.tensor(), g.chunk(), c.version, encoding,
+                               c.values.size() * bpe));
     }
   }
   if (ticket.has_value() && !ticket->replay()) window_.Finish(*ticket);
@@ -537,18 +548,45 @@ absl::Status ChunkStore::ApplyGradients(
 
 absl::Status ChunkStore::Push(const v1::PushRequest& req,
                               v1::PushResponse* resp, bool* replayed) {
-  return ApplyGradients(req, resp->mutable_acks(), nullptr,
+  return Push(req, PayloadsOf(req.grads()), resp, replayed);
+}
+
+absl::Status ChunkStore::Push(const v1::PushRequest& req,
+                              absl::Span<const PayloadView> grads,
+                              v1::PushResponse* resp, bool* replayed) {
+  return ApplyGradients(req, grads, resp->mutable_acks(), nullptr,
                         v1::ENCODING_UNSPECIFIED, replayed);
 }
 
 absl::Status ChunkStore::PushPull(const v1::PushRequest& req,
                                   v1::PushPullResponse* resp, bool* replayed) {
-  return ApplyGradients(req, resp->mutable_acks(), resp->mutable_chunks(),
-                        req.return_encoding(), replayed);
+  ProtoChunkOut values(resp->mutable_chunks());
+  return PushPull(req, PayloadsOf(req.grads()), resp->mutable_acks(), &values,
+                  replayed);
+}
+
+absl::Status ChunkStore::PushPull(
+    const v1::PushRequest& req, absl::Span<const PayloadView> grads,
+    google::protobuf::RepeatedPtrField<v1::ChunkAck>* acks, ChunkOut* values,
+    bool* replayed) {
+  return ApplyGradients(req, grads, acks, values, req.return_encoding(),
+                        replayed);
 }
 
 absl::Status ChunkStore::Exchange(const v1::ExchangeRequest& req,
                                   v1::ExchangeResponse* resp, bool* replayed) {
+  ProtoChunkOut diffs(resp->mutable_diffs());
+  return Exchange(req, PayloadsOf(req.params()), &diffs, replayed);
+}
+
+absl::Status ChunkStore::Exchange(const v1::ExchangeRequest& req,
+                                  absl::Span<const PayloadView> params_in,
+                                  ChunkOut* out, bool* replayed) {
+  if (params_in.size() != static_cast<size_t>(req.params_size())) {
+    return absl::InternalError(absl::StrCat(
+        "Exchange: ", params_in.size(), " payloads for ", req.params_size(),
+        " chunks (a bug in the shard)"));
+  }
   PSKIT_RETURN_IF_ERROR(
       CheckLayout(req.layout(), req.has_layout(), layout_, shard_index_));
   if (!(req.alpha() > 0.0f && req.alpha() <= 1.0f)) {
@@ -561,11 +599,12 @@ absl::Status ChunkStore::Exchange(const v1::ExchangeRequest& req,
   PSKIT_ASSIGN_OR_RETURN(Resolved r,
                          Resolve(req.namespace_(), req.params(), "Exchange"));
   std::vector<absl::Span<const float>> params(req.params_size());
-  std::vector<std::vector<float>> scratch(req.params_size());
+  std::vector<std::unique_ptr<float[]>> scratch(req.params_size());
   for (int i = 0; i < req.params_size(); ++i) {
-    PSKIT_ASSIGN_OR_RETURN(params[i],
-                           DecodeChunk(req.params(i), r.targets[i].length,
-                                       allow_nonfinite_, &scratch[i]));
+    PSKIT_ASSIGN_OR_RETURN(
+        params[i],
+        DecodePayload(req.params(i), params_in[i], r.targets[i].length,
+                      allow_nonfinite_, &scratch[i]));
   }
   // Exactly-once, as in ApplyGradients.
   std::optional<PushWindow::Ticket> ticket;
@@ -578,16 +617,17 @@ absl::Status ChunkStore::Exchange(const v1::ExchangeRequest& req,
   if (replayed != nullptr) *replayed = ticket.has_value() && ticket->replay();
   const float alpha = req.alpha();
   const int n = req.params_size();
-  resp->mutable_diffs()->Reserve(n);
-  for (int i = 0; i < n; ++i) resp->add_diffs();
+  out->Resize(n);
   // Chunks an earlier copy applied answer that copy's diff: the centre
   // moved by it once, so the worker must move by the same e once.
   std::vector<int> todo;
   todo.reserve(n);
   for (int i = 0; i < n; ++i) {
     v1::ChunkAck first;
-    if (!ticket.has_value() ||
-        !ticket->Applied(i, &first, resp->mutable_diffs(i))) {
+    v1::ChunkData diff;
+    if (ticket.has_value() && ticket->Applied(i, &first, &diff)) {
+      out->SetCopy(i, diff);
+    } else {
       todo.push_back(i);
     }
   }
@@ -628,7 +668,7 @@ absl::Status ChunkStore::Exchange(const v1::ExchangeRequest& req,
             {}, "Check the parameters sent");
         give_back();
         EndRefused(&window_, ticket, todo.size() == static_cast<size_t>(n));
-        resp->clear_diffs();  // a refused call answers nothing
+        out->Resize(0);  // a refused call answers nothing
         return refused;
       }
     }
@@ -637,18 +677,23 @@ absl::Status ChunkStore::Exchange(const v1::ExchangeRequest& req,
       Chunk& c = *r.targets[i].chunk;
       c.mu.AssertHeld();
       c.values.swap(centres[k]);
-      v1::ChunkData* out = resp->mutable_diffs(i);
-      out->set_version(++c.version);
-      out->set_tensor(req.params(i).tensor());
-      out->set_chunk(req.params(i).chunk());
-      out->set_encoding(req.params(i).encoding());
-      EncodeFloats(req.params(i).encoding(), diffs[k], out->mutable_data());
+      const v1::ChunkData& p = req.params(i);
+      const size_t bytes = diffs[k].size() * BytesPerElement(p.encoding());
+      char* e = out->Set(i, p.tensor(), p.chunk(), ++c.version, p.encoding(),
+                         bytes);
+      EncodeFloats(p.encoding(), diffs[k], e);
       if (ticket.has_value()) {
         // Recorded under the chunk's lock, with the diff: a checkpoint
         // that holds this update also holds what was answered for it.
+        v1::ChunkData diff;
+        diff.set_tensor(p.tensor());
+        diff.set_chunk(p.chunk());
+        diff.set_version(c.version);
+        diff.set_encoding(p.encoding());
+        diff.set_data(e, bytes);
         v1::ChunkAck ack;
-        ack.set_version(out->version());
-        window_.Record(*ticket, i, ack, out);
+        ack.set_version(c.version);
+        window_.Record(*ticket, i, ack, &diff);
       }
     }
   }

@@ -73,6 +73,7 @@
 #include "pskit/v1/admin.pb.h"
 #include "pskit/v1/ps.pb.h"
 #include "server/checkpoint_store.h"
+#include "server/chunk_payload.h"
 #include "server/compensation.h"
 #include "server/push_window.h"
 #include "server/update_rule.h"
@@ -111,6 +112,12 @@ class ChunkStore {
                                   v1::PullResponse* resp)
       ABSL_LOCKS_EXCLUDED(index_mu_);
 
+  // Pull with the chunks written to `out` (server/chunk_payload.h): each
+  // chunk's values are encoded once, under its lock, into the buffer `out`
+  // gives.
+  [[nodiscard]] absl::Status Pull(const v1::PullRequest& req, ChunkOut* out)
+      ABSL_LOCKS_EXCLUDED(index_mu_);
+
   // Applies each gradient with the namespace's rule and compensation; each
   // ack carries the new version and the staleness. With a worker id and a
   // sequence, a call already applied is answered with its first acks and
@@ -128,10 +135,30 @@ class ChunkStore {
                                       bool* replayed = nullptr)
       ABSL_LOCKS_EXCLUDED(index_mu_);
 
+  // Push and PushPull with each gradient's payload given apart:
+  // `grads[i]` is req.grads(i)'s (whose own data field is not read), e.g.
+  // the received slices (server/wire.h). PushPull's values go to `values`.
+  [[nodiscard]] absl::Status Push(const v1::PushRequest& req,
+                                  absl::Span<const PayloadView> grads,
+                                  v1::PushResponse* resp,
+                                  bool* replayed = nullptr)
+      ABSL_LOCKS_EXCLUDED(index_mu_);
+  [[nodiscard]] absl::Status PushPull(
+      const v1::PushRequest& req, absl::Span<const PayloadView> grads,
+      google::protobuf::RepeatedPtrField<v1::ChunkAck>* acks, ChunkOut* values,
+      bool* replayed = nullptr) ABSL_LOCKS_EXCLUDED(index_mu_);
+
   // EASGD: per chunk e = alpha * (x - centre); centre += e; answers e.
   // A call already applied is answered with its first diffs.
   [[nodiscard]] absl::Status Exchange(const v1::ExchangeRequest& req,
                                       v1::ExchangeResponse* resp,
+                                      bool* replayed = nullptr)
+      ABSL_LOCKS_EXCLUDED(index_mu_);
+  // Exchange with each chunk's payload given apart (`params[i]` is
+  // req.params(i)'s) and the diffs written to `diffs`.
+  [[nodiscard]] absl::Status Exchange(const v1::ExchangeRequest& req,
+                                      absl::Span<const PayloadView> params,
+                                      ChunkOut* diffs,
                                       bool* replayed = nullptr)
       ABSL_LOCKS_EXCLUDED(index_mu_);
 
@@ -280,9 +307,10 @@ class ChunkStore {
   // The shared path of Push and PushPull; `values` (may be null) receives
   // the updated values in `encoding`.
   absl::Status ApplyGradients(const v1::PushRequest& req,
+                              absl::Span<const PayloadView> grads,
                               google::protobuf::RepeatedPtrField<v1::ChunkAck>* acks,
-                              google::protobuf::RepeatedPtrField<v1::ChunkData>* values,
-                              v1::Encoding encoding, bool* replayed)
+                              ChunkOut* values, v1::Encoding encoding,
+                              bool* replayed)
       ABSL_LOCKS_EXCLUDED(index_mu_);
   // The windows of `snapshot`, each chunk marked applied only where the
   // state `built` holds its update (its version >= the ack's).

@@ -7,6 +7,8 @@
 //   2. authorize the role: reader < worker < admin (PERMISSION_DENIED);
 //   3. parse the request bytes (INVALID_ARGUMENT "request could not be parsed
 //      as pskit.v1.XRequest ..." instead of gRPC's empty UNIMPLEMENTED);
+//      a PushRequest's or ExchangeRequest's chunk payloads stay in the
+//      received slices (server/wire.h, ServerCall::payloads());
 //   4. authorize what the request names: its namespace, and the worker id
 //      it acts for (a worker id belongs to the token that registered it);
 //   5. run the handler, a plain member function that answers with
@@ -57,6 +59,8 @@
 #include "common/auth_token.h"
 #include "common/grpc_status.h"
 #include "google/protobuf/message.h"
+#include "server/chunk_payload.h"
+#include "server/wire.h"
 
 namespace pskit {
 
@@ -201,6 +205,33 @@ class ServerCall final : public grpc::ServerUnaryReactor {
   const Req& request() const { return request_; }
   Resp* response() { return &response_; }
 
+  // For a PushRequest or ExchangeRequest (server/wire.h): the payload of
+  // each chunk of the request, in order, pointing into the received slices
+  // (the request's own `data` fields are empty then). Valid as long as the
+  // call.
+  absl::Span<const PayloadView> payloads() const { return payloads_; }
+  // Copies the payloads into the request's `data` fields, for code that
+  // keeps or reads the protobuf message (server/consistency.h's held
+  // calls); payloads() then views those fields.
+  void MaterializePayloads() {
+    static_assert(kPayloadField<Req> != 0);
+    auto* chunks = wire_internal::MutablePayloadChunks(&request_);
+    for (int i = 0; i < chunks->size(); ++i) {
+      (*chunks)[i].set_data(payloads_[i].ToString());
+    }
+    payloads_ = PayloadsOf(*chunks);
+    request_slices_.clear();
+  }
+
+  // Where the answer's chunks go, encoded straight into the slices the
+  // reply carries (server/wire.h); Reply appends them to the response's
+  // other fields. A handler fills either this or the response's own
+  // chunks, not both.
+  ChunkOut* answer_chunks() {
+    static_assert(kAnswerField<Resp> != 0);
+    return &answer_;
+  }
+
   // Marks the answer as one that applied nothing (a replayed answer to a
   // retried push): Reply then counts no updates or staleness for it.
   void DoNotCountUpdates() { count_updates_ = false; }
@@ -229,6 +260,13 @@ class ServerCall final : public grpc::ServerUnaryReactor {
       return;
     }
     gate_->Answered(caller_, policy_, request_, response_, count_updates_);
+    if constexpr (kAnswerField<Resp> != 0) {
+      if (!answer_.empty()) {
+        *out_ = answer_.AppendAnswer(response_, kAnswerField<Resp>);
+        Finish(grpc::Status::OK);
+        return;
+      }
+    }
     bool own = false;
     grpc::Status s =
         grpc::SerializationTraits<Resp>::Serialize(response_, out_, &own);
@@ -238,6 +276,10 @@ class ServerCall final : public grpc::ServerUnaryReactor {
   // For GatedMethod only.
   Caller* mutable_caller() { return &caller_; }
   Req* mutable_request() { return &request_; }
+  std::vector<grpc::Slice>* mutable_request_slices() {
+    return &request_slices_;
+  }
+  std::vector<PayloadView>* mutable_payloads() { return &payloads_; }
 
  private:
   void OnDone() override { delete this; }
@@ -258,6 +300,10 @@ class ServerCall final : public grpc::ServerUnaryReactor {
   Caller caller_;
   Req request_;
   Resp response_;
+  // The received slices the payloads point into, referenced.
+  std::vector<grpc::Slice> request_slices_;
+  std::vector<PayloadView> payloads_;
+  WireChunkOut answer_;
   bool count_updates_ = true;
   absl::Mutex cancel_mu_;
   bool cancelled_ ABSL_GUARDED_BY(cancel_mu_) = false;
@@ -300,13 +346,22 @@ grpc::internal::MethodHandler* GatedMethod(
           return call;
         }
         *call->mutable_caller() = *std::move(caller);
-        // Deserialize consumes its buffer: parse a copy (slices are shared,
-        // not copied).
-        grpc::ByteBuffer bytes(*in);
-        const size_t size = bytes.Length();
-        if (!grpc::SerializationTraits<Req>::Deserialize(
-                 &bytes, call->mutable_request())
-                 .ok()) {
+        const size_t size = in->Length();
+        bool parsed = false;
+        if constexpr (kPayloadField<Req> != 0) {
+          // Payloads stay in the received slices (server/wire.h).
+          parsed = ParseRequest(*in, call->mutable_request(),
+                                call->mutable_request_slices(),
+                                call->mutable_payloads());
+        } else {
+          // Deserialize consumes its buffer: parse a copy (slices are
+          // shared, not copied).
+          grpc::ByteBuffer bytes(*in);
+          parsed = grpc::SerializationTraits<Req>::Deserialize(
+                       &bytes, call->mutable_request())
+                       .ok();
+        }
+        if (!parsed) {
           gate->CountRefusal(rpc, "unparsable");
           call->Reply(gate_internal::Unparsable(
               rpc, Req::descriptor()->full_name(), size));

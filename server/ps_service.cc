@@ -1,7 +1,11 @@
 // server/ps_service.cc
 //
 // PsService's handlers and the roles of its methods (README "Tokens and
-// roles").
+// roles"). Push, PushPull and Exchange read their payloads where gRPC
+// received them, and Pull, PushPull and Exchange answer their chunks from
+// slices the store encoded the values into (server/wire.h); a call held by
+// ssp or sync copies its payloads into the request first and answers
+// through the protobuf response.
 #include "server/ps_service.h"
 
 #include <type_traits>
@@ -194,7 +198,7 @@ void PsService::Pull(ServerCall<v1::PullRequest, v1::PullResponse>* call) {
                     CancelHookOf(call)});
     return;
   }
-  if (s.ok()) s = store_->Pull(req, call->response());
+  if (s.ok()) s = store_->Pull(req, call->answer_chunks());
   call->Reply(s);
 }
 
@@ -204,12 +208,15 @@ void PsService::Push(ServerCall<v1::PushRequest, v1::PushResponse>* call) {
   if (s.ok()) {
     if (v1::Consistency mode = ModeFor(req.namespace_(), req.worker_id());
         mode != v1::CONSISTENCY_ASYNC) {
+      call->MaterializePayloads();
       HeldUpdate(call, mode, "Push");
       return;
     }
   }
   bool replayed = false;
-  if (s.ok()) s = store_->Push(req, call->response(), &replayed);
+  if (s.ok()) {
+    s = store_->Push(req, call->payloads(), call->response(), &replayed);
+  }
   MarkReplayed(call, replayed);
   call->Reply(Answer("Push", s));
 }
@@ -221,12 +228,16 @@ void PsService::PushPull(
   if (s.ok()) {
     if (v1::Consistency mode = ModeFor(req.namespace_(), req.worker_id());
         mode != v1::CONSISTENCY_ASYNC) {
+      call->MaterializePayloads();
       HeldUpdate(call, mode, "PushPull");
       return;
     }
   }
   bool replayed = false;
-  if (s.ok()) s = store_->PushPull(req, call->response(), &replayed);
+  if (s.ok()) {
+    s = store_->PushPull(req, call->payloads(), call->response()->mutable_acks(),
+                         call->answer_chunks(), &replayed);
+  }
   MarkReplayed(call, replayed);
   call->Reply(Answer("PushPull", s));
 }
@@ -236,7 +247,10 @@ void PsService::Exchange(
   const v1::ExchangeRequest& req = call->request();
   absl::Status s = CheckWorker(req.worker_id());
   bool replayed = false;
-  if (s.ok()) s = store_->Exchange(req, call->response(), &replayed);
+  if (s.ok()) {
+    s = store_->Exchange(req, call->payloads(), call->answer_chunks(),
+                         &replayed);
+  }
   MarkReplayed(call, replayed);
   call->Reply(Answer("Exchange", s));
 }

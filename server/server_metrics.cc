@@ -284,13 +284,13 @@ void ServerMetrics::RecordAnswer(const google::protobuf::Message& request,
                  dynamic_cast<const v1::PushPullResponse*>(&response)) {
     acks = &r->acks();
     ns = &static_cast<const v1::PushRequest&>(request).namespace_();
-  } else if (const auto* r =
-                 dynamic_cast<const v1::ExchangeResponse*>(&response)) {
-    const int n = r->diffs_size();
-    if (n > 0) {
-      ForNamespace(static_cast<const v1::ExchangeRequest&>(request).namespace_())
-          ->updates->Increment(n);
-    }
+  } else if (dynamic_cast<const v1::ExchangeResponse*>(&response) !=
+             nullptr) {
+    // One diff per chunk sent; the diffs themselves may travel outside the
+    // response message (server/wire.h), so they are counted by the request.
+    const auto& req = static_cast<const v1::ExchangeRequest&>(request);
+    const int n = req.params_size();
+    if (n > 0) ForNamespace(req.namespace_())->updates->Increment(n);
     return;
   } else {
     return;
