@@ -55,14 +55,23 @@ absl::Status Client::Run(
   o.addresses = &shards_;
   o.recover = std::move(recover);
   o.max_in_flight_per_shard = window;
+  // A shard's calls take its channels in turn, by their order among that
+  // shard's calls (the plan interleaves shards, so the index in `calls`
+  // would send every call of a shard down one channel whenever the numbers
+  // of shards and of channels share a factor).
+  std::vector<uint32_t> lane(calls.size());
+  {
+    std::vector<uint32_t> next(stubs_.size(), 0);
+    for (size_t i = 0; i < calls.size(); ++i) lane[i] = next[calls[i].shard]++;
+  }
   const int attempts = client_internal::FanOut(
       calls, o,
       [&](Call<Req, Resp>& c, size_t i,
           std::function<void(grpc::Status)> done) {
         if (prepare) prepare(c);
         c.resp.Clear();
-        send(c.shard, i % stubs_[c.shard].size(), c.ctx.get(), &c.req, &c.resp,
-             std::move(done));
+        send(c.shard, lane[i] % stubs_[c.shard].size(), c.ctx.get(), &c.req,
+             &c.resp, std::move(done));
       },
       on_ok);
   return client_internal::JoinFailures(op, calls, shards_, channels_, o,

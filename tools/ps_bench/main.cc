@@ -58,7 +58,8 @@ ABSL_FLAG(double, max_request_mib,
 ABSL_FLAG(int32_t, max_in_flight_per_shard,
           pskit::ClientOptions().max_in_flight_per_shard,
           "requests in flight per shard and client (0: all of an op at once)");
-ABSL_FLAG(int32_t, channels_per_shard, 1, "TCP connections per shard");
+ABSL_FLAG(int32_t, channels_per_shard, pskit::ClientOptions().channels_per_shard,
+          "TCP connections per shard");
 ABSL_FLAG(std::string, namespace, "bench", "namespace to declare the model in");
 ABSL_FLAG(double, timeout_s, 60,
           "deadline of each operation; an unreachable shard fails after it");
@@ -175,10 +176,24 @@ int main(int argc, char** argv) {
   uint64_t acked_updates = 0;
   int errors = 0;
   absl::Status first_error;
-  const absl::Time start = absl::Now();
-  const absl::Time measure_from =
-      start + absl::Seconds(absl::GetFlag(FLAGS_warmup_s));
-  const absl::Time stop = measure_from + absl::Seconds(seconds);
+  // The clock starts once every client has connected and filled its arrays
+  // (seconds for a large model, which would otherwise eat into the
+  // warm-up and the measured time): the last one ready sets it.
+  int ready = 0;
+  absl::Time measure_from, stop;
+  auto wait_for_start = [&](bool arrived) {
+    absl::MutexLock lock(&mu);
+    if (arrived && ++ready == clients) {
+      measure_from =
+          absl::Now() + absl::Seconds(absl::GetFlag(FLAGS_warmup_s));
+      stop = measure_from + absl::Seconds(seconds);
+    }
+    auto all_ready = [&]() ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu) {
+      return ready >= clients;
+    };
+    mu.Await(absl::Condition(&all_ready));
+    return std::make_pair(measure_from, stop);
+  };
   std::vector<std::thread> threads;
   for (int t = 0; t < clients; ++t) {
     threads.emplace_back([&, t] {
@@ -194,6 +209,7 @@ int main(int argc, char** argv) {
         g.push_back({decls[i].spec.name(), grads[i]});
         w.push_back({decls[i].spec.name(), absl::MakeSpan(weights[i])});
       }
+      const auto [measure_from, stop] = wait_for_start(true);
       std::vector<double> mine;
       uint64_t my_ops = 0;
       uint64_t my_acked = 0;
@@ -253,6 +269,7 @@ int main(int argc, char** argv) {
         checkpoint_error = client.status();
         return;
       }
+      const auto [measure_from, stop] = wait_for_start(false);
       absl::SleepFor(measure_from - absl::Now());
       for (int n = 0;; ++n) {
         const absl::Time t0 = absl::Now();
@@ -289,8 +306,16 @@ int main(int argc, char** argv) {
       2.0 * static_cast<double>(total) * 4 * clients / (1 << 20);
   const double peak_rss_mib = PeakRssMib();
   std::sort(latencies_ms.begin(), latencies_ms.end());
-  const double gbps = bytes / seconds / 1e9;
-  const double ops_per_s = ops / seconds;
+  // Per second of operation time: the counted operations' bytes over their
+  // summed latency per client. Every client is busy the whole time, so this
+  // is bytes / seconds without the partial operations at both ends of the
+  // measured window, which a large model's second-long operations would
+  // otherwise leave out (up to two of eight at 1 GiB).
+  double busy_s = 0;
+  for (double ms : latencies_ms) busy_s += ms / 1e3;
+  busy_s /= clients;
+  const double gbps = busy_s > 0 ? bytes / busy_s / 1e9 : 0;
+  const double ops_per_s = busy_s > 0 ? ops / busy_s : 0;
   const double p50 = Percentile(latencies_ms, 0.50);
   const double p99 = Percentile(latencies_ms, 0.99);
   const double max = latencies_ms.empty() ? 0 : latencies_ms.back();
