@@ -1,14 +1,27 @@
 #include "client/internal/plan.h"
 
+#include <algorithm>
+
 namespace pskit::client_internal {
 
 std::vector<RequestBatch> PlanRequests(
     const Layout& layout, absl::string_view ns,
     absl::Span<const std::pair<absl::string_view, uint64_t>> tensors,
     size_t bytes_per_elem, size_t max_request_bytes) {
+  // Tensors in name order, whatever the caller's: every worker then sends a
+  // tensor set's chunks in the same order. Under ssp and sync the shard
+  // holds a call until the other workers' calls for the same chunks arrive;
+  // with a window of calls in flight per shard, two workers sending the
+  // same chunks in different orders could each fill their window with
+  // calls that wait for ones the other cannot start.
+  std::vector<size_t> order(tensors.size());
+  for (size_t t = 0; t < order.size(); ++t) order[t] = t;
+  std::stable_sort(order.begin(), order.end(), [&](size_t a, size_t b) {
+    return tensors[a].first < tensors[b].first;
+  });
   std::vector<std::vector<RequestBatch>> per_shard(layout.num_shards());
   std::vector<size_t> open_bytes(layout.num_shards(), 0);
-  for (size_t t = 0; t < tensors.size(); ++t) {
+  for (size_t t : order) {
     for (const ChunkSpan& span :
          layout.Chunks(ns, tensors[t].first, tensors[t].second)) {
       std::vector<RequestBatch>& batches = per_shard[span.shard];

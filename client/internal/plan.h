@@ -1,7 +1,10 @@
 // client/internal/plan.h
 //
 // PlanRequests: how Client cuts an operation on whole tensors into gRPC
-// requests. Each tensor is cut into chunks by the cluster's Layout; the
+// requests. The tensors are taken in name order (the caller's order does
+// not matter: every worker sends the same chunks in the same order, which
+// ssp and sync need with a window of calls in flight). Each tensor is cut
+// into chunks by the cluster's Layout; the
 // chunks of each shard are grouped, in order, into batches of at most
 // `max_request_bytes` (a chunk larger than that gets a batch of its own);
 // the batches are interleaved across shards (round r holds every shard's

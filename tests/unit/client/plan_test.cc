@@ -103,5 +103,29 @@ TEST(PlanRequests, PiecesKeepTheirTensorIndexAndOffsets) {
   EXPECT_EQ(y_elems, 5u);
 }
 
+// Two workers naming the same tensors in different orders send their chunks
+// in the same order: under ssp and sync a shard holds a call until the
+// others' calls for its chunks arrive, and with a window of calls in flight
+// per shard, different orders could leave each worker's window full of
+// calls waiting for ones the other has not started.
+TEST(PlanRequests, TheCallersTensorOrderDoesNotChangeTheSendingOrder) {
+  ASSERT_OK_AND_ASSIGN(Layout layout, Layout::Create(2, 100));
+  const Tensors ab = {{"a", 450}, {"b", 300}, {"c", 50}};
+  const Tensors ba = {{"c", 50}, {"b", 300}, {"a", 450}};
+  auto sequence = [&](const Tensors& t) {
+    std::vector<std::pair<uint32_t, std::pair<std::string, uint32_t>>> seq;
+    for (const RequestBatch& b :
+         PlanRequests(layout, "ns", t, 4, /*max_request_bytes=*/800)) {
+      for (const RequestPiece& p : b.pieces) {
+        seq.push_back({b.shard, {std::string(t[p.tensor].first), p.span.index}});
+      }
+    }
+    return seq;
+  };
+  ExpectCoversEveryChunkOnce(layout, ba,
+                             PlanRequests(layout, "ns", ba, 4, 800));
+  EXPECT_EQ(sequence(ab), sequence(ba));
+}
+
 }  // namespace
 }  // namespace pskit::client_internal
