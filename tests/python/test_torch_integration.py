@@ -450,3 +450,18 @@ def test_rank1_waits_for_rank0_and_says_so(shards):
     s = pt.Session(_mlp(1), _env(shards, "py-nobody", rank=1), join_timeout_s=0.3)
     with pytest.raises(TimeoutError, match="start rank 0"):
         s.join()
+
+
+def test_patience_ends_the_job_and_workers_learn_it_from_heartbeats(shards):
+    x, y = _problem(2)
+    with pt.Session(_mlp(1), _env(shards, "py-patience", world=1), init="zeros") as worker:
+        ev = pt.Evaluator(_mlp(2), lambda m: (0.7, 0.5), _env(shards, "py-patience", role="evaluator"),
+                          init="zeros", interval_s=0.05, patience=2)
+        summary = ev.run()
+        assert summary.evaluations == 3 and not summary.target_reached
+        assert summary.reason == "no better accuracy in 2 evaluations"
+        assert worker.wait_job_done(timeout=60)
+    # A later evaluator of the same namespace finds the job over.
+    again = pt.Evaluator(_mlp(2), _score(x, y), _env(shards, "py-patience", role="evaluator"),
+                         init="zeros", interval_s=0.05, target_accuracy=0.99)
+    assert "ended on the shards" in again.run().reason

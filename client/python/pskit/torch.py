@@ -723,7 +723,11 @@ class Session:
       metrics_port Prometheus port; default env.metrics_port (0: none)
 
     job_done turns True once a heartbeat answers that the job is over (the
-    evaluator reached its target, or psctl drain): stop training then."""
+    evaluator reached its target, or psctl drain): stop training then.
+
+    Make the Session after the model is on its device and in its dtype (the
+    buffers are chosen then). A Session joins once; after leave() make a new
+    one."""
 
     def __init__(self, model: torch.nn.Module, env: Optional[LaunchEnv] = None, *,
                  config: Optional[Mapping[str, Any]] = None,
@@ -775,6 +779,10 @@ class Session:
     def job_done(self) -> bool:
         """True once the shards said the job is over; stays True."""
         return self._done.is_set()
+
+    def wait_job_done(self, timeout: Optional[float] = None) -> bool:
+        """Blocks until job_done or `timeout` seconds; returns job_done."""
+        return self._done.wait(timeout)
 
     def mark_job_done(self) -> None:
         self._done.set()
@@ -978,7 +986,7 @@ class Downpour(_Strategy):
         self._pushes_in_model = 0
         self._sums: Optional[List[torch.Tensor]] = None
         if n_push > 1:
-            self._sums = [torch.zeros_like(s.param, dtype=torch.float32).view(-1)
+            self._sums = [torch.zeros(s.numel, dtype=torch.float32, device=s.param.device)
                           for s in session.tensors.slots]
 
     def step(self, loss: Any = None, samples: int = 0) -> None:
@@ -1008,6 +1016,9 @@ class Downpour(_Strategy):
                     t.host_to_params()
             else:
                 s._call("push", lambda: s.client.push(s.ns, grads))
+            if self._sums is not None:
+                for sum_ in self._sums:
+                    sum_.zero_()
         elif fetch:
             _, ok = s._call("pull", lambda: s.client.pull(s.ns, t.weights()))
             if ok:
@@ -1021,16 +1032,15 @@ class Downpour(_Strategy):
         if self._sums is None:
             t.grads_to_host()
             return t.grads()
+        # A sum on the CPU is pushed from where it is (and zeroed after the
+        # push); one on a GPU goes through the pinned staging buffer.
         out = {}
-        with torch.no_grad():
-            for sum_, slot in zip(self._sums, t.slots):
-                if sum_.device.type == "cpu":
-                    buf = slot.grad_buffer()
-                    buf.copy_(sum_)
-                else:
-                    buf = slot.grad_buffer()
-                    buf.copy_(sum_, non_blocking=True)
-                sum_.zero_()
+        for sum_, slot in zip(self._sums, t.slots):
+            if sum_.device.type == "cpu":
+                out[slot.name] = sum_.numpy()
+            else:
+                buf = slot.grad_buffer()
+                buf.copy_(sum_, non_blocking=True)
                 out[slot.name] = buf.numpy()
         t.synchronize()
         return out
