@@ -69,6 +69,10 @@ ABSL_FLAG(double, gem_kappa, std::nan(""), "gem: kappa (unset: 1)");
 ABSL_FLAG(double, gem_epsilon, std::nan(""), "gem: epsilon (unset: 1e-12)");
 ABSL_FLAG(int32_t, n_push, 1, "downpour: push every n_push steps");
 ABSL_FLAG(int32_t, n_fetch, 1, "downpour: pull every n_fetch steps");
+ABSL_FLAG(bool, local_update, false,
+          "downpour: also apply each gradient to this worker's weights with "
+          "the job's optimizer, so the steps between fetches build on each "
+          "other (Dean et al. 2012, Algorithm 7.1); needs --n_fetch >= 2");
 ABSL_FLAG(bool, overlap, false,
           "downpour: push and pull on a communication thread while the next "
           "step computes (one more step of staleness); false: in turn");
@@ -260,6 +264,7 @@ pw::TrainOptions TrainFromFlags() {
   o.algorithm.name = absl::GetFlag(FLAGS_algorithm);
   o.algorithm.n_push = absl::GetFlag(FLAGS_n_push);
   o.algorithm.n_fetch = absl::GetFlag(FLAGS_n_fetch);
+  o.algorithm.local_update = absl::GetFlag(FLAGS_local_update);
   o.algorithm.overlap = absl::GetFlag(FLAGS_overlap);
   o.algorithm.tau = absl::GetFlag(FLAGS_tau);
   o.algorithm.alpha = static_cast<float>(absl::GetFlag(FLAGS_alpha));
