@@ -24,6 +24,7 @@
 #include "absl/strings/str_cat.h"
 #include "absl/strings/str_split.h"
 #include "client/security_flags.h"
+#include "common/encoding.h"
 #include "common/flags.h"
 #include "common/layout.h"
 #include "common/logging.h"
@@ -181,15 +182,10 @@ absl::StatusOr<pw::JobOptions> JobFromFlags() {
       pskit::ChannelSecurityFromFlags();
   if (!security.ok()) return security.status();
   job.client.security = *std::move(security);
-  const std::string encoding = absl::GetFlag(FLAGS_encoding);
-  if (encoding == "f16") {
-    job.client.encoding = pskit::v1::ENCODING_F16;
-  } else if (encoding == "bf16") {
-    job.client.encoding = pskit::v1::ENCODING_BF16;
-  } else if (encoding != "f32") {
-    return absl::InvalidArgumentError(
-        "--encoding must be f32, f16 or bf16, got '" + encoding + "'");
-  }
+  absl::StatusOr<pskit::v1::Encoding> encoding =
+      pskit::ParseEncoding(absl::GetFlag(FLAGS_encoding), "--encoding");
+  if (!encoding.ok()) return encoding.status();
+  job.client.encoding = *encoding;
   absl::StatusOr<pskit::v1::OptimizerKind> kind =
       ParseOptimizer(absl::GetFlag(FLAGS_optimizer));
   if (!kind.ok()) return kind.status();
