@@ -195,6 +195,8 @@ class Client {
       absl::string_view ns, const v1::Evaluation& eval);
   // Ends the lease on every shard.
   [[nodiscard]] absl::Status Leave();
+  // The id RegisterWorker gave; 0 before it and after Leave.
+  uint64_t worker_id() const ABSL_LOCKS_EXCLUDED(mu_);
 
   // Takes checkpoint `id` on every shard ("" picks "ckpt-<unix ms>", one id
   // for all); returns each shard's record, in shard order. Succeeds only if
@@ -311,7 +313,7 @@ class Client {
   std::vector<std::shared_ptr<grpc::Channel>> channels_;
   std::unique_ptr<AdminClient> admin_;
 
-  absl::Mutex mu_;
+  mutable absl::Mutex mu_;
   // "ns/tensor" -> number of elements, from Declare.
   absl::flat_hash_map<std::string, uint64_t> sizes_ ABSL_GUARDED_BY(mu_);
   // "ns/tensor" -> version last seen per chunk.

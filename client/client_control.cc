@@ -131,6 +131,11 @@ absl::StatusOr<bool> Client::ReportEvaluation(absl::string_view ns,
   return done;
 }
 
+uint64_t Client::worker_id() const {
+  absl::MutexLock lock(&mu_);
+  return worker_id_;
+}
+
 absl::Status Client::Leave() {
   v1::LeaveRequest req;
   {

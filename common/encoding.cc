@@ -94,6 +94,15 @@ std::string EncodingName(v1::Encoding encoding) {
   }
 }
 
+absl::StatusOr<v1::Encoding> ParseEncoding(absl::string_view name,
+                                           absl::string_view what) {
+  if (name == "f32") return v1::ENCODING_F32;
+  if (name == "f16") return v1::ENCODING_F16;
+  if (name == "bf16") return v1::ENCODING_BF16;
+  return absl::InvalidArgumentError(
+      absl::StrCat(what, " must be f32, f16 or bf16, got '", name, "'"));
+}
+
 uint16_t FloatToHalf(float f) {
   uint32_t x = std::bit_cast<uint32_t>(f);
   const uint16_t sign = static_cast<uint16_t>((x >> 16) & 0x8000);

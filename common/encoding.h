@@ -16,6 +16,8 @@
 #include <cstdint>
 #include <string>
 
+#include "absl/status/statusor.h"
+#include "absl/strings/string_view.h"
 #include "absl/types/span.h"
 #include "pskit/v1/ps.pb.h"
 
@@ -30,6 +32,11 @@ size_t BytesPerElement(v1::Encoding encoding);
 
 // "f32", "f16", "bf16", or "unknown(<n>)".
 std::string EncodingName(v1::Encoding encoding);
+
+// The encoding named "f32", "f16" or "bf16"; INVALID_ARGUMENT naming `what`
+// (e.g. "--encoding") and the three choices for anything else.
+absl::StatusOr<v1::Encoding> ParseEncoding(absl::string_view name,
+                                           absl::string_view what);
 
 uint16_t FloatToHalf(float f);
 float HalfToFloat(uint16_t h);

@@ -20,6 +20,9 @@ BUILD_PACKAGES=(
   libabsl-dev librocksdb-dev prometheus-cpp-dev libspdlog-dev
   libopenblas-dev zlib1g-dev libhdf5-dev libssl-dev
 )
+# The Python module (client/python/, built when pybind11-dev and python3-dev
+# are there), its tests (pytest), pskit.torch (PyTorch) and its metrics
+# (prometheus-client).
 # clang: scripts/thread-safety.sh and scripts/fuzz.sh (Debian's clang-14
 # brings libFuzzer and the sanitizer runtimes).
 case "${1:-}" in
@@ -28,6 +31,7 @@ case "${1:-}" in
         libgtest-dev libgmock-dev libbenchmark-dev
         iperf3 dataset-fashion-mnist prometheus prometheus-pushgateway python3-numpy
         python3-matplotlib
+        pybind11-dev python3-dev python3-pytest python3-torch python3-prometheus-client
       ) ;;
   --build-only) PACKAGES=("${BUILD_PACKAGES[@]}") ;;
   --packages)

@@ -24,6 +24,7 @@
 #include "absl/strings/str_cat.h"
 #include "absl/strings/str_split.h"
 #include "client/security_flags.h"
+#include "common/encoding.h"
 #include "common/flags.h"
 #include "common/layout.h"
 #include "common/logging.h"
@@ -69,6 +70,10 @@ ABSL_FLAG(double, gem_kappa, std::nan(""), "gem: kappa (unset: 1)");
 ABSL_FLAG(double, gem_epsilon, std::nan(""), "gem: epsilon (unset: 1e-12)");
 ABSL_FLAG(int32_t, n_push, 1, "downpour: push every n_push steps");
 ABSL_FLAG(int32_t, n_fetch, 1, "downpour: pull every n_fetch steps");
+ABSL_FLAG(bool, local_update, false,
+          "downpour: also apply each gradient to this worker's weights with "
+          "the job's optimizer, so the steps between fetches build on each "
+          "other (Dean et al. 2012, Algorithm 7.1); needs --n_fetch >= 2");
 ABSL_FLAG(bool, overlap, false,
           "downpour: push and pull on a communication thread while the next "
           "step computes (one more step of staleness); false: in turn");
@@ -177,15 +182,10 @@ absl::StatusOr<pw::JobOptions> JobFromFlags() {
       pskit::ChannelSecurityFromFlags();
   if (!security.ok()) return security.status();
   job.client.security = *std::move(security);
-  const std::string encoding = absl::GetFlag(FLAGS_encoding);
-  if (encoding == "f16") {
-    job.client.encoding = pskit::v1::ENCODING_F16;
-  } else if (encoding == "bf16") {
-    job.client.encoding = pskit::v1::ENCODING_BF16;
-  } else if (encoding != "f32") {
-    return absl::InvalidArgumentError(
-        "--encoding must be f32, f16 or bf16, got '" + encoding + "'");
-  }
+  absl::StatusOr<pskit::v1::Encoding> encoding =
+      pskit::ParseEncoding(absl::GetFlag(FLAGS_encoding), "--encoding");
+  if (!encoding.ok()) return encoding.status();
+  job.client.encoding = *encoding;
   absl::StatusOr<pskit::v1::OptimizerKind> kind =
       ParseOptimizer(absl::GetFlag(FLAGS_optimizer));
   if (!kind.ok()) return kind.status();
@@ -260,6 +260,7 @@ pw::TrainOptions TrainFromFlags() {
   o.algorithm.name = absl::GetFlag(FLAGS_algorithm);
   o.algorithm.n_push = absl::GetFlag(FLAGS_n_push);
   o.algorithm.n_fetch = absl::GetFlag(FLAGS_n_fetch);
+  o.algorithm.local_update = absl::GetFlag(FLAGS_local_update);
   o.algorithm.overlap = absl::GetFlag(FLAGS_overlap);
   o.algorithm.tau = absl::GetFlag(FLAGS_tau);
   o.algorithm.alpha = static_cast<float>(absl::GetFlag(FLAGS_alpha));

@@ -27,7 +27,7 @@ struct ClusterRun {
 ClusterRun TrainCluster(TestCluster* cluster, const std::string& algorithm,
                  double target,
                  std::function<void(int64_t)> rank0_after_step = nullptr,
-                 bool overlap = false) {
+                 std::function<void(AlgorithmOptions&)> configure = nullptr) {
   const Dataset train = MakeTeacherDataset(11, 1, 6000, 16, 4);
   const Dataset test = MakeTeacherDataset(11, 2, 1000, 16, 4);
   JobOptions job;
@@ -50,12 +50,12 @@ ClusterRun TrainCluster(TestCluster* cluster, const std::string& algorithm,
       TrainOptions o;
       o.job = job;
       o.algorithm.name = algorithm;
-      o.algorithm.overlap = overlap;
       o.batch_size = 32;
       o.epochs = 1000;
       o.algorithm.tau = 4;
       o.algorithm.local_lr = 0.05f;
       o.algorithm.local_momentum = 0.9f;
+      if (configure) configure(o.algorithm);
       o.rank = r;
       o.world = 2;
       if (r == 0) o.after_step = rank0_after_step;
@@ -89,6 +89,20 @@ TEST(Training, DownpourWorkersReachTheTargetAndTheEvaluatorEndsTheJob) {
   ExpectLearnedAndEnded(TrainCluster(cluster.get(), "downpour", 0.8), 0.8);
 }
 
+// Dean et al.'s Algorithm 7.1: pushes and fetches every 4 steps, each
+// gradient also applied to the worker's own weights in between.
+TEST(Training, DownpourWithLocalUpdatesBetweenFetchesReachesTheTarget) {
+  ASSERT_OK_AND_ASSIGN(auto cluster, TestCluster::Start(2));
+  ExpectLearnedAndEnded(
+      TrainCluster(cluster.get(), "downpour", 0.8, nullptr,
+                   [](AlgorithmOptions& a) {
+                     a.n_push = 4;
+                     a.n_fetch = 4;
+                     a.local_update = true;
+                   }),
+      0.8);
+}
+
 TEST(Training, EasgdWorkersReachTheTarget) {
   ASSERT_OK_AND_ASSIGN(auto cluster, TestCluster::Start(2));
   ExpectLearnedAndEnded(TrainCluster(cluster.get(), "easgd", 0.8), 0.8);
@@ -109,7 +123,7 @@ TEST(Training, ShardRestartedMidRunDoesNotStopTraining) {
         [&](int64_t step) {
           if (step == 30) restarted = cluster->Restart(1);
         },
-        overlap);
+        [overlap](AlgorithmOptions& a) { a.overlap = overlap; });
     ASSERT_OK(restarted);
     ExpectLearnedAndEnded(run, 0.8);
   }

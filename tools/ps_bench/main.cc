@@ -113,16 +113,10 @@ int main(int argc, char** argv) {
     return Fail("--model_mib and --tensor_mib must be > 0");
   }
   pskit::ClientOptions options;
-  const std::string enc = absl::GetFlag(FLAGS_encoding);
-  if (enc == "f32") {
-    options.encoding = pskit::v1::ENCODING_F32;
-  } else if (enc == "f16") {
-    options.encoding = pskit::v1::ENCODING_F16;
-  } else if (enc == "bf16") {
-    options.encoding = pskit::v1::ENCODING_BF16;
-  } else {
-    return Fail("--encoding must be f32, f16 or bf16, got '" + enc + "'");
-  }
+  absl::StatusOr<pskit::v1::Encoding> encoding =
+      pskit::ParseEncoding(absl::GetFlag(FLAGS_encoding), "--encoding");
+  if (!encoding.ok()) return Fail(std::string(encoding.status().message()));
+  options.encoding = *encoding;
   options.chunk_elems = absl::GetFlag(FLAGS_chunk_elems);
   options.max_request_bytes =
       static_cast<size_t>(absl::GetFlag(FLAGS_max_request_mib) * (1 << 20));

@@ -64,6 +64,11 @@ struct AlgorithmOptions {
   // it bought no throughput and cost time to the target; see
   // NOTES-README-O.md).
   bool overlap = false;
+  // downpour: apply each gradient to the worker's own weights with the
+  // job's optimizer as well (Dean et al. 2012, Algorithm 7.1), so the steps
+  // between fetches build on each other rather than recomputing gradients
+  // at the same weights. Needs n_fetch >= 2. Default: off.
+  bool local_update = false;
   // easgd: local steps between exchanges. Default: 4.
   int tau = 4;
   // easgd: the moving rate of an exchange, in (0, 1]; 0 = 0.9 / world.

@@ -3,6 +3,7 @@
 #include "worker/algorithms/downpour.h"
 
 #include <cstdint>
+#include <optional>
 #include <utility>
 #include <vector>
 
@@ -10,6 +11,7 @@
 #include "absl/time/clock.h"
 #include "common/status_macros.h"
 #include "worker/algorithms/comm_thread.h"
+#include "worker/algorithms/local_optimizer.h"
 #include "worker/algorithms/shard_session.h"
 #include "worker/host_params.h"
 
@@ -19,14 +21,16 @@ namespace {
 class Downpour final : public Algorithm {
  public:
   Downpour(const AlgorithmOptions& options, const AlgorithmContext& context,
-           std::vector<DeviceBuffer> sums)
+           std::vector<DeviceBuffer> sums,
+           std::optional<LocalOptimizer> local)
       : options_(options),
         context_(context),
         grads_(GradPointers(context.model)),
         summing_(!sums.empty()),
         session_(context),
         outgoing_(*context.model),
-        sums_(std::move(sums)) {
+        sums_(std::move(sums)),
+        local_(std::move(local)) {
     if (options_.overlap) comm_ = std::make_unique<CommThread>();
   }
 
@@ -36,12 +40,12 @@ class Downpour final : public Algorithm {
 
   absl::Status Setup() override { return session_.Join(); }
 
-  absl::Status AfterGradient(int64_t /*step*/) override {
-    if (!summing_) return absl::OkStatus();
-    for (size_t i = 0; i < grads_.size(); ++i) {
+  absl::Status AfterGradient(int64_t step) override {
+    for (size_t i = 0; summing_ && i < grads_.size(); ++i) {
       PSKIT_RETURN_IF_ERROR(context_.backend->Axpy(
           1.0f, grads_[i], sums_[i].data(), sums_[i].size()));
     }
+    if (local_.has_value()) return local_->Step(step);
     return absl::OkStatus();
   }
 
@@ -185,6 +189,9 @@ class Downpour final : public Algorithm {
   // With summing_: the gradients summed since the last push, one per
   // tensor, on the backend; empty otherwise.
   std::vector<DeviceBuffer> sums_;
+  // With options_.local_update: the job's optimizer, applied to the model's
+  // weights each step (its state lives on across fetches).
+  std::optional<LocalOptimizer> local_;
   // Pushes this worker made, and how many of them the model's weights
   // hold (they were fetched after them): the difference is the staleness
   // of the next gradient in this worker's own pushes.
@@ -203,6 +210,17 @@ absl::StatusOr<std::unique_ptr<Algorithm>> MakeDownpour(
         "--n_push (", options.n_push, ") and --n_fetch (", options.n_fetch,
         ") must be >= 1"));
   }
+  if (options.local_update && options.n_fetch < 2) {
+    return absl::InvalidArgumentError(absl::StrCat(
+        "--local_update needs --n_fetch of 2 or more (it is ",
+        options.n_fetch, "): the weights fetched after every step would "
+        "overwrite each local update"));
+  }
+  std::optional<LocalOptimizer> local;
+  if (options.local_update) {
+    PSKIT_ASSIGN_OR_RETURN(local,
+                           LocalOptimizer::Make(context, "--local_update"));
+  }
   std::vector<DeviceBuffer> sums;
   if (options.n_push > 1) {
     for (size_t i = 0; i < context.model->num_params(); ++i) {
@@ -211,7 +229,8 @@ absl::StatusOr<std::unique_ptr<Algorithm>> MakeDownpour(
       sums.push_back(std::move(sum));
     }
   }
-  return std::make_unique<Downpour>(options, context, std::move(sums));
+  return std::make_unique<Downpour>(options, context, std::move(sums),
+                                    std::move(local));
 }
 
 }  // namespace pskit::worker

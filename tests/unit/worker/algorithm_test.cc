@@ -45,6 +45,18 @@ TEST(MakeAlgorithm, RefusesUnknownNamesMissingShardsAndBadOptions) {
   EXPECT_OK(MakeAlgorithm(o, f.context()));
   o.n_fetch = 0;
   EXPECT_EQ(CodeOf(o, f.context()), absl::StatusCode::kInvalidArgument);
+  o.n_fetch = 1;
+  o.local_update = true;  // every local step would be overwritten at once
+  absl::Status refused = MakeAlgorithm(o, f.context()).status();
+  EXPECT_EQ(refused.code(), absl::StatusCode::kInvalidArgument);
+  EXPECT_NE(refused.message().find("--n_fetch of 2 or more"),
+            absl::string_view::npos)
+      << refused;
+  o.n_fetch = 2;
+  EXPECT_OK(MakeAlgorithm(o, f.context()));
+  f.job.server_config.mutable_optimizer()->set_kind(v1::OPTIMIZER_RMSPROP);
+  EXPECT_EQ(CodeOf(o, f.context()), absl::StatusCode::kInvalidArgument);
+  f.job.server_config.mutable_optimizer()->set_kind(v1::OPTIMIZER_SGD);
   o = AlgorithmOptions();
   o.name = "easgd";
   EXPECT_OK(MakeAlgorithm(o, f.context()));
@@ -66,6 +78,58 @@ TEST(MakeAlgorithm, OnlyLocalTrainsWithoutShards) {
   EXPECT_FALSE(TrainsWithoutShards("hogwild"));
 }
 
+// Sets every gradient to 0.25 * (index + 1), runs step 1 of `algorithm`
+// (no communication falls on it) and returns how much each weight moved.
+std::vector<std::vector<float>> MovesOfOneStep(Fixture& f,
+                                               Algorithm* algorithm) {
+  HostParams before(*f.mlp), grads(*f.mlp), after(*f.mlp);
+  EXPECT_OK(before.CopyFrom(f.backend.get(), ParamPointers(f.mlp.get())));
+  for (size_t i = 0; i < grads.values.size(); ++i) {
+    for (size_t j = 0; j < grads.values[i].size(); ++j) {
+      grads.values[i][j] = 0.25f * static_cast<float>(j + 1);
+    }
+  }
+  EXPECT_OK(grads.CopyTo(f.backend.get(), GradPointers(f.mlp.get())));
+  EXPECT_OK(algorithm->AfterGradient(1));
+  EXPECT_OK(algorithm->Communicate(1, nullptr));
+  EXPECT_OK(after.CopyFrom(f.backend.get(), ParamPointers(f.mlp.get())));
+  std::vector<std::vector<float>> moves(after.values.size());
+  for (size_t i = 0; i < after.values.size(); ++i) {
+    for (size_t j = 0; j < after.values[i].size(); ++j) {
+      moves[i].push_back(after.values[i][j] - before.values[i][j]);
+    }
+  }
+  return moves;
+}
+
+// Downpour with local_update applies the job's optimizer (SGD, lr 0.5) to
+// its own weights between fetches; without it the weights wait for the
+// next fetch. Step 1 of n_fetch 2 talks to no shard, so none is needed.
+TEST(DownpourAlgorithm, LocalUpdateMovesTheWorkersWeightsBetweenFetches) {
+  for (const bool local_update : {true, false}) {
+    SCOPED_TRACE(local_update ? "local_update" : "no local_update");
+    Fixture f;
+    f.job.shards = {"127.0.0.1:1"};  // never contacted
+    AlgorithmOptions o;
+    o.name = "downpour";
+    o.n_push = 2;
+    o.n_fetch = 2;
+    o.local_update = local_update;
+    ASSERT_OK_AND_ASSIGN(std::unique_ptr<Algorithm> downpour,
+                         MakeAlgorithm(o, f.context()));
+    const std::vector<std::vector<float>> moves =
+        MovesOfOneStep(f, downpour.get());
+    for (size_t i = 0; i < moves.size(); ++i) {
+      for (size_t j = 0; j < moves[i].size(); ++j) {
+        EXPECT_FLOAT_EQ(moves[i][j],
+                        local_update ? -0.5f * 0.25f * static_cast<float>(j + 1)
+                                     : 0.0f)
+            << f.mlp->specs()[i].name() << "[" << j << "]";
+      }
+    }
+  }
+}
+
 // Local SGD: every step moves each weight by -lr * gradient.
 TEST(LocalAlgorithm, AppliesTheShardsOptimizerToItsOwnWeights) {
   Fixture f;
@@ -74,22 +138,11 @@ TEST(LocalAlgorithm, AppliesTheShardsOptimizerToItsOwnWeights) {
   ASSERT_OK_AND_ASSIGN(std::unique_ptr<Algorithm> local,
                        MakeAlgorithm(o, f.context()));
   ASSERT_OK(local->Setup());
-  HostParams before(*f.mlp), grads(*f.mlp), after(*f.mlp);
-  ASSERT_OK(before.CopyFrom(f.backend.get(), ParamPointers(f.mlp.get())));
-  for (size_t i = 0; i < grads.values.size(); ++i) {
-    for (size_t j = 0; j < grads.values[i].size(); ++j) {
-      grads.values[i][j] = 0.25f * static_cast<float>(j + 1);
-    }
-  }
-  ASSERT_OK(grads.CopyTo(f.backend.get(), GradPointers(f.mlp.get())));
-  ASSERT_OK(local->AfterGradient(1));
-  ASSERT_OK(local->Communicate(1, nullptr));
   EXPECT_FALSE(local->JobDone());
-  ASSERT_OK(after.CopyFrom(f.backend.get(), ParamPointers(f.mlp.get())));
-  for (size_t i = 0; i < after.values.size(); ++i) {
-    for (size_t j = 0; j < after.values[i].size(); ++j) {
-      EXPECT_FLOAT_EQ(after.values[i][j],
-                      before.values[i][j] - 0.5f * grads.values[i][j])
+  const std::vector<std::vector<float>> moves = MovesOfOneStep(f, local.get());
+  for (size_t i = 0; i < moves.size(); ++i) {
+    for (size_t j = 0; j < moves[i].size(); ++j) {
+      EXPECT_FLOAT_EQ(moves[i][j], -0.5f * 0.25f * static_cast<float>(j + 1))
           << f.mlp->specs()[i].name() << "[" << j << "]";
     }
   }

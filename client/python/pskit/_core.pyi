@@ -1,0 +1,72 @@
+# pskit/_core.pyi -- THE CONTRACT of the C++ extension module `pskit._core` (pybind11 over
+# libpskit_client's Client). The lead implements it in client/python/core.cc; `pskit/__init__.py`
+# re-exports every name below, so users write `pskit.Client`, `pskit.Error`.
+#
+# Buffers: any object exporting a C-contiguous float32 buffer (NumPy float32 arrays, PyTorch
+# CPU tensors through .numpy()), of exactly the declared tensor's element count (shape does not
+# matter). Read buffers (grads) may be read-only; written ones (weights, params) must be
+# writable. No copy is made: the call reads/writes the caller's memory; the GIL is released
+# for the whole call (other Python threads run). Wrong dtype/size/layout -> pskit.Error
+# INVALID_ARGUMENT naming the tensor.
+#
+# Protobuf messages (NamespaceConfig, TensorSpec, Evaluation, Admin answers) go in and out as
+# dicts in protobuf's JSON form (field names as in proto/pskit/v1/*.proto, snake_case or
+# lowerCamel; enums by their full names, e.g. "OPTIMIZER_ADAM", "INIT_GLOROT_UNIFORM").
+from typing import Any, Mapping, Optional, Sequence
+
+Buffer = Any
+
+class Error(Exception):
+    code: int        # gRPC status code number (0 OK ... 16 UNAUTHENTICATED; 14 UNAVAILABLE)
+    code_name: str   # "UNAVAILABLE", "INVALID_ARGUMENT", ...
+    message: str     # the status message
+    # str(e) == f"{code_name}: {message}"; args == (code, code_name, message)
+
+class PushResult:
+    chunks: int            # chunks updated
+    max_staleness: int     # over those chunks
+    mean_staleness: float
+
+class Client:
+    def __init__(self, shards: Sequence[str], *,
+                 chunk_elems: int = 262144, max_request_bytes: int = 1 << 20,
+                 max_in_flight_per_shard: int = 2, timeout_s: float = 60.0,
+                 initial_backoff_s: float = 0.05, max_backoff_s: float = 2.0,
+                 encoding: str = "f32",            # "f32", "f16" or "bf16"
+                 channels_per_shard: int = 2, max_message_bytes: int = 64 << 20,
+                 tls_ca: str = "", tls_cert: str = "", tls_key: str = "",
+                 token: str = "") -> None: ...   # token: the bearer token itself
+    @property
+    def shards(self) -> list[str]: ...
+    @property
+    def worker_id(self) -> int: ...               # 0 until register_worker
+
+    # Declares tensors in namespace ns ("" = "default") with config (NamespaceConfig JSON dict)
+    # on every shard. Idempotent. tensors: TensorSpec JSON dicts, e.g.
+    # {"name": "fc1.weight", "shape": [256, 784], "init": {"kind": "INIT_GLOROT_UNIFORM"}}.
+    # values: name -> buffer for every tensor whose init kind is INIT_EXPLICIT.
+    def declare(self, ns: str, config: Mapping[str, Any],
+                tensors: Sequence[Mapping[str, Any]],
+                values: Optional[Mapping[str, Buffer]] = None) -> None: ...
+    def pull(self, ns: str, weights: Mapping[str, Buffer]) -> None: ...
+    def push(self, ns: str, grads: Mapping[str, Buffer]) -> PushResult: ...
+    # weights: same names (same order) as grads.
+    def push_pull(self, ns: str, grads: Mapping[str, Buffer],
+                  weights: Mapping[str, Buffer]) -> PushResult: ...
+    # EASGD: params -= alpha * (params - centre), centre moved towards params.
+    def exchange(self, ns: str, alpha: float, params: Mapping[str, Buffer]) -> None: ...
+
+    # Worker lease: register (returns the id every later push carries), heartbeat (renews;
+    # returns True once namespace ns's job is over), leave.
+    def register_worker(self, name: str) -> int: ...
+    def heartbeat(self, ns: str = "") -> bool: ...
+    def leave(self) -> None: ...
+    # Reports an evaluation to every shard; returns True when the job is over.
+    def report_evaluation(self, ns: str, *, loss: float, accuracy: float,
+                          samples: int = 0, done: bool = False,
+                          reason: str = "") -> bool: ...
+
+    # Admin (every shard, in shard order; each a dict in protobuf JSON form).
+    def status(self) -> list[dict]: ...
+    def checkpoint(self, id: str = "") -> list[dict]: ...
+    def restore(self, id: str) -> list[dict]: ...
