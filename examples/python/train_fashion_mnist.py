@@ -75,7 +75,7 @@ def local_optimizer(name, params, lr):
 
 
 def train(args, env, fm, pt, torch):
-    x, y = fm.load("train")
+    x, y = fm.load("train", normalize=fm.NORMALIZE[args.model])
     x, y = fm.shard(x, y, env.rank, env.world)
     if len(x) < args.batch_size:
         print(f"rank {env.rank} has {len(x)} samples, fewer than one batch of "
@@ -128,7 +128,7 @@ def train(args, env, fm, pt, torch):
 
 
 def evaluate(args, env, fm, pt):
-    xt, yt = fm.load("test")
+    xt, yt = fm.load("test", normalize=fm.NORMALIZE[args.model])
     model = getattr(fm, args.model)()
     ev = pt.Evaluator(model, lambda m: fm.evaluate(m, xt, yt), env,
                       config=pt.namespace_config(args.optimizer, lr=args.lr),
@@ -176,7 +176,7 @@ def main(argv):
                                  "--target_accuracy, --patience or --max_seconds")
             return evaluate(args, env, fm, pt)
         return train(args, env, fm, pt, torch)
-    except (pt.LaunchError, ValueError) as e:
+    except (pt.LaunchError, ValueError, fm.DatasetError) as e:
         print(f"train_fashion_mnist: {e}", file=sys.stderr)
         return EXIT_USAGE
     except (pskit.Error, TimeoutError) as e:

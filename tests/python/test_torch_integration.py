@@ -9,11 +9,8 @@ The module comes from $PSKIT_BUILD_DIR/python (default ./build/python):
 build it with `cmake --build build --target ps-server pskit_core`.
 """
 import os
-import re
 import socket
-import subprocess
 import sys
-import tempfile
 import threading
 import urllib.request
 
@@ -22,6 +19,7 @@ os.environ.setdefault("OPENBLAS_NUM_THREADS", "1")
 import numpy as np  # noqa: E402
 import pytest  # noqa: E402
 import torch  # noqa: E402
+from conftest import Shards  # noqa: E402
 from prometheus_client.parser import text_string_to_metric_families  # noqa: E402
 
 BUILD = os.path.abspath(os.environ.get("PSKIT_BUILD_DIR", "build"))
@@ -268,40 +266,15 @@ def _free_port():
 
 
 @pytest.fixture(scope="module")
-def shards():
-    """Two ps-server shards on 127.0.0.1 (ports the kernel picks), stopped
-    at the end whatever happened."""
-    server = os.path.join(BUILD, "bin", "ps-server")
-    if not os.access(server, os.X_OK):
-        pytest.fail(f"{server} is missing: cmake --build build --target ps-server")
-    procs, addrs = [], []
-    logs = tempfile.TemporaryDirectory()
+def cluster(tmp_path_factory):
+    """Two ps-server shards on 127.0.0.1 for this file's tests (conftest's
+    Shards: ports the kernel picks, stopped at the end whatever happened);
+    each test trains in a namespace of its own."""
+    s = Shards(tmp_path_factory.mktemp("shards"))
     try:
-        for i in range(2):
-            err = open(os.path.join(logs.name, f"s{i}.err"), "w")
-            procs.append(subprocess.Popen(
-                [server, "--listen", "127.0.0.1:0", "--shard_index", str(i),
-                 "--num_shards", "2", "--log_level", "warn"],
-                stdout=subprocess.PIPE, stderr=err, text=True))
-        for i, p in enumerate(procs):
-            line = p.stdout.readline()  # "ps-server listening on ADDR"
-            m = re.search(r"listening on (\S+)", line)
-            if not m:
-                p.wait(timeout=10)
-                with open(os.path.join(logs.name, f"s{i}.err")) as f:
-                    pytest.fail(f"shard {i} did not start: {line}{f.read()}")
-            addrs.append(m.group(1))
-        yield addrs
+        yield s(2)
     finally:
-        for p in procs:
-            p.terminate()
-        for p in procs:
-            try:
-                p.wait(timeout=30)
-            except subprocess.TimeoutExpired:
-                p.kill()
-                p.wait()
-        logs.cleanup()
+        s.stop_all()
 
 
 def _env(shards, ns, rank=0, world=2, role="worker"):
@@ -380,9 +353,9 @@ def _run_job(shards, ns, make_strategy, config, max_steps=20000):
     return summary, sorted(done, key=lambda d: d[0])
 
 
-def test_two_downpour_workers_train_until_the_evaluator_ends_the_job(shards):
+def test_two_downpour_workers_train_until_the_evaluator_ends_the_job(cluster):
     summary, workers = _run_job(
-        shards, "py-downpour",
+        cluster, "py-downpour",
         lambda s, model: pt.Downpour(s, n_push=1, n_fetch=1), pt.namespace_config("adam", lr=0.01))
     assert summary.target_reached and summary.best_accuracy >= 0.9, summary
     for rank, session, strategy in workers:
@@ -391,9 +364,9 @@ def test_two_downpour_workers_train_until_the_evaluator_ends_the_job(shards):
         assert session.worker_id == 0  # left
 
 
-def test_downpour_with_a_local_optimizer_between_fetches(shards):
+def test_downpour_with_a_local_optimizer_between_fetches(cluster):
     summary, workers = _run_job(
-        shards, "py-downpour-local",
+        cluster, "py-downpour-local",
         lambda s, model: pt.Downpour(s, n_push=4, n_fetch=4,
                                      optimizer=torch.optim.SGD(model.parameters(), lr=0.05)),
         pt.namespace_config("sgd", lr=0.05))
@@ -402,9 +375,9 @@ def test_downpour_with_a_local_optimizer_between_fetches(shards):
         assert strategy.pushes == strategy.steps // 4
 
 
-def test_two_easgd_workers_train_until_the_evaluator_ends_the_job(shards):
+def test_two_easgd_workers_train_until_the_evaluator_ends_the_job(cluster):
     summary, workers = _run_job(
-        shards, "py-easgd",
+        cluster, "py-easgd",
         lambda s, model: pt.EASGD(s, torch.optim.SGD(model.parameters(), lr=0.05, momentum=0.9),
                                   tau=4),
         pt.namespace_config("sgd", lr=0.05))
@@ -413,10 +386,10 @@ def test_two_easgd_workers_train_until_the_evaluator_ends_the_job(shards):
         assert session.job_done and strategy.exchanges == strategy.steps // 4
 
 
-def test_workers_show_in_the_shards_status_and_metrics(shards):
+def test_workers_show_in_the_shards_status_and_metrics(cluster):
     port = _free_port()
     model = _mlp(3)
-    with pt.Session(model, _env(shards, "py-status", world=1), init="torch_default",
+    with pt.Session(model, _env(cluster, "py-status", world=1), init="torch_default",
                     metrics_port=port) as s:
         assert s.worker_id != 0
         statuses = s.client.status()
@@ -435,10 +408,10 @@ def test_workers_show_in_the_shards_status_and_metrics(shards):
     assert s.client.status()[0].get("live_workers", s.client.status()[0].get("liveWorkers", 0)) == 0
 
 
-def test_a_second_config_is_refused_and_nothing_is_left_running(shards):
-    with pt.Session(_mlp(1), _env(shards, "py-config", world=1), init="zeros",
+def test_a_second_config_is_refused_and_nothing_is_left_running(cluster):
+    with pt.Session(_mlp(1), _env(cluster, "py-config", world=1), init="zeros",
                     config=pt.namespace_config("adam")):
-        other = pt.Session(_mlp(1), _env(shards, "py-config", world=1), init="zeros",
+        other = pt.Session(_mlp(1), _env(cluster, "py-config", world=1), init="zeros",
                            config=pt.namespace_config("sgd"))
         with pytest.raises(pskit.Error) as e:
             other.join()
@@ -446,22 +419,22 @@ def test_a_second_config_is_refused_and_nothing_is_left_running(shards):
         assert other._heartbeat is None and other.worker_id == 0
 
 
-def test_rank1_waits_for_rank0_and_says_so(shards):
-    s = pt.Session(_mlp(1), _env(shards, "py-nobody", rank=1), join_timeout_s=0.3)
+def test_rank1_waits_for_rank0_and_says_so(cluster):
+    s = pt.Session(_mlp(1), _env(cluster, "py-nobody", rank=1), join_timeout_s=0.3)
     with pytest.raises(TimeoutError, match="start rank 0"):
         s.join()
 
 
-def test_patience_ends_the_job_and_workers_learn_it_from_heartbeats(shards):
+def test_patience_ends_the_job_and_workers_learn_it_from_heartbeats(cluster):
     x, y = _problem(2)
-    with pt.Session(_mlp(1), _env(shards, "py-patience", world=1), init="zeros") as worker:
-        ev = pt.Evaluator(_mlp(2), lambda m: (0.7, 0.5), _env(shards, "py-patience", role="evaluator"),
+    with pt.Session(_mlp(1), _env(cluster, "py-patience", world=1), init="zeros") as worker:
+        ev = pt.Evaluator(_mlp(2), lambda m: (0.7, 0.5), _env(cluster, "py-patience", role="evaluator"),
                           init="zeros", interval_s=0.05, patience=2)
         summary = ev.run()
         assert summary.evaluations == 3 and not summary.target_reached
         assert summary.reason == "no better accuracy in 2 evaluations"
         assert worker.wait_job_done(timeout=60)
     # A later evaluator of the same namespace finds the job over.
-    again = pt.Evaluator(_mlp(2), _score(x, y), _env(shards, "py-patience", role="evaluator"),
+    again = pt.Evaluator(_mlp(2), _score(x, y), _env(cluster, "py-patience", role="evaluator"),
                          init="zeros", interval_s=0.05, target_accuracy=0.99)
     assert "ended on the shards" in again.run().reason
