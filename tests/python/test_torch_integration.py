@@ -9,6 +9,7 @@ The module comes from $PSKIT_BUILD_DIR/python (default ./build/python):
 build it with `cmake --build build --target ps-server pskit_core`.
 """
 import os
+import hashlib
 import socket
 import sys
 import threading
@@ -438,3 +439,20 @@ def test_patience_ends_the_job_and_workers_learn_it_from_heartbeats(cluster):
     again = pt.Evaluator(_mlp(2), _score(x, y), _env(cluster, "py-patience", role="evaluator"),
                          init="zeros", interval_s=0.05, target_accuracy=0.99)
     assert "ended on the shards" in again.run().reason
+
+
+def test_the_token_file_reaches_the_shards(shards, tmp_path):
+    token = "k" * pt.MIN_TOKEN_LENGTH
+    tokens = tmp_path / "tokens.txt"
+    tokens.write_text(hashlib.sha256(token.encode()).hexdigest() + " worker\n")
+    addrs = shards(2, "--auth_tokens", str(tokens))
+    mine = tmp_path / "token"
+    mine.write_text(token)
+    mine.chmod(0o600)
+    with pytest.raises(pskit.Error) as e:
+        pt.Session(_mlp(1), pt.launch_env({"PSKIT_SHARDS": ",".join(addrs)}),
+                   init="zeros", client_options={"timeout_s": 5}).join()
+    assert e.value.code_name == "UNAUTHENTICATED"
+    env = pt.launch_env({"PSKIT_SHARDS": ",".join(addrs), "PSKIT_TOKEN_FILE": str(mine)})
+    with pt.Session(_mlp(1), env, init="zeros") as s:
+        assert s.worker_id != 0
