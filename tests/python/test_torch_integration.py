@@ -456,3 +456,14 @@ def test_the_token_file_reaches_the_shards(shards, tmp_path):
     env = pt.launch_env({"PSKIT_SHARDS": ",".join(addrs), "PSKIT_TOKEN_FILE": str(mine)})
     with pt.Session(_mlp(1), env, init="zeros") as s:
         assert s.worker_id != 0
+
+
+def test_a_metrics_port_in_use_is_a_clear_error(cluster):
+    with socket.socket() as busy:
+        busy.bind(("0.0.0.0", 0))
+        busy.listen()
+        s = pt.Session(_mlp(1), _env(cluster, "py-metrics-busy", world=1), init="zeros",
+                       metrics_port=busy.getsockname()[1])
+        with pytest.raises(pt.LaunchError, match="cannot serve metrics on 0.0.0.0:"):
+            s.join()
+        assert s.client is None  # failed before touching the shards

@@ -662,8 +662,13 @@ class Metrics:
         class Server(socketserver.ThreadingMixIn, WSGIServer):
             daemon_threads = True
 
-        self._server = make_server(host, port, _prom.make_wsgi_app(self.registry),
-                                   Server, handler_class=Quiet)
+        try:
+            self._server = make_server(host, port, _prom.make_wsgi_app(self.registry),
+                                       Server, handler_class=Quiet)
+        except OSError as e:
+            raise LaunchError(f"cannot serve metrics on {host}:{port}: {e.strerror} "
+                              "(PSKIT_METRICS_PORT: give each process on a host a "
+                              "port of its own)") from None
         self.port = self._server.server_port
         self._thread = threading.Thread(target=self._server.serve_forever,
                                         name="pskit-metrics", daemon=True)
