@@ -21,7 +21,6 @@ import numpy as np  # noqa: E402
 import pytest  # noqa: E402
 import torch  # noqa: E402
 from conftest import Shards  # noqa: E402
-from prometheus_client.parser import text_string_to_metric_families  # noqa: E402
 
 BUILD = os.path.abspath(os.environ.get("PSKIT_BUILD_DIR", "build"))
 sys.path.insert(0, os.path.join(BUILD, "python"))
@@ -398,6 +397,8 @@ def test_workers_show_in_the_shards_status_and_metrics(cluster):
         strategy = pt.Downpour(s)
         model(torch.ones(4, 8)).sum().backward()
         strategy.step(0.5, samples=4)
+        # Debian's python3-prometheus-client (scripts/install-deps).
+        from prometheus_client.parser import text_string_to_metric_families
         text = urllib.request.urlopen(f"http://127.0.0.1:{port}/metrics").read().decode()
         samples = {(m.name, m.labels.get("phase")): m.value
                    for f in text_string_to_metric_families(text) for m in f.samples
