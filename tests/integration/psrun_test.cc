@@ -20,9 +20,9 @@
 #include <cstdlib>
 #include <filesystem>
 #include <fstream>
+#include <functional>
 #include <map>
 #include <sstream>
-#include <functional>
 #include <string>
 #include <vector>
 
@@ -33,15 +33,15 @@
 #include "absl/time/clock.h"
 #include "absl/time/time.h"
 #include "common/channel.h"
-#include "tools/psrun/launch/child_process.h"
-#include "tools/psrun/launch/launcher.h"
-#include "tools/psrun/launch/ports.h"
-#include "tools/psrun/launch/progress.h"
 #include "gtest/gtest.h"
 #include "pskit/v1/admin.grpc.pb.h"
 #include "tests/testing/child_server.h"
 #include "tests/testing/cluster.h"
 #include "tests/testing/status_matchers.h"
+#include "tools/psrun/launch/child_process.h"
+#include "tools/psrun/launch/launcher.h"
+#include "tools/psrun/launch/ports.h"
+#include "tools/psrun/launch/progress.h"
 
 extern char** environ;
 
@@ -440,6 +440,8 @@ TEST(Psrun, BadFlagsExitTwoWithAReason) {
   const Case cases[] = {
       {{"--servers", "0", "--", "--dataset", "synthetic"},
        "--servers must be at least 1"},
+      {{"--namespace", "a", "--", "--namespace", "b"},
+       "--namespace is given twice"},
       {{"--workers", "0", "--"}, "--workers must be at least 1"},
       {{"--", "--shards", "127.0.0.1:1"}, "psrun sets --shards"},
       {{"--evaluator", "--", "--dataset", "synthetic"},
@@ -472,12 +474,11 @@ TEST(Psrun, MissingServerBinaryIsNamed) {
 void WriteFile(const std::string& path, const std::string& text,
                bool executable = false) {
   std::ofstream(path) << text;
-  fs::permissions(path,
-                  executable ? fs::perms::owner_all | fs::perms::group_read |
-                                   fs::perms::group_exec |
-                                   fs::perms::others_read |
-                                   fs::perms::others_exec
-                             : fs::perms::owner_read | fs::perms::owner_write);
+  fs::permissions(
+      path, executable ? fs::perms::owner_all | fs::perms::group_read |
+                             fs::perms::group_exec | fs::perms::others_read |
+                             fs::perms::others_exec
+                       : fs::perms::owner_read | fs::perms::owner_write);
 }
 
 // NAME=value lines (as `env` prints them) into a map.
@@ -498,8 +499,10 @@ std::string ReadWhole(const std::string& path) {
   return ss.str();
 }
 
-// The test's environment plus `extra` NAME=value entries, for psrun.
-std::vector<std::string> EnvironmentWith(const std::vector<std::string>& extra) {
+// The test's environment without PYTHONUNBUFFERED, plus `extra` NAME=value
+// entries, for psrun.
+std::vector<std::string> EnvironmentWith(
+    const std::vector<std::string>& extra) {
   std::vector<std::string> env;
   for (char** e = environ; *e != nullptr; ++e) {
     const std::string entry = *e;
@@ -611,7 +614,9 @@ constexpr char kCheckingWorker[] = R"(
 # Checks psrun's environment contract, then does what argv[1] says.
 import os, signal, sys, time
 role, rank, world = os.environ["PSKIT_ROLE"], int(os.environ["RANK"]), int(os.environ["WORLD_SIZE"])
-ok = (role in ("worker", "evaluator") and len(os.environ["PSKIT_SHARDS"].split(",")) == 2
+# argv: mode, a directory to meet in, the number of shards.
+ok = (role in ("worker", "evaluator")
+      and len(os.environ["PSKIT_SHARDS"].split(",")) == int(sys.argv[3])
       and (world, 0 <= rank < world) == ((2, True) if role == "worker" else (1, True))
       and int(os.environ["PSKIT_METRICS_PORT"]) > 0)
 print(f"checked {role} {rank}/{world}: {'ok' if ok else 'WRONG ' + repr(dict(os.environ))}")
@@ -636,15 +641,21 @@ TEST(PsrunWorkerCommandJob, AFailingCommandFailsTheJobAndTheOthersAreStopped) {
   ASSERT_FALSE(dir.path().empty());
   const std::string script = dir.path() + "/worker.py";
   WriteFile(script, kCheckingWorker);
+  // Without PYTHONUNBUFFERED psrun sets it: worker1's line, printed before
+  // it waits for the SIGTERM that kills it, reaches psrun.
+  const std::vector<std::string> env = EnvironmentWith({});
   PsrunProcess p(Psrun(),
                  {"--servers", "2", "--workers", "2", "--metrics_port_base",
                   "0", "--kill_timeout_s", "20", "--worker_command",
-                  "/usr/bin/python3 " + script, "--", "fail", dir.path()});
+                  "/usr/bin/python3 " + script, "--", "fail", dir.path(), "2"},
+                 &env);
   ASSERT_GT(p.pid(), 0);
   EXPECT_EQ(p.Wait(absl::Seconds(120)), 1) << p.output();
   const std::string& out = p.output();
-  EXPECT_TRUE(absl::StrContains(out, "[worker0] checked worker 0/2: ok")) << out;
-  EXPECT_TRUE(absl::StrContains(out, "[worker1] checked worker 1/2: ok")) << out;
+  EXPECT_TRUE(absl::StrContains(out, "[worker0] checked worker 0/2: ok"))
+      << out;
+  EXPECT_TRUE(absl::StrContains(out, "[worker1] checked worker 1/2: ok"))
+      << out;
   EXPECT_TRUE(absl::StrContains(out, ") exited with status 7")) << out;
   EXPECT_TRUE(absl::StrContains(out, "psrun: job failed: worker0")) << out;
   // worker1 waited for psrun's SIGTERM, and the summary says psrun sent it.
@@ -664,11 +675,11 @@ TEST(PsrunWorkerCommandJob, ExitCodeFollowsTheCommands) {
   WriteFile(script, kCheckingWorker);
   for (const std::string mode : {"done", "missed"}) {
     SCOPED_TRACE(mode);
-    PsrunProcess p(Psrun(),
-                   {"--servers", "1", "--workers", "2", "--evaluator",
-                    "--metrics_port_base", "0", "--kill_timeout_s", "20",
-                    "--worker_command", "/usr/bin/python3 " + script, "--",
-                    mode, dir.path()});
+    PsrunProcess p(
+        Psrun(), {"--servers", "1", "--workers", "2", "--evaluator",
+                  "--metrics_port_base", "0", "--kill_timeout_s", "20",
+                  "--worker_command", "/usr/bin/python3 " + script, "--", mode,
+                  dir.path(), "1"});
     ASSERT_GT(p.pid(), 0);
     const int code = p.Wait(absl::Seconds(120));
     const std::string& out = p.output();
@@ -702,7 +713,8 @@ TEST(PsrunWorkerCommandJob, BadCommandIsRefusedBeforeAnyShardStarts) {
       {"   ", "--worker_command is empty"},
       {"no-such-program-psrun-test --epochs 3",
        "program 'no-such-program-psrun-test' not found in PATH"},
-      {dir.path() + "/missing.py", "no such file: " + dir.path() + "/missing.py"},
+      {dir.path() + "/missing.py",
+       "no such file: " + dir.path() + "/missing.py"},
       {not_executable, not_executable + " is not executable"},
       {dir.path(), dir.path() + " is a directory"},
       {"/usr/bin/python3 'train.py", "unterminated ' quote"},

@@ -19,17 +19,18 @@
 #include <unistd.h>
 
 #include <cstdio>
+#include <cstdlib>
 #include <filesystem>
 #include <string>
 #include <vector>
 
 #include "absl/flags/flag.h"
-#include "absl/strings/str_split.h"
-#include "absl/time/time.h"
 #include "absl/flags/reflection.h"
-#include "absl/strings/str_cat.h"
 #include "absl/strings/match.h"
+#include "absl/strings/str_cat.h"
+#include "absl/strings/str_split.h"
 #include "absl/strings/strip.h"
+#include "absl/time/time.h"
 #include "client/security_flags.h"
 #include "common/flags.h"
 #include "tools/psrun/launch/launcher.h"
@@ -38,8 +39,9 @@
 ABSL_FLAG(int32_t, servers, 1, "number of ps-server shards (>= 1)");
 ABSL_FLAG(int32_t, workers, 1, "number of training ps-worker processes (>= 1)");
 ABSL_FLAG(bool, evaluator, false,
-          "also run ps-worker --role evaluator; it needs --target_accuracy, "
-          "--patience or --max_seconds after --");
+          "also run ps-worker --role evaluator (it needs --target_accuracy, "
+          "--patience or --max_seconds after --), or the worker command with "
+          "PSKIT_ROLE=evaluator");
 ABSL_FLAG(std::string, worker_command, "",
           "run this command for every worker and the evaluator instead of "
           "ps-worker, e.g. \"/usr/bin/python3 train.py --epochs 3\" (split "
@@ -109,8 +111,8 @@ int main(int argc, char** argv) {
       break;
     }
   }
-  std::vector<char*> positional =
-      pskit::ParseFlags(psrun_argc, argv,
+  std::vector<char*> positional = pskit::ParseFlags(
+      psrun_argc, argv,
       "runs a pskit job on this machine: shards, workers, an evaluator.\n"
       "  psrun --servers N --workers M [--evaluator] [--data_dir DIR] -- "
       "<ps-worker flags>\n"
@@ -163,6 +165,8 @@ int main(int argc, char** argv) {
     }
     o.worker_command = *std::move(argv);
   }
+  if (const char* path = std::getenv("PATH")) o.search_path = path;
+  o.inherited_pythonunbuffered = std::getenv("PYTHONUNBUFFERED") != nullptr;
   o.ns = absl::GetFlag(FLAGS_namespace);
   o.final_eval_timeout =
       absl::Seconds(absl::GetFlag(FLAGS_final_eval_timeout_s));

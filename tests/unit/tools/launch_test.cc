@@ -9,10 +9,10 @@
 #include <unistd.h>
 
 #include <algorithm>
+#include <cmath>
 #include <filesystem>
 #include <fstream>
 #include <map>
-#include <cmath>
 #include <string>
 #include <vector>
 
@@ -200,9 +200,9 @@ TEST(PsrunWorkerCommand, SplitsLikeAShellWithoutOne) {
   // Literal inside quotes: what a shell would act on is only data there.
   EXPECT_EQ(*SplitCommandLine("sh -c 'echo $HOME > log | cat'"),
             V({"sh", "-c", "echo $HOME > log | cat"}));
-  for (const char* bad : {"", "   ", "a 'b", "a \"b", "a\\", "a | b", "a > f",
-                          "a; b", "a & b", "echo $HOME", "a \"$HOME\"",
-                          "a `b`", "a (b)"}) {
+  for (const char* bad :
+       {"", "   ", "a 'b", "a \"b", "a\\", "a | b", "a > f", "a; b", "a & b",
+        "echo $HOME", "a \"$HOME\"", "a `b`", "a (b)"}) {
     absl::StatusOr<std::vector<std::string>> r = SplitCommandLine(bad);
     EXPECT_EQ(r.status().code(), absl::StatusCode::kInvalidArgument) << bad;
     EXPECT_TRUE(absl::StrContains(r.status().message(), "--worker_command"))
@@ -347,7 +347,8 @@ TEST(PsrunWorkerCommand, OptionsAreCheckedForACommand) {
   o.bin_dir = dir.path();  // ps-server only
   o.evaluator = true;
   o.worker_args = {"--rank", "3", "--anything"};
-  EXPECT_EQ(ValidateLauncherOptions(o).code(), absl::StatusCode::kInvalidArgument)
+  EXPECT_EQ(ValidateLauncherOptions(o).code(),
+            absl::StatusCode::kInvalidArgument)
       << "ps-worker's flags are checked without a command";
   o.worker_command = {"/bin/sh", "train.sh"};
   EXPECT_TRUE(ValidateLauncherOptions(o).ok()) << ValidateLauncherOptions(o);

@@ -1,8 +1,6 @@
 #include "tools/psrun/launch/launcher.h"
 
 #include <cstdio>
-#include <cstdlib>
-#include <optional>
 #include <string>
 
 #include "tools/psrun/launch/supervisor.h"
@@ -21,10 +19,7 @@ int RunLocalCluster(const LauncherOptions& options) {
   if (options.worker_command.empty()) {
     info = *InspectWorkerArgs(options.worker_args);
   } else {
-    const char* path = getenv("PATH");
-    program = *FindProgram(
-        options.worker_command[0],
-        path == nullptr ? std::nullopt : std::optional<std::string>(path));
+    program = *FindProgram(options.worker_command[0], options.search_path);
   }
   if (!options.ns.empty()) info.ns = options.ns;
   Launcher launcher(options, std::move(info), std::move(program));

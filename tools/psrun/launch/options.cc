@@ -2,9 +2,7 @@
 
 #include <unistd.h>
 
-#include <cstdlib>
 #include <filesystem>
-#include <optional>
 #include <string>
 
 #include "absl/strings/str_cat.h"
@@ -60,10 +58,8 @@ absl::Status ValidateLauncherOptions(const LauncherOptions& o) {
     return s;
   }
   if (!o.worker_command.empty()) {
-    const char* path = getenv("PATH");
-    absl::StatusOr<std::string> program = FindProgram(
-        o.worker_command[0],
-        path == nullptr ? std::nullopt : std::optional<std::string>(path));
+    absl::StatusOr<std::string> program =
+        FindProgram(o.worker_command[0], o.search_path);
     if (!program.ok()) return program.status();
   } else {
     absl::StatusOr<WorkerFlagInfo> info = InspectWorkerArgs(o.worker_args);
@@ -78,13 +74,14 @@ absl::Status ValidateLauncherOptions(const LauncherOptions& o) {
             "worker");
         !s.ok()) {
       return absl::InvalidArgumentError(absl::StrCat(
-          s.message(), ": give --tls_ca, --tls_cert, --tls_key and "
+          s.message(),
+          ": give --tls_ca, --tls_cert, --tls_key and "
           "--token_file to psrun itself, before --; it passes them on and its "
           "monitor uses them too"));
     }
     if (!o.ns.empty()) {
-      if (absl::Status s = RejectReserved(o.worker_args, {"namespace"},
-                                          "worker");
+      if (absl::Status s =
+              RejectReserved(o.worker_args, {"namespace"}, "worker");
           !s.ok()) {
         return absl::InvalidArgumentError(
             "--namespace is given twice: to psrun and after --; keep one");

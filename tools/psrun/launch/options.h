@@ -8,6 +8,7 @@
 #ifndef PSKIT_TOOLS_PSRUN_LAUNCH_OPTIONS_H_
 #define PSKIT_TOOLS_PSRUN_LAUNCH_OPTIONS_H_
 
+#include <optional>
 #include <string>
 #include <vector>
 
@@ -53,6 +54,13 @@ struct LauncherOptions {
   // neither reads nor checks worker_args then (they are the command's), and
   // needs no ps-worker. Empty: ps-worker. Default: empty.
   std::vector<std::string> worker_command;
+  // PATH's value, where a worker command's program without a '/' is looked
+  // up (FindProgram); nullopt: "/bin:/usr/bin". psrun's main passes its own
+  // PATH. Default: nullopt.
+  std::optional<std::string> search_path;
+  // Whether psrun's environment sets PYTHONUNBUFFERED: a worker command
+  // then inherits it as it is, instead of getting "1". Default: false.
+  bool inherited_pythonunbuffered = false;
   // The job's namespace: ps-worker gets --namespace, a worker command
   // PSKIT_NAMESPACE; psrun's monitor reports its evaluations. Empty: none
   // given (ps-worker's own --namespace after `--`, or "default").

@@ -201,11 +201,11 @@ void Launcher::PrintSummary() {
         ") without reaching the target accuracy ", *info_.target_accuracy,
         "; give it more time (--max_seconds, --epochs) or lower the target"));
   } else if (evaluator_missed_target_) {
-    console_.Out(absl::StrCat(
-        "psrun: job failed: it ended (",
-        end_reason_.empty() ? "ended" : end_reason_,
-        ") and the evaluator exited ", kExitTargetNotReached,
-        ": the target accuracy was not reached"));
+    console_.Out(absl::StrCat("psrun: job failed: it ended (",
+                              end_reason_.empty() ? "ended" : end_reason_,
+                              ") and the evaluator exited ",
+                              kExitTargetNotReached,
+                              ": the target accuracy was not reached"));
   } else {
     console_.Out(absl::StrCat("psrun: job done: ",
                               end_reason_.empty() ? "ended" : end_reason_));

@@ -153,8 +153,7 @@ bool Launcher::Spawn(Role role, int index, const std::string& program,
   c->name = role == Role::kShard    ? absl::StrCat("shard", index)
             : role == Role::kWorker ? absl::StrCat("worker", index)
                                     : "evaluator";
-  absl::StatusOr<SpawnedChild> spawned =
-      SpawnChild(program, args, env);
+  absl::StatusOr<SpawnedChild> spawned = SpawnChild(program, args, env);
   if (!spawned.ok()) {
     Fail(absl::StrCat("cannot start ", c->name, ": ",
                       spawned.status().message()),
@@ -264,7 +263,7 @@ void Launcher::WorkerLaunch(int rank, const std::string& shards,
       if (flags[i] == "--tls_key") in.tls_key = value;
       if (flags[i] == "--token_file") in.token_file = value;
     }
-    in.pythonunbuffered_inherited = getenv("PYTHONUNBUFFERED") != nullptr;
+    in.pythonunbuffered_inherited = options_.inherited_pythonunbuffered;
     *env = WorkerEnvironment(in);
     return;
   }
@@ -276,7 +275,8 @@ void Launcher::WorkerLaunch(int rank, const std::string& shards,
            "--metrics_port", absl::StrCat(port),
            "--metrics_host", "127.0.0.1"};
   if (evaluator) args->insert(args->begin(), {"--role", "evaluator"});
-  if (!options_.ns.empty()) args->insert(args->end(), {"--namespace", options_.ns});
+  if (!options_.ns.empty())
+    args->insert(args->end(), {"--namespace", options_.ns});
   args->insert(args->end(), client_flags_.begin(), client_flags_.end());
   args->insert(args->end(), worker_token_flags_.begin(),
                worker_token_flags_.end());
@@ -291,19 +291,23 @@ void Launcher::StartWorkers() {
     if (c->role == Role::kShard) shards.push_back(c->address);
   }
   const std::string list = absl::StrJoin(shards, ",");
-  const std::string what =
-      options_.worker_command.empty()
-          ? absl::StrCat("ps-worker --shards ", list, " --rank J --world ",
-                         options_.workers, " ",
-                         absl::StrJoin(options_.worker_args, " "))
-          : absl::StrCat(
-                worker_program_, " ",
-                absl::StrJoin(options_.worker_command.begin() + 1,
-                              options_.worker_command.end(), " "),
-                options_.worker_command.size() > 1 ? " " : "",
-                absl::StrJoin(options_.worker_args, " "), " with PSKIT_SHARDS=",
-                list, " RANK=J WORLD_SIZE=", options_.workers,
-                options_.ns.empty() ? "" : " PSKIT_NAMESPACE=" + options_.ns);
+  std::string what;
+  if (options_.worker_command.empty()) {
+    what = absl::StrCat("ps-worker --shards ", list, " --rank J --world ",
+                        options_.workers, " ",
+                        absl::StrJoin(options_.worker_args, " "));
+  } else {
+    // The file FindProgram found, its words and the args after `--`.
+    std::vector<std::string> words = {worker_program_};
+    words.insert(words.end(), options_.worker_command.begin() + 1,
+                 options_.worker_command.end());
+    words.insert(words.end(), options_.worker_args.begin(),
+                 options_.worker_args.end());
+    what = absl::StrCat(
+        absl::StrJoin(words, " "), " with PSKIT_SHARDS=", list,
+        " RANK=J WORLD_SIZE=", options_.workers,
+        options_.ns.empty() ? "" : " PSKIT_NAMESPACE=", options_.ns);
+  }
   Note(absl::StrCat("every shard answers; starting ", options_.workers,
                     options_.workers == 1 ? " worker" : " workers",
                     options_.evaluator ? " and the evaluator" : "", ": ",

@@ -115,8 +115,8 @@ absl::StatusOr<std::string> FindProgram(const std::string& program,
   }
   if (program.find('/') != std::string::npos) {
     if (absl::Status s = CheckExecutable(program); !s.ok()) {
-      return absl::Status(
-          s.code(), absl::StrCat("--worker_command: ", s.message()));
+      return absl::Status(s.code(),
+                          absl::StrCat("--worker_command: ", s.message()));
     }
     return program;
   }

@@ -82,8 +82,8 @@ namespace pskit::launch {
 struct WorkerEnvironmentInput {
   std::vector<std::string> shards;
   bool evaluator = false;
-  int rank = 0;   // among the training workers; ignored for the evaluator
-  int world = 1;  // training workers; ignored for the evaluator
+  int rank = 0;    // among the training workers; ignored for the evaluator
+  int world = 1;   // training workers; ignored for the evaluator
   std::string ns;  // "": PSKIT_NAMESPACE is removed
   int metrics_port = 0;
   std::string metrics_host = "127.0.0.1";
