@@ -3,7 +3,8 @@
 // tested in tests/unit/tools/launch_test.cc): a job to its target, a worker
 // killed with SIGKILL, SIGTERM to psrun leaving one checkpoint id on every
 // shard, a SIGKILLed shard restarted by --restart_shards, a shard that cannot
-// start, bad flags.
+// start, bad flags; a worker command (shell and Python scripts standing in
+// for Python workers): its environment, its exit codes, a bad one.
 #include <fcntl.h>
 #include <netinet/in.h>
 #include <poll.h>
@@ -18,7 +19,10 @@
 #include <cmath>
 #include <cstdlib>
 #include <filesystem>
+#include <fstream>
 #include <functional>
+#include <map>
+#include <sstream>
 #include <string>
 #include <vector>
 
@@ -29,15 +33,15 @@
 #include "absl/time/clock.h"
 #include "absl/time/time.h"
 #include "common/channel.h"
-#include "tools/psrun/launch/child_process.h"
-#include "tools/psrun/launch/launcher.h"
-#include "tools/psrun/launch/ports.h"
-#include "tools/psrun/launch/progress.h"
 #include "gtest/gtest.h"
 #include "pskit/v1/admin.grpc.pb.h"
 #include "tests/testing/child_server.h"
 #include "tests/testing/cluster.h"
 #include "tests/testing/status_matchers.h"
+#include "tools/psrun/launch/child_process.h"
+#include "tools/psrun/launch/launcher.h"
+#include "tools/psrun/launch/ports.h"
+#include "tools/psrun/launch/progress.h"
 
 extern char** environ;
 
@@ -55,9 +59,11 @@ using pskit::testing::TempDir;
 // follow (PR_SET_PDEATHSIG).
 class PsrunProcess {
  public:
-  PsrunProcess(const std::string& binary, std::vector<std::string> args) {
+  // `env` (if not null): psrun's whole environment, else the test's.
+  PsrunProcess(const std::string& binary, std::vector<std::string> args,
+               const std::vector<std::string>* env = nullptr) {
     pid_ = testing::SpawnPiped(binary, std::move(args), /*merge_stderr=*/true,
-                               &fd_);
+                               &fd_, env);
   }
   ~PsrunProcess() {
     if (pid_ > 0) {
@@ -434,6 +440,8 @@ TEST(Psrun, BadFlagsExitTwoWithAReason) {
   const Case cases[] = {
       {{"--servers", "0", "--", "--dataset", "synthetic"},
        "--servers must be at least 1"},
+      {{"--namespace", "a", "--", "--namespace", "b"},
+       "--namespace is given twice"},
       {{"--workers", "0", "--"}, "--workers must be at least 1"},
       {{"--", "--shards", "127.0.0.1:1"}, "psrun sets --shards"},
       {{"--evaluator", "--", "--dataset", "synthetic"},
@@ -457,6 +465,269 @@ TEST(Psrun, MissingServerBinaryIsNamed) {
   EXPECT_TRUE(
       absl::StrContains(p.output(), "ps-server not found at " + dir.path()))
       << p.output();
+}
+
+// ---------------------------------------------------------------------------
+// A worker command instead of ps-worker.
+
+// Writes `text` to `path` (mode 0755 when `executable`).
+void WriteFile(const std::string& path, const std::string& text,
+               bool executable = false) {
+  std::ofstream(path) << text;
+  fs::permissions(
+      path, executable ? fs::perms::owner_all | fs::perms::group_read |
+                             fs::perms::group_exec | fs::perms::others_read |
+                             fs::perms::others_exec
+                       : fs::perms::owner_read | fs::perms::owner_write);
+}
+
+// NAME=value lines (as `env` prints them) into a map.
+std::map<std::string, std::string> ReadEnvFile(const std::string& path) {
+  std::map<std::string, std::string> vars;
+  std::ifstream in(path);
+  for (std::string line; std::getline(in, line);) {
+    const size_t eq = line.find('=');
+    if (eq != std::string::npos) vars[line.substr(0, eq)] = line.substr(eq + 1);
+  }
+  return vars;
+}
+
+std::string ReadWhole(const std::string& path) {
+  std::ifstream in(path);
+  std::stringstream ss;
+  ss << in.rdbuf();
+  return ss.str();
+}
+
+// The test's environment without PYTHONUNBUFFERED, plus `extra` NAME=value
+// entries, for psrun.
+std::vector<std::string> EnvironmentWith(
+    const std::vector<std::string>& extra) {
+  std::vector<std::string> env;
+  for (char** e = environ; *e != nullptr; ++e) {
+    const std::string entry = *e;
+    if (absl::StartsWith(entry, "PYTHONUNBUFFERED=")) continue;
+    env.push_back(entry);
+  }
+  env.insert(env.end(), extra.begin(), extra.end());
+  return env;
+}
+
+// Every variable of the contract (tools/psrun/launch/worker_command.h) with
+// the right rank, world and role in each process, the command's own words
+// and the args after `--`, the credentials of --auth and --tls, and no
+// launcher rank inherited from psrun's environment; the job ends 0 when
+// every command exits 0.
+TEST(PsrunWorkerCommandJob, EachProcessGetsTheContractInItsEnvironment) {
+  TempDir dir;
+  ASSERT_FALSE(dir.path().empty());
+  const std::string out = dir.path() + "/out dir";  // a word with a blank
+  fs::create_directories(out);
+  const std::string script = dir.path() + "/dump.sh";
+  WriteFile(script,
+            "#!/bin/sh\n"
+            "# Records its environment and arguments, then exits 0.\n"
+            "f=\"$1/$PSKIT_ROLE-$RANK\"\n"
+            "env > \"$f.env.tmp\" && mv \"$f.env.tmp\" \"$f.env\"\n"
+            "shift\n"
+            "printf '%s\\n' \"$@\" > \"$f.args\"\n"
+            "echo \"hello from $PSKIT_ROLE $RANK\"\n");
+  const std::vector<std::string> env =
+      EnvironmentWith({"SLURM_PROCID=5", "SLURM_NTASKS=9", "PMI_RANK=3",
+                       "PSKIT_TLS_CA=/nonexistent/inherited-ca.pem",
+                       "PSKIT_NAMESPACE=inherited"});
+  PsrunProcess p(Psrun(),
+                 {"--servers", "2", "--workers", "2", "--evaluator", "--auth",
+                  "--tls", "--namespace", "job7", "--metrics_port_base", "0",
+                  "--kill_timeout_s", "20", "--worker_command",
+                  "/bin/sh " + script + " '" + out + "' \"two words\"", "--",
+                  "--epochs", "3"},
+                 &env);
+  ASSERT_GT(p.pid(), 0);
+  EXPECT_EQ(p.Wait(absl::Seconds(120)), 0) << p.output();
+  const std::string& log = p.output();
+  EXPECT_TRUE(absl::StrContains(log, "psrun: job done")) << log;
+  EXPECT_TRUE(absl::StrContains(log, "[worker1] hello from worker 1")) << log;
+  EXPECT_TRUE(absl::StrContains(log, "[evaluator] hello from evaluator 0"))
+      << log;
+  // The shards' addresses, in shard order, as psrun read them.
+  std::vector<std::string> shards(2);
+  for (int i = 0; i < 2; ++i) {
+    const std::string prefix =
+        absl::StrCat("[shard", i, "] ps-server listening on ");
+    const size_t at = log.find(prefix);
+    ASSERT_NE(at, std::string::npos) << log;
+    const size_t from = at + prefix.size();
+    shards[i] = log.substr(from, log.find('\n', from) - from);
+  }
+  struct Expected {
+    std::string file, role, rank, world;
+  };
+  for (const Expected& e : {Expected{"worker-0", "worker", "0", "2"},
+                            Expected{"worker-1", "worker", "1", "2"},
+                            Expected{"evaluator-0", "evaluator", "0", "1"}}) {
+    SCOPED_TRACE(e.file);
+    std::map<std::string, std::string> vars =
+        ReadEnvFile(out + "/" + e.file + ".env");
+    ASSERT_FALSE(vars.empty()) << "no environment written\n" << log;
+    EXPECT_EQ(vars["PSKIT_SHARDS"], shards[0] + "," + shards[1]);
+    EXPECT_EQ(vars["RANK"], e.rank);
+    EXPECT_EQ(vars["WORLD_SIZE"], e.world);
+    EXPECT_EQ(vars["LOCAL_RANK"], e.rank);
+    EXPECT_EQ(vars["LOCAL_WORLD_SIZE"], e.world);
+    EXPECT_EQ(vars["PSKIT_ROLE"], e.role);
+    EXPECT_EQ(vars["PSKIT_NAMESPACE"], "job7");
+    int port = 0;
+    EXPECT_TRUE(absl::SimpleAtoi(vars["PSKIT_METRICS_PORT"], &port) &&
+                port > 0 && port < 65536)
+        << vars["PSKIT_METRICS_PORT"];
+    EXPECT_EQ(vars["PSKIT_METRICS_HOST"], "127.0.0.1");
+    EXPECT_EQ(vars["PYTHONUNBUFFERED"], "1");
+    // --auth: the worker token's file (psrun removes the run dir at the
+    // end, so only its name is checked); --tls: psrun's CA and client
+    // certificate, not the inherited CA.
+    EXPECT_TRUE(absl::EndsWith(vars["PSKIT_TOKEN_FILE"], "/auth/worker.token"))
+        << vars["PSKIT_TOKEN_FILE"];
+    EXPECT_TRUE(absl::EndsWith(vars["PSKIT_TLS_CA"], "/tls/ca.pem"))
+        << vars["PSKIT_TLS_CA"];
+    EXPECT_NE(vars["PSKIT_TLS_CA"], "/nonexistent/inherited-ca.pem");
+    EXPECT_TRUE(absl::StrContains(vars["PSKIT_TLS_CERT"], "/tls/"))
+        << vars["PSKIT_TLS_CERT"];
+    EXPECT_TRUE(absl::StrContains(vars["PSKIT_TLS_KEY"], "/tls/"))
+        << vars["PSKIT_TLS_KEY"];
+    // Another launcher's rank does not reach the command.
+    EXPECT_EQ(vars.count("SLURM_PROCID"), 0u);
+    EXPECT_EQ(vars.count("SLURM_NTASKS"), 0u);
+    EXPECT_EQ(vars.count("PMI_RANK"), 0u);
+    // The command's own words, split as a shell would, then the args after
+    // `--`.
+    EXPECT_EQ(ReadWhole(out + "/" + e.file + ".args"),
+              "two words\n--epochs\n3\n");
+  }
+}
+
+// /usr/bin/python3 as the worker command, checking the contract itself.
+// psrun's exit code follows the commands': a worker's failure fails the
+// job (named, with its status) and the other worker is stopped with
+// SIGTERM; an evaluator's exit 3 ("target not reached") makes psrun exit 1.
+constexpr char kCheckingWorker[] = R"(
+# Checks psrun's environment contract, then does what argv[1] says.
+import os, signal, sys, time
+role, rank, world = os.environ["PSKIT_ROLE"], int(os.environ["RANK"]), int(os.environ["WORLD_SIZE"])
+# argv: mode, a directory to meet in, the number of shards.
+ok = (role in ("worker", "evaluator")
+      and len(os.environ["PSKIT_SHARDS"].split(",")) == int(sys.argv[3])
+      and (world, 0 <= rank < world) == ((2, True) if role == "worker" else (1, True))
+      and int(os.environ["PSKIT_METRICS_PORT"]) > 0)
+print(f"checked {role} {rank}/{world}: {'ok' if ok else 'WRONG ' + repr(dict(os.environ))}")
+if not ok:
+    sys.exit(9)
+mode, ready = sys.argv[1], os.path.join(sys.argv[2], "worker1-ready")
+if mode == "fail" and role == "worker" and rank == 0:
+    for _ in range(3000):  # fail once worker1 runs (at most 30 s)
+        if os.path.exists(ready):
+            break
+        time.sleep(0.01)
+    sys.exit(7)
+if mode == "fail":
+    open(ready, "w").close()
+    signal.pause()  # until psrun's SIGTERM
+if mode == "missed" and role == "evaluator":
+    sys.exit(3)
+)";
+
+TEST(PsrunWorkerCommandJob, AFailingCommandFailsTheJobAndTheOthersAreStopped) {
+  TempDir dir;
+  ASSERT_FALSE(dir.path().empty());
+  const std::string script = dir.path() + "/worker.py";
+  WriteFile(script, kCheckingWorker);
+  // Without PYTHONUNBUFFERED psrun sets it: worker1's line, printed before
+  // it waits for the SIGTERM that kills it, reaches psrun.
+  const std::vector<std::string> env = EnvironmentWith({});
+  PsrunProcess p(Psrun(),
+                 {"--servers", "2", "--workers", "2", "--metrics_port_base",
+                  "0", "--kill_timeout_s", "20", "--worker_command",
+                  "/usr/bin/python3 " + script, "--", "fail", dir.path(), "2"},
+                 &env);
+  ASSERT_GT(p.pid(), 0);
+  EXPECT_EQ(p.Wait(absl::Seconds(120)), 1) << p.output();
+  const std::string& out = p.output();
+  EXPECT_TRUE(absl::StrContains(out, "[worker0] checked worker 0/2: ok"))
+      << out;
+  EXPECT_TRUE(absl::StrContains(out, "[worker1] checked worker 1/2: ok"))
+      << out;
+  EXPECT_TRUE(absl::StrContains(out, ") exited with status 7")) << out;
+  EXPECT_TRUE(absl::StrContains(out, "psrun: job failed: worker0")) << out;
+  // worker1 waited for psrun's SIGTERM, and the summary says psrun sent it.
+  EXPECT_TRUE(absl::StrContains(out, "signal 15 (SIGTERM), stopped by psrun"))
+      << out;
+  const size_t at = out.find("started worker1 (pid ");
+  ASSERT_NE(at, std::string::npos);
+  const pid_t worker1 = PidOf(out.substr(at, 40));
+  ASSERT_GT(worker1, 0);
+  EXPECT_NE(kill(worker1, 0), 0) << "worker1 outlived psrun";
+}
+
+TEST(PsrunWorkerCommandJob, ExitCodeFollowsTheCommands) {
+  TempDir dir;
+  ASSERT_FALSE(dir.path().empty());
+  const std::string script = dir.path() + "/worker.py";
+  WriteFile(script, kCheckingWorker);
+  for (const std::string mode : {"done", "missed"}) {
+    SCOPED_TRACE(mode);
+    PsrunProcess p(
+        Psrun(), {"--servers", "1", "--workers", "2", "--evaluator",
+                  "--metrics_port_base", "0", "--kill_timeout_s", "20",
+                  "--worker_command", "/usr/bin/python3 " + script, "--", mode,
+                  dir.path(), "1"});
+    ASSERT_GT(p.pid(), 0);
+    const int code = p.Wait(absl::Seconds(120));
+    const std::string& out = p.output();
+    EXPECT_TRUE(absl::StrContains(out, "[evaluator] checked evaluator 0/1: ok"))
+        << out;
+    EXPECT_FALSE(absl::StrContains(out, "exited with status 9")) << out;
+    if (mode == "done") {
+      EXPECT_EQ(code, 0) << out;
+      EXPECT_TRUE(absl::StrContains(out, "psrun: job done")) << out;
+    } else {
+      EXPECT_EQ(code, 1) << out;
+      EXPECT_TRUE(absl::StrContains(
+          out, "the evaluator exited 3: the target accuracy was not reached"))
+          << out;
+    }
+  }
+}
+
+// A command psrun cannot run is refused (exit 2, the reason) before any
+// shard starts.
+TEST(PsrunWorkerCommandJob, BadCommandIsRefusedBeforeAnyShardStarts) {
+  TempDir dir;
+  ASSERT_FALSE(dir.path().empty());
+  const std::string not_executable = dir.path() + "/train.py";
+  WriteFile(not_executable, "print('hi')\n");
+  struct Case {
+    std::string command, says;
+  };
+  const Case cases[] = {
+      {"", "--worker_command is empty"},
+      {"   ", "--worker_command is empty"},
+      {"no-such-program-psrun-test --epochs 3",
+       "program 'no-such-program-psrun-test' not found in PATH"},
+      {dir.path() + "/missing.py",
+       "no such file: " + dir.path() + "/missing.py"},
+      {not_executable, not_executable + " is not executable"},
+      {dir.path(), dir.path() + " is a directory"},
+      {"/usr/bin/python3 'train.py", "unterminated ' quote"},
+      {"/usr/bin/python3 train.py > log", "unquoted '>'"},
+  };
+  for (const Case& c : cases) {
+    SCOPED_TRACE(c.command);
+    PsrunProcess p(Psrun(), {"--metrics_port_base", "0", "--worker_command",
+                             c.command, "--"});
+    EXPECT_EQ(p.Wait(absl::Seconds(30)), 2) << p.output();
+    EXPECT_TRUE(absl::StrContains(p.output(), c.says)) << p.output();
+    EXPECT_FALSE(absl::StrContains(p.output(), "started shard")) << p.output();
+  }
 }
 
 }  // namespace

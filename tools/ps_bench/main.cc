@@ -324,7 +324,8 @@ int main(int argc, char** argv) {
         "\"errors\":%d,\"client_arrays_mib\":%.1f,"
         "\"client_peak_rss_mib\":%.1f,\"max_request_mib\":%.3f,"
         "\"max_in_flight_per_shard\":%d,\"channels_per_shard\":%d}\n",
-        op.c_str(), enc.c_str(), model_mib, shards.size(), clients, seconds,
+        op.c_str(), pskit::EncodingName(options.encoding).c_str(), model_mib,
+        shards.size(), clients, seconds,
         static_cast<unsigned long long>(ops), ops_per_s, bytes, gbps, p50, p99,
         max, per_op, checkpoint_s.size(), checkpoint_mean, checkpoint_max,
         checkpoint_busy_s / seconds,
@@ -334,7 +335,8 @@ int main(int argc, char** argv) {
   } else {
     std::printf("ps-bench: op=%s encoding=%s model=%.1f MiB shards=%zu "
                 "clients=%d measured %.1f s\n",
-                op.c_str(), enc.c_str(), model_mib, shards.size(), clients,
+                op.c_str(), pskit::EncodingName(options.encoding).c_str(),
+                model_mib, shards.size(), clients,
                 seconds);
     std::printf("  throughput: %.3f GB/s (%s bytes counted), %.2f ops/s, "
                 "%llu ops\n",

@@ -7,6 +7,11 @@
 //         --data_path /usr/share/datasets/fashion-mnist --algorithm easgd
 //         --tau 8 --target_accuracy 0.88
 //
+// With --worker_command "python3 train.py", workers and the evaluator run
+// that command instead of ps-worker; what ps-worker gets as flags, it gets
+// as environment variables (PSKIT_SHARDS, RANK, WORLD_SIZE, PSKIT_ROLE,
+// ...: the list is in tools/psrun/launch/worker_command.h).
+//
 // The flags after `--` go to every worker and to the evaluator. Exit status:
 // 0 when the job ended well, 1 when a child failed (psrun names it), 2 for
 // bad flags, 128 + signal when interrupted (130 for Ctrl-C). See
@@ -14,24 +19,46 @@
 #include <unistd.h>
 
 #include <cstdio>
+#include <cstdlib>
 #include <filesystem>
 #include <string>
 #include <vector>
 
 #include "absl/flags/flag.h"
-#include "absl/strings/str_split.h"
-#include "absl/time/time.h"
 #include "absl/flags/reflection.h"
+#include "absl/strings/match.h"
 #include "absl/strings/str_cat.h"
+#include "absl/strings/str_split.h"
+#include "absl/strings/strip.h"
+#include "absl/time/time.h"
 #include "client/security_flags.h"
 #include "common/flags.h"
 #include "tools/psrun/launch/launcher.h"
+#include "tools/psrun/launch/worker_command.h"
 
 ABSL_FLAG(int32_t, servers, 1, "number of ps-server shards (>= 1)");
 ABSL_FLAG(int32_t, workers, 1, "number of training ps-worker processes (>= 1)");
 ABSL_FLAG(bool, evaluator, false,
-          "also run ps-worker --role evaluator; it needs --target_accuracy, "
-          "--patience or --max_seconds after --");
+          "also run ps-worker --role evaluator (it needs --target_accuracy, "
+          "--patience or --max_seconds after --), or the worker command with "
+          "PSKIT_ROLE=evaluator");
+ABSL_FLAG(std::string, worker_command, "",
+          "run this command for every worker and the evaluator instead of "
+          "ps-worker, e.g. \"/usr/bin/python3 train.py --epochs 3\" (split "
+          "into words like a shell splits plain words and quotes; no shell "
+          "runs it); the args after -- are appended, and the shards, rank, "
+          "world, role, ... come as environment variables: PSKIT_SHARDS, "
+          "RANK, WORLD_SIZE, PSKIT_ROLE, PSKIT_NAMESPACE, PSKIT_METRICS_PORT, "
+          "PSKIT_TOKEN_FILE, PSKIT_TLS_CA/CERT/KEY (README: psrun)");
+ABSL_FLAG(std::string, namespace, "",
+          "the job's namespace: ps-worker gets --namespace, a worker command "
+          "PSKIT_NAMESPACE, and psrun's status line shows its evaluations; "
+          "empty: ps-worker's --namespace after -- or \"default\"");
+ABSL_FLAG(double, final_eval_timeout_s, 0,
+          "how long an evaluator still running when the last worker ends "
+          "gets to report an evaluation of the final model before psrun "
+          "stops it; 0: 2 x ps-worker's --eval_interval_s + 5 s, or 60 s "
+          "with --worker_command");
 ABSL_FLAG(std::string, data_dir, "",
           "shard i checkpoints in DIR/shard-i and a second run resumes from "
           "them; empty: a fresh temporary directory, removed at the end");
@@ -84,15 +111,17 @@ int main(int argc, char** argv) {
       break;
     }
   }
-  std::vector<char*> positional =
-      pskit::ParseFlags(psrun_argc, argv,
+  std::vector<char*> positional = pskit::ParseFlags(
+      psrun_argc, argv,
       "runs a pskit job on this machine: shards, workers, an evaluator.\n"
       "  psrun --servers N --workers M [--evaluator] [--data_dir DIR] -- "
-      "<ps-worker flags>");
+      "<ps-worker flags>\n"
+      "  psrun --worker_command \"/usr/bin/python3 train.py\" --servers N "
+      "--workers M [--evaluator] -- <the command's args>");
   if (positional.size() > 1) {
     std::fprintf(stderr,
-                 "psrun: unexpected argument '%s'; ps-worker flags go after "
-                 "--\n",
+                 "psrun: unexpected argument '%s'; ps-worker flags (or the "
+                 "worker command's args) go after --\n",
                  positional[1]);
     return pskit::launch::kExitUsage;
   }
@@ -116,6 +145,31 @@ int main(int argc, char** argv) {
   o.server_args = absl::StrSplit(absl::GetFlag(FLAGS_server_args), ' ',
                                  absl::SkipWhitespace());
   o.worker_args = worker_args;
+  // Given at all (even as ""): an empty one is an error, not ps-worker.
+  bool command_given = false;
+  for (int i = 1; i < psrun_argc; ++i) {
+    absl::string_view a = argv[i];
+    if (!absl::ConsumePrefix(&a, "--")) absl::ConsumePrefix(&a, "-");
+    if (a == "worker_command" || absl::StartsWith(a, "worker_command=")) {
+      command_given = true;
+    }
+  }
+  if (const std::string command = absl::GetFlag(FLAGS_worker_command);
+      command_given) {
+    absl::StatusOr<std::vector<std::string>> argv =
+        pskit::launch::SplitCommandLine(command);
+    if (!argv.ok()) {
+      std::fprintf(stderr, "psrun: %s\n",
+                   std::string(argv.status().message()).c_str());
+      return pskit::launch::kExitUsage;
+    }
+    o.worker_command = *std::move(argv);
+  }
+  if (const char* path = std::getenv("PATH")) o.search_path = path;
+  o.inherited_pythonunbuffered = std::getenv("PYTHONUNBUFFERED") != nullptr;
+  o.ns = absl::GetFlag(FLAGS_namespace);
+  o.final_eval_timeout =
+      absl::Seconds(absl::GetFlag(FLAGS_final_eval_timeout_s));
   o.metrics_port_base = absl::GetFlag(FLAGS_metrics_port_base);
   o.prometheus_targets = absl::GetFlag(FLAGS_prometheus_targets);
   o.live_status_line = isatty(STDOUT_FILENO) == 1;

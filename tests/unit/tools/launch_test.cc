@@ -1,6 +1,7 @@
 // The pieces of psrun's launcher that need no process: line splitting, wait
 // statuses, the accuracy trend, number formats, metrics ports and the
-// worker-flag checks, the restart policy's options.
+// worker-flag checks, the restart policy's options; the worker command's
+// splitting, program search, environment contract and checks.
 // tests/integration/psrun_test.cc runs psrun itself.
 #include <netinet/in.h>
 #include <sys/socket.h>
@@ -9,6 +10,9 @@
 
 #include <algorithm>
 #include <cmath>
+#include <filesystem>
+#include <fstream>
+#include <map>
 #include <string>
 #include <vector>
 
@@ -16,11 +20,13 @@
 #include "absl/strings/str_cat.h"
 #include "absl/time/time.h"
 #include "gtest/gtest.h"
+#include "tests/testing/cluster.h"
 #include "tests/testing/status_matchers.h"
 #include "tools/psrun/launch/child_process.h"
 #include "tools/psrun/launch/launcher.h"
 #include "tools/psrun/launch/ports.h"
 #include "tools/psrun/launch/progress.h"
+#include "tools/psrun/launch/worker_command.h"
 
 namespace pskit::launch {
 namespace {
@@ -182,6 +188,186 @@ TEST(PsrunFlags, RestartPolicyIsChecked) {
   o.restart_backoff = absl::Seconds(1);
   // Valid now: what is left is the missing binary.
   EXPECT_EQ(ValidateLauncherOptions(o).code(), absl::StatusCode::kNotFound);
+}
+
+TEST(PsrunWorkerCommand, SplitsLikeAShellWithoutOne) {
+  using V = std::vector<std::string>;
+  EXPECT_EQ(*SplitCommandLine("python3 train.py --epochs 3"),
+            V({"python3", "train.py", "--epochs", "3"}));
+  EXPECT_EQ(*SplitCommandLine("  a\t'b c'  \"d \\\"e\\\" \\\\ \\$x\" f\\ g ''"),
+            V({"a", "b c", "d \"e\" \\ $x", "f g", ""}));
+  EXPECT_EQ(*SplitCommandLine("x'y'\"z\""), V({"xyz"}));
+  // Literal inside quotes: what a shell would act on is only data there.
+  EXPECT_EQ(*SplitCommandLine("sh -c 'echo $HOME > log | cat'"),
+            V({"sh", "-c", "echo $HOME > log | cat"}));
+  for (const char* bad :
+       {"", "   ", "a 'b", "a \"b", "a\\", "a | b", "a > f", "a; b", "a & b",
+        "echo $HOME", "a \"$HOME\"", "a `b`", "a (b)"}) {
+    absl::StatusOr<std::vector<std::string>> r = SplitCommandLine(bad);
+    EXPECT_EQ(r.status().code(), absl::StatusCode::kInvalidArgument) << bad;
+    EXPECT_TRUE(absl::StrContains(r.status().message(), "--worker_command"))
+        << r.status();
+  }
+}
+
+TEST(PsrunWorkerCommand, FindsTheProgramAsExecvpWould) {
+  testing::TempDir dir;
+  ASSERT_FALSE(dir.path().empty());
+  namespace fs = std::filesystem;
+  const std::string tool = dir.path() + "/bin/tool";
+  const std::string plain = dir.path() + "/other/tool";
+  fs::create_directories(dir.path() + "/bin");
+  fs::create_directories(dir.path() + "/other");
+  std::ofstream(tool) << "#!/bin/sh\n";
+  std::ofstream(plain) << "#!/bin/sh\n";
+  fs::permissions(tool, fs::perms::owner_all);
+  fs::permissions(plain, fs::perms::owner_read | fs::perms::owner_write);
+  // PATH order: the first executable one; a non-executable one is passed
+  // over when an executable one follows.
+  EXPECT_EQ(*FindProgram("tool", dir.path() + "/other:" + dir.path() + "/bin"),
+            tool);
+  absl::StatusOr<std::string> r = FindProgram("tool", dir.path() + "/other");
+  EXPECT_EQ(r.status().code(), absl::StatusCode::kInvalidArgument);
+  EXPECT_TRUE(absl::StrContains(r.status().message(), "is not executable"))
+      << r.status();
+  r = FindProgram("no-such-tool", dir.path() + "/bin");
+  EXPECT_EQ(r.status().code(), absl::StatusCode::kNotFound);
+  EXPECT_TRUE(absl::StrContains(r.status().message(),
+                                "'no-such-tool' not found in PATH"))
+      << r.status();
+  // A name with a slash is taken as it is.
+  EXPECT_EQ(*FindProgram(tool, std::nullopt), tool);
+  EXPECT_EQ(FindProgram(plain, std::nullopt).status().code(),
+            absl::StatusCode::kInvalidArgument);
+  EXPECT_EQ(FindProgram(dir.path() + "/nope", std::nullopt).status().code(),
+            absl::StatusCode::kNotFound);
+  r = FindProgram(dir.path() + "/bin", std::nullopt);
+  EXPECT_TRUE(absl::StrContains(r.status().message(), "is a directory"))
+      << r.status();
+  // PATH unset: /bin and /usr/bin, as execvp.
+  EXPECT_TRUE(FindProgram("sh", std::nullopt).ok());
+}
+
+std::map<std::string, std::optional<std::string>> AsMap(
+    const std::vector<EnvChange>& env) {
+  std::map<std::string, std::optional<std::string>> m;
+  for (const EnvChange& c : env) m[c.name] = c.value;
+  return m;
+}
+
+TEST(PsrunWorkerCommand, EnvironmentContract) {
+  WorkerEnvironmentInput in;
+  in.shards = {"127.0.0.1:7000", "127.0.0.1:7001"};
+  in.rank = 1;
+  in.world = 3;
+  in.metrics_port = 9501;
+  auto m = AsMap(WorkerEnvironment(in));
+  EXPECT_EQ(m["PSKIT_SHARDS"], "127.0.0.1:7000,127.0.0.1:7001");
+  EXPECT_EQ(m["RANK"], "1");
+  EXPECT_EQ(m["WORLD_SIZE"], "3");
+  EXPECT_EQ(m["LOCAL_RANK"], "1");
+  EXPECT_EQ(m["LOCAL_WORLD_SIZE"], "3");
+  EXPECT_EQ(m["PSKIT_ROLE"], "worker");
+  EXPECT_EQ(m["PSKIT_METRICS_PORT"], "9501");
+  EXPECT_EQ(m["PSKIT_METRICS_HOST"], "127.0.0.1");
+  EXPECT_EQ(m["PYTHONUNBUFFERED"], "1");
+  // Not set by psrun: removed, so nothing inherited passes for psrun's.
+  for (const char* removed :
+       {"PSKIT_NAMESPACE", "PSKIT_TLS_CA", "PSKIT_TLS_CERT", "PSKIT_TLS_KEY",
+        "SLURM_PROCID", "SLURM_NTASKS", "OMPI_COMM_WORLD_RANK",
+        "OMPI_COMM_WORLD_SIZE", "PMI_RANK", "PMI_SIZE", "JOB_COMPLETION_INDEX",
+        "PSKIT_WORLD_SIZE"}) {
+    ASSERT_TRUE(m.contains(removed)) << removed;
+    EXPECT_FALSE(m[removed].has_value()) << removed;
+  }
+  // The token psrun got from its own environment is passed on as it is.
+  EXPECT_FALSE(m.contains("PSKIT_TOKEN_FILE"));
+  EXPECT_FALSE(m.contains("PSKIT_TOKEN"));
+
+  in.evaluator = true;
+  in.ns = "job7";
+  in.token_file = "/run/auth/worker.token";
+  in.tls_ca = "/run/tls/ca.pem";
+  in.tls_cert = "/run/tls/client.pem";
+  in.tls_key = "/run/tls/client.key";
+  in.pythonunbuffered_inherited = true;
+  m = AsMap(WorkerEnvironment(in));
+  EXPECT_EQ(m["PSKIT_ROLE"], "evaluator");
+  EXPECT_EQ(m["RANK"], "0");
+  EXPECT_EQ(m["WORLD_SIZE"], "1");
+  EXPECT_EQ(m["PSKIT_NAMESPACE"], "job7");
+  EXPECT_EQ(m["PSKIT_TOKEN_FILE"], "/run/auth/worker.token");
+  ASSERT_TRUE(m.contains("PSKIT_TOKEN"));
+  EXPECT_FALSE(m["PSKIT_TOKEN"].has_value()) << "the file wins, unambiguously";
+  EXPECT_EQ(m["PSKIT_TLS_CA"], "/run/tls/ca.pem");
+  EXPECT_EQ(m["PSKIT_TLS_CERT"], "/run/tls/client.pem");
+  EXPECT_EQ(m["PSKIT_TLS_KEY"], "/run/tls/client.key");
+  EXPECT_FALSE(m.contains("PYTHONUNBUFFERED"));
+}
+
+// SpawnChild applies the environment changes to what the child inherits.
+TEST(PsrunWorkerCommand, SpawnChildSetsAndRemovesVariables) {
+  setenv("PSRUN_TEST_KEPT", "kept", 1);
+  setenv("PSRUN_TEST_GONE", "gone", 1);
+  setenv("PSRUN_TEST_CHANGED", "old", 1);
+  absl::StatusOr<SpawnedChild> c = SpawnChild(
+      "/bin/sh",
+      {"-c",
+       "echo \"$PSRUN_TEST_KEPT ${PSRUN_TEST_GONE-unset} $PSRUN_TEST_CHANGED "
+       "$PSRUN_TEST_NEW\""},
+      {{"PSRUN_TEST_GONE", std::nullopt},
+       {"PSRUN_TEST_CHANGED", "new"},
+       {"PSRUN_TEST_NEW", "added"}});
+  unsetenv("PSRUN_TEST_KEPT");
+  unsetenv("PSRUN_TEST_GONE");
+  unsetenv("PSRUN_TEST_CHANGED");
+  ASSERT_TRUE(c.ok()) << c.status();
+  int status = 0;
+  ASSERT_EQ(waitpid(c->pid, &status, 0), c->pid);
+  std::string out;
+  char buf[256];
+  ssize_t n;
+  while ((n = read(c->stdout_fd, buf, sizeof(buf))) > 0) out.append(buf, n);
+  close(c->stdout_fd);
+  close(c->stderr_fd);
+  EXPECT_EQ(status, 0);
+  EXPECT_EQ(out, "kept unset new added\n");
+}
+
+// With a worker command psrun needs no ps-worker and does not check the
+// flags after `--` (they are the command's): an evaluator without
+// --target_accuracy is fine. Its program must exist.
+TEST(PsrunWorkerCommand, OptionsAreCheckedForACommand) {
+  testing::TempDir dir;
+  ASSERT_FALSE(dir.path().empty());
+  const std::string server = dir.path() + "/ps-server";
+  std::ofstream(server) << "#!/bin/sh\n";
+  std::filesystem::permissions(server, std::filesystem::perms::owner_all);
+  LauncherOptions o;
+  o.bin_dir = dir.path();  // ps-server only
+  o.evaluator = true;
+  o.worker_args = {"--rank", "3", "--anything"};
+  EXPECT_EQ(ValidateLauncherOptions(o).code(),
+            absl::StatusCode::kInvalidArgument)
+      << "ps-worker's flags are checked without a command";
+  o.worker_command = {"/bin/sh", "train.sh"};
+  EXPECT_TRUE(ValidateLauncherOptions(o).ok()) << ValidateLauncherOptions(o);
+  o.worker_command = {dir.path() + "/missing"};
+  absl::Status s = ValidateLauncherOptions(o);
+  EXPECT_EQ(s.code(), absl::StatusCode::kNotFound);
+  EXPECT_TRUE(absl::StrContains(s.message(), "--worker_command")) << s;
+  o.worker_command = {"/bin/sh"};
+  o.final_eval_timeout = absl::Seconds(-1);
+  EXPECT_EQ(ValidateLauncherOptions(o).code(),
+            absl::StatusCode::kInvalidArgument);
+  // ps-worker mode: a namespace given both ways.
+  o = LauncherOptions();
+  o.bin_dir = dir.path();
+  o.ns = "a";
+  o.worker_args = {"--namespace", "b"};
+  s = ValidateLauncherOptions(o);
+  EXPECT_TRUE(absl::StrContains(s.message(), "--namespace is given twice"))
+      << s;
 }
 
 }  // namespace

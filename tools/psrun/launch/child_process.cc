@@ -9,8 +9,13 @@
 #include <sys/wait.h>
 #include <unistd.h>
 
+#include <functional>
+#include <map>
+
 #include "absl/status/status.h"
 #include "absl/strings/str_cat.h"
+
+extern char** environ;
 
 namespace pskit::launch {
 namespace {
@@ -25,7 +30,7 @@ void CloseIfOpen(int* fd) {
 // held). Never returns.
 [[noreturn]] void ExecChild(pid_t parent, int null_fd, int out_w, int err_w,
                             int exec_error_w, const char* path,
-                            char* const* argv) {
+                            char* const* argv, char* const* envp) {
   // Nothing may outlive the launcher: SIGTERM (shards checkpoint on it) when
   // the launching thread dies; and if it died before this line, go now.
   if (prctl(PR_SET_PDEATHSIG, SIGTERM) != 0 || getppid() != parent) _exit(127);
@@ -46,7 +51,7 @@ void CloseIfOpen(int* fd) {
   sigset_t none;
   sigemptyset(&none);
   sigprocmask(SIG_SETMASK, &none, nullptr);
-  execv(path, argv);
+  execve(path, argv, envp);
   const int e = errno;
   (void)!write(exec_error_w, &e, sizeof(e));
   _exit(127);
@@ -55,7 +60,8 @@ void CloseIfOpen(int* fd) {
 }  // namespace
 
 absl::StatusOr<SpawnedChild> SpawnChild(const std::string& path,
-                                        const std::vector<std::string>& args) {
+                                        const std::vector<std::string>& args,
+                                        const std::vector<EnvChange>& env) {
   struct stat st;
   if (stat(path.c_str(), &st) != 0 || !S_ISREG(st.st_mode) ||
       access(path.c_str(), X_OK) != 0) {
@@ -70,6 +76,21 @@ absl::StatusOr<SpawnedChild> SpawnChild(const std::string& path,
   std::vector<char*> argv;
   for (std::string& a : owned) argv.push_back(a.data());
   argv.push_back(nullptr);
+  // The environment: this process's, with `env` applied.
+  std::map<std::string, std::optional<std::string>, std::less<>> changes;
+  for (const EnvChange& c : env) changes[c.name] = c.value;
+  std::vector<std::string> owned_env;
+  for (char** e = environ; *e != nullptr; ++e) {
+    const absl::string_view entry(*e);
+    const absl::string_view name = entry.substr(0, entry.find('='));
+    if (!changes.contains(name)) owned_env.emplace_back(entry);
+  }
+  for (const auto& [name, value] : changes) {
+    if (value.has_value()) owned_env.push_back(absl::StrCat(name, "=", *value));
+  }
+  std::vector<char*> envp;
+  for (std::string& e : owned_env) envp.push_back(e.data());
+  envp.push_back(nullptr);
 
   int out[2] = {-1, -1}, err[2] = {-1, -1}, exec_error[2] = {-1, -1};
   int null_fd = open("/dev/null", O_RDONLY | O_CLOEXEC);
@@ -96,7 +117,7 @@ absl::StatusOr<SpawnedChild> SpawnChild(const std::string& path,
   }
   if (pid == 0) {
     ExecChild(parent, null_fd, out[1], err[1], exec_error[1], argv[0],
-              argv.data());
+              argv.data(), envp.data());
   }
   CloseIfOpen(&out[1]);
   CloseIfOpen(&err[1]);

@@ -19,6 +19,7 @@
 
 #include <sys/types.h>
 
+#include <optional>
 #include <string>
 #include <vector>
 
@@ -35,7 +36,15 @@ struct SpawnedChild {
   int stderr_fd = -1;  // read end, O_NONBLOCK and O_CLOEXEC
 };
 
-// Starts `path` with `args` (argv[1..]). The child:
+// One change to the environment a child inherits: `name` set to `value`,
+// or removed (nullopt).
+struct EnvChange {
+  std::string name;
+  std::optional<std::string> value;
+};
+
+// Starts `path` with `args` (argv[1..]) and the launcher's environment
+// with `env` applied (later changes of a name win). The child:
 //   - gets SIGTERM when the calling thread dies (PR_SET_PDEATHSIG), and exits
 //     at once if that already happened, so nothing outlives its launcher,
 //     even one killed with SIGKILL;
@@ -47,7 +56,8 @@ struct SpawnedChild {
 // fork or exec fails (the message says which and why). Nothing is left open
 // or running on error.
 [[nodiscard]] absl::StatusOr<SpawnedChild> SpawnChild(
-    const std::string& path, const std::vector<std::string>& args);
+    const std::string& path, const std::vector<std::string>& args,
+    const std::vector<EnvChange>& env = {});
 
 // "exited with status 1", "exited normally" (status 0), "was killed by
 // signal 9 (Killed)", from a waitpid status.

@@ -22,6 +22,10 @@
 // Stopping = SIGTERM to workers and evaluator, wait, then SIGTERM to the
 // shards (which checkpoint), wait; whoever outlasts kill_timeout gets SIGKILL.
 //
+// With options.worker_command, workers and the evaluator run that command
+// instead of ps-worker, told the shards, rank, role, ... through their
+// environment (the contract: worker_command.h).
+//
 // Thread safety: RunLocalCluster must run on the process's main thread
 // before any other thread exists: it blocks SIGINT, SIGTERM, SIGHUP and
 // SIGCHLD (threads started later inherit the mask) and reads them from a

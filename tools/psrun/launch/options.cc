@@ -7,6 +7,7 @@
 
 #include "absl/strings/str_cat.h"
 #include "tools/psrun/launch/ports.h"
+#include "tools/psrun/launch/worker_command.h"
 #include "tools/psrun/launch/worker_flags.h"
 
 namespace pskit::launch {
@@ -45,12 +46,9 @@ absl::Status ValidateLauncherOptions(const LauncherOptions& o) {
         "--kill_timeout_s and --status_interval_s must be >= 0 and "
         "--start_timeout_s > 0");
   }
-  absl::StatusOr<WorkerFlagInfo> info = InspectWorkerArgs(o.worker_args);
-  if (!info.ok()) return info.status();
-  if (o.evaluator && !info->evaluator_can_end) {
+  if (o.final_eval_timeout < absl::ZeroDuration()) {
     return absl::InvalidArgumentError(
-        "--evaluator needs --target_accuracy, --patience or --max_seconds "
-        "among the flags after -- (otherwise it never ends)");
+        "--final_eval_timeout_s must be >= 0 (0: automatic)");
   }
   if (absl::Status s = RejectReserved(
           o.server_args,
@@ -59,14 +57,36 @@ absl::Status ValidateLauncherOptions(const LauncherOptions& o) {
       !s.ok()) {
     return s;
   }
-  if (absl::Status s = RejectReserved(
-          o.worker_args, {"tls_ca", "tls_cert", "tls_key", "token_file"},
-          "worker");
-      !s.ok()) {
-    return absl::InvalidArgumentError(absl::StrCat(
-        s.message(), ": give --tls_ca, --tls_cert, --tls_key and "
-        "--token_file to psrun itself, before --; it passes them on and its "
-        "monitor uses them too"));
+  if (!o.worker_command.empty()) {
+    absl::StatusOr<std::string> program =
+        FindProgram(o.worker_command[0], o.search_path);
+    if (!program.ok()) return program.status();
+  } else {
+    absl::StatusOr<WorkerFlagInfo> info = InspectWorkerArgs(o.worker_args);
+    if (!info.ok()) return info.status();
+    if (o.evaluator && !info->evaluator_can_end) {
+      return absl::InvalidArgumentError(
+          "--evaluator needs --target_accuracy, --patience or --max_seconds "
+          "among the flags after -- (otherwise it never ends)");
+    }
+    if (absl::Status s = RejectReserved(
+            o.worker_args, {"tls_ca", "tls_cert", "tls_key", "token_file"},
+            "worker");
+        !s.ok()) {
+      return absl::InvalidArgumentError(absl::StrCat(
+          s.message(),
+          ": give --tls_ca, --tls_cert, --tls_key and "
+          "--token_file to psrun itself, before --; it passes them on and its "
+          "monitor uses them too"));
+    }
+    if (!o.ns.empty()) {
+      if (absl::Status s =
+              RejectReserved(o.worker_args, {"namespace"}, "worker");
+          !s.ok()) {
+        return absl::InvalidArgumentError(
+            "--namespace is given twice: to psrun and after --; keep one");
+      }
+    }
   }
   if (o.tls) {
     if (!o.security.tls_ca.empty() || !o.security.tls_cert.empty()) {
@@ -97,6 +117,9 @@ absl::Status ValidateLauncherOptions(const LauncherOptions& o) {
     }
   }
   for (const char* binary : {"ps-server", "ps-worker"}) {
+    if (!o.worker_command.empty() && std::string(binary) == "ps-worker") {
+      continue;
+    }
     const std::string path = o.bin_dir + "/" + binary;
     if (access(path.c_str(), X_OK) != 0) {
       return absl::NotFoundError(absl::StrCat(

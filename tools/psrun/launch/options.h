@@ -8,6 +8,7 @@
 #ifndef PSKIT_TOOLS_PSRUN_LAUNCH_OPTIONS_H_
 #define PSKIT_TOOLS_PSRUN_LAUNCH_OPTIONS_H_
 
+#include <optional>
 #include <string>
 #include <vector>
 
@@ -46,6 +47,30 @@ struct LauncherOptions {
   // use, and both must agree on the model and the optimizer). psrun sets
   // --shards, --rank, --world, --role and --metrics_port itself.
   std::vector<std::string> worker_args;
+  // The worker command (psrun --worker_command, split into argv by
+  // SplitCommandLine): run for every training worker and the evaluator
+  // instead of ps-worker, with worker_args appended and what ps-worker gets
+  // as flags in its environment (the contract: worker_command.h). psrun
+  // neither reads nor checks worker_args then (they are the command's), and
+  // needs no ps-worker. Empty: ps-worker. Default: empty.
+  std::vector<std::string> worker_command;
+  // PATH's value, where a worker command's program without a '/' is looked
+  // up (FindProgram); nullopt: "/bin:/usr/bin". psrun's main passes its own
+  // PATH. Default: nullopt.
+  std::optional<std::string> search_path;
+  // Whether psrun's environment sets PYTHONUNBUFFERED: a worker command
+  // then inherits it as it is, instead of getting "1". Default: false.
+  bool inherited_pythonunbuffered = false;
+  // The job's namespace: ps-worker gets --namespace, a worker command
+  // PSKIT_NAMESPACE; psrun's monitor reports its evaluations. Empty: none
+  // given (ps-worker's own --namespace after `--`, or "default").
+  // Default: empty.
+  std::string ns;
+  // How long an evaluator still running when the last worker ends gets to
+  // report an evaluation of the final model before psrun stops it. Zero:
+  // 2 x ps-worker's --eval_interval_s + 5 s, or 60 s for a worker command
+  // (psrun cannot know its interval). Default: zero.
+  absl::Duration final_eval_timeout = absl::ZeroDuration();
   // Metrics ports: shard i at base+i, the evaluator at base+99, worker j at
   // base+100+j; a busy one is replaced by a free port (with a warning).
   // 0: free ports for all. Default: 9400.
@@ -101,8 +126,12 @@ struct LauncherOptions {
 // servers or workers < 1, a negative duration, port base or restart count, an
 // evaluator that could never end, a server arg psrun sets itself, a client
 // security flag among the worker flags (it belongs to psrun), --tls with TLS
-// files of psrun's own or in the server args; NOT_FOUND when ps-server or
-// ps-worker is missing from bin_dir.
+// files of psrun's own or in the server args, a namespace given both to
+// psrun and after `--`; NOT_FOUND when ps-server or ps-worker is missing from
+// bin_dir. With a worker command: its program missing or not executable
+// (FindProgram's errors, NOT_FOUND or INVALID_ARGUMENT), or an empty one;
+// ps-worker is not needed and the worker flags are not checked (they are the
+// command's own; an evaluator command decides itself when it ends).
 [[nodiscard]] absl::Status ValidateLauncherOptions(const LauncherOptions& o);
 
 }  // namespace pskit::launch

@@ -25,6 +25,7 @@
 #include "absl/strings/str_format.h"
 #include "absl/strings/str_join.h"
 #include "absl/strings/strip.h"
+#include "common/exit_status.h"
 #include "tools/psrun/launch/child_process.h"
 #include "tools/psrun/launch/ports.h"
 #include "tools/psrun/launch/progress.h"
@@ -199,6 +200,12 @@ void Launcher::PrintSummary() {
         end_reason_.empty() ? "ended" : end_reason_,
         ") without reaching the target accuracy ", *info_.target_accuracy,
         "; give it more time (--max_seconds, --epochs) or lower the target"));
+  } else if (evaluator_missed_target_) {
+    console_.Out(absl::StrCat("psrun: job failed: it ended (",
+                              end_reason_.empty() ? "ended" : end_reason_,
+                              ") and the evaluator exited ",
+                              kExitTargetNotReached,
+                              ": the target accuracy was not reached"));
   } else {
     console_.Out(absl::StrCat("psrun: job done: ",
                               end_reason_.empty() ? "ended" : end_reason_));
@@ -207,7 +214,9 @@ void Launcher::PrintSummary() {
 
 int Launcher::ExitCode() const {
   if (interrupted_by_ != 0) return 128 + interrupted_by_;
-  if (!failure_.empty() || target_missed_) return kExitFailed;
+  if (!failure_.empty() || target_missed_ || evaluator_missed_target_) {
+    return kExitFailed;
+  }
   return kExitOk;
 }
 

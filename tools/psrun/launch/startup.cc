@@ -25,6 +25,7 @@
 #include "absl/strings/str_cat.h"
 #include "absl/strings/str_format.h"
 #include "absl/strings/str_join.h"
+#include "absl/strings/str_split.h"
 #include "absl/strings/strip.h"
 #include "common/auth_token.h"
 #include "tools/psrun/launch/child_process.h"
@@ -32,6 +33,7 @@
 #include "tools/psrun/launch/progress.h"
 #include "tools/psrun/launch/supervisor.h"
 #include "tools/psrun/launch/throwaway_ca.h"
+#include "tools/psrun/launch/worker_command.h"
 
 namespace pskit::launch {
 
@@ -142,16 +144,16 @@ bool Launcher::PrepareSecurity() {
   return true;
 }
 
-bool Launcher::Spawn(Role role, int index, const std::string& binary,
-                     const std::vector<std::string>& args) {
+bool Launcher::Spawn(Role role, int index, const std::string& program,
+                     const std::vector<std::string>& args,
+                     const std::vector<EnvChange>& env) {
   auto c = std::make_unique<Child>();
   c->role = role;
   c->index = index;
   c->name = role == Role::kShard    ? absl::StrCat("shard", index)
             : role == Role::kWorker ? absl::StrCat("worker", index)
                                     : "evaluator";
-  absl::StatusOr<SpawnedChild> spawned =
-      SpawnChild(options_.bin_dir + "/" + binary, args);
+  absl::StatusOr<SpawnedChild> spawned = SpawnChild(program, args, env);
   if (!spawned.ok()) {
     Fail(absl::StrCat("cannot start ", c->name, ": ",
                       spawned.status().message()),
@@ -225,9 +227,62 @@ bool Launcher::StartShards() {
                 server_security_flags_.end());
     args.insert(args.end(), options_.server_args.begin(),
                 options_.server_args.end());
-    if (!Spawn(Role::kShard, i, "ps-server", args)) return false;
+    if (!Spawn(Role::kShard, i, options_.bin_dir + "/ps-server", args)) {
+      return false;
+    }
   }
   return true;
+}
+
+void Launcher::WorkerLaunch(int rank, const std::string& shards,
+                            std::vector<std::string>* args,
+                            std::vector<EnvChange>* env) const {
+  const bool evaluator = rank < 0;
+  const int port = evaluator ? ports_.evaluator : ports_.workers[rank];
+  if (!options_.worker_command.empty()) {
+    // The command's own arguments, then those after `--`; what ps-worker
+    // gets as flags goes in the environment (worker_command.h).
+    args->assign(options_.worker_command.begin() + 1,
+                 options_.worker_command.end());
+    args->insert(args->end(), options_.worker_args.begin(),
+                 options_.worker_args.end());
+    WorkerEnvironmentInput in;
+    in.shards = absl::StrSplit(shards, ',');
+    in.evaluator = evaluator;
+    in.rank = std::max(rank, 0);
+    in.world = options_.workers;
+    in.ns = options_.ns;
+    in.metrics_port = port;
+    std::vector<std::string> flags = client_flags_;
+    flags.insert(flags.end(), worker_token_flags_.begin(),
+                 worker_token_flags_.end());
+    for (size_t i = 0; i + 1 < flags.size(); i += 2) {
+      const std::string& value = flags[i + 1];
+      if (flags[i] == "--tls_ca") in.tls_ca = value;
+      if (flags[i] == "--tls_cert") in.tls_cert = value;
+      if (flags[i] == "--tls_key") in.tls_key = value;
+      if (flags[i] == "--token_file") in.token_file = value;
+    }
+    in.pythonunbuffered_inherited = options_.inherited_pythonunbuffered;
+    *env = WorkerEnvironment(in);
+    return;
+  }
+  // --rank/--world for the evaluator too: they keep a launcher's
+  // environment (SLURM_PROCID, ...) from reaching it.
+  *args = {"--shards",       shards,
+           "--rank",         absl::StrCat(evaluator ? 0 : rank),
+           "--world",        absl::StrCat(evaluator ? 1 : options_.workers),
+           "--metrics_port", absl::StrCat(port),
+           "--metrics_host", "127.0.0.1"};
+  if (evaluator) args->insert(args->begin(), {"--role", "evaluator"});
+  if (!options_.ns.empty())
+    args->insert(args->end(), {"--namespace", options_.ns});
+  args->insert(args->end(), client_flags_.begin(), client_flags_.end());
+  args->insert(args->end(), worker_token_flags_.begin(),
+               worker_token_flags_.end());
+  args->insert(args->end(), options_.worker_args.begin(),
+               options_.worker_args.end());
+  env->clear();
 }
 
 void Launcher::StartWorkers() {
@@ -236,12 +291,27 @@ void Launcher::StartWorkers() {
     if (c->role == Role::kShard) shards.push_back(c->address);
   }
   const std::string list = absl::StrJoin(shards, ",");
+  std::string what;
+  if (options_.worker_command.empty()) {
+    what = absl::StrCat("ps-worker --shards ", list, " --rank J --world ",
+                        options_.workers, " ",
+                        absl::StrJoin(options_.worker_args, " "));
+  } else {
+    // The file FindProgram found, its words and the args after `--`.
+    std::vector<std::string> words = {worker_program_};
+    words.insert(words.end(), options_.worker_command.begin() + 1,
+                 options_.worker_command.end());
+    words.insert(words.end(), options_.worker_args.begin(),
+                 options_.worker_args.end());
+    what = absl::StrCat(
+        absl::StrJoin(words, " "), " with PSKIT_SHARDS=", list,
+        " RANK=J WORLD_SIZE=", options_.workers,
+        options_.ns.empty() ? "" : " PSKIT_NAMESPACE=", options_.ns);
+  }
   Note(absl::StrCat("every shard answers; starting ", options_.workers,
                     options_.workers == 1 ? " worker" : " workers",
-                    options_.evaluator ? " and the evaluator" : "",
-                    ": ps-worker --shards ", list, " --rank J --world ",
-                    options_.workers, " ",
-                    absl::StrJoin(options_.worker_args, " ")));
+                    options_.evaluator ? " and the evaluator" : "", ": ",
+                    what));
   if (!client_flags_.empty() || !psctl_token_flags_.empty()) {
     // What a person needs to reach this cluster from another shell.
     std::vector<std::string> flags = client_flags_;
@@ -252,36 +322,17 @@ void Launcher::StartWorkers() {
   }
   workers_started_ = absl::Now();
   for (int j = 0; j < options_.workers; ++j) {
-    std::vector<std::string> args = {
-        "--shards",       list,
-        "--rank",         absl::StrCat(j),
-        "--world",        absl::StrCat(options_.workers),
-        "--metrics_port", absl::StrCat(ports_.workers[j]),
-        "--metrics_host", "127.0.0.1"};
-    args.insert(args.end(), client_flags_.begin(), client_flags_.end());
-    args.insert(args.end(), worker_token_flags_.begin(),
-                worker_token_flags_.end());
-    args.insert(args.end(), options_.worker_args.begin(),
-                options_.worker_args.end());
-    if (!Spawn(Role::kWorker, j, "ps-worker", args)) return;
+    std::vector<std::string> args;
+    std::vector<EnvChange> env;
+    WorkerLaunch(j, list, &args, &env);
+    if (!Spawn(Role::kWorker, j, worker_program_, args, env)) return;
     monitor_->SetWorkerRunning(j, true);
   }
   if (options_.evaluator) {
-    // --rank/--world keep a launcher's environment (SLURM_PROCID, ...)
-    // from reaching the evaluator.
-    std::vector<std::string> args = {
-        "--role",         "evaluator",
-        "--shards",       list,
-        "--rank",         "0",
-        "--world",        "1",
-        "--metrics_port", absl::StrCat(ports_.evaluator),
-        "--metrics_host", "127.0.0.1"};
-    args.insert(args.end(), client_flags_.begin(), client_flags_.end());
-    args.insert(args.end(), worker_token_flags_.begin(),
-                worker_token_flags_.end());
-    args.insert(args.end(), options_.worker_args.begin(),
-                options_.worker_args.end());
-    if (!Spawn(Role::kEvaluator, 0, "ps-worker", args)) return;
+    std::vector<std::string> args;
+    std::vector<EnvChange> env;
+    WorkerLaunch(-1, list, &args, &env);
+    if (!Spawn(Role::kEvaluator, 0, worker_program_, args, env)) return;
   }
   phase_ = Phase::kRunning;
   next_status_ = absl::Now() + options_.status_interval;

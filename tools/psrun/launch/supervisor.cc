@@ -282,6 +282,10 @@ void Launcher::OnExit(Child& c, int wait_status) {
       (WEXITSTATUS(wait_status) == 0 ||
        (c.role == Role::kEvaluator &&
         WEXITSTATUS(wait_status) == kExitTargetNotReached));
+  if (c.role == Role::kEvaluator && WIFEXITED(wait_status) &&
+      WEXITSTATUS(wait_status) == kExitTargetNotReached) {
+    evaluator_missed_target_ = true;
+  }
   const int sig = WIFSIGNALED(wait_status) ? WTERMSIG(wait_status) : 0;
   const std::string how = absl::StrCat(c.name, " (pid ", c.pid, ") ",
                                        DescribeWaitStatus(wait_status));
@@ -449,7 +453,12 @@ void Launcher::Advance() {
       workers_done_ = now;
       // Only the evaluator is left: let it score the final model.
       phase_ = Phase::kFinalEvaluation;
-      phase_deadline_ = now + absl::Seconds(2 * info_.eval_interval_s + 5);
+      phase_deadline_ =
+          now + (options_.final_eval_timeout > absl::ZeroDuration()
+                     ? options_.final_eval_timeout
+                 : options_.worker_command.empty()
+                     ? absl::Seconds(2 * info_.eval_interval_s + 5)
+                     : absl::Seconds(60));
       Note("every worker finished; the evaluator scores the final model");
       return;
     case Phase::kFinalEvaluation:

@@ -90,9 +90,13 @@ enum class Phase {
 // so lines never interleave; the Monitor's thread only hands samples over.
 class Launcher {
  public:
-  Launcher(const LauncherOptions& options, WorkerFlagInfo info)
+  // `worker_program`: the file run for workers and the evaluator (ps-worker,
+  // or the worker command's program as FindProgram found it).
+  Launcher(const LauncherOptions& options, WorkerFlagInfo info,
+           std::string worker_program)
       : options_(options),
         info_(std::move(info)),
+        worker_program_(std::move(worker_program)),
         console_(options.live_status_line) {}
   ~Launcher();
 
@@ -107,9 +111,16 @@ class Launcher {
   bool PrepareTokens();
   bool StartShards();
   void StartWorkers();
-  // Starts one child and registers it; false (after saying why) on error.
-  bool Spawn(Role role, int index, const std::string& binary,
-             const std::vector<std::string>& args);
+  // Starts one child (`program`: a path) and registers it; false (after
+  // saying why) on error.
+  bool Spawn(Role role, int index, const std::string& program,
+             const std::vector<std::string>& args,
+             const std::vector<EnvChange>& env = {});
+  // The arguments and environment of training worker `rank` (-1: the
+  // evaluator), for ps-worker or the worker command.
+  void WorkerLaunch(int rank, const std::string& shards,
+                    std::vector<std::string>* args,
+                    std::vector<EnvChange>* env) const;
 
   void Loop();
   absl::Time NextDeadline() const;
@@ -143,6 +154,7 @@ class Launcher {
 
   const LauncherOptions options_;
   const WorkerFlagInfo info_;
+  const std::string worker_program_;
   Console console_;
   const absl::Time start_ = absl::Now();
 
@@ -179,6 +191,9 @@ class Launcher {
   // A --target_accuracy was set and the evaluator's best stayed below it:
   // the job ran, but did not do what it was asked (exit 1).
   bool target_missed_ = false;
+  // The evaluator exited kExitTargetNotReached (3): its own verdict that the
+  // target was missed, the only one psrun has from a worker command.
+  bool evaluator_missed_target_ = false;
   int shard_restarts_ = 0;           // by the restart policy, all shards
   std::string shutdown_checkpoint_;  // its id, once on every shard
 };
