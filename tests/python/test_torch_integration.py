@@ -161,11 +161,12 @@ def test_arguments_win_and_the_rest_comes_from_pskit_variables(tmp_path):
                          "PSKIT_NAMESPACE": "jobA", "PSKIT_ROLE": "evaluator",
                          "PSKIT_TOKEN_FILE": str(token_file), "PSKIT_TLS_CA": str(ca),
                          "PSKIT_TLS_CERT": str(cert), "PSKIT_TLS_KEY": str(key),
-                         "PSKIT_METRICS_PORT": "9100"},
+                         "PSKIT_METRICS_PORT": "9100", "PSKIT_METRICS_HOST": "127.0.0.1"},
                         rank=0, world=1, shards=["a:1"])
     assert (env.rank, env.world, env.rank_source, env.shards) == (0, 1, "arguments", ("a:1",))
     assert (env.namespace, env.role, env.token, env.metrics_port) == ("jobA", "evaluator", TOKEN, 9100)
     assert (env.tls_ca, env.tls_cert, env.tls_key) == (str(ca), str(cert), str(key))
+    assert env.metrics_host == "127.0.0.1"
     assert TOKEN not in repr(env)
     assert pt.launch_env({**BASE, "PSKIT_TOKEN": " " + TOKEN + " "}).token == TOKEN
 

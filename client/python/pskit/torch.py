@@ -108,6 +108,7 @@ class LaunchEnv:
     tls_key: str = ""
     token: str = dataclasses.field(default="", repr=False)  # never printed
     metrics_port: int = 0         # 0: no Prometheus endpoint
+    metrics_host: str = "0.0.0.0"  # the address it binds
 
     def client(self, **options: Any) -> "_core.Client":
         """A pskit.Client for these shards with this TLS and token; `options`
@@ -220,7 +221,8 @@ def launch_env(environ: Optional[Mapping[str, str]] = None, *,
       token         the file named by PSKIT_TOKEN_FILE, else PSKIT_TOKEN
       TLS           PSKIT_TLS_CA, PSKIT_TLS_CERT and PSKIT_TLS_KEY (files)
       metrics_port  PSKIT_METRICS_PORT: serve Prometheus metrics there; 0 or
-                    unset: none
+                    unset: none. PSKIT_METRICS_HOST: the address it binds
+                    (default 0.0.0.0; psrun sets both)
 
     Raises LaunchError naming the variable that is missing or wrong."""
     env = os.environ if environ is None else environ
@@ -280,7 +282,8 @@ def launch_env(environ: Optional[Mapping[str, str]] = None, *,
     return LaunchEnv(shards=shard_list, namespace=ns, role=the_role, rank=r,
                      world=w, rank_source=source, tls_ca=tls["ca"],
                      tls_cert=tls["cert"], tls_key=tls["key"], token=token,
-                     metrics_port=metrics_port)
+                     metrics_port=metrics_port,
+                     metrics_host=env.get("PSKIT_METRICS_HOST", "").strip() or "0.0.0.0")
 
 
 # --------------------------------------------------------------------------
@@ -803,7 +806,7 @@ class Session:
         try:
             if self._metrics_port:
                 self.metrics = Metrics(self.env.role, self.rank if self.is_worker else 0,
-                                       self._metrics_port)
+                                       self._metrics_port, self.env.metrics_host)
                 log.info("%s: metrics on %s", self.name, self.metrics.url)
             self.client = self.env.client(**self.client_options)
             if self.init == "module" and not (self.is_worker and self.rank == 0):
