@@ -10,7 +10,7 @@ import pytest
 
 import pskit
 
-SGD = pskit.namespace_config("sgd", learning_rate=0.5)
+SGD = pskit.namespace_config("sgd", lr=0.5)
 
 
 def declare_w(client, ns="t", n=10, config=SGD, values=None):
@@ -152,8 +152,10 @@ def test_errors_carry_the_grpc_code_and_message(shards):
     with pytest.raises(pskit.Error) as e:
         pskit.Client([])
     assert e.value.code_name == "INVALID_ARGUMENT"
-    with pytest.raises(pskit.Error):
+    with pytest.raises(ValueError, match="adamax"):
         pskit.namespace_config("adamax")
+    with pytest.raises(ValueError, match="glorot"):
+        pskit.tensor_spec("w", (3,), init="glorrot")
     unreachable = pskit.Client(["127.0.0.1:1"], timeout_s=0.3)
     with pytest.raises(pskit.Error) as e:
         unreachable.status()
