@@ -209,7 +209,7 @@ def rpc_options(port, threads):
     from torch.distributed import rpc
     return rpc.TensorPipeRpcBackendOptions(
         init_method=f"tcp://127.0.0.1:{port}", num_worker_threads=threads,
-        rpc_timeout=120, _transports=["uv"], _channels=["basic"])
+        rpc_timeout=120)
 
 
 def rpc_ps_main(args, port, world):
