@@ -102,11 +102,25 @@ def free_port():
 
 
 def die_with_parent():
-    """Asks Linux to SIGKILL this process when its parent exits."""
+    """Asks Linux to SIGKILL this process when its parent exits; leaves
+    Ctrl-C to the parent, which stops every child itself."""
+    signal.signal(signal.SIGINT, signal.SIG_IGN)
     try:
         ctypes.CDLL("libc.so.6", use_errno=True).prctl(1, signal.SIGKILL)  # PR_SET_PDEATHSIG
     except OSError:
         pass
+
+
+def child_main(target, shared, *args):
+    """Runs TARGET(*args, shared) in a child process. Once the evaluator has
+    ended the run (shared.stop), an error from a peer that is going away is
+    expected: the child then exits quietly instead of printing a traceback."""
+    try:
+        target(*args, shared)
+    except BaseException:
+        if shared.stop.is_set():
+            sys.exit(0)
+        raise
 
 
 # ---- State shared between the evaluator (this process) and the trainers ----
@@ -212,7 +226,7 @@ def rpc_options(port, threads):
         rpc_timeout=120)
 
 
-def rpc_ps_main(args, port, world):
+def rpc_ps_main(args, port, world, shared):
     global _PS
     die_with_parent()
     set_threads(args.threads)
@@ -286,9 +300,6 @@ def ddp_trainer_main(args, port, rank, shared):
             torch.nn.functional.cross_entropy(net(xb), yb).backward()
             opt.step()
             shared.samples[rank] += len(xb)
-    except RuntimeError:
-        if not shared.stop.is_set():  # a peer that left after the end is not an error
-            raise
     finally:
         if args.mode == "ddp" and rank == 0:
             dist.destroy_process_group()
@@ -328,16 +339,20 @@ def run(args):
     procs = []
     if args.mode == "rpc":
         world = args.trainers + 2  # PS, trainers, evaluator
-        procs.append(ctx.Process(target=rpc_ps_main, args=(args, port, world), name="ps"))
+        procs.append(ctx.Process(target=child_main, args=(rpc_ps_main, shared, args, port, world),
+                                 name="ps"))
         for r in range(args.trainers):
-            procs.append(ctx.Process(target=rpc_trainer_main,
-                                     args=(args, port, world, r, shared), name=f"trainer{r}"))
+            procs.append(ctx.Process(target=child_main,
+                                     args=(rpc_trainer_main, shared, args, port, world, r),
+                                     name=f"trainer{r}"))
     else:
         for r in range(args.trainers):
-            procs.append(ctx.Process(target=ddp_trainer_main, args=(args, port, r, shared),
+            procs.append(ctx.Process(target=child_main,
+                                     args=(ddp_trainer_main, shared, args, port, r),
                                      name=f"trainer{r}"))
     trainers_to_pause = args.trainers if args.mode == "rpc" else 1
     rpc_up = False
+    finished = False
     try:
         for p in procs:
             p.daemon = True
@@ -400,6 +415,7 @@ def run(args):
             "train_s": round(train_s, 2), "load1": round(os.getloadavg()[0], 2),
         }
         print("RESULT " + json.dumps(result), flush=True)
+        finished = True
         return EXIT_REACHED if reached else EXIT_NOT_REACHED
     finally:
         shared.stop.set()
@@ -407,7 +423,8 @@ def run(args):
         shared.go.set()
         if rpc_up:
             try:
-                rpc.shutdown()
+                # Graceful waits for every peer; after a failure one may be gone.
+                rpc.shutdown(graceful=finished)
             except Exception as e:  # a peer already gone; the processes are stopped below
                 print(f"rpc shutdown: {e}", file=sys.stderr)
         deadline = time.monotonic() + 10
