@@ -196,7 +196,7 @@ class ParameterServer:
         torch.manual_seed(args.seed)
         self.model = fm.MODELS[args.model]()
         self.params = list(self.model.parameters())
-        self.opt = torch.optim.Adam(self.params, lr=args.lr)
+        self.opt = torch.optim.Adam(self.params, lr=args.lr, foreach=True)
         self.lock = threading.Lock()
 
     def weights(self):
@@ -285,7 +285,7 @@ def ddp_trainer_main(args, port, rank, shared):
         net = torch.nn.parallel.DistributedDataParallel(model)
     else:
         net = model
-    opt = torch.optim.Adam(net.parameters(), lr=args.lr)
+    opt = torch.optim.Adam(net.parameters(), lr=args.lr, foreach=True)
     shared.ready.release()
     shared.go.wait()
     try:
