@@ -95,15 +95,17 @@ class HeldBuffer {
           "buffer (a NumPy float32 array, or a CPU tensor's .numpy()), "
           "not ", py::str(py::type::of(obj)).cast<std::string>(), ": ", why)));
     }
-    held_ = true;
     const std::string format = view_.format == nullptr ? "B" : view_.format;
-    if (view_.itemsize != 4 ||
-        (format != "f" && format != "<f" && format != "=f")) {
+    const Py_ssize_t itemsize = view_.itemsize;
+    if (itemsize != 4 || (format != "f" && format != "<f" && format != "=f")) {
+      // The destructor does not run for a constructor that throws.
+      PyBuffer_Release(&view_);
       Throw(absl::InvalidArgumentError(absl::StrCat(
           "tensor '", name, "': need float32 elements, got format '", format,
-          "' of ", view_.itemsize, " bytes (convert with .astype(numpy."
+          "' of ", itemsize, " bytes (convert with .astype(numpy."
           "float32) or .float())")));
     }
+    held_ = true;
   }
   ~HeldBuffer() {
     if (held_) PyBuffer_Release(&view_);

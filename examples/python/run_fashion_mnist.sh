@@ -15,7 +15,8 @@ set -euo pipefail
 cd "$(dirname "$0")/../.."
 BUILD=${BUILD:-build}
 args=("$@")
-[[ " ${args[*]-} " == *" --target_accuracy "* ]] || args+=(--target_accuracy 0.9)
+[[ " ${args[*]-} " == *" --target_accuracy "* || " ${args[*]-}" == *" --target_accuracy="* ]] ||
+  args+=(--target_accuracy 0.9)
 export PYTHONPATH="$BUILD/python${PYTHONPATH:+:$PYTHONPATH}"
 export OPENBLAS_NUM_THREADS=1
 exec "$BUILD/bin/psrun" --servers "${SHARDS:-2}" --workers "${WORKERS:-2}" --evaluator \

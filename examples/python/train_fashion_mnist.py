@@ -179,6 +179,7 @@ def main(argv):
     signal.signal(signal.SIGTERM, _interrupt)
     torch.set_num_threads(args.threads)
     torch.manual_seed(args.seed)
+    env = None
     try:
         env = pt.launch_env()
         if env.role == "evaluator":
@@ -194,6 +195,13 @@ def main(argv):
         print(f"train_fashion_mnist ({env.role} rank {env.rank}): {e}", file=sys.stderr)
         return EXIT_FAILED
     except KeyboardInterrupt:
+        # An evaluator stopped (psrun stops it once the workers are done)
+        # has not seen its target, or it would have ended by itself: exit 3,
+        # the verdict psrun and ps-worker's evaluator use.
+        if env is not None and env.role == "evaluator" and args.target_accuracy > 0:
+            print("train_fashion_mnist: evaluator stopped before the target accuracy "
+                  f"{args.target_accuracy} was reached", file=sys.stderr)
+            return EXIT_TARGET_NOT_REACHED
         return 0
 
 

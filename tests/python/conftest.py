@@ -7,6 +7,7 @@ test ends, passed or failed. The build directory is $PSKIT_BUILD_DIR
 (default ./build); ctest sets it, and PYTHONPATH to its python/ directory.
 """
 
+import ctypes
 import os
 import pathlib
 import signal
@@ -28,6 +29,12 @@ def ps_server():
     return path
 
 
+def _die_with_parent():
+    """In the child: SIGTERM when pytest dies (even by SIGKILL, as ctest's
+    timeout does), so no shard outlives its test."""
+    ctypes.CDLL("libc.so.6", use_errno=True).prctl(1, signal.SIGTERM)  # PR_SET_PDEATHSIG
+
+
 class Shards:
     def __init__(self, tmp_path):
         self._tmp = tmp_path
@@ -44,7 +51,8 @@ class Shards:
             if data_dir:
                 args += ["--data_dir", str(self._tmp / f"db{len(self._procs)}")]
             log = open(self._tmp / f"shard{len(self._procs)}.log", "wb")
-            p = subprocess.Popen(args, stdout=log, stderr=subprocess.STDOUT)
+            p = subprocess.Popen(args, stdout=log, stderr=subprocess.STDOUT,
+                                 preexec_fn=_die_with_parent)
             self._procs.append(p)
             procs.append(p)
             addr_files.append(addr_file)

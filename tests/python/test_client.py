@@ -127,6 +127,11 @@ def test_bad_buffers_are_refused_with_the_tensor_named(shards):
     with pytest.raises(pskit.Error) as e:
         c.pull("t", {"w": np.zeros(11, np.float32)})
     assert e.value.code_name == "INVALID_ARGUMENT"
+    # A refused buffer is released: a bytearray can be resized again.
+    b = bytearray(40)
+    with pytest.raises(pskit.Error):
+        c.pull("t", {"w": b})
+    b.extend(b"more")
     # a read-only gradient is fine
     c.push("t", {"w": np.frombuffer(np.zeros(10, np.float32).tobytes(), np.float32)})
 

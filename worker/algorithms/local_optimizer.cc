@@ -21,6 +21,11 @@ absl::StatusOr<LocalOptimizer> LocalOptimizer::Make(
         who, " runs sgd, momentum, nesterov or adam, not ",
         v1::OptimizerKind_Name(opt.kind())));
   }
+  if (opt.weight_decay() != 0) {
+    return absl::InvalidArgumentError(absl::StrCat(
+        who, " applies no weight decay, and the shards' optimizer has ",
+        opt.weight_decay(), ": leave weight_decay unset"));
+  }
   std::vector<DeviceBuffer> slot1, slot2;
   for (size_t i = 0; i < context.model->num_params(); ++i) {
     const size_t n = context.model->param_size(i);

@@ -12,6 +12,8 @@
 # Protobuf messages (NamespaceConfig, TensorSpec, Evaluation, Admin answers) go in and out as
 # dicts in protobuf's JSON form (field names as in proto/pskit/v1/*.proto, snake_case or
 # lowerCamel; enums by their full names, e.g. "OPTIMIZER_ADAM", "INIT_GLOROT_UNIFORM").
+# In answers, as protobuf's JSON form has it, 64-bit integers (updates_applied, bytes,
+# time_unix_ms, ...) are strings: int(d["updates_applied"]).
 from typing import Any, Mapping, Optional, Sequence
 
 Buffer = Any

@@ -391,6 +391,8 @@ class ModelTensors:
             raise ValueError(f"{type(module).__name__} has no trainable "
                              "parameters: nothing to train on the shards")
         self.cuda = any(s.param.device.type == "cuda" for s in self.slots)
+        self.cuda_devices = sorted({s.param.device for s in self.slots
+                                    if s.param.device.type == "cuda"}, key=str)
 
     @property
     def names(self) -> List[str]:
@@ -474,8 +476,10 @@ class ModelTensors:
         self.synchronize()
 
     def synchronize(self) -> None:
-        if self.cuda:
-            torch.cuda.synchronize()
+        # Every device a parameter lives on: torch.cuda.synchronize() alone
+        # waits for the current device only.
+        for device in self.cuda_devices:
+            torch.cuda.synchronize(device)
 
 
 # --------------------------------------------------------------------------
@@ -703,6 +707,7 @@ class Session:
                 self._heartbeat.start()
         except BaseException:
             self.leave()
+            self.client = None  # a later join() starts again, from nothing
             raise
         return self
 
@@ -748,7 +753,7 @@ class Session:
             try:
                 if self.client.heartbeat(self.ns):
                     self._done.set()
-            except _core.Error as e:
+            except Exception as e:  # noqa: BLE001: the thread must live on
                 # The client retried within the call; a lease survives a few
                 # missed renewals, and the next one is tried on time.
                 log.warning("%s: heartbeat: %s", self.name, e)

@@ -69,6 +69,10 @@ TEST(MakeAlgorithm, RefusesUnknownNamesMissingShardsAndBadOptions) {
   o.name = "local";
   f.job.server_config.mutable_optimizer()->set_kind(v1::OPTIMIZER_RMSPROP);
   EXPECT_EQ(CodeOf(o, f.context()), absl::StatusCode::kInvalidArgument);
+  // The local optimizer applies no weight decay: refused, not ignored.
+  f.job.server_config.mutable_optimizer()->set_kind(v1::OPTIMIZER_SGD);
+  f.job.server_config.mutable_optimizer()->set_weight_decay(0.1f);
+  EXPECT_EQ(CodeOf(o, f.context()), absl::StatusCode::kInvalidArgument);
 }
 
 TEST(MakeAlgorithm, OnlyLocalTrainsWithoutShards) {
