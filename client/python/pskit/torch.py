@@ -22,7 +22,8 @@ and an evaluator beside the workers (PSKIT_ROLE=evaluator):
 What is here:
   launch_env()       rank and world from torchrun (RANK/WORLD_SIZE), SLURM,
                      Open MPI, PMI or a Kubernetes Indexed Job, like ps-worker;
-                     shards, namespace, role, token and TLS from PSKIT_*.
+                     shards, namespace, role, token and TLS from PSKIT_*
+                     (pskit/launch.py, re-exported here; no torch needed there).
   namespace_config() the shards' optimizer, compensation and consistency, from
                      ps-worker's flag vocabulary, as a NamespaceConfig dict.
   ModelTensors       a module's trainable parameters as pskit tensors (name =
@@ -50,9 +51,6 @@ from any thread.
 import dataclasses
 import logging
 import math
-import os
-import socket
-import stat
 import threading
 import time
 from typing import Any, Callable, Dict, List, Mapping, Optional, Sequence, Tuple, Union
@@ -62,229 +60,15 @@ import torch
 
 from . import _core
 from ._config import namespace_config  # noqa: F401 (part of this API)
+from ._metrics import Metrics
+from .launch import (  # noqa: F401 (part of this API)
+    MIN_TOKEN_LENGTH, LaunchEnv, LaunchError, launch_env, read_token_file)
 
 log = logging.getLogger("pskit.torch")
-
-# A token has at least this many characters (common/auth_token.h
-# kMinTokenLength: 32 random bytes, base64url).
-MIN_TOKEN_LENGTH = 43
 
 # Seconds between heartbeats: ps-worker's 0.5 s, so a worker learns within
 # half a second that the evaluator ended the job.
 DEFAULT_HEARTBEAT_S = 0.5
-
-
-class LaunchError(ValueError):
-    """A launch variable or argument is missing or wrong; the message names it
-    and says how to fix it."""
-
-
-# --------------------------------------------------------------------------
-# The launch environment.
-
-# (rank variable, world variable, launcher), in the order they are tried.
-# torchrun comes first: under `srun torchrun ...` SLURM_PROCID is the node's
-# rank, RANK the process's.
-_LAUNCHERS = (
-    ("RANK", "WORLD_SIZE", "torchrun"),
-    ("SLURM_PROCID", "SLURM_NTASKS", "SLURM"),
-    ("OMPI_COMM_WORLD_RANK", "OMPI_COMM_WORLD_SIZE", "Open MPI"),
-    ("PMI_RANK", "PMI_SIZE", "PMI"),
-    ("JOB_COMPLETION_INDEX", "PSKIT_WORLD_SIZE", "Kubernetes"),
-)
-
-
-@dataclasses.dataclass(frozen=True)
-class LaunchEnv:
-    """Where and as what this process runs. Make one with launch_env()."""
-
-    shards: Tuple[str, ...]
-    namespace: str = "default"
-    role: str = "worker"          # "worker" or "evaluator"
-    rank: int = 0
-    world: int = 1
-    rank_source: str = "default"  # "arguments", "torchrun", "SLURM", ...
-    tls_ca: str = ""
-    tls_cert: str = ""
-    tls_key: str = ""
-    token: str = dataclasses.field(default="", repr=False)  # never printed
-    metrics_port: int = 0         # 0: no Prometheus endpoint
-    metrics_host: str = "0.0.0.0"  # the address it binds
-
-    def client(self, **options: Any) -> "_core.Client":
-        """A pskit.Client for these shards with this TLS and token; `options`
-        are Client's other keyword arguments (timeout_s, encoding, ...)."""
-        return _core.Client(list(self.shards), tls_ca=self.tls_ca,
-                            tls_cert=self.tls_cert, tls_key=self.tls_key,
-                            token=self.token, **options)
-
-
-def _env_int(environ: Mapping[str, str], name: str) -> int:
-    text = environ[name]
-    try:
-        return int(text.strip())
-    except ValueError:
-        raise LaunchError(f"{name}='{text}' is not a whole number") from None
-
-
-def _rank_world(environ: Mapping[str, str], rank: Optional[int],
-                world: Optional[int]) -> Tuple[int, int, str]:
-    if (rank is None) != (world is None):
-        raise LaunchError("give both rank and world, or neither (then RANK/"
-                          "WORLD_SIZE, SLURM, Open MPI, PMI or Kubernetes "
-                          "variables are used)")
-    if rank is not None:
-        found = (int(rank), int(world), "arguments")
-    else:
-        found = None
-        for rank_var, world_var, source in _LAUNCHERS:
-            has_rank, has_world = rank_var in environ, world_var in environ
-            if source == "torchrun" and has_rank != has_world:
-                raise LaunchError(
-                    f"{'RANK' if has_rank else 'WORLD_SIZE'} is set without "
-                    f"{'WORLD_SIZE' if has_rank else 'RANK'}: set both (torchrun "
-                    "does), or neither")
-            if has_rank and has_world:
-                found = (_env_int(environ, rank_var),
-                         _env_int(environ, world_var), source)
-                break
-        if found is None:
-            if "JOB_COMPLETION_INDEX" in environ:
-                raise LaunchError(
-                    f"JOB_COMPLETION_INDEX={environ['JOB_COMPLETION_INDEX']} is "
-                    "set (a Kubernetes Indexed Job) but PSKIT_WORLD_SIZE is not: "
-                    "set PSKIT_WORLD_SIZE in the pod template to the Job's "
-                    "completions (the number of workers)")
-            found = (0, 1, "default")
-    r, w, source = found
-    if w < 1 or not 0 <= r < w:
-        raise LaunchError(f"rank {r} and world {w} (from {source}): the world "
-                          "must be >= 1 and the rank in [0, world)")
-    return found
-
-
-def _parse_shards(text: str, source: str) -> Tuple[str, ...]:
-    shards = tuple(s.strip() for s in text.split(",") if s.strip())
-    for s in shards:
-        host, sep, port = s.rpartition(":")
-        if not sep or not host or not port.isdigit() or not 0 < int(port) < 65536:
-            raise LaunchError(f"{source}: shard '{s}' is not host:port (e.g. "
-                              "10.0.0.5:7000)")
-    if len(set(shards)) != len(shards):
-        raise LaunchError(f"{source}: a shard appears twice in '{text}'")
-    return shards
-
-
-def read_token_file(path: str, source: str = "PSKIT_TOKEN_FILE") -> str:
-    """The bearer token in the file at `path` (surrounding whitespace removed),
-    as ReadTokenFile (common/auth_token.h) reads it. LaunchError, naming
-    `source` and the path but never the token, when the file cannot be read or
-    does not hold one token; a warning when group or others may read it."""
-    try:
-        with open(path, "rb") as f:
-            raw = f.read()
-    except OSError as e:
-        raise LaunchError(f"{source}: cannot read token file '{path}': "
-                          f"{e.strerror}") from None
-    token = raw.decode("utf-8", "replace").strip()
-    if len(token) < MIN_TOKEN_LENGTH:
-        raise LaunchError(
-            f"{source}: token file '{path}' holds {len(token)} characters; a "
-            f"token has at least {MIN_TOKEN_LENGTH} (make one with: psctl token "
-            "new --role worker --out FILE)")
-    if any(c <= " " or c == "\x7f" for c in token):
-        raise LaunchError(f"{source}: token file '{path}' holds whitespace or "
-                          "control characters inside the token; it must hold "
-                          "one token and nothing else")
-    mode = os.stat(path).st_mode
-    if mode & (stat.S_IRWXG | stat.S_IRWXO):
-        log.warning("token file %s is readable by group or others (mode %04o); "
-                    "`chmod 600 %s` keeps the token to its owner", path,
-                    mode & 0o7777, path)
-    return token
-
-
-def launch_env(environ: Optional[Mapping[str, str]] = None, *,
-               shards: Optional[Union[str, Sequence[str]]] = None,
-               namespace: Optional[str] = None, role: Optional[str] = None,
-               rank: Optional[int] = None,
-               world: Optional[int] = None) -> LaunchEnv:
-    """Reads the launch environment (`environ`, default os.environ) the way
-    ps-worker does; an argument given here wins over its variable.
-
-      rank, world   RANK/WORLD_SIZE (torchrun), SLURM_PROCID/SLURM_NTASKS,
-                    OMPI_COMM_WORLD_RANK/OMPI_COMM_WORLD_SIZE, PMI_RANK/PMI_SIZE,
-                    JOB_COMPLETION_INDEX/PSKIT_WORLD_SIZE, in that order; else
-                    rank 0 of 1. PSKIT_WORLD_SIZE alone is ignored.
-      shards        PSKIT_SHARDS: host:port,... in shard order (required)
-      namespace     PSKIT_NAMESPACE (default "default")
-      role          PSKIT_ROLE: worker (default) or evaluator
-      token         the file named by PSKIT_TOKEN_FILE, else PSKIT_TOKEN
-      TLS           PSKIT_TLS_CA, PSKIT_TLS_CERT and PSKIT_TLS_KEY (files)
-      metrics_port  PSKIT_METRICS_PORT: serve Prometheus metrics there; 0 or
-                    unset: none. PSKIT_METRICS_HOST: the address it binds
-                    (default 0.0.0.0; psrun sets both)
-
-    Raises LaunchError naming the variable that is missing or wrong."""
-    env = os.environ if environ is None else environ
-    r, w, source = _rank_world(env, rank, world)
-
-    if shards is None:
-        if not env.get("PSKIT_SHARDS", "").strip():
-            raise LaunchError("no shards: set PSKIT_SHARDS=host:port,... (every "
-                              "shard, in shard order), or pass shards=")
-        shard_list = _parse_shards(env["PSKIT_SHARDS"], "PSKIT_SHARDS")
-    else:
-        text = shards if isinstance(shards, str) else ",".join(shards)
-        shard_list = _parse_shards(text, "shards")
-        if not shard_list:
-            raise LaunchError("shards is empty: give host:port of every shard")
-
-    ns = namespace if namespace is not None else env.get("PSKIT_NAMESPACE", "default")
-    if not ns or any(not "\x21" <= c <= "\x7e" for c in ns):
-        raise LaunchError(f"namespace '{ns}' must be non-empty printable ASCII "
-                          "without spaces (PSKIT_NAMESPACE)")
-
-    the_role = role if role is not None else env.get("PSKIT_ROLE", "worker")
-    if the_role not in ("worker", "evaluator"):
-        raise LaunchError(f"role '{the_role}' is not known (PSKIT_ROLE): use "
-                          "worker or evaluator")
-
-    token = ""
-    if env.get("PSKIT_TOKEN_FILE"):
-        token = read_token_file(env["PSKIT_TOKEN_FILE"])
-    elif env.get("PSKIT_TOKEN", "").strip():
-        token = env["PSKIT_TOKEN"].strip()
-        if len(token) < MIN_TOKEN_LENGTH:
-            raise LaunchError(f"PSKIT_TOKEN holds {len(token)} characters; a "
-                              f"token has at least {MIN_TOKEN_LENGTH}")
-
-    tls = {}
-    for key in ("ca", "cert", "key"):
-        var = f"PSKIT_TLS_{key.upper()}"
-        path = env.get(var, "")
-        if path and not os.access(path, os.R_OK):
-            raise LaunchError(f"{var}='{path}' is not a readable file")
-        tls[key] = path
-    if bool(tls["cert"]) != bool(tls["key"]):
-        raise LaunchError("PSKIT_TLS_CERT and PSKIT_TLS_KEY go together (mTLS): "
-                          "set both or neither")
-    if tls["cert"] and not tls["ca"]:
-        raise LaunchError("PSKIT_TLS_CERT is set without PSKIT_TLS_CA: a client "
-                          "certificate needs TLS, which needs the shards' CA")
-
-    metrics_port = 0
-    if env.get("PSKIT_METRICS_PORT", "").strip():
-        metrics_port = _env_int(env, "PSKIT_METRICS_PORT")
-        if not 0 <= metrics_port < 65536:
-            raise LaunchError(f"PSKIT_METRICS_PORT={metrics_port} is not a port "
-                              "(1-65535; 0 or unset: no metrics)")
-
-    return LaunchEnv(shards=shard_list, namespace=ns, role=the_role, rank=r,
-                     world=w, rank_source=source, tls_ca=tls["ca"],
-                     tls_cert=tls["cert"], tls_key=tls["key"], token=token,
-                     metrics_port=metrics_port,
-                     metrics_host=env.get("PSKIT_METRICS_HOST", "").strip() or "0.0.0.0")
 
 
 # namespace_config: pskit.namespace_config (pskit/_config.py), re-exported.
@@ -480,113 +264,6 @@ class ModelTensors:
         # waits for the current device only.
         for device in self.cuda_devices:
             torch.cuda.synchronize(device)
-
-
-# --------------------------------------------------------------------------
-# Prometheus metrics, named as ps-worker's (worker/worker_metrics.h).
-
-try:
-    import prometheus_client as _prom
-except ImportError:  # Debian: apt-get install python3-prometheus-client
-    _prom = None
-
-_LATENCY_BUCKETS = (0.0001, 0.00025, 0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025,
-                    0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10, 30, 60)
-
-
-class Metrics:
-    """ps-worker's pskit_worker_* families, labelled role and rank, served at
-    http://HOST:PORT/metrics by a thread this object owns (close() stops it).
-    Needs prometheus_client (Debian: python3-prometheus-client)."""
-
-    def __init__(self, role: str, rank: int, port: int, host: str = "0.0.0.0"):
-        if _prom is None:
-            raise LaunchError("metrics asked for (PSKIT_METRICS_PORT or "
-                              "metrics_port) but prometheus_client is not "
-                              "installed: apt-get install python3-prometheus-"
-                              "client, or unset PSKIT_METRICS_PORT")
-        from wsgiref.simple_server import WSGIRequestHandler, WSGIServer, make_server
-        import socketserver
-
-        self.registry = _prom.CollectorRegistry()
-        labels = {"role": role, "rank": str(rank)}
-        names = list(labels)
-        values = list(labels.values())
-
-        def make(kind, name, doc, **kw):
-            return kind(name, doc, names, registry=self.registry, **kw).labels(*values)
-
-        self.steps = make(_prom.Counter, "pskit_worker_steps_total",
-                          "training steps taken (one batch each)")
-        self.samples = make(_prom.Counter, "pskit_worker_samples_total",
-                            "samples trained on")
-        self._phases = _prom.Histogram(
-            "pskit_worker_phase_duration_seconds",
-            "time per step phase: compute (the training loop between steps), "
-            "push, pull, pushpull, exchange", names + ["phase"],
-            registry=self.registry, buckets=_LATENCY_BUCKETS)
-        self._labels = values
-        self.loss = make(_prom.Gauge, "pskit_worker_loss",
-                         "training loss, moving average over about 100 steps")
-        self.staleness = make(
-            _prom.Histogram, "pskit_worker_staleness_pushes",
-            "per pushed gradient: this worker's own earlier pushes missing "
-            "from the weights it was computed on", buckets=(0, 1, 2, 4, 8, 16, 64))
-        self.evaluations = self.eval_accuracy = self.eval_loss = None
-        if role == "evaluator":
-            self.evaluations = make(_prom.Counter, "pskit_worker_evaluations_total",
-                                    "evaluations of the model on the test set")
-            self.eval_accuracy = make(_prom.Gauge, "pskit_worker_eval_accuracy_ratio",
-                                      "the evaluator's last test accuracy")
-            self.eval_loss = make(_prom.Gauge, "pskit_worker_eval_loss",
-                                  "the evaluator's last test loss")
-        self._loss_average: Optional[float] = None
-
-        class Quiet(WSGIRequestHandler):
-            def log_message(self, *args):  # no line per scrape
-                pass
-
-        class Server(socketserver.ThreadingMixIn, WSGIServer):
-            daemon_threads = True
-
-        try:
-            self._server = make_server(host, port, _prom.make_wsgi_app(self.registry),
-                                       Server, handler_class=Quiet)
-        except OSError as e:
-            raise LaunchError(f"cannot serve metrics on {host}:{port}: {e.strerror} "
-                              "(PSKIT_METRICS_PORT: give each process on a host a "
-                              "port of its own)") from None
-        self.port = self._server.server_port
-        self._thread = threading.Thread(target=self._server.serve_forever,
-                                        name="pskit-metrics", daemon=True)
-        self._thread.start()
-
-    @property
-    def url(self) -> str:
-        return f"http://{socket.gethostname()}:{self.port}/metrics"
-
-    def add_step(self, samples: int, loss: Optional[float]) -> None:
-        self.steps.inc()
-        if samples:
-            self.samples.inc(samples)
-        if loss is not None:
-            self._loss_average = (loss if self._loss_average is None
-                                  else 0.99 * self._loss_average + 0.01 * loss)
-            self.loss.set(self._loss_average)
-
-    def phase(self, name: str, seconds: float) -> None:
-        self._phases.labels(*self._labels, name).observe(seconds)
-
-    def add_evaluation(self, accuracy: float, loss: float) -> None:
-        if self.evaluations is not None:
-            self.evaluations.inc()
-            self.eval_accuracy.set(accuracy)
-            self.eval_loss.set(loss)
-
-    def close(self) -> None:
-        self._server.shutdown()
-        self._server.server_close()
-        self._thread.join()
 
 
 # --------------------------------------------------------------------------
