@@ -469,3 +469,12 @@ def test_a_metrics_port_in_use_is_a_clear_error(cluster):
         with pytest.raises(pt.LaunchError, match="cannot serve metrics on 0.0.0.0:"):
             s.join()
         assert s.client is None  # failed before touching the shards
+
+
+def test_a_score_without_loss_or_accuracy_says_what_it_needs():
+    assert pt._unpack_score({"loss": 0.5, "accuracy": 0.9, "samples": 10}) == (0.5, 0.9, 10)
+    assert pt._unpack_score((0.5, 0.9)) == (0.5, 0.9, 0)
+    with pytest.raises(TypeError, match="without accuracy"):
+        pt._unpack_score({"loss": 0.5})
+    with pytest.raises(TypeError, match="loss, accuracy"):
+        pt._unpack_score(0.9)

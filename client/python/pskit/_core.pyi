@@ -2,6 +2,8 @@
 # libpskit_client's Client). The lead implements it in client/python/core.cc; `pskit/__init__.py`
 # re-exports every name below, so users write `pskit.Client`, `pskit.Error`.
 #
+# Tensors are passed as a dict {name: buffer} (a dict, not any Mapping), tensor specs as a
+# list of dicts, shards as a list of str.
 # Buffers: any object exporting a C-contiguous float32 buffer (NumPy float32 arrays, PyTorch
 # CPU tensors through .numpy()), of exactly the declared tensor's element count (shape does not
 # matter). Read buffers (grads) may be read-only; written ones (weights, params) must be
@@ -14,7 +16,7 @@
 # lowerCamel; enums by their full names, e.g. "OPTIMIZER_ADAM", "INIT_GLOROT_UNIFORM").
 # In answers, as protobuf's JSON form has it, 64-bit integers (updates_applied, bytes,
 # time_unix_ms, ...) are strings: int(d["updates_applied"]).
-from typing import Any, Mapping, Optional, Sequence
+from typing import Any, Dict, List, Optional
 
 Buffer = Any
 
@@ -30,7 +32,7 @@ class PushResult:
     mean_staleness: float
 
 class Client:
-    def __init__(self, shards: Sequence[str], *,
+    def __init__(self, shards: List[str], *,
                  chunk_elems: int = 262144, max_request_bytes: int = 1 << 20,
                  max_in_flight_per_shard: int = 2, timeout_s: float = 60.0,
                  initial_backoff_s: float = 0.05, max_backoff_s: float = 2.0,
@@ -47,16 +49,16 @@ class Client:
     # on every shard. Idempotent. tensors: TensorSpec JSON dicts, e.g.
     # {"name": "fc1.weight", "shape": [256, 784], "init": {"kind": "INIT_GLOROT_UNIFORM"}}.
     # values: name -> buffer for every tensor whose init kind is INIT_EXPLICIT.
-    def declare(self, ns: str, config: Mapping[str, Any],
-                tensors: Sequence[Mapping[str, Any]],
-                values: Optional[Mapping[str, Buffer]] = None) -> None: ...
-    def pull(self, ns: str, weights: Mapping[str, Buffer]) -> None: ...
-    def push(self, ns: str, grads: Mapping[str, Buffer]) -> PushResult: ...
+    def declare(self, ns: str, config: Dict[str, Any],
+                tensors: List[Dict[str, Any]],
+                values: Optional[Dict[str, Buffer]] = None) -> None: ...
+    def pull(self, ns: str, weights: Dict[str, Buffer]) -> None: ...
+    def push(self, ns: str, grads: Dict[str, Buffer]) -> PushResult: ...
     # weights: same names (same order) as grads.
-    def push_pull(self, ns: str, grads: Mapping[str, Buffer],
-                  weights: Mapping[str, Buffer]) -> PushResult: ...
+    def push_pull(self, ns: str, grads: Dict[str, Buffer],
+                  weights: Dict[str, Buffer]) -> PushResult: ...
     # EASGD: params -= alpha * (params - centre), centre moved towards params.
-    def exchange(self, ns: str, alpha: float, params: Mapping[str, Buffer]) -> None: ...
+    def exchange(self, ns: str, alpha: float, params: Dict[str, Buffer]) -> None: ...
 
     # Worker lease: register (returns the id every later push carries), heartbeat (renews;
     # returns True once namespace ns's job is over), leave.

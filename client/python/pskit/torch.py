@@ -679,6 +679,11 @@ Score = Callable[[torch.nn.Module], Any]
 
 def _unpack_score(result: Any) -> Tuple[float, float, int]:
     if isinstance(result, Mapping):
+        missing = [k for k in ("loss", "accuracy") if k not in result]
+        if missing:
+            raise TypeError(f"score returned a dict without {' and '.join(missing)}: "
+                            f"it needs loss and accuracy (and may give samples); "
+                            f"got keys {sorted(result)}")
         return float(result["loss"]), float(result["accuracy"]), int(result.get("samples", 0))
     if isinstance(result, tuple) and len(result) in (2, 3):
         return float(result[0]), float(result[1]), int(result[2]) if len(result) == 3 else 0
