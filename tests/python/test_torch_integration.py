@@ -11,6 +11,7 @@ build it with `cmake --build build --target ps-server pskit_core`.
 import os
 import hashlib
 import socket
+import subprocess
 import sys
 import threading
 import urllib.request
@@ -478,3 +479,23 @@ def test_a_score_without_loss_or_accuracy_says_what_it_needs():
         pt._unpack_score({"loss": 0.5})
     with pytest.raises(TypeError, match="loss, accuracy"):
         pt._unpack_score(0.9)
+
+
+def test_a_script_that_never_leaves_exits_cleanly_and_frees_its_lease(cluster):
+    # The heartbeat thread is a daemon inside a GIL-releasing call most of
+    # the time; without the atexit leave() the interpreter could abort on
+    # exit, and the lease would stay until it lapsed.
+    script = (
+        "import sys, torch, pskit.torch as pt\n"
+        "env = pt.launch_env({}, shards=sys.argv[1].split(','), namespace='py-atexit',\n"
+        "                    role='worker', rank=0, world=1)\n"
+        "s = pt.Session(torch.nn.Linear(4, 2), env, init='zeros').join()\n"
+        "print('joined', s.worker_id, flush=True)\n")
+    r = subprocess.run([sys.executable, "-c", script, ",".join(cluster)],
+                       capture_output=True, text=True, timeout=120,
+                       env={**os.environ, "OPENBLAS_NUM_THREADS": "1",
+                            "PYTHONPATH": os.path.join(BUILD, "python")})
+    assert r.returncode == 0, r.stderr
+    assert r.stdout.startswith("joined ")
+    client = pskit.Client(cluster)
+    assert [st.get("live_workers", 0) for st in client.status()] == [0, 0]

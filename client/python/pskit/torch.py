@@ -48,6 +48,7 @@ Evaluator are used from one thread (the training loop); job_done may be read
 from any thread.
 """
 
+import atexit
 import dataclasses
 import logging
 import math
@@ -382,6 +383,11 @@ class Session:
                     target=self._heartbeat_loop, name=f"pskit-heartbeat-{self.name}",
                     daemon=True)
                 self._heartbeat.start()
+            # A script that ends without leave(): leave before the
+            # interpreter stops its daemon threads (one stopped inside a
+            # call that released the GIL would abort the process), and free
+            # the lease at once rather than when it lapses.
+            atexit.register(self.leave)
         except BaseException:
             self.leave()
             self.client = None  # a later join() starts again, from nothing
@@ -439,6 +445,7 @@ class Session:
         """Stops the heartbeat thread, leaves the shards (a failure is logged:
         the lease lapses by itself) and stops the metrics endpoint. Safe to
         call twice."""
+        atexit.unregister(self.leave)
         self._stop.set()
         if self._heartbeat is not None:
             self._heartbeat.join()
