@@ -11,11 +11,14 @@
 #   e.g. tests/bench/python_vs_torch.sh 3 mlp '' '--n_push 8 --n_fetch 8 --local_update'
 #
 # MODEL: cnn (target 0.90, evaluations every 5 s) or mlp (0.88, every
-# 0.5 s). The torch runs stop their trainers while they evaluate and give
-# the training time to the target (tests/bench/torch_baselines.py); pskit's
-# evaluator runs beside its workers on the same 2 cores, so its time to the
-# target includes the evaluator's share. Every trainer has 1 thread, Adam
-# 1e-3, batch 64. Needs build/ (psrun, ps-server, the pskit package),
+# 0.5 s). Like for like: every evaluator (pskit's, and the torch runs' with
+# tests/bench/torch_baselines.py --eval concurrent) scores the whole test set
+# with 1 thread beside the trainers on the same 2 cores, every interval of
+# wall time; time to the target is the wall time at the end of the first
+# evaluation at or above it; samples/s are per second of wall time. Every
+# trainer has 1 thread, Adam 1e-3, batch 64. EVAL=paused instead gives the
+# torch runs their old measure (trainers stopped while a 2-thread evaluator
+# runs, training time only), for comparison. Needs build/ (psrun, ps-server, the pskit package),
 # Debian's python3-torch and /usr/share/datasets/fashion-mnist.
 set -u
 rounds=${1:-3}
@@ -36,7 +39,7 @@ for r in $(seq 1 "$rounds"); do
     l=$(load)
     out=$(/usr/bin/python3 tests/bench/torch_baselines.py --mode "$mode" --model "$model" \
           --target "$target" --eval_interval_s "$interval" --max_seconds "$max" \
-          --threads 1 2>/dev/null | sed -n 's/^RESULT //p')
+          --threads 1 --eval "${EVAL:-concurrent}" 2>/dev/null | sed -n 's/^RESULT //p')
     /usr/bin/python3 - "$r" "$mode" "$l" "$out" <<'PY'
 import json, sys
 r, mode, load, out = sys.argv[1:5]

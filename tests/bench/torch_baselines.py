@@ -32,6 +32,13 @@ What is measured (the same in every mode):
   evaluation (evaluations included).
 - samples/s: samples trained by each trainer (and all of them) up to the last
   evaluation, divided by the training time up to it.
+- --eval concurrent measures what pskit's evaluator does instead: it never
+  stops the trainers (ddp/single: rank 0 copies its weights at the next step
+  boundary and goes on), evaluates with 1 thread on the same cores while they
+  train, every --eval_interval_s of wall time (evaluation included), and
+  time_to_target_s is the wall time at the end of the evaluation that first
+  scored >= --target, as pskit's "target reached after" is; samples/s are per
+  second of wall time.
 
 rpc follows PyTorch's parameter-server tutorials: the PS (rank 0) holds the
 model and the optimizer; a trainer sends its gradients and gets the updated
@@ -74,13 +81,20 @@ def parse_args(argv=None):
     p.add_argument("--lr", type=float, default=1e-3, help="Adam's learning rate")
     p.add_argument("--eval_interval_s", type=float, default=0.5,
                    help="training seconds between evaluations")
-    p.add_argument("--eval_threads", type=int, default=2,
-                   help="the evaluator's torch threads (the trainers wait while it runs)")
+    p.add_argument("--eval_threads", type=int, default=None,
+                   help="the evaluator's torch threads (default: 2 with --eval paused, "
+                        "while the trainers wait; 1 with --eval concurrent)")
+    p.add_argument("--eval", choices=["paused", "concurrent"], default="paused",
+                   help="paused: the trainers stop while the evaluator runs and only "
+                        "training time counts; concurrent: the evaluator runs beside "
+                        "them and wall time counts, as pskit's evaluator does")
     p.add_argument("--data", default="/usr/share/datasets/fashion-mnist")
     p.add_argument("--seed", type=int, default=1)
     a = p.parse_args(argv)
     if a.mode == "single":
         a.trainers = 1
+    if a.eval_threads is None:
+        a.eval_threads = 2 if a.eval == "paused" else 1
     for name in ("threads", "trainers", "batch", "eval_threads"):
         if getattr(a, name) < 1:
             p.error(f"--{name} must be >= 1")
@@ -159,9 +173,10 @@ def load_train(args, rank, world):
     return fm.shard(x, y, rank, world)
 
 
-def maybe_pause(shared, model=None):
+def maybe_pause(shared, model=None, wait=True):
     """At a step boundary: pauses while the evaluator evaluates if it asked.
-    Copies MODEL's parameters into shared.weights first when given. Returns
+    Copies MODEL's parameters into shared.weights first when given. With
+    WAIT false (--eval concurrent) it only copies them and goes on. Returns
     False when the run is over."""
     if shared.pause_req.is_set():
         if model is not None:
@@ -169,8 +184,11 @@ def maybe_pause(shared, model=None):
             with torch.no_grad():
                 weights_view(shared).copy_(
                     torch.nn.utils.parameters_to_vector(model.parameters()))
+        if not wait:
+            shared.pause_req.clear()  # before release: one copy per request
         shared.paused.release()
-        shared.resume.wait()
+        if wait:
+            shared.resume.wait()
     return not shared.stop.is_set()
 
 
@@ -292,7 +310,7 @@ def ddp_trainer_main(args, port, rank, shared):
         for xb, yb in batches(x, y, args.batch, args.seed + rank):
             # Only rank 0 pauses: the other ranks then wait in their next
             # all-reduce, so every rank stops after the same step.
-            if rank == 0 and not maybe_pause(shared, model):
+            if rank == 0 and not maybe_pause(shared, model, wait=args.eval == "paused"):
                 break
             if shared.stop.is_set():
                 break
@@ -351,6 +369,9 @@ def run(args):
                                      args=(ddp_trainer_main, shared, args, port, r),
                                      name=f"trainer{r}"))
     trainers_to_pause = args.trainers if args.mode == "rpc" else 1
+    concurrent = args.eval == "concurrent"
+    if concurrent and args.mode == "rpc":
+        trainers_to_pause = 0  # the evaluator takes the weights from the PS
     rpc_up = False
     finished = False
     try:
@@ -379,19 +400,28 @@ def run(args):
         reached = None
         shared.go.set()
         start = time.monotonic()
+        next_eval = start + args.eval_interval_s
         while True:
-            interval_start = time.monotonic()
-            time.sleep(args.eval_interval_s)
+            interval_start = time.monotonic()  # paused: the training restarted here
+            time.sleep(max(next_eval - interval_start, 0))
+            round_start = time.monotonic()
             shared.resume.clear()
-            shared.pause_req.set()
+            if trainers_to_pause:
+                shared.pause_req.set()
             for _ in range(trainers_to_pause):
                 wait_or_fail(shared.paused.acquire, procs, "the trainers to pause", 60)
-            shared.pause_req.clear()
-            train_s += time.monotonic() - interval_start
+            if not concurrent:
+                shared.pause_req.clear()
+                train_s += time.monotonic() - interval_start
             samples = list(shared.samples)
             snapshot()
             loss, acc = fm.evaluate(eval_model, xt, yt)
             wall_s = time.monotonic() - start
+            if concurrent:  # as pskit's Evaluator: every interval, evaluation included
+                train_s = wall_s
+                next_eval = round_start + args.eval_interval_s
+            else:  # the trainers go on after this; they get a whole interval
+                next_eval = time.monotonic() + args.eval_interval_s
             evals.append((train_s, acc))
             print(f"eval: train {train_s:.2f} s wall {wall_s:.1f} s samples {sum(samples)} "
                   f"accuracy {acc:.4f} loss {loss:.4f}", file=sys.stderr, flush=True)
