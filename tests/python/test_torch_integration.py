@@ -313,6 +313,7 @@ def _run_job(shards, ns, make_strategy, config, max_steps=20000):
     xt, yt = _problem(2)
     errors, done = [], []
     both_joined = threading.Barrier(2)
+    stop = threading.Event()  # set when the evaluator failed: the workers end too
 
     # Made here: torch.manual_seed is process-wide, threads would race on it.
     models = {r: _mlp(100 + r) for r in (0, 1)}  # other initial values per rank
@@ -326,7 +327,7 @@ def _run_job(shards, ns, make_strategy, config, max_steps=20000):
                 both_joined.wait(timeout=60)  # no push before both have pulled
                 strategy = make_strategy(s, model)
                 for i in range(max_steps):
-                    if s.job_done:
+                    if s.job_done or stop.is_set():
                         break
                     b = torch.randint(0, len(x), (32,), generator=torch.Generator().manual_seed(i * 2 + rank))
                     model.zero_grad()
@@ -343,9 +344,14 @@ def _run_job(shards, ns, make_strategy, config, max_steps=20000):
         t.start()
     ev = pt.Evaluator(_mlp(7), _score(xt, yt), _env(shards, ns, role="evaluator"),
                       config=config, interval_s=0.2, target_accuracy=0.9, max_seconds=120)
-    summary = ev.run()
-    for t in threads:
-        t.join()
+    try:
+        summary = ev.run()
+    finally:
+        if sys.exc_info()[0] is not None:
+            stop.set()
+        for t in threads:
+            t.join(timeout=120)
+    assert not any(t.is_alive() for t in threads), "a worker thread did not end"
     if errors:
         raise errors[0]
     # Both ranks started from rank 0's own initial values (init="module").
@@ -375,6 +381,41 @@ def test_downpour_with_a_local_optimizer_between_fetches(cluster):
     assert summary.target_reached, summary
     for _, _, strategy in workers:
         assert strategy.pushes == strategy.steps // 4
+
+
+def test_the_local_optimizer_moves_the_weights_between_fetches_and_the_fetch_replaces_them(cluster):
+    """One worker, n_push = n_fetch = 4, the shards' SGD at 0.05: after a
+    step without a fetch the model moved by exactly the local optimizer's
+    step (and not at all without one); at the 4th step it holds what the
+    shards computed from the initial values and the sum of the 4 gradients."""
+    x, y = _problem(3)
+    for local in (None, 0.1):
+        model = _mlp(5)
+        start = [p.detach().clone() for p in model.parameters()]
+        ns = f"py-local-moves-{local}"
+        with pt.Session(model, _env(cluster, ns, world=1),
+                        config=pt.namespace_config("sgd", lr=0.05)) as s:
+            opt = None if local is None else torch.optim.SGD(model.parameters(), lr=local)
+            strategy = pt.Downpour(s, n_push=4, n_fetch=4, optimizer=opt)
+            grad_sum = [torch.zeros_like(p) for p in start]
+            for step in range(4):
+                before = [p.detach().clone() for p in model.parameters()]
+                model.zero_grad()
+                loss = torch.nn.functional.cross_entropy(model(x[step * 32:(step + 1) * 32]),
+                                                         y[step * 32:(step + 1) * 32])
+                loss.backward()
+                grads = [p.grad.detach().clone() for p in model.parameters()]
+                for acc, g in zip(grad_sum, grads):
+                    acc.add_(g)
+                strategy.step(loss, samples=32)
+                after = [p.detach() for p in model.parameters()]
+                if step < 3:  # no fetch yet: only the local optimizer moved the model
+                    for b, a, g in zip(before, after, grads):
+                        want = b if local is None else b - local * g
+                        assert torch.allclose(a, want, atol=1e-6), (local, step)
+            assert strategy.pushes == 1
+            for a, p0, g in zip(model.parameters(), start, grad_sum):
+                assert torch.allclose(a.detach(), p0 - 0.05 * g, atol=1e-5), local
 
 
 def test_two_easgd_workers_train_until_the_evaluator_ends_the_job(cluster):

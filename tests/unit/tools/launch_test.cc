@@ -197,12 +197,17 @@ TEST(PsrunWorkerCommand, SplitsLikeAShellWithoutOne) {
   EXPECT_EQ(*SplitCommandLine("  a\t'b c'  \"d \\\"e\\\" \\\\ \\$x\" f\\ g ''"),
             V({"a", "b c", "d \"e\" \\ $x", "f g", ""}));
   EXPECT_EQ(*SplitCommandLine("x'y'\"z\""), V({"xyz"}));
+  // Not a shell's: '~' inside a word or quoted, '=' after the program.
+  EXPECT_EQ(*SplitCommandLine("a/~b '~' \"~c\" p --x=~/d 'A=1' ./A=1"),
+            V({"a/~b", "~", "~c", "p", "--x=~/d", "A=1", "./A=1"}));
   // Literal inside quotes: what a shell would act on is only data there.
   EXPECT_EQ(*SplitCommandLine("sh -c 'echo $HOME > log | cat'"),
             V({"sh", "-c", "echo $HOME > log | cat"}));
   for (const char* bad :
        {"", "   ", "a 'b", "a \"b", "a\\", "a | b", "a > f", "a; b", "a & b",
-        "echo $HOME", "a \"$HOME\"", "a `b`", "a (b)"}) {
+        "echo $HOME", "a \"$HOME\"", "a `b`", "a (b)", "~/train.py",
+        "python3 ~/train.py", "CUDA_VISIBLE_DEVICES=0 python3 t.py",
+        "A=1"}) {
     absl::StatusOr<std::vector<std::string>> r = SplitCommandLine(bad);
     EXPECT_EQ(r.status().code(), absl::StatusCode::kInvalidArgument) << bad;
     EXPECT_TRUE(absl::StrContains(r.status().message(), "--worker_command"))

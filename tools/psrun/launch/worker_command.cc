@@ -8,6 +8,7 @@
 #include <unistd.h>
 
 #include "absl/status/status.h"
+#include "absl/strings/ascii.h"
 #include "absl/strings/str_cat.h"
 #include "absl/strings/str_join.h"
 #include "absl/strings/str_split.h"
@@ -19,6 +20,7 @@ absl::StatusOr<std::vector<std::string>> SplitCommandLine(
   std::vector<std::string> words;
   std::string word;
   bool in_word = false;  // a word has started (even an empty '' one)
+  bool plain_word = true;  // the word so far is unquoted name characters
   const absl::string_view how =
       "; psrun runs the worker command without a shell: quote the character, "
       "or run a shell yourself: --worker_command \"sh -c '...'\"";
@@ -28,7 +30,28 @@ absl::StatusOr<std::vector<std::string>> SplitCommandLine(
       if (in_word) words.push_back(std::move(word));
       word.clear();
       in_word = false;
+      plain_word = true;
       continue;
+    }
+    if (!in_word && c == '~') {
+      return absl::InvalidArgumentError(absl::StrCat(
+          "--worker_command has a word starting with an unquoted '~', which "
+          "only a shell would turn into a home directory: write the path in "
+          "full (your shell expands $HOME in --worker_command \"$HOME/...\") "
+          "or quote the '~' to mean the character",
+          how));
+    }
+    if (c == '=' && words.empty() && plain_word && in_word) {
+      return absl::InvalidArgumentError(absl::StrCat(
+          "--worker_command starts with the assignment '", word,
+          "=...', which only a shell would put in the environment: set the "
+          "variable in psrun's own environment (workers inherit it), or run "
+          "--worker_command \"env ",
+          word, "=... PROGRAM ...\""));
+    }
+    if (!(absl::ascii_isalnum(static_cast<unsigned char>(c)) || c == '_') ||
+        (!in_word && absl::ascii_isdigit(static_cast<unsigned char>(c)))) {
+      plain_word = false;
     }
     in_word = true;
     if (c == '\'') {

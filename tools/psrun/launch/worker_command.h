@@ -65,7 +65,9 @@ namespace pskit::launch {
 // quotes a backslash takes the next character literally. INVALID_ARGUMENT
 // for an empty command, an unterminated quote, a trailing backslash, or an
 // unquoted | & ; < > ( ) $ ` (which only a shell would act on: the message
-// says to quote them or to run `sh -c '...'`).
+// says to quote them or to run `sh -c '...'`), a word starting with an
+// unquoted ~ (no home directory is substituted), or a first word that is a
+// shell's VAR=value assignment (the message says to use `env VAR=value`).
 [[nodiscard]] absl::StatusOr<std::vector<std::string>> SplitCommandLine(
     absl::string_view command);
 
