@@ -8,10 +8,8 @@ import math
 import pathlib
 import sys
 
+import optuna
 import pytest
-
-optuna = pytest.importorskip("optuna")
-pytest.importorskip("sklearn")
 
 sys.path.insert(0, str(pathlib.Path(__file__).resolve().parents[2] / "tools" / "pstune"))
 from pstune.gp_sampler import GPSampler, expected_improvement  # noqa: E402
