@@ -191,6 +191,7 @@ def test_train_script_evaluator_scores_the_validation_fold(dataset, shards, tmp_
     """The example's evaluator with --folds 5 --fold 2 scores fold 2 of the
     training set (12,000 images) and reports that many to the shards."""
     pskit = pytest.importorskip("pskit")
+    pytest.importorskip("pskit.torch")  # the script needs it (the built binding)
     address = shards(1)
     build = os.environ.get("PSKIT_BUILD_DIR", "build")
     env = {**os.environ, "OPENBLAS_NUM_THREADS": "1", "PSKIT_SHARDS": address[0],

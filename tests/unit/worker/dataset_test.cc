@@ -151,7 +151,9 @@ TEST(SplitFold, FoldsAreDisjointCoverTheSetAndDifferByAtMostOne) {
         for (int64_t k = 0; k < s.validation.size(); ++k) {
           const int64_t j = static_cast<int64_t>(s.validation.row(k)[0]);
           EXPECT_EQ(j % folds, fold);
-          if (k > 0) EXPECT_GT(j, s.validation.row(k - 1)[0]);
+          if (k > 0) {
+            EXPECT_GT(j, static_cast<int64_t>(s.validation.row(k - 1)[0]));
+          }
           in_fold.insert(j);
           ++seen_in_validation[j];
         }
