@@ -302,8 +302,8 @@ void Launcher::StartServing() {
   }
   const std::string list = absl::StrJoin(shards, ",");
   // The line a script reads (pstune's users, tests): exactly this form.
-  console_.Out("shards: " + list);
-  Note("psctl for this cluster: " + PsctlCommand(list));
+  console_.Out(absl::StrCat("shards: ", list));
+  Note(absl::StrCat("psctl for this cluster: ", PsctlCommand(list)));
   if (!worker_token_flags_.empty()) {
     Note(absl::StrCat("workers' token: --token_file ",
                       worker_token_flags_[1]));
@@ -343,7 +343,7 @@ void Launcher::StartWorkers() {
                     what));
   if (!client_flags_.empty() || !psctl_token_flags_.empty()) {
     // What a person needs to reach this cluster from another shell.
-    Note("psctl for this cluster: " + PsctlCommand(list));
+    Note(absl::StrCat("psctl for this cluster: ", PsctlCommand(list)));
   }
   workers_started_ = absl::Now();
   for (int j = 0; j < options_.workers; ++j) {
