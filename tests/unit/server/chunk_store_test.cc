@@ -1014,7 +1014,7 @@ TEST_F(ChunkStoreTest, PushesRacingADropSeeTheNamespaceOrNotFound) {
       }
     });
   }
-  for (int round = 0; round < 50; ++round) {
+  for (int round = 0; round < 500; ++round) {
     v1::DropNamespaceResponse dropped;
     ASSERT_OK(stores_[0]->DropNamespace("job", &dropped));
     EXPECT_EQ(dropped.chunks_freed(), Here(0).size());
