@@ -207,10 +207,12 @@ def test_drop_namespace_refused_while_its_worker_is_live_then_frees_every_shard(
     assert "w0" in e.value.message and "then drop" in e.value.message
     assert all(any(n["name"] == "trial" for n in s["namespaces"]) for s in c.status())
 
+    held = [sum(t["chunks_here"] for n in s["namespaces"] if n["name"] == "trial"
+                for t in n["tensors"]) for s in c.status()]
     worker.leave()
     freed = c.drop_namespace("trial")
     assert len(freed) == 2 and all(isinstance(f, dict) for f in freed)
-    assert sum(f["chunks_freed"] for f in freed) == 3      # 10 elements in chunks of 4
+    assert [f["chunks_freed"] for f in freed] == held and sum(held) >= 3
     assert sum(int(f["elements_freed"]) for f in freed) == 10
     assert all([n["name"] for n in s["namespaces"]] == ["keep"] for s in c.status())
 
