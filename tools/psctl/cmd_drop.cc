@@ -8,6 +8,7 @@
 #include <string>
 #include <vector>
 
+#include "absl/status/status.h"
 #include "absl/strings/str_cat.h"
 #include "tools/psctl/commands.h"
 #include "tools/psctl/context.h"
@@ -42,8 +43,10 @@ Outcome CmdDrop(Context* ctx, const std::vector<std::string>& args) {
                  absl::StrCat(r.response.chunks_freed()),
                  absl::StrCat(r.response.elements_freed())});
     } else {
+      // The code only: the message goes to stderr (one line, whole).
       table.Row({absl::StrCat(s.index), s.address,
-                 "no: " + StatusText(r.status), "-", "-"});
+                 absl::StrCat("no: ", absl::StatusCodeToString(r.status.code())),
+                 "-", "-"});
     }
     shards.Add(std::move(j));
   }
