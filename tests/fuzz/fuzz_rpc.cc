@@ -10,9 +10,10 @@
 // to the same code the handlers of server/ps_service.cc and
 // server/admin_service.cc call (ParameterServer: Declare, Pull, Push,
 // PushPull, Exchange, RegisterWorker, Heartbeat, Leave, ReportEvaluation;
-// Admin: Status, SetConfig, Drain, and Checkpoint/Restore as a snapshot
-// round trip, with their checkpoint-id checks). One more op moves the clock,
-// so leases lapse.
+// Admin: Status, SetConfig, Drain, DropNamespace (with the handler's name
+// and live-worker checks), and Checkpoint/Restore as a snapshot round trip,
+// with their checkpoint-id checks). One more op moves the clock, so leases
+// lapse.
 //
 // Asserted beyond "no crash" (ASan/UBSan on):
 //   - a refused request leaves the shard exactly as it was (every
@@ -46,6 +47,7 @@
 #include "absl/time/time.h"
 #include "common/encoding.h"
 #include "common/layout.h"
+#include "common/validation.h"
 #include "pskit/v1/admin.pb.h"
 #include "pskit/v1/checkpoint.pb.h"
 #include "pskit/v1/ps.pb.h"
@@ -74,6 +76,7 @@ enum Op : uint8_t {
   kDrain,
   kCheckpointRestore,
   kAdvanceClock,
+  kDropNamespace,  // last: the seeds' op numbers above stay as they were
   kNumOps
 };
 
@@ -371,6 +374,22 @@ absl::Status Call(Op op, const std::string& bytes, const Canonical& before,
       FUZZ_CHECK(Canon(*store, workers).bytes == before.bytes);
       return s;
     }
+    case kDropNamespace: {
+      v1::DropNamespaceRequest req;
+      if (!(*parsed = req.ParseFromString(bytes))) break;
+      // What AdminService::DropNamespace checks before the store's call.
+      const std::string& ns = req.namespace_();
+      if (ns.empty()) return absl::InvalidArgumentError("empty namespace");
+      if (absl::Status s = ValidateName("namespace", ns); !s.ok()) return s;
+      if (!store->ConfigOf(ns).ok()) return absl::NotFoundError("not declared");
+      if (!workers->LiveIn(ns).empty()) {
+        return absl::FailedPreconditionError("live workers");
+      }
+      v1::DropNamespaceResponse resp;
+      absl::Status s = store->DropNamespace(ns, &resp);
+      if (s.ok()) FUZZ_CHECK(!store->ConfigOf(ns).ok());
+      return s;
+    }
     case kAdvanceClock: {
       clock->Advance(absl::Seconds(bytes.size()));
       return absl::OkStatus();
@@ -494,6 +513,12 @@ fuzz::Seeds MakeSeeds() {
                 {kCheckpointRestore, ckpt.SerializeAsString()},
                 {kDrain, drain.SerializeAsString()},
                 {kRegisterWorker, reg.SerializeAsString()}});
+
+  v1::DropNamespaceRequest drop;
+  drop.set_namespace_("job");
+  add("drop", {{kDropNamespace, drop.SerializeAsString()},
+               {kPush, push.SerializeAsString()},
+               {kStatus, ""}});
   return seeds;
 }
 
