@@ -1,0 +1,211 @@
+"""End-to-end tests of pstune (tools/pstune/) on real shards: a small search
+of ps-worker's MLP on synthetic data completes with every trial scored, the
+best configuration retrained and scored on the test set, and no namespace
+left on the shards; a driver killed mid-search (SIGKILL, one of its workers
+too) is resumed by rerunning the same command: the study ends with the asked
+number of finished trials, the killed trials marked failed and their
+namespaces dropped once the leases lapse. Runs build/bin/pstune as a user
+does; the shards come from conftest.py's fixture with short leases."""
+
+import os
+import pathlib
+import signal
+import subprocess
+import sys
+import time
+
+import optuna
+import pytest
+
+from conftest import BUILD_DIR
+
+PSTUNE = BUILD_DIR / "bin" / "pstune"
+
+SPACE = """\
+metric: accuracy
+parameters:
+  lr: {kind: float, low: 1.0e-3, high: 3.0e-2, log: true, flag: --lr}
+  hidden: {kind: int, low: 8, high: 32}
+  optimizer: {kind: categorical, choices: [adam, rmsprop], flag: --optimizer}
+flags:
+  --dataset: synthetic
+  --synthetic_train: 3000
+  --synthetic_test: 600
+  --synthetic_dim: 16
+  --synthetic_classes: 4
+  --layers: "16,{hidden},4"
+  --epochs: 1000
+  --log_interval_s: 1
+budget: {max_seconds: %(seconds)s, eval_interval_s: 0.5}
+"""
+
+
+def pstune_args(space, shards, out, trials, parallel, extra=()):
+    return [str(PSTUNE), "--space", str(space), "--shards", ",".join(shards),
+            "--out", str(out), "--study", "t", "--trials", str(trials),
+            "--parallel", str(parallel), "--workers", "1", "--seed", "1",
+            "--sampler", "random", "--drop_wait_s", "60", "--status_line", "off",
+            *extra]
+
+
+def namespaces_on(shards):
+    import pskit
+    c = pskit.Client(shards)
+    return sorted({n["name"] for s in c.status() for n in s.get("namespaces", [])})
+
+
+def load(out):
+    return optuna.load_study(study_name="t", storage=f"sqlite:///{out}/study.db")
+
+
+def children_of(pid):
+    kids = []
+    for d in pathlib.Path("/proc").iterdir():
+        if not d.name.isdigit():
+            continue
+        try:
+            stat = (d / "stat").read_text()
+        except OSError:
+            continue
+        if int(stat.rsplit(")", 1)[1].split()[1]) == pid:
+            kids.append(int(d.name))
+    return kids
+
+
+def alive(pid):
+    try:
+        stat = pathlib.Path(f"/proc/{pid}/stat").read_text()
+    except OSError:
+        return False
+    return stat.rsplit(")", 1)[1].split()[0] != "Z"
+
+
+@pytest.fixture
+def space_file(tmp_path):
+    def make(seconds):
+        p = tmp_path / f"space{seconds}.yaml"
+        p.write_text(SPACE % {"seconds": seconds})
+        return p
+    return make
+
+
+def test_small_search_end_to_end(shards, space_file, tmp_path):
+    addrs = shards(2)
+    out = tmp_path / "out"
+    r = subprocess.run(pstune_args(space_file(2), addrs, out, 3, 2),
+                       capture_output=True, text=True, timeout=240)
+    assert r.returncode == 0, r.stderr
+    study = load(out)
+    trials = study.get_trials()
+    assert len(trials) == 3
+    assert all(t.state == optuna.trial.TrialState.COMPLETE for t in trials)
+    for t in trials:
+        assert 0.0 <= t.value <= 1.0
+        assert t.user_attrs["namespaces"] == [f"t-t{t.number}"]
+        assert t.intermediate_values          # the evaluations fed the pruner
+    final = study.user_attrs["final"]
+    assert final["trial"] == study.best_trial.number
+    assert 0.0 < final["test_accuracy"] <= 1.0
+    assert (out / "final.json").exists()
+    assert "best: trial" in r.stderr and "test accuracy" in r.stderr
+    # Every namespace of the study (trials and the final run) was dropped.
+    assert namespaces_on(addrs) == []
+    # Logs of each process are kept.
+    assert (out / "logs" / "t-t0" / "evaluator.log").exists()
+    assert (out / "logs" / "t-t0" / "worker0.log").exists()
+
+
+def test_kfold_trial_runs_folds_in_parallel_namespaces(shards, space_file, tmp_path):
+    addrs = shards(2)
+    out = tmp_path / "out"
+    r = subprocess.run(pstune_args(space_file(2), addrs, out, 1, 1,
+                                   ["--folds", "2", "--no_retrain"]),
+                       capture_output=True, text=True, timeout=240)
+    assert r.returncode == 0, r.stderr
+    (t,) = load(out).get_trials()
+    assert t.state == optuna.trial.TrialState.COMPLETE
+    assert t.user_attrs["namespaces"] == ["t-t0-f0", "t-t0-f1"]
+    merits = t.user_attrs["fold_merits"]
+    assert len(merits) == 2
+    assert t.value == pytest.approx(sum(merits) / 2)
+    assert "merit_std" in t.user_attrs
+    log = (out / "logs" / "t-t0-f1" / "evaluator.log").read_text()
+    assert "--folds=2" in log and "--fold=1" in log
+    assert namespaces_on(addrs) == []
+
+
+def test_resume_after_killed_driver(shards, space_file, tmp_path):
+    addrs = shards(2, "--lease_s", "3")
+    out = tmp_path / "out"
+    args = pstune_args(space_file(3), addrs, out, 4, 2, ["--no_retrain"])
+    driver = subprocess.Popen(args, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE,
+                              text=True)
+    killed_worker = None
+    try:
+        deadline = time.monotonic() + 120
+        while True:  # until one trial is done and another is training
+            assert driver.poll() is None, driver.stderr.read()
+            assert time.monotonic() < deadline, "no trial finished in 120 s"
+            time.sleep(0.3)
+            if not (out / "study.db").exists():
+                continue
+            try:
+                trials = load(out).get_trials()
+            except Exception:       # the study is being created
+                continue
+            states = [t.state for t in trials]
+            running = [t for t in trials if t.state == optuna.trial.TrialState.RUNNING]
+            if optuna.trial.TrialState.COMPLETE in states and running and \
+                    (out / "logs" / f"t-t{running[0].number}" / "worker0.log").exists():
+                break
+        kids = children_of(driver.pid)
+        assert kids, "the driver runs no process"
+        # The hardest case: the driver and one worker die at once; the other
+        # processes get SIGTERM from the kernel (PR_SET_PDEATHSIG).
+        driver.send_signal(signal.SIGKILL)
+        killed_worker = kids[0]
+        os.kill(killed_worker, signal.SIGKILL)
+        driver.wait()
+        deadline = time.monotonic() + 30
+        while any(alive(k) for k in kids):
+            assert time.monotonic() < deadline, "workers outlived the killed driver"
+            time.sleep(0.2)
+    finally:
+        if driver.poll() is None:
+            driver.kill()
+            driver.wait()
+    left = load(out)
+    assert any(t.state == optuna.trial.TrialState.RUNNING for t in left.get_trials())
+
+    r = subprocess.run(args, capture_output=True, text=True, timeout=240)
+    assert r.returncode == 0, r.stderr
+    assert "marked failed" in r.stderr
+    trials = load(out).get_trials()
+    finished = [t for t in trials if t.state in (optuna.trial.TrialState.COMPLETE,
+                                                 optuna.trial.TrialState.PRUNED)]
+    assert len(finished) == 4
+    failed = [t for t in trials if t.state == optuna.trial.TrialState.FAIL]
+    assert failed and all("driver stopped" in t.user_attrs["fail_reason"] for t in failed)
+    assert not any(t.state == optuna.trial.TrialState.RUNNING for t in trials)
+    assert namespaces_on(addrs) == []
+
+
+def test_second_driver_on_the_same_study_is_refused(shards, space_file, tmp_path):
+    addrs = shards(1)
+    out = tmp_path / "out"
+    args = pstune_args(space_file(2), addrs, out, 1, 1, ["--no_retrain"])
+    first = subprocess.Popen(args, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE,
+                             text=True)
+    try:
+        deadline = time.monotonic() + 60
+        while not (out / "pstune.lock").exists() or \
+                "pid" not in (out / "pstune.lock").read_text():
+            assert first.poll() is None and time.monotonic() < deadline
+            time.sleep(0.1)
+        r = subprocess.run(args, capture_output=True, text=True, timeout=60)
+        assert r.returncode == 1
+        assert "one driver per study" in r.stderr
+    finally:
+        first.send_signal(signal.SIGTERM)
+        first.wait(timeout=60)
+    assert namespaces_on(addrs) == []
