@@ -92,6 +92,11 @@ absl::StatusOr<EvalSummary> Evaluate(const EvalOptions& o, Backend* be,
   PSKIT_ASSIGN_OR_RETURN(DeviceBuffer x,
                          be->Allocate(static_cast<size_t>(batch) * test.feature_dim));
 
+  const std::string on =
+      o.validation.empty() ? "" : absl::StrCat(" on ", o.validation);
+  spdlog::info("eval: scoring {} ({} samples)",
+               o.validation.empty() ? "the test set" : o.validation,
+               test.size());
   EvalSummary summary;
   const absl::Time start = absl::Now();
   int since_best = 0;
@@ -112,9 +117,9 @@ absl::StatusOr<EvalSummary> Evaluate(const EvalOptions& o, Backend* be,
                            ScoreModel(be, mlp.get(), test, batch, x.data()));
     const double secs = absl::ToDoubleSeconds(absl::Now() - start);
     summary.reason = Judge(o, score, secs, &since_best, &summary);
-    spdlog::info("eval: {:.1f} s accuracy {:.4f} loss {:.4f} (best {:.4f})",
+    spdlog::info("eval: {:.1f} s accuracy {:.4f} loss {:.4f} (best {:.4f}){}",
                  secs, summary.last_accuracy, summary.last_loss,
-                 summary.best_accuracy);
+                 summary.best_accuracy, on);
     if (o.job.metrics != nullptr) {
       o.job.metrics->AddEvaluation(summary.last_accuracy, summary.last_loss);
     }

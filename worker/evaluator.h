@@ -30,6 +30,10 @@ struct EvalOptions {
   double target_accuracy = 0;  // end the job on reaching it; 0 = never
   int patience = 0;  // end after this many evaluations without a new best
   int batch_size = 1000;
+  // What the data is when it is not the test set, e.g. "validation fold 1
+  // of 5" (k-fold cross-validation): named at the start and in every
+  // evaluation's log line. Default "": the test set.
+  std::string validation;
 };
 
 struct EvalSummary {

@@ -6,7 +6,9 @@
 //
 // Rank and world come from --rank/--world or SLURM / Open MPI / PMI /
 // Kubernetes Indexed Job (JOB_COMPLETION_INDEX with PSKIT_WORLD_SIZE)
-// variables; each rank trains on its own slice of the data. Exit status: 0
+// variables; each rank trains on its own slice of the data. With --folds K
+// --fold i (k-fold cross-validation) the workers train on the training set
+// without fold i and the evaluator scores fold i. Exit status: 0
 // done (epochs, time limit, the evaluator ended the job, or SIGTERM/SIGINT:
 // see worker/signals.h), 1 failed, 2 bad flags, 3 the evaluator's
 // --target_accuracy was not reached.
@@ -31,6 +33,7 @@
 #include "common/malloc_tuning.h"
 #include "common/optimizer_config.h"
 #include "common/staleness_config.h"
+#include "worker/data/dataset.h"
 #include "worker/launch_env.h"
 #include "worker/run.h"
 #include "worker/signals.h"
@@ -110,6 +113,14 @@ ABSL_FLAG(int64_t, synthetic_train, 60000, "synthetic: training samples");
 ABSL_FLAG(int64_t, synthetic_test, 10000, "synthetic: test samples");
 ABSL_FLAG(int32_t, synthetic_dim, 32, "synthetic: features per sample");
 ABSL_FLAG(int32_t, synthetic_classes, 10, "synthetic: classes");
+ABSL_FLAG(int32_t, folds, 0,
+          "k-fold cross-validation: K >= 2 folds of the training data "
+          "(sample j is in fold j mod K), with --fold; 0: off (workers train "
+          "on the training set, the evaluator scores the test set)");
+ABSL_FLAG(int32_t, fold, -1,
+          "with --folds K: the validation fold, 0 <= i < K; workers train on "
+          "the other folds, the evaluator (and --algorithm local) scores "
+          "this one instead of the test set");
 ABSL_FLAG(uint64_t, seed, 1, "shuffling and synthetic-data seed");
 ABSL_FLAG(std::string, trace_file, "",
           "write a Chrome trace (chrome://tracing, Perfetto) of every step's "
@@ -252,6 +263,8 @@ pw::DataSourceOptions DataFromFlags() {
   d.synthetic_dim = absl::GetFlag(FLAGS_synthetic_dim);
   d.synthetic_classes = absl::GetFlag(FLAGS_synthetic_classes);
   d.seed = absl::GetFlag(FLAGS_seed);
+  d.folds = absl::GetFlag(FLAGS_folds);
+  d.fold = absl::GetFlag(FLAGS_fold);
   return d;
 }
 
@@ -315,6 +328,9 @@ int main(int argc, char** argv) {
   }
   o.job.stop = stop_on_signal.notification();
   o.data = DataFromFlags();
+  if (absl::Status s = pw::CheckFolds(o.data.folds, o.data.fold); !s.ok()) {
+    return Usage(s.ToString());
+  }
   o.layers = absl::GetFlag(FLAGS_layers);
   o.activation = absl::GetFlag(FLAGS_activation);
   o.loss = absl::GetFlag(FLAGS_loss);

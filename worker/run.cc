@@ -22,10 +22,14 @@ int Usage(const std::string& msg) {
 
 namespace {
 
+// `test_name`: what `test` is (JobData::test_name); `validation`: it is a
+// validation fold, not the test set.
 int RunEvaluator(const WorkerOptions& w, const JobOptions& job,
-                 Backend* backend, const Dataset& test) {
+                 Backend* backend, const Dataset& test,
+                 const std::string& test_name, bool validation) {
   EvalOptions o = w.eval;
   o.job = job;
+  if (validation) o.validation = test_name;
   absl::StatusOr<EvalSummary> s = Evaluate(o, backend, test);
   if (!s.ok()) {
     std::fprintf(stderr, "ps-worker evaluator: %s\n",
@@ -34,13 +38,14 @@ int RunEvaluator(const WorkerOptions& w, const JobOptions& job,
   }
   std::printf(
       "evaluator summary: %d evaluations in %.1f s, best accuracy %.4f, "
-      "last %.4f (loss %.4f), target %s; ended: %s\n",
+      "last %.4f (loss %.4f), target %s; ended: %s%s\n",
       s->evaluations, s->seconds, s->best_accuracy, s->last_accuracy,
       s->last_loss,
       s->seconds_to_target >= 0
           ? absl::StrCat("reached after ", s->seconds_to_target, " s").c_str()
           : "not reached",
-      s->reason.c_str());
+      s->reason.c_str(),
+      validation ? absl::StrCat("; scored on ", test_name).c_str() : "");
   if (o.target_accuracy > 0 && s->seconds_to_target < 0) {
     return kExitTargetNotReached;
   }
@@ -56,13 +61,15 @@ int RunTrainer(const WorkerOptions& w, const JobOptions& job,
   o.world = w.rank_world.world;
   if (TrainsWithoutShards(o.algorithm.name) && data.test.size() > 0) {
     o.local_test = &data.test;
+    if (w.data.folds > 0) o.local_test_name = data.test_name;
     o.local_eval_interval_s = w.eval.eval_interval_s;
     o.local_target_accuracy = w.eval.target_accuracy;
   }
-  spdlog::info("rank {} of {} ({}), {} on {} samples, model {}, backend {}",
+  spdlog::info("rank {} of {} ({}), {} on {} samples{}, model {}, backend {}",
                o.rank, o.world, w.rank_world.source, o.algorithm.name,
-               data.train.size(), layers,
-               backend->name());
+               data.train.size(),
+               w.data.folds > 0 ? " (all but " + data.test_name + ")" : "",
+               layers, backend->name());
   absl::StatusOr<TrainSummary> s = Train(o, backend, data.train);
   if (!s.ok()) {
     std::fprintf(stderr, "ps-worker rank %d: %s\n", o.rank,
@@ -79,7 +86,8 @@ int RunTrainer(const WorkerOptions& w, const JobOptions& job,
       : s->stopped          ? ", stopped by a signal"
                             : "",
       s->seconds_to_target >= 0
-          ? absl::StrCat(", test accuracy ", s->local_accuracy,
+          ? absl::StrCat(", ", o.local_test_name, " accuracy ",
+                         s->local_accuracy,
                          " reached after ", s->seconds_to_target, " s")
                 .c_str()
           : "");
@@ -147,7 +155,8 @@ int RunWorker(const WorkerOptions& w) {
       MakeBackend(w.backend, w.threads);
   if (!backend.ok()) return Usage(backend.status().ToString());
   return worker ? RunTrainer(w, job, layers, backend->get(), *data)
-                : RunEvaluator(w, job, backend->get(), data->test);
+                : RunEvaluator(w, job, backend->get(), data->test,
+                               data->test_name, w.data.folds > 0);
 }
 
 }  // namespace pskit::worker

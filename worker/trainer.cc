@@ -88,8 +88,8 @@ class LocalScoring {
         ScoreModel(be_, mlp_, *o_.local_test, o_.batch_size, x_));
     s->local_accuracy = score.accuracy;
     const double secs = absl::ToDoubleSeconds(absl::Now() - start_);
-    spdlog::info("{}: {:.1f} s test accuracy {:.4f}", name_, secs,
-                 s->local_accuracy);
+    spdlog::info("{}: {:.1f} s {} accuracy {:.4f}", name_, secs,
+                 o_.local_test_name, s->local_accuracy);
     next_ = absl::Now() + absl::Seconds(o_.local_eval_interval_s);
     if (o_.local_target_accuracy > 0 &&
         s->local_accuracy >= o_.local_target_accuracy) {

@@ -52,6 +52,9 @@ struct TrainOptions {
   // never), as the evaluator would. ps-worker gives it for local only, the
   // baseline that has no evaluator.
   const Dataset* local_test = nullptr;
+  // What local_test is, in the log lines ("<name> accuracy A"): "test", or
+  // "validation fold i of K" (k-fold cross-validation).
+  std::string local_test_name = "test";
   double local_eval_interval_s = 1;
   double local_target_accuracy = 0;
 };

@@ -1,12 +1,14 @@
 """Fashion-MNIST data and the two models that pskit's Python examples and
-PyTorch baselines train: load the dataset, cut it into per-rank shards, build
-the CNN or the MLP, and score a model on a set.
+PyTorch baselines train: load the dataset, cut it into per-rank shards or
+k-fold cross-validation folds, build the CNN or the MLP, and score a model on
+a set.
 
 Importable on its own (it needs torch and numpy, not pskit):
 
     import fashion_mnist as fm
     x, y = fm.load("train")                  # float32 N x 1 x 28 x 28 in [0, 1], int64 labels
     xs, ys = fm.shard(x, y, rank, world)     # this rank's disjoint slice
+    xt, yt, xv, yv = fm.fold_split(x, y, 5, 2)  # k-fold: train on 4 folds, validate on fold 2
     model = fm.cnn()                         # or fm.mlp()
     loss, accuracy = fm.evaluate(model, *fm.load("test"))
 
@@ -107,6 +109,34 @@ def shard(x, y, rank, world):
     begin = len(x) * rank // world
     end = len(x) * (rank + 1) // world
     return x[begin:end], y[begin:end]
+
+
+def fold_split(x, y, folds, fold):
+    """Returns (x_train, y_train, x_val, y_val): fold FOLD of FOLDS for
+    k-fold cross-validation, and the rest to train on.
+
+    The rule is ps-worker's (--folds K --fold i): item j belongs to fold
+    j mod FOLDS. The folds are disjoint, cover every item, and differ in
+    size by at most one; each keeps the items' order (so a set sorted by
+    class gives class-balanced folds). Works on torch tensors and numpy
+    arrays (copies, not views). Raises ValueError for FOLDS < 2, FOLD
+    outside [0, FOLDS), x and y of different lengths, or fewer items than
+    folds (a fold would be empty).
+    """
+    if not isinstance(folds, int) or folds < 2:
+        raise ValueError(f"folds must be an integer >= 2, not {folds!r}")
+    if not isinstance(fold, int) or not 0 <= fold < folds:
+        raise ValueError(f"fold {fold!r} is not in [0, {folds})")
+    if len(x) != len(y):
+        raise ValueError(f"x has {len(x)} items but y has {len(y)}")
+    if len(x) < folds:
+        raise ValueError(f"{folds} folds need at least {folds} items, there are {len(x)}")
+    in_fold = np.arange(len(x)) % folds == fold
+
+    def pick(a, mask):
+        return a[torch.from_numpy(mask)] if isinstance(a, torch.Tensor) else a[mask]
+
+    return pick(x, ~in_fold), pick(y, ~in_fold), pick(x, in_fold), pick(y, in_fold)
 
 
 def cnn():

@@ -15,7 +15,9 @@ TLS from PSKIT_SHARDS, PSKIT_NAMESPACE, PSKIT_ROLE, PSKIT_TOKEN_FILE and
 PSKIT_TLS_CA/CERT/KEY; metrics on PSKIT_METRICS_PORT (see pskit.torch). Each
 worker trains on its own slice of the training set (fashion_mnist.shard);
 the evaluator scores the shards' model on the test set and ends the job at
---target_accuracy or --patience. Exit status as ps-worker's: 0 done, 1
+--target_accuracy or --patience. With --folds K --fold i (k-fold
+cross-validation, ps-worker's rule: item j is in fold j mod K) the workers
+train on the training set without fold i and the evaluator scores fold i. Exit status as ps-worker's: 0 done, 1
 failed, 2 bad arguments or environment, 3 the evaluator's target was not
 reached. Needs pskit on PYTHONPATH (build/python).
 """
@@ -62,7 +64,32 @@ def parse_args(argv):
     p.add_argument("--threads", type=int, default=1, help="torch and OpenBLAS threads")
     p.add_argument("--seed", type=int, default=1, help="initial values and shuffling")
     p.add_argument("--log_interval_s", type=float, default=5.0)
-    return p.parse_args(argv)
+    p.add_argument("--folds", type=int, default=0,
+                   help="k-fold cross-validation: K >= 2 folds of the training set "
+                        "(item j is in fold j mod K), with --fold; 0: off")
+    p.add_argument("--fold", type=int, default=None,
+                   help="with --folds K: the validation fold, 0 <= i < K; workers "
+                        "train on the other folds, the evaluator scores this one "
+                        "instead of the test set")
+    args = p.parse_args(argv)
+    # ps-worker's rules (--folds, --fold): a usage error (exit 2) otherwise.
+    if args.folds == 0 and args.fold is not None:
+        p.error(f"--fold {args.fold} needs --folds K (K >= 2 folds, --fold in [0, K))")
+    if args.folds != 0 and args.folds < 2:
+        p.error(f"--folds must be at least 2 (or 0: no cross-validation), got {args.folds}")
+    if args.folds and args.fold is None:
+        p.error(f"--folds {args.folds} needs --fold i, the validation fold, "
+                f"0 <= i < {args.folds}")
+    if args.folds and not 0 <= args.fold < args.folds:
+        p.error(f"--fold must be in [0, {args.folds}) with --folds {args.folds}, "
+                f"got {args.fold}")
+    return args
+
+
+def fold_name(args):
+    """What the evaluator scores: "validation fold i of K", or "the test set"."""
+    return (f"validation fold {args.fold} of {args.folds}" if args.folds
+            else "the test set")
 
 
 def local_optimizer(name, params, lr):
@@ -84,6 +111,8 @@ def local_optimizer(name, params, lr):
 
 def train(args, env, fm, pt, torch):
     x, y = fm.load("train", normalize=fm.NORMALIZE[args.model])
+    if args.folds:
+        x, y, _, _ = fm.fold_split(x, y, args.folds, args.fold)
     x, y = fm.shard(x, y, env.rank, env.world)
     if len(x) < args.batch_size:
         print(f"rank {env.rank} has {len(x)} samples, fewer than one batch of "
@@ -92,8 +121,9 @@ def train(args, env, fm, pt, torch):
     model = getattr(fm, args.model)()
     config = pt.namespace_config(args.optimizer, lr=args.lr)
     loss_fn = torch.nn.functional.cross_entropy
+    kept = f" (of all but {fold_name(args)})" if args.folds else ""
     print(f"rank {env.rank} of {env.world} ({env.rank_source}), {args.algorithm} on "
-          f"{len(x)} samples, model {args.model}, shards {','.join(env.shards)}",
+          f"{len(x)} samples{kept}, model {args.model}, shards {','.join(env.shards)}",
           flush=True)
     with pt.Session(model, env, config=config, init=args.init, seed=args.seed) as s:
         if args.algorithm == "downpour":
@@ -136,12 +166,19 @@ def train(args, env, fm, pt, torch):
 
 
 def evaluate(args, env, fm, pt):
-    xt, yt = fm.load("test", normalize=fm.NORMALIZE[args.model])
+    if args.folds:
+        x, y = fm.load("train", normalize=fm.NORMALIZE[args.model])
+        _, _, xt, yt = fm.fold_split(x, y, args.folds, args.fold)
+        del x, y
+    else:
+        xt, yt = fm.load("test", normalize=fm.NORMALIZE[args.model])
+    print(f"evaluator: scoring {fold_name(args)} ({len(xt)} samples)", flush=True)
     model = getattr(fm, args.model)()
     interval = args.eval_interval_s
     if interval is None:
         interval = 10.0 if args.model == "cnn" else 1.0
-    ev = pt.Evaluator(model, lambda m: fm.evaluate(m, xt, yt), env,
+    # (loss, accuracy, samples): the shards record how many were scored.
+    ev = pt.Evaluator(model, lambda m: (*fm.evaluate(m, xt, yt), len(xt)), env,
                       config=pt.namespace_config(args.optimizer, lr=args.lr),
                       init=args.init, seed=args.seed, interval_s=interval,
                       target_accuracy=args.target_accuracy, patience=args.patience,
@@ -151,7 +188,8 @@ def evaluate(args, env, fm, pt):
               else "not reached")
     print(f"evaluator summary: {s.evaluations} evaluations in {s.seconds:.1f} s, best "
           f"accuracy {s.best_accuracy:.4f}, last {s.last_accuracy:.4f} (loss "
-          f"{s.last_loss:.4f}), target {target}; ended: {s.reason}", flush=True)
+          f"{s.last_loss:.4f}), target {target}; ended: {s.reason}"
+          f"{'; scored on ' + fold_name(args) if args.folds else ''}", flush=True)
     if args.target_accuracy > 0 and not s.target_reached:
         return EXIT_TARGET_NOT_REACHED
     return 0

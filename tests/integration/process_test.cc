@@ -1,11 +1,12 @@
 // ps-server and ps-worker as child processes: the address line on stdout,
-// the --address_file, real traffic, and SIGTERM ending each with exit
-// status 0.
+// the --address_file, real traffic, SIGTERM ending each with exit status 0,
+// and ps-worker's k-fold flags (--folds, --fold).
 #include <signal.h>
 
 #include <fstream>
 #include <string>
 #include <tuple>
+#include <utility>
 #include <vector>
 
 #include "absl/time/clock.h"
@@ -147,6 +148,100 @@ TEST(PsWorkerProcess, EvaluatorExitsZeroAtItsTargetAndThreeWithout) {
     EXPECT_NE(all.find(words), std::string::npos) << all;
   }
   EXPECT_EQ(server.StopWith(SIGTERM), 0);
+}
+
+// All of a ChildServer's output lines (after the first).
+std::string ReadAll(ChildServer& child) {
+  std::string all = child.first_line() + "\n";
+  for (std::string line = child.ReadLine(); !line.empty();
+       line = child.ReadLine()) {
+    all += line + "\n";
+  }
+  return all;
+}
+
+// A small synthetic job as ps-worker flags: 1,000 training samples.
+std::vector<std::string> SmallSyntheticJob(std::vector<std::string> more) {
+  std::vector<std::string> args = {
+      "--dataset", "synthetic", "--synthetic_train", "1000",
+      "--synthetic_test", "300", "--synthetic_dim", "8",
+      "--synthetic_classes", "3", "--layers", "8,16,3",
+      "--backend", "cpu", "--log_level", "info"};
+  args.insert(args.end(), more.begin(), more.end());
+  return args;
+}
+
+// k-fold cross-validation: the evaluator with --folds 4 --fold 1 scores fold
+// 1 of the training set (250 of its 1,000 samples; the test set has 300),
+// says so in its lines, and reports that many samples to the shards.
+TEST(PsWorkerProcess, FoldsTheEvaluatorScoresTheValidationFold) {
+  ChildServer server({"--listen", "127.0.0.1:0", "--log_level", "warn"});
+  const std::string address = server.address();
+  ASSERT_FALSE(address.empty()) << server.first_line();
+  ChildServer evaluator(
+      "ps-worker",
+      SmallSyntheticJob({"--shards", address, "--namespace", "fold1",
+                         "--role", "evaluator", "--folds", "4", "--fold", "1",
+                         "--eval_interval_s", "0.2", "--max_seconds", "1"}),
+      /*merge_stderr=*/true);
+  const std::string all = ReadAll(evaluator);
+  EXPECT_EQ(evaluator.StopWith(0), 0) << all;
+  EXPECT_NE(all.find("eval: scoring validation fold 1 of 4 (250 samples)"),
+            std::string::npos)
+      << all;
+  EXPECT_NE(all.find(") on validation fold 1 of 4"), std::string::npos) << all;
+  EXPECT_NE(all.find("; scored on validation fold 1 of 4"), std::string::npos)
+      << all;
+
+  ClientOptions opts;
+  opts.timeout = absl::Seconds(20);
+  ASSERT_OK_AND_ASSIGN(auto client, Client::Connect({address}, opts));
+  ASSERT_OK_AND_ASSIGN(auto status, client->Status());
+  bool found = false;
+  for (const auto& ns : status[0].namespaces()) {
+    if (ns.name() != "fold1") continue;
+    found = true;
+    EXPECT_EQ(ns.last_evaluation().samples(), 250u);
+  }
+  EXPECT_TRUE(found);
+  EXPECT_EQ(server.StopWith(SIGTERM), 0);
+}
+
+// --algorithm local with folds trains on the other folds (600 of 900) and
+// scores itself on the fold.
+TEST(PsWorkerProcess, FoldsTheLocalBaselineValidatesOnTheFold) {
+  std::vector<std::string> args = SmallSyntheticJob(
+      {"--algorithm", "local", "--synthetic_train", "900", "--folds", "3",
+       "--fold", "2", "--epochs", "100000", "--max_seconds", "1",
+       "--eval_interval_s", "0.2"});
+  ChildServer local("ps-worker", args, /*merge_stderr=*/true);
+  const std::string all = ReadAll(local);
+  EXPECT_EQ(local.StopWith(0), 0) << all;
+  EXPECT_NE(all.find("local on 600 samples (all but validation fold 2 of 3)"),
+            std::string::npos)
+      << all;
+  EXPECT_NE(all.find(" s validation fold 2 of 3 accuracy "), std::string::npos)
+      << all;
+}
+
+// Bad folds are a usage error (exit 2) saying what to give.
+TEST(PsWorkerProcess, BadFoldsExitTwoWithAReason) {
+  for (const auto& [more, says] :
+       std::vector<std::pair<std::vector<std::string>, std::string>>{
+           {{"--folds", "1", "--fold", "0"}, "--folds must be at least 2"},
+           {{"--fold", "3"}, "--fold 3 needs --folds K"},
+           {{"--folds", "5"}, "needs --fold i"},
+           {{"--folds", "5", "--fold", "5"}, "--fold must be in [0, 5)"},
+           {{"--folds", "2000", "--fold", "0"},
+            "needs at least 2000 training samples"}}) {
+    std::vector<std::string> args = SmallSyntheticJob(
+        {"--algorithm", "local", "--epochs", "1"});
+    args.insert(args.end(), more.begin(), more.end());
+    ChildServer worker("ps-worker", args, /*merge_stderr=*/true);
+    const std::string all = ReadAll(worker);
+    EXPECT_EQ(worker.StopWith(0), 2) << all;
+    EXPECT_NE(all.find(says), std::string::npos) << says << "\n" << all;
+  }
 }
 
 // SIGTERM to a training ps-worker: it finishes the step in hand, leaves the

@@ -3,7 +3,8 @@
 // tested in tests/unit/tools/launch_test.cc): a job to its target, a worker
 // killed with SIGKILL, SIGTERM to psrun leaving one checkpoint id on every
 // shard, a SIGKILLed shard restarted by --restart_shards, a shard that cannot
-// start, bad flags; a worker command (shell and Python scripts standing in
+// start, bad flags; --workers 0 serving the shards alone until SIGTERM; a
+// worker command (shell and Python scripts standing in
 // for Python workers): its environment, its exit codes, a bad one.
 #include <fcntl.h>
 #include <netinet/in.h>
@@ -16,6 +17,7 @@
 #include <unistd.h>
 
 #include <algorithm>
+#include <cerrno>
 #include <cmath>
 #include <cstdlib>
 #include <filesystem>
@@ -442,7 +444,13 @@ TEST(Psrun, BadFlagsExitTwoWithAReason) {
        "--servers must be at least 1"},
       {{"--namespace", "a", "--", "--namespace", "b"},
        "--namespace is given twice"},
-      {{"--workers", "0", "--"}, "--workers must be at least 1"},
+      {{"--workers", "-1", "--"}, "--workers must be at least 1"},
+      {{"--workers", "0", "--evaluator", "--", "--max_seconds", "5"},
+       "--workers 0 serves the shards only"},
+      {{"--workers", "0", "--worker_command", "/bin/true"},
+       "so --worker_command has nothing to run"},
+      {{"--workers", "0", "--", "--dataset", "synthetic"},
+       "worker flags after -- ('--dataset')"},
       {{"--", "--shards", "127.0.0.1:1"}, "psrun sets --shards"},
       {{"--evaluator", "--", "--dataset", "synthetic"},
        "--evaluator needs --target_accuracy"},
@@ -453,6 +461,95 @@ TEST(Psrun, BadFlagsExitTwoWithAReason) {
     PsrunProcess p(Psrun(), c.args);
     EXPECT_EQ(p.Wait(absl::Seconds(30)), 2) << p.output();
     EXPECT_TRUE(absl::StrContains(p.output(), c.says)) << p.output();
+  }
+}
+
+// --workers 0: the shards alone. psrun prints "shards: HOST:PORT,..." and
+// a psctl command that reaches them (here with --auth: it carries the admin
+// token), serves until SIGTERM, then stops them and exits 0; no shard
+// outlives it.
+TEST(Psrun, WorkersZeroServesTheShardsUntilSigtermThenExitsZero) {
+  PsrunProcess p(Psrun(), {"--servers", "2", "--workers", "0", "--auth",
+                           "--metrics_port_base", "0", "--kill_timeout_s",
+                           "20", "--status_interval_s", "0.5"});
+  ASSERT_GT(p.pid(), 0);
+  std::vector<int> pidfds;
+  for (int i = 0; i < 2; ++i) {
+    const std::string line =
+        p.ReadUntilContains("psrun: started shard", absl::Seconds(60));
+    const pid_t pid = PidOf(line);
+    ASSERT_GT(pid, 0) << p.output();
+    const int fd = static_cast<int>(syscall(SYS_pidfd_open, pid, 0));
+    ASSERT_GE(fd, 0) << "pidfd_open(" << pid << ")";
+    pidfds.push_back(fd);
+  }
+  const std::string shards_line = p.ReadUntil(
+      [](const std::string& l) { return absl::StartsWith(l, "shards: "); },
+      absl::Seconds(60));
+  ASSERT_FALSE(shards_line.empty()) << p.output();
+  const std::vector<std::string> shards =
+      absl::StrSplit(shards_line.substr(8), ',');
+  ASSERT_EQ(shards.size(), 2u) << shards_line;
+  for (const std::string& s : shards) {
+    EXPECT_TRUE(absl::StartsWith(s, "127.0.0.1:")) << shards_line;
+  }
+  const std::string psctl_line =
+      p.ReadUntilContains("psrun: psctl for this cluster: psctl ",
+                          absl::Seconds(10));
+  ASSERT_FALSE(psctl_line.empty()) << p.output();
+  std::vector<std::string> words = absl::StrSplit(
+      psctl_line.substr(psctl_line.find("psctl --shards ") + 6), ' ',
+      absl::SkipEmpty());
+  EXPECT_NE(std::find(words.begin(), words.end(), "--token_file"),
+            words.end())
+      << psctl_line;
+  EXPECT_NE(std::find(words.begin(), words.end(), shards_line.substr(8)),
+            words.end())
+      << psctl_line;
+  // The printed command reaches both shards (with the admin token: a
+  // status without it is refused).
+  int fd = -1;
+  const pid_t psctl = testing::SpawnPiped(testing::SiblingBinary("psctl"),
+                                          words, /*merge_stderr=*/true, &fd);
+  ASSERT_GT(psctl, 0);
+  std::string psctl_out;
+  char buf[4096];
+  for (ssize_t n; (n = read(fd, buf, sizeof(buf))) != 0;) {
+    if (n < 0 && errno == EINTR) continue;
+    if (n < 0) break;
+    psctl_out.append(buf, n);
+  }
+  close(fd);
+  int status = 0;
+  waitpid(psctl, &status, 0);
+  EXPECT_TRUE(WIFEXITED(status) && WEXITSTATUS(status) == 0) << psctl_out;
+  for (const std::string& s : shards) {
+    EXPECT_TRUE(absl::StrContains(psctl_out, s)) << s << "\n" << psctl_out;
+  }
+  // Still serving: the status line, and no end yet.
+  ASSERT_FALSE(p.ReadUntil(
+                    [](const std::string& l) {
+                      return absl::StartsWith(l, "psrun: status ") &&
+                             absl::StrContains(l, "serving 2 shards");
+                    },
+                    absl::Seconds(10))
+                   .empty())
+      << p.output();
+  EXPECT_FALSE(absl::StrContains(p.output(), "psrun: summary")) << p.output();
+
+  p.Signal(SIGTERM);
+  EXPECT_EQ(p.Wait(absl::Seconds(60)), 0) << p.output();
+  const std::string& out = p.output();
+  EXPECT_TRUE(absl::StrContains(
+      out, "psrun: done: served 2 shards until SIGTERM; every shard stopped "
+           "cleanly"))
+      << out;
+  EXPECT_FALSE(absl::StrContains(out, "interrupted")) << out;
+  EXPECT_FALSE(absl::StrContains(out, "started worker")) << out;
+  for (int pidfd : pidfds) {
+    pollfd pfd{pidfd, POLLIN, 0};
+    EXPECT_EQ(poll(&pfd, 1, 0), 1) << "a shard outlived psrun\n" << out;
+    close(pidfd);
   }
 }
 

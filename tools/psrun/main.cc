@@ -12,6 +12,12 @@
 // as environment variables (PSKIT_SHARDS, RANK, WORLD_SIZE, PSKIT_ROLE,
 // ...: the list is in tools/psrun/launch/worker_command.h).
 //
+// With --workers 0 it starts the shards only, prints the line
+// `shards: HOST:PORT,...` and the psctl command that reaches them, and serves
+// until SIGINT/SIGTERM (exit 0), for clients started elsewhere (pstune):
+//
+//   psrun --servers 2 --workers 0
+//
 // The flags after `--` go to every worker and to the evaluator. Exit status:
 // 0 when the job ended well, 1 when a child failed (psrun names it), 2 for
 // bad flags, 128 + signal when interrupted (130 for Ctrl-C). See
@@ -37,7 +43,12 @@
 #include "tools/psrun/launch/worker_command.h"
 
 ABSL_FLAG(int32_t, servers, 1, "number of ps-server shards (>= 1)");
-ABSL_FLAG(int32_t, workers, 1, "number of training ps-worker processes (>= 1)");
+ABSL_FLAG(int32_t, workers, 1,
+          "number of training ps-worker processes (>= 1); 0: serve the shards "
+          "only: print 'shards: HOST:PORT,...' and the psctl command that "
+          "reaches them, serve until SIGINT/SIGTERM, then stop them cleanly "
+          "and exit 0 (no --evaluator, --worker_command, --namespace or flags "
+          "after --)");
 ABSL_FLAG(bool, evaluator, false,
           "also run ps-worker --role evaluator (it needs --target_accuracy, "
           "--patience or --max_seconds after --), or the worker command with "
@@ -117,7 +128,8 @@ int main(int argc, char** argv) {
       "  psrun --servers N --workers M [--evaluator] [--data_dir DIR] -- "
       "<ps-worker flags>\n"
       "  psrun --worker_command \"/usr/bin/python3 train.py\" --servers N "
-      "--workers M [--evaluator] -- <the command's args>");
+      "--workers M [--evaluator] -- <the command's args>\n"
+      "  psrun --servers N --workers 0   (the shards only, until Ctrl-C)");
   if (positional.size() > 1) {
     std::fprintf(stderr,
                  "psrun: unexpected argument '%s'; ps-worker flags (or the "

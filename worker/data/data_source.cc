@@ -73,18 +73,29 @@ absl::StatusOr<JobData> LoadJobData(const DataSourceOptions& options,
                                     bool worker, bool local_test) {
   DataSourceOptions o = options;
   if (o.dataset.empty()) o.dataset = o.data_path.empty() ? "synthetic" : "idx";
+  PSKIT_RETURN_IF_ERROR(CheckFolds(o.folds, o.fold));
+  const bool folds = o.folds > 0;
+  // With folds every role reads the training set, and nothing else.
+  const bool read_train = worker || folds;
+  const bool read_test = !folds && (!worker || local_test);
   absl::StatusOr<JobData> out;
   if (o.dataset == "idx") {
-    out = LoadIdx(o, worker, local_test);
+    out = LoadIdx(o, read_train, read_train && read_test);
   } else if (o.dataset == "csv" || o.dataset == "hdf5") {
-    out = LoadFiles(o, worker, local_test);
+    out = LoadFiles(o, read_train, read_train && read_test);
   } else if (o.dataset == "synthetic") {
-    out = LoadSynthetic(o, worker, local_test);
+    out = LoadSynthetic(o, read_train, read_train && read_test);
   } else {
     return absl::InvalidArgumentError(absl::StrCat(
         "--dataset must be idx, csv, hdf5 or synthetic, got '", o.dataset, "'"));
   }
-  if (out.ok()) out->dataset = o.dataset;
+  if (!out.ok()) return out;
+  out->dataset = o.dataset;
+  if (!folds) return out;
+  PSKIT_ASSIGN_OR_RETURN(FoldSplit split, SplitFold(out->train, o.folds, o.fold));
+  out->train = worker ? std::move(split.train) : Dataset();
+  out->test = !worker || local_test ? std::move(split.validation) : Dataset();
+  out->test_name = absl::StrCat("validation fold ", o.fold, " of ", o.folds);
   return out;
 }
 

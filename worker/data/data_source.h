@@ -3,7 +3,9 @@
 // LoadJobData: ps-worker's choice of data set (IDX directory, CSV or HDF5
 // files, or the synthetic teacher set) and the reading of what a role needs:
 // a training worker its training set (and, for the local baseline, the test
-// set), the evaluator the test set.
+// set), the evaluator the test set. With k-fold cross-validation (folds > 0)
+// every role reads the training set: the worker keeps the samples outside
+// the validation fold, the evaluator (and the local baseline) the fold.
 //
 // Example:
 //   DataSourceOptions d;
@@ -45,18 +47,28 @@ struct DataSourceOptions {
   // synthetic: the teacher's seed (training and test samples are drawn
   // from seed + 1000 and seed + 2000).
   uint64_t seed = 1;
+  // k-fold cross-validation (SplitFold in dataset.h): 0 = off; K >= 2 with
+  // `fold` in [0, K). Default: off (folds 0, fold -1).
+  int folds = 0;
+  int fold = -1;
 };
 
 struct JobData {
   std::string dataset;  // the kind chosen: idx, csv, hdf5 or synthetic
   Dataset train;        // a worker's; empty for the evaluator
   Dataset test;         // the evaluator's, or the local baseline's
+  // What `test` is, for log lines: "test set", or "validation fold i of K"
+  // with folds.
+  std::string test_name = "test set";
 };
 
 // Reads what a training worker (`worker`) or the evaluator (!`worker`)
 // needs; with `local_test` a worker also reads the test set (idx and
-// synthetic always, csv/hdf5 when test_path is given). INVALID_ARGUMENT for
-// an unknown kind, a missing path or unusable synthetic sizes, naming the
+// synthetic always, csv/hdf5 when test_path is given). With folds, `train`
+// is the training set without the fold and `test` the fold (for the
+// evaluator, and for a worker with `local_test`); test_path is not read.
+// INVALID_ARGUMENT for an unknown kind, a missing path, unusable synthetic
+// sizes or folds (CheckFolds, or fewer samples than folds), naming the
 // flag; the readers' errors as they are.
 absl::StatusOr<JobData> LoadJobData(const DataSourceOptions& options,
                                     bool worker, bool local_test);

@@ -260,4 +260,62 @@ std::pair<int64_t, int64_t> SliceOf(int64_t n, int rank, int world) {
   return {begin, begin + base + (rank < extra ? 1 : 0)};
 }
 
+absl::Status CheckFolds(int folds, int fold) {
+  if (folds == 0) {
+    if (fold == -1) return absl::OkStatus();
+    return absl::InvalidArgumentError(absl::StrCat(
+        "--fold ", fold, " needs --folds K (K >= 2 folds, --fold in [0, K))"));
+  }
+  if (folds < 2) {
+    return absl::InvalidArgumentError(absl::StrCat(
+        "--folds must be at least 2 (or 0: no cross-validation), got ", folds));
+  }
+  if (fold == -1) {
+    return absl::InvalidArgumentError(absl::StrCat(
+        "--folds ", folds, " needs --fold i, the validation fold, 0 <= i < ",
+        folds));
+  }
+  if (fold < 0 || fold >= folds) {
+    return absl::InvalidArgumentError(absl::StrCat(
+        "--fold must be in [0, ", folds, ") with --folds ", folds, ", got ",
+        fold));
+  }
+  return absl::OkStatus();
+}
+
+int64_t FoldSize(int64_t n, int folds, int fold) {
+  return n / folds + (fold < n % folds ? 1 : 0);
+}
+
+absl::StatusOr<FoldSplit> SplitFold(const Dataset& data, int folds, int fold) {
+  if (folds == 0) {
+    return absl::InvalidArgumentError(
+        "--folds must be at least 2 for a validation fold, got 0");
+  }
+  PSKIT_RETURN_IF_ERROR(CheckFolds(folds, fold));
+  if (data.size() < folds) {
+    return absl::InvalidArgumentError(absl::StrCat(
+        "--folds ", folds, " needs at least ", folds,
+        " training samples (one per fold), the data has ", data.size(),
+        "; use fewer folds or more data"));
+  }
+  FoldSplit out;
+  for (Dataset* d : {&out.train, &out.validation}) {
+    d->feature_dim = data.feature_dim;
+    d->num_classes = data.num_classes;
+  }
+  const int64_t val = FoldSize(data.size(), folds, fold);
+  const size_t dim = static_cast<size_t>(data.feature_dim);
+  out.validation.labels.reserve(val);
+  out.validation.features.reserve(static_cast<size_t>(val) * dim);
+  out.train.labels.reserve(data.size() - val);
+  out.train.features.reserve(static_cast<size_t>(data.size() - val) * dim);
+  for (int64_t j = 0; j < data.size(); ++j) {
+    Dataset& to = j % folds == fold ? out.validation : out.train;
+    to.labels.push_back(data.labels[j]);
+    to.features.insert(to.features.end(), data.row(j), data.row(j) + dim);
+  }
+  return out;
+}
+
 }  // namespace pskit::worker

@@ -3,7 +3,8 @@
 // Dataset: samples in memory (features as float rows, integer labels), and
 // the readers that fill it: IDX files (MNIST, Fashion-MNIST; plain or gzip,
 // detected by content) and a synthetic teacher-network set. Each worker
-// trains on its own slice (SliceOf).
+// trains on its own slice (SliceOf); k-fold cross-validation cuts a set
+// into training and validation parts (SplitFold).
 //
 // Thread safety: a Dataset is immutable once built; readers are pure.
 #ifndef PSKIT_WORKER_DATA_DATASET_H_
@@ -14,6 +15,7 @@
 #include <utility>
 #include <vector>
 
+#include "absl/status/status.h"
 #include "absl/status/statusor.h"
 
 namespace pskit::worker {
@@ -70,6 +72,30 @@ Dataset MakeTeacherDataset(uint64_t teacher_seed, uint64_t sample_seed,
 // [begin, end) of rank's share of n samples among `world` ranks: the ranks'
 // shares are disjoint, cover all n, and differ in size by at most one.
 std::pair<int64_t, int64_t> SliceOf(int64_t n, int rank, int world);
+
+// k-fold cross-validation: with `folds` folds, sample j (0-based, in the
+// set's order) belongs to fold j mod folds, so the folds are disjoint, cover
+// the set, differ in size by at most one, and each takes every folds-th
+// sample (a set sorted by class gives class-balanced folds).
+struct FoldSplit {
+  Dataset train;       // every sample not in the fold, in order
+  Dataset validation;  // the fold's samples, in order
+};
+
+// OK when `folds` is 0 (no cross-validation) and `fold` is -1 (not given),
+// or folds >= 2 and 0 <= fold < folds; otherwise INVALID_ARGUMENT naming
+// --folds/--fold and what to give instead.
+absl::Status CheckFolds(int folds, int fold);
+
+// The number of samples of fold `fold` among `n` (folds >= 1).
+int64_t FoldSize(int64_t n, int folds, int fold);
+
+// Splits `data` into fold `fold` of `folds` and the rest; both keep the
+// set's feature_dim and num_classes (a fold may miss a class; the model is
+// the whole set's). INVALID_ARGUMENT for bad folds/fold (CheckFolds; folds 0
+// is refused here) or a set with fewer than `folds` samples (a fold would be
+// empty).
+absl::StatusOr<FoldSplit> SplitFold(const Dataset& data, int folds, int fold);
 
 }  // namespace pskit::worker
 

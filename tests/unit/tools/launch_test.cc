@@ -190,6 +190,52 @@ TEST(PsrunFlags, RestartPolicyIsChecked) {
   EXPECT_EQ(ValidateLauncherOptions(o).code(), absl::StatusCode::kNotFound);
 }
 
+// --workers 0 serves the shards only: it needs no ps-worker, and anything
+// of a job (evaluator, worker command, namespace, worker flags) is refused
+// with the flag named; a negative count is refused.
+TEST(PsrunFlags, WorkersZeroServesShardsOnly) {
+  testing::TempDir dir;
+  ASSERT_FALSE(dir.path().empty());
+  const std::string server = dir.path() + "/ps-server";
+  std::ofstream(server) << "#!/bin/sh\n";
+  std::filesystem::permissions(server, std::filesystem::perms::owner_all);
+  LauncherOptions o;
+  o.bin_dir = dir.path();  // ps-server only
+  o.workers = 0;
+  EXPECT_TRUE(ValidateLauncherOptions(o).ok()) << ValidateLauncherOptions(o);
+  o.workers = 1;
+  EXPECT_EQ(ValidateLauncherOptions(o).code(), absl::StatusCode::kNotFound)
+      << "a job needs ps-worker";
+  o.workers = -1;
+  absl::Status s = ValidateLauncherOptions(o);
+  EXPECT_EQ(s.code(), absl::StatusCode::kInvalidArgument);
+  EXPECT_TRUE(absl::StrContains(s.message(), "--workers must be at least 1"))
+      << s;
+  const auto refused = [&](LauncherOptions bad, const std::string& named) {
+    bad.bin_dir = dir.path();
+    bad.workers = 0;
+    const absl::Status st = ValidateLauncherOptions(bad);
+    EXPECT_EQ(st.code(), absl::StatusCode::kInvalidArgument) << named;
+    EXPECT_TRUE(absl::StrContains(st.message(), "--workers 0 serves the shards "
+                                                "only"))
+        << st;
+    EXPECT_TRUE(absl::StrContains(st.message(), named)) << st;
+  };
+  LauncherOptions bad;
+  bad.evaluator = true;
+  bad.worker_args = {"--max_seconds", "5"};
+  refused(bad, "--evaluator");
+  bad = LauncherOptions();
+  bad.worker_command = {"/bin/sh", "train.sh"};
+  refused(bad, "--worker_command");
+  bad = LauncherOptions();
+  bad.ns = "job";
+  refused(bad, "--namespace");
+  bad = LauncherOptions();
+  bad.worker_args = {"--dataset", "synthetic"};
+  refused(bad, "worker flags after -- ('--dataset')");
+}
+
 TEST(PsrunWorkerCommand, SplitsLikeAShellWithoutOne) {
   using V = std::vector<std::string>;
   EXPECT_EQ(*SplitCommandLine("python3 train.py --epochs 3"),

@@ -33,6 +33,54 @@ TEST(LoadJobData, EachRoleReadsWhatItNeeds) {
   EXPECT_EQ(local.test.labels, evaluator.test.labels);
 }
 
+// With folds every role reads the training set: the worker keeps what is
+// outside the fold, the evaluator and the local baseline the fold; the test
+// set is not read.
+TEST(LoadJobData, FoldsSplitTheTrainingSetBetweenTheRoles) {
+  DataSourceOptions o = Synthetic();
+  o.folds = 4;
+  o.fold = 1;
+  ASSERT_OK_AND_ASSIGN(JobData full, LoadJobData(Synthetic(), true, false));
+  ASSERT_OK_AND_ASSIGN(JobData worker, LoadJobData(o, true, false));
+  EXPECT_EQ(worker.train.size(), 225);
+  EXPECT_EQ(worker.test.size(), 0);
+  ASSERT_OK_AND_ASSIGN(JobData evaluator, LoadJobData(o, false, false));
+  EXPECT_EQ(evaluator.train.size(), 0);
+  ASSERT_EQ(evaluator.test.size(), 75);
+  EXPECT_EQ(evaluator.test_name, "validation fold 1 of 4");
+  // The fold is samples 1, 5, 9, ... of the training set.
+  for (int64_t k = 0; k < evaluator.test.size(); ++k) {
+    EXPECT_EQ(evaluator.test.labels[k], full.train.labels[4 * k + 1]);
+    EXPECT_EQ(evaluator.test.row(k)[0], full.train.row(4 * k + 1)[0]);
+  }
+  ASSERT_OK_AND_ASSIGN(JobData local, LoadJobData(o, true, true));
+  EXPECT_EQ(local.train.size(), 225);
+  EXPECT_EQ(local.test.labels, evaluator.test.labels);
+  EXPECT_EQ(local.test.features, evaluator.test.features);
+  // Without folds the evaluator's data is the test set.
+  ASSERT_OK_AND_ASSIGN(JobData plain, LoadJobData(Synthetic(), false, false));
+  EXPECT_EQ(plain.test_name, "test set");
+  EXPECT_EQ(plain.test.size(), 100);
+}
+
+TEST(LoadJobData, BadFoldsAreRefused) {
+  DataSourceOptions o = Synthetic();
+  o.folds = 1;
+  o.fold = 0;
+  EXPECT_EQ(LoadJobData(o, true, false).status().code(),
+            absl::StatusCode::kInvalidArgument);
+  o.folds = 0;  // --fold without --folds
+  EXPECT_EQ(LoadJobData(o, false, false).status().code(),
+            absl::StatusCode::kInvalidArgument);
+  o.folds = 400;  // more folds than the 300 samples
+  o.fold = 0;
+  absl::StatusOr<JobData> d = LoadJobData(o, false, false);
+  EXPECT_EQ(d.status().code(), absl::StatusCode::kInvalidArgument);
+  EXPECT_NE(d.status().message().find("at least 400 training samples"),
+            std::string::npos)
+      << d.status();
+}
+
 TEST(LoadJobData, NamesTheMissingFlag) {
   auto message = [](const DataSourceOptions& o, bool worker) {
     absl::StatusOr<JobData> d = LoadJobData(o, worker, false);

@@ -2,11 +2,13 @@
 
 #include <zlib.h>
 
+#include <algorithm>
 #include <cstdio>
 #include <fstream>
 #include <map>
 #include <set>
 #include <string>
+#include <vector>
 
 #include "gtest/gtest.h"
 #include "tests/testing/cluster.h"
@@ -115,6 +117,108 @@ TEST(SliceOf, RanksCoverEverySampleExactlyOnce) {
       EXPECT_EQ(next, n);
     }
   }
+}
+
+// A set of n one-feature samples whose feature is the sample's index and
+// whose label is given.
+Dataset Indexed(const std::vector<int32_t>& labels) {
+  Dataset d;
+  d.feature_dim = 1;
+  d.labels = labels;
+  for (size_t j = 0; j < labels.size(); ++j) {
+    d.features.push_back(static_cast<float>(j));
+    d.num_classes = std::max(d.num_classes, labels[j] + 1);
+  }
+  return d;
+}
+
+TEST(SplitFold, FoldsAreDisjointCoverTheSetAndDifferByAtMostOne) {
+  for (int64_t n : {2, 3, 7, 10, 101}) {
+    for (int folds : {2, 3, 5, 7}) {
+      if (n < folds) continue;
+      Dataset d = Indexed(std::vector<int32_t>(n, 0));
+      std::vector<int> seen_in_validation(n, 0);
+      int64_t smallest = n, largest = 0;
+      for (int fold = 0; fold < folds; ++fold) {
+        ASSERT_OK_AND_ASSIGN(FoldSplit s, SplitFold(d, folds, fold));
+        ASSERT_EQ(s.train.size() + s.validation.size(), n);
+        EXPECT_EQ(s.validation.size(), FoldSize(n, folds, fold));
+        smallest = std::min(smallest, s.validation.size());
+        largest = std::max(largest, s.validation.size());
+        // The rule: sample j is in fold j mod folds; the features (the
+        // index) travel with their sample, in order.
+        std::set<int64_t> in_fold, in_train;
+        for (int64_t k = 0; k < s.validation.size(); ++k) {
+          const int64_t j = static_cast<int64_t>(s.validation.row(k)[0]);
+          EXPECT_EQ(j % folds, fold);
+          if (k > 0) EXPECT_GT(j, s.validation.row(k - 1)[0]);
+          in_fold.insert(j);
+          ++seen_in_validation[j];
+        }
+        for (int64_t k = 0; k < s.train.size(); ++k) {
+          in_train.insert(static_cast<int64_t>(s.train.row(k)[0]));
+        }
+        EXPECT_EQ(in_train.size(), static_cast<size_t>(s.train.size()));
+        for (int64_t j : in_fold) EXPECT_EQ(in_train.count(j), 0u) << j;
+      }
+      EXPECT_LE(largest - smallest, 1) << n << " " << folds;
+      // Across the folds, every sample is validated exactly once.
+      for (int64_t j = 0; j < n; ++j) EXPECT_EQ(seen_in_validation[j], 1) << j;
+    }
+  }
+}
+
+TEST(SplitFold, ClassBalancedOnASetSortedByClass) {
+  // 4 classes of 30 samples, sorted by class, as some files are.
+  std::vector<int32_t> labels;
+  for (int c = 0; c < 4; ++c) labels.insert(labels.end(), 30, c);
+  const Dataset d = Indexed(labels);
+  for (int fold = 0; fold < 5; ++fold) {
+    ASSERT_OK_AND_ASSIGN(FoldSplit s, SplitFold(d, 5, fold));
+    std::map<int32_t, int> count;
+    for (int32_t l : s.validation.labels) ++count[l];
+    EXPECT_EQ(count, (std::map<int32_t, int>{{0, 6}, {1, 6}, {2, 6}, {3, 6}}));
+    EXPECT_EQ(s.train.num_classes, 4);
+    EXPECT_EQ(s.validation.num_classes, 4);
+    EXPECT_EQ(s.validation.feature_dim, 1);
+  }
+}
+
+TEST(SplitFold, KeepsTheWholeSetsClassesWhenAFoldMissesOne) {
+  // Only sample 3 has class 5: fold 0 of 3 holds samples 0 and 3, fold 1
+  // none of class 5; the model is the whole set's either way.
+  const Dataset d = Indexed({0, 1, 0, 5, 1, 0});
+  ASSERT_OK_AND_ASSIGN(FoldSplit s, SplitFold(d, 3, 1));
+  EXPECT_EQ(s.validation.labels, (std::vector<int32_t>{1, 1}));
+  EXPECT_EQ(s.validation.num_classes, 6);
+  EXPECT_EQ(s.train.labels, (std::vector<int32_t>{0, 0, 5, 0}));
+}
+
+TEST(SplitFold, BadArgumentsAreRefusedNamingTheFlag) {
+  const Dataset d = Indexed({0, 1, 0, 1});
+  auto message = [&](int folds, int fold) {
+    absl::StatusOr<FoldSplit> s = SplitFold(d, folds, fold);
+    EXPECT_EQ(s.status().code(), absl::StatusCode::kInvalidArgument)
+        << folds << " " << fold;
+    return std::string(s.status().message());
+  };
+  EXPECT_NE(message(1, 0).find("--folds must be at least 2"), std::string::npos);
+  EXPECT_NE(message(0, 0).find("--folds"), std::string::npos);
+  EXPECT_NE(message(-3, 0).find("--folds must be at least 2"), std::string::npos);
+  EXPECT_NE(message(3, 3).find("--fold must be in [0, 3)"), std::string::npos);
+  EXPECT_NE(message(3, -2).find("--fold must be in [0, 3)"), std::string::npos);
+  EXPECT_NE(message(3, -1).find("needs --fold i"), std::string::npos);
+  const std::string small = message(5, 0);
+  EXPECT_NE(small.find("at least 5 training samples"), std::string::npos) << small;
+  EXPECT_NE(small.find("has 4"), std::string::npos) << small;
+
+  // The flags' check: off (0, -1) is fine, --fold alone is not.
+  EXPECT_TRUE(CheckFolds(0, -1).ok());
+  EXPECT_TRUE(CheckFolds(2, 1).ok());
+  const absl::Status alone = CheckFolds(0, 2);
+  EXPECT_EQ(alone.code(), absl::StatusCode::kInvalidArgument);
+  EXPECT_NE(alone.message().find("--fold 2 needs --folds K"), std::string::npos)
+      << alone;
 }
 
 }  // namespace

@@ -22,6 +22,10 @@
 // Stopping = SIGTERM to workers and evaluator, wait, then SIGTERM to the
 // shards (which checkpoint), wait; whoever outlasts kill_timeout gets SIGKILL.
 //
+// With options.workers 0 there is no job: once every shard answers, psrun
+// prints "shards: HOST:PORT,..." and the psctl command, and serves until
+// SIGINT/SIGTERM, then stops the shards as above and exits kExitOk.
+//
 // With options.worker_command, workers and the evaluator run that command
 // instead of ps-worker, told the shards, rank, role, ... through their
 // environment (the contract: worker_command.h).

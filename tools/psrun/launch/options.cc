@@ -17,11 +17,30 @@ absl::Status ValidateLauncherOptions(const LauncherOptions& o) {
     return absl::InvalidArgumentError(
         absl::StrCat("--servers must be at least 1, got ", o.servers));
   }
-  if (o.workers < 1) {
+  if (o.workers < 0) {
     return absl::InvalidArgumentError(absl::StrCat(
         "--workers must be at least 1 (the job ends when every worker has "
-        "exited), got ",
+        "exited), or 0 to serve the shards only, got ",
         o.workers));
+  }
+  if (o.workers == 0) {
+    // Shards only: nothing of a job may be given.
+    std::string refused;
+    if (o.evaluator) {
+      refused = "--evaluator";
+    } else if (!o.worker_command.empty()) {
+      refused = "--worker_command";
+    } else if (!o.ns.empty()) {
+      refused = "--namespace";
+    } else if (!o.worker_args.empty()) {
+      refused = absl::StrCat("worker flags after -- ('", o.worker_args[0], "')");
+    }
+    if (!refused.empty()) {
+      return absl::InvalidArgumentError(absl::StrCat(
+          "--workers 0 serves the shards only (no workers, no evaluator), so ",
+          refused,
+          " has nothing to run; drop it, or give --workers N to run a job"));
+    }
   }
   if (o.metrics_port_base < 0 || o.metrics_port_base > 65535) {
     return absl::InvalidArgumentError(absl::StrCat(
@@ -117,7 +136,8 @@ absl::Status ValidateLauncherOptions(const LauncherOptions& o) {
     }
   }
   for (const char* binary : {"ps-server", "ps-worker"}) {
-    if (!o.worker_command.empty() && std::string(binary) == "ps-worker") {
+    if ((!o.worker_command.empty() || o.workers == 0) &&
+        std::string(binary) == "ps-worker") {
       continue;
     }
     const std::string path = o.bin_dir + "/" + binary;

@@ -19,7 +19,8 @@
 namespace pskit::launch {
 
 // psrun's exit codes besides 128 + signal number after SIGINT (130),
-// SIGTERM (143) or SIGHUP (129).
+// SIGTERM (143) or SIGHUP (129) (with workers 0, a stop signal once the
+// shards serve is the normal end: kExitOk).
 inline constexpr int kExitOk = 0;
 inline constexpr int kExitFailed = 1;  // a child failed, or startup did
 inline constexpr int kExitUsage = 2;   // bad flags, missing binaries
@@ -27,7 +28,11 @@ inline constexpr int kExitUsage = 2;   // bad flags, missing binaries
 struct LauncherOptions {
   // Directory holding ps-server and ps-worker. Required.
   std::string bin_dir;
-  // Shards and training workers, each >= 1. Default: 1 and 1.
+  // Shards (>= 1) and training workers (>= 1; 0: serve the shards only:
+  // print their addresses, the line "shards: HOST:PORT,...", and the psctl
+  // command that reaches them, and serve until SIGINT/SIGTERM, which stop
+  // them cleanly with exit 0; for clients started elsewhere, such as
+  // pstune's trials). Default: 1 and 1.
   int servers = 1;
   int workers = 1;
   // Also run `ps-worker --role evaluator`. Default: off.
@@ -123,11 +128,13 @@ struct LauncherOptions {
 };
 
 // INVALID_ARGUMENT (the message says which option and how to fix it) for
-// servers or workers < 1, a negative duration, port base or restart count, an
-// evaluator that could never end, a server arg psrun sets itself, a client
-// security flag among the worker flags (it belongs to psrun), --tls with TLS
-// files of psrun's own or in the server args, a namespace given both to
-// psrun and after `--`; NOT_FOUND when ps-server or ps-worker is missing from
+// servers < 1 or workers < 0, workers 0 with an evaluator, a worker command,
+// a namespace or worker flags (nothing would run them), a negative duration,
+// port base or restart count, an evaluator that could never end, a server
+// arg psrun sets itself, a client security flag among the worker flags (it
+// belongs to psrun), --tls with TLS files of psrun's own or in the server
+// args, a namespace given both to psrun and after `--`; NOT_FOUND when
+// ps-server or ps-worker (not needed with workers 0) is missing from
 // bin_dir. With a worker command: its program missing or not executable
 // (FindProgram's errors, NOT_FOUND or INVALID_ARGUMENT), or an empty one;
 // ps-worker is not needed and the worker flags are not checked (they are the

@@ -44,6 +44,14 @@ std::string Launcher::StatusText() const {
   auto count = [](const auto& v) {
     return v.has_value() ? FormatCount(*v) : std::string("-");
   };
+  if (options_.workers == 0) {
+    // Serving the shards alone: what the clients started elsewhere do.
+    return absl::StrCat(HumanDuration(absl::Now() - start_), " | serving ",
+                        options_.servers,
+                        options_.servers == 1 ? " shard" : " shards", " | ",
+                        count(sample_.updates_per_s), " chunk updates/s | ",
+                        sample_.live_workers, " live workers");
+  }
   // The global step: training steps summed over the workers (as scraped);
   // the shards' rate is in chunk updates, a finer unit, so it is named so.
   std::optional<double> steps;
@@ -170,7 +178,8 @@ void Launcher::PrintSummary() {
       best_acc = std::max(best_acc.value_or(0), *c->best_accuracy);
     }
   }
-  if (final_acc.has_value()) {
+  // Serving alone, the evaluations are other people's jobs'.
+  if (final_acc.has_value() && options_.workers > 0) {
     std::string line =
         absl::StrFormat("  accuracy: final %.4f, best %.4f", *final_acc,
                         best_acc.value_or(*final_acc));
@@ -206,6 +215,9 @@ void Launcher::PrintSummary() {
                               ") and the evaluator exited ",
                               kExitTargetNotReached,
                               ": the target accuracy was not reached"));
+  } else if (options_.workers == 0) {
+    console_.Out(absl::StrCat("psrun: done: ", end_reason_,
+                              "; every shard stopped cleanly"));
   } else {
     console_.Out(absl::StrCat("psrun: job done: ",
                               end_reason_.empty() ? "ended" : end_reason_));

@@ -1,7 +1,8 @@
 // tools/psrun/launch/startup.cc
 //
 // Launcher's startup: the run directory, metrics ports and Prometheus
-// targets, the signalfd, and spawning shards, workers and the evaluator.
+// targets, the signalfd, and spawning shards, workers and the evaluator (or,
+// with --workers 0, announcing the shards that serve alone).
 #include <errno.h>
 #include <fcntl.h>
 #include <poll.h>
@@ -285,6 +286,34 @@ void Launcher::WorkerLaunch(int rank, const std::string& shards,
   env->clear();
 }
 
+std::string Launcher::PsctlCommand(const std::string& shards) const {
+  std::vector<std::string> words = {"psctl", "--shards", shards};
+  words.insert(words.end(), client_flags_.begin(), client_flags_.end());
+  words.insert(words.end(), psctl_token_flags_.begin(),
+               psctl_token_flags_.end());
+  words.push_back("status");
+  return absl::StrJoin(words, " ");
+}
+
+void Launcher::StartServing() {
+  std::vector<std::string> shards;
+  for (const auto& c : children_) {
+    if (c->role == Role::kShard) shards.push_back(c->address);
+  }
+  const std::string list = absl::StrJoin(shards, ",");
+  // The line a script reads (pstune's users, tests): exactly this form.
+  console_.Out("shards: " + list);
+  Note("psctl for this cluster: " + PsctlCommand(list));
+  if (!worker_token_flags_.empty()) {
+    Note(absl::StrCat("workers' token: --token_file ",
+                      worker_token_flags_[1]));
+  }
+  Note(absl::StrCat("every shard answers; serving until SIGINT or SIGTERM "
+                    "(Ctrl-C), which stops the shards cleanly"));
+  phase_ = Phase::kRunning;
+  next_status_ = absl::Now() + options_.status_interval;
+}
+
 void Launcher::StartWorkers() {
   std::vector<std::string> shards;
   for (const auto& c : children_) {
@@ -314,11 +343,7 @@ void Launcher::StartWorkers() {
                     what));
   if (!client_flags_.empty() || !psctl_token_flags_.empty()) {
     // What a person needs to reach this cluster from another shell.
-    std::vector<std::string> flags = client_flags_;
-    flags.insert(flags.end(), psctl_token_flags_.begin(),
-                 psctl_token_flags_.end());
-    Note(absl::StrCat("psctl for this cluster: psctl --shards ", list, " ",
-                      absl::StrJoin(flags, " "), " status"));
+    Note("psctl for this cluster: " + PsctlCommand(list));
   }
   workers_started_ = absl::Now();
   for (int j = 0; j < options_.workers; ++j) {

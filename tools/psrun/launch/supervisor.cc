@@ -184,7 +184,14 @@ void Launcher::HandleSignals() {
     }
     ++stop_signals_;
     if (stop_signals_ == 1) {
-      if (interrupted_by_ == 0 && failure_.empty()) interrupted_by_ = sig;
+      if (Serving()) {
+        // Serving the shards alone ends this way: not an interruption.
+        end_reason_ = absl::StrCat("served ", options_.servers,
+                                   options_.servers == 1 ? " shard" : " shards",
+                                   " until ", SignalName(sig));
+      } else if (interrupted_by_ == 0 && failure_.empty()) {
+        interrupted_by_ = sig;
+      }
       console_.Err(absl::StrCat("psrun: got ", SignalName(sig),
                                 " (send it again to kill everything at once)"));
       BeginStop();
@@ -433,7 +440,11 @@ void Launcher::Advance() {
     }
     case Phase::kWaitingForShards:
       if (sample_.every_shard_answered_once) {
-        StartWorkers();
+        if (options_.workers == 0) {
+          StartServing();
+        } else {
+          StartWorkers();
+        }
       } else if (now >= start_deadline_) {
         Fail(absl::StrCat("the shards did not answer Admin/Status within ",
                           HumanDuration(options_.start_timeout), ": ",
@@ -442,6 +453,7 @@ void Launcher::Advance() {
       }
       return;
     case Phase::kRunning:
+      if (Serving()) return;  // until a stop signal or a failure
       if (!AnyRunning(false)) {
         end_reason_ = "every worker finished";
         StopShards();
@@ -515,7 +527,7 @@ void Launcher::Fail(const std::string& what, const Child* c) {
 
 void Launcher::BeginStop() {
   if (phase_ >= Phase::kStoppingWorkers) return;
-  if (phase_ == Phase::kRunning) {
+  if (phase_ == Phase::kRunning && options_.workers > 0) {
     Note(options_.evaluator
              ? "stopping the workers and the evaluator (SIGTERM), then the "
                "shards"

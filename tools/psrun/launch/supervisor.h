@@ -111,6 +111,16 @@ class Launcher {
   bool PrepareTokens();
   bool StartShards();
   void StartWorkers();
+  // Workers 0: prints "shards: HOST:PORT,..." and the psctl command, and
+  // serves (Phase::kRunning until a stop signal).
+  void StartServing();
+  // "psctl --shards LIST <psrun's client flags> status".
+  std::string PsctlCommand(const std::string& shards) const;
+  // Workers 0, and the shards announced: only a stop signal (the normal
+  // end) or a failure ends the run.
+  bool Serving() const {
+    return options_.workers == 0 && phase_ == Phase::kRunning;
+  }
   // Starts one child (`program`: a path) and registers it; false (after
   // saying why) on error.
   bool Spawn(Role role, int index, const std::string& program,
