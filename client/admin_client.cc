@@ -188,6 +188,34 @@ std::vector<ShardResult<v1::DrainResponse>> AdminClient::Drain(
                                  PSKIT_ADMIN_START(Drain));
 }
 
+std::vector<ShardResult<v1::DropNamespaceResponse>> AdminClient::DropNamespace(
+    const std::string& ns) {
+  v1::DropNamespaceRequest req;
+  req.set_namespace_(ns);
+  // Shard 0 first: it refuses (live workers, no such namespace, a bad name)
+  // before any shard changed.
+  std::vector<ShardResult<v1::DropNamespaceResponse>> out =
+      Call<v1::DropNamespaceResponse>("DropNamespace", {{0, req}},
+                                      absl::InfiniteDuration(),
+                                      PSKIT_ADMIN_START(DropNamespace));
+  if (!out[0].ok() || shards_.size() == 1) return out;
+  std::vector<ShardRequest<v1::DropNamespaceRequest>> rest;
+  for (uint32_t s = 1; s < shards_.size(); ++s) rest.push_back({s, req});
+  for (ShardResult<v1::DropNamespaceResponse>& r :
+       Call<v1::DropNamespaceResponse>("DropNamespace", rest,
+                                       absl::InfiniteDuration(),
+                                       PSKIT_ADMIN_START(DropNamespace))) {
+    if (r.status.code() == absl::StatusCode::kNotFound) {
+      // Nothing of it there (an earlier drop got that far): dropped.
+      r.status = absl::OkStatus();
+      r.description.clear();
+      r.response = v1::DropNamespaceResponse();
+    }
+    out.push_back(std::move(r));
+  }
+  return out;
+}
+
 #undef PSKIT_ADMIN_START
 
 }  // namespace pskit

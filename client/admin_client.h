@@ -1,7 +1,7 @@
 // client/admin_client.h
 //
 // AdminClient: the one per-shard fan-out of pskit.v1.Admin calls (Status,
-// Checkpoint, ListCheckpoints, Restore, SetConfig, Drain). Every call goes
+// Checkpoint, ListCheckpoints, Restore, SetConfig, Drain, DropNamespace). Every call goes
 // to the chosen shards at once and comes back as one ShardResult per shard,
 // in the order asked, each failure naming its shard (index and address).
 // Client's admin calls, psctl and psrun's monitor all use it.
@@ -152,6 +152,13 @@ class AdminClient {
       const std::vector<ShardRequest<v1::SetConfigRequest>>& reqs);
   std::vector<ShardResult<v1::DrainResponse>> Drain(
       const v1::DrainRequest& req);
+  // Drops namespace `ns` (Admin/DropNamespace): shard 0 first; when it
+  // fails, only its result comes back (no other shard was asked, so nothing
+  // changed anywhere). Then every other shard at once; one answering
+  // NOT_FOUND had nothing of it (an earlier drop got that far) and counts
+  // as dropped (OK, nothing freed).
+  std::vector<ShardResult<v1::DropNamespaceResponse>> DropNamespace(
+      const std::string& ns);
 
   // The same request for every shard, for the per-shard overloads.
   template <typename Req>

@@ -183,7 +183,11 @@ class Client {
 
   // Registers this client as a worker on every shard (one id for all) and
   // returns the id; pushes and exchanges then carry it.
-  [[nodiscard]] absl::StatusOr<uint64_t> RegisterWorker(std::string name);
+  // `ns` ("" means "default") is the namespace the worker trains: the
+  // shards refuse Admin/DropNamespace of it while the lease is live (each
+  // Heartbeat(ns) updates it).
+  [[nodiscard]] absl::StatusOr<uint64_t> RegisterWorker(
+      std::string name, absl::string_view ns = "");
   // Renews the lease on every shard; a shard that forgot the worker (it
   // restarted, or the lease lapsed) gets it registered again. Returns
   // whether the evaluator has ended namespace `ns`'s job.
@@ -203,8 +207,18 @@ class Client {
   // every shard did; otherwise the error names each failed shard and why.
   [[nodiscard]] absl::StatusOr<std::vector<v1::CheckpointInfo>> Checkpoint(
       std::string id);
-  // Every shard's Admin Status, in shard order.
-  [[nodiscard]] absl::StatusOr<std::vector<v1::StatusResponse>> Status();
+  // Every shard's Admin Status, in shard order; with `evaluations`, each
+  // namespace's evaluation history too (StatusRequest.evaluations).
+  [[nodiscard]] absl::StatusOr<std::vector<v1::StatusResponse>> Status(
+      bool evaluations = false);
+  // Deletes namespace `ns` (not "": name it) on every shard: shard 0 first,
+  // and if it refuses, nothing changed anywhere and its error is returned
+  // (FAILED_PRECONDITION while workers of `ns` hold leases, NOT_FOUND when
+  // shard 0 has no such namespace, INVALID_ARGUMENT for a bad name); then
+  // the others (AdminClient::DropNamespace). Returns each shard's answer, in
+  // shard order.
+  [[nodiscard]] absl::StatusOr<std::vector<v1::DropNamespaceResponse>>
+  DropNamespace(const std::string& ns);
   // Restores checkpoint `id` on every shard; errors as for Checkpoint.
   [[nodiscard]] absl::StatusOr<std::vector<v1::CheckpointInfo>> Restore(
       const std::string& id);
@@ -321,6 +335,9 @@ class Client {
       ABSL_GUARDED_BY(mu_);
   uint64_t worker_id_ ABSL_GUARDED_BY(mu_) = 0;
   std::string worker_name_ ABSL_GUARDED_BY(mu_);
+  // The namespace registered for (RegisterWorker, then each Heartbeat's):
+  // a re-registration carries it.
+  std::string worker_ns_ ABSL_GUARDED_BY(mu_);
 
   // Atomic: concurrent operations take sequences without mu_.
   std::atomic<uint64_t> next_sequence_;

@@ -1,8 +1,8 @@
 // client/client_control.cc
 //
 // Client's control calls: worker registration, heartbeats, evaluations and
-// leaving (ParameterServer), and checkpoint, status and restore (Admin,
-// through AdminClient). The data plane is in client.cc.
+// leaving (ParameterServer), and checkpoint, status, restore and dropping a
+// namespace (Admin, through AdminClient). The data plane is in client.cc.
 #include <string>
 #include <utility>
 #include <vector>
@@ -35,10 +35,12 @@ absl::StatusOr<std::vector<Resp>> Client::Broadcast(const char* op,
   return out;
 }
 
-absl::StatusOr<uint64_t> Client::RegisterWorker(std::string name) {
+absl::StatusOr<uint64_t> Client::RegisterWorker(std::string name,
+                                                absl::string_view ns) {
   // Shard 0 picks the id; the others are told to use it.
   v1::RegisterWorkerRequest req;
   req.set_name(name);
+  req.set_namespace_(NamespaceOf(ns));
   PSKIT_ASSIGN_OR_RETURN(
       std::vector<v1::RegisterWorkerResponse> first,
       Broadcast<v1::RegisterWorkerResponse>(
@@ -53,6 +55,7 @@ absl::StatusOr<uint64_t> Client::RegisterWorker(std::string name) {
   absl::MutexLock lock(&mu_);
   worker_id_ = id;
   worker_name_ = std::move(name);
+  worker_ns_ = req.namespace_();
   return id;
 }
 
@@ -65,6 +68,9 @@ absl::StatusOr<bool> Client::Heartbeat(absl::string_view ns) {
     req.set_worker_id(worker_id_);
     again.set_worker_id(worker_id_);
     again.set_name(worker_name_);
+    // The shards record the namespace of every heartbeat; so does this.
+    if (worker_id_ != 0) worker_ns_ = req.namespace_();
+    again.set_namespace_(req.namespace_());
   }
   if (req.worker_id() == 0) {
     return absl::FailedPreconditionError(
@@ -100,6 +106,7 @@ bool Client::ReregisterOn(uint32_t shard, uint64_t worker_id) {
     absl::MutexLock lock(&mu_);
     if (worker_id_ != worker_id) return false;  // left or registered anew
     again.set_name(worker_name_);
+    again.set_namespace_(worker_ns_);
   }
   again.set_worker_id(worker_id);
   spdlog::warn(
@@ -164,10 +171,22 @@ absl::StatusOr<std::vector<v1::CheckpointInfo>> Client::Checkpoint(
   return out;
 }
 
-absl::StatusOr<std::vector<v1::StatusResponse>> Client::Status() {
-  auto got = admin_->Status();
+absl::StatusOr<std::vector<v1::StatusResponse>> Client::Status(
+    bool evaluations) {
+  v1::StatusRequest req;
+  req.set_evaluations(evaluations);
+  auto got = admin_->Status(req);
   PSKIT_RETURN_IF_ERROR(AllOk("Status", got));
   std::vector<v1::StatusResponse> out;
+  for (auto& r : got) out.push_back(std::move(r.response));
+  return out;
+}
+
+absl::StatusOr<std::vector<v1::DropNamespaceResponse>> Client::DropNamespace(
+    const std::string& ns) {
+  auto got = admin_->DropNamespace(ns);
+  PSKIT_RETURN_IF_ERROR(AllOk("DropNamespace", got));
+  std::vector<v1::DropNamespaceResponse> out;
   for (auto& r : got) out.push_back(std::move(r.response));
   return out;
 }

@@ -4,10 +4,14 @@
 #include "server/admin_service.h"
 
 #include <algorithm>
+#include <string>
+#include <vector>
 
 #include "absl/strings/str_cat.h"
+#include "absl/strings/str_join.h"
 #include "absl/time/clock.h"
 #include "common/optimizer_config.h"
+#include "common/validation.h"
 #include "spdlog/spdlog.h"
 
 namespace pskit {
@@ -36,6 +40,9 @@ AdminService::AdminService(ChunkStore* store, WorkerRegistry* workers,
   AddMethod("Status", kReaderCall, &AdminService::Status);
   AddMethod("SetConfig", kAdminCall, &AdminService::SetConfig);
   AddMethod("Drain", kAdminShardCall, &AdminService::Drain);
+  // A token limited to some namespaces may drop those (the gate checks the
+  // request's namespace).
+  AddMethod("DropNamespace", kAdminCall, &AdminService::DropNamespace);
   CheckAllAdded();
 }
 
@@ -84,7 +91,7 @@ void AdminService::Restore(
 void AdminService::Status(
     ServerCall<v1::StatusRequest, v1::StatusResponse>* call) {
   v1::StatusResponse* resp = call->response();
-  store_->Describe(resp);
+  store_->Describe(resp, call->request().evaluations());
   // A token limited to some namespaces sees only those (their names,
   // configs, tensors and evaluations).
   if (!call->caller().AllNamespaces()) {
@@ -181,6 +188,42 @@ void AdminService::Drain(ServerCall<v1::DrainRequest, v1::DrainResponse>* call) 
                          "the drain checkpoint failed: ",
                          info.status().message())));
       });
+}
+
+void AdminService::DropNamespace(
+    ServerCall<v1::DropNamespaceRequest, v1::DropNamespaceResponse>* call) {
+  const std::string& ns = call->request().namespace_();
+  if (ns.empty()) {
+    return call->Reply(absl::InvalidArgumentError(
+        "DropNamespace needs a namespace name; \"\" does not mean "
+        "\"default\" here: name the namespace to delete"));
+  }
+  if (absl::Status s = ValidateName("namespace", ns); !s.ok()) {
+    return call->Reply(s);
+  }
+  if (absl::StatusOr<v1::NamespaceConfig> declared = store_->ConfigOf(ns);
+      !declared.ok()) {
+    return call->Reply(absl::NotFoundError(absl::StrCat(
+        "namespace ", Quoted(ns), " is not declared on shard ",
+        store_->shard_index(), " (never declared, or dropped already)")));
+  }
+  // Refused while it trains: its workers would get NOT_FOUND and declare it
+  // again with fresh values.
+  if (std::vector<std::string> live = workers_->LiveIn(ns); !live.empty()) {
+    return call->Reply(absl::FailedPreconditionError(absl::StrCat(
+        "namespace ", Quoted(ns), " has ", live.size(), " live worker",
+        live.size() == 1 ? "" : "s", " on shard ", store_->shard_index(), ": ",
+        absl::StrJoin(live, ", "),
+        "; stop them (or wait for their leases to lapse), then drop")));
+  }
+  absl::Status s = store_->DropNamespace(ns, call->response());
+  if (s.ok()) {
+    if (consistency_ != nullptr) consistency_->NamespaceDropped(ns);
+    spdlog::info("namespace '{}' dropped: {} chunks, {} elements freed", ns,
+                 call->response()->chunks_freed(),
+                 call->response()->elements_freed());
+  }
+  call->Reply(s);
 }
 
 }  // namespace pskit

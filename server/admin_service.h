@@ -1,10 +1,10 @@
 // server/admin_service.h
 //
 // AdminService: pskit.v1.Admin for one shard (checkpoints, restore, status,
-// live hyper-parameters, drain). Checkpoint, Restore and a durable shard's
+// live hyper-parameters, drain, dropping a namespace). Checkpoint, Restore and a durable shard's
 // Drain wait on disk, so their reactors are parked and finished from the
 // Checkpointer's thread; ListCheckpoints, Status and SetConfig are bounded
-// and finish inline. Every method is behind the gate (server/gate.h):
+// and finish inline, as does DropNamespace. Every method is behind the gate (server/gate.h):
 // Status and ListCheckpoints need a reader token, the rest an admin token,
 // and Checkpoint, Restore and Drain one not limited to some namespaces
 // (they act on all of them). Status shows a limited token only its
@@ -42,6 +42,8 @@ class AdminService final : public GatedService<v1::Admin::Service> {
   void Status(ServerCall<v1::StatusRequest, v1::StatusResponse>* call);
   void SetConfig(ServerCall<v1::SetConfigRequest, v1::SetConfigResponse>* call);
   void Drain(ServerCall<v1::DrainRequest, v1::DrainResponse>* call);
+  void DropNamespace(
+      ServerCall<v1::DropNamespaceRequest, v1::DropNamespaceResponse>* call);
 
  private:
   ChunkStore* const store_;

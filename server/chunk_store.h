@@ -52,7 +52,8 @@
 // never wait on each other in a cycle); pulls and snapshots take one chunk
 // lock at a time. index_mu_ is held exclusively only to insert declared
 // tensors (built beforehand, outside it), to change a namespace's config
-// (SetConfig) and to swap in a restored state.
+// (SetConfig), to swap in a restored state and to take a namespace out
+// (DropNamespace; freed outside it).
 #ifndef PSKIT_SERVER_CHUNK_STORE_H_
 #define PSKIT_SERVER_CHUNK_STORE_H_
 
@@ -175,11 +176,28 @@ class ChunkStore {
   [[nodiscard]] absl::Status Replace(const ShardSnapshot& snapshot)
       ABSL_LOCKS_EXCLUDED(index_mu_);
 
-  // Records the evaluator's report for the namespace. NOT_FOUND for an
+  // Records the evaluator's report for the namespace, and appends it to the
+  // namespace's history (the last kMaxEvaluations). NOT_FOUND for an
   // undeclared namespace; INVALID_ARGUMENT for a non-finite loss or an
   // accuracy outside [0, 1]. Once a report said done, the job stays done.
   [[nodiscard]] absl::Status ReportEvaluation(
       const v1::ReportEvaluationRequest& req) ABSL_LOCKS_EXCLUDED(index_mu_);
+
+  // Evaluations a namespace's history keeps (the oldest leave first).
+  static constexpr size_t kMaxEvaluations = 10000;
+
+  // Deletes namespace `ns` ("" is not "default": name it) and all its state
+  // here: tensors, chunks (values, optimizer slots, compensation state), its
+  // evaluations, config and the exactly-once window's records of its calls.
+  // A later Declare of the name starts fresh. Waits for the requests in
+  // flight (it holds index_mu_ exclusively); the memory is freed after the
+  // lock is released. `resp` gets this shard's chunks and elements freed.
+  // INVALID_ARGUMENT for an empty or malformed name; NOT_FOUND when the
+  // namespace is not declared here. Whether workers still train it is the
+  // caller's check (AdminService, with the WorkerRegistry).
+  [[nodiscard]] absl::Status DropNamespace(const std::string& ns,
+                                           v1::DropNamespaceResponse* resp)
+      ABSL_LOCKS_EXCLUDED(index_mu_);
 
   // Whether the evaluator ended namespace `ns`'s job (false if unknown).
   bool JobDone(const std::string& ns) const ABSL_LOCKS_EXCLUDED(index_mu_);
@@ -212,8 +230,10 @@ class ChunkStore {
   // workers are refused.
   bool draining() const { return draining_.load(); }
 
-  // Read-only view for the Admin Status call (draining included).
-  void Describe(v1::StatusResponse* out) const ABSL_LOCKS_EXCLUDED(index_mu_);
+  // Read-only view for the Admin Status call (draining included); with
+  // `evaluations`, each namespace's evaluation history, oldest first.
+  void Describe(v1::StatusResponse* out, bool evaluations = false) const
+      ABSL_LOCKS_EXCLUDED(index_mu_);
 
   // Chunk updates (pushes and exchanges) applied since the shard started,
   // carried over by checkpoints.

@@ -11,6 +11,7 @@
 #define PSKIT_SERVER_CHUNK_STORE_INTERNAL_H_
 
 #include <cstdint>
+#include <deque>
 #include <memory>
 #include <string>
 #include <utility>
@@ -68,12 +69,16 @@ struct ChunkStore::Namespace {
   // The config of the first Declare; SetConfig leaves it, so a worker that
   // declares the model again with its own flags is still accepted.
   v1::NamespaceConfig declared_config;
-  // Guarded by ChunkStore::index_mu_ (insertions only; never erased).
+  // Guarded by ChunkStore::index_mu_ (insertions only; erased only with
+  // the whole namespace, by DropNamespace holding it exclusively).
   absl::flat_hash_map<std::string, std::unique_ptr<Tensor>> tensors;
   // The evaluator's latest report; `done` never goes back to false.
   mutable absl::Mutex eval_mu;
   v1::Evaluation evaluation ABSL_GUARDED_BY(eval_mu);
   bool has_evaluation ABSL_GUARDED_BY(eval_mu) = false;
+  // Every report as recorded (after the rule above), oldest first; at most
+  // ChunkStore::kMaxEvaluations.
+  std::deque<v1::Evaluation> history ABSL_GUARDED_BY(eval_mu);
 };
 
 // Float buffers reused by updates. Push, PushPull and Exchange compute each

@@ -1,8 +1,9 @@
 // server/chunk_store_job.cc
 //
 // ChunkStore's per-namespace job state: the evaluator's reports
-// (ReportEvaluation, JobDone), live hyper-parameters (SetConfig), Drain,
-// and the read-only view for the Admin Status call (Describe).
+// (ReportEvaluation, JobDone) and their history, live hyper-parameters
+// (SetConfig), Drain, dropping a namespace (DropNamespace), and the
+// read-only view for the Admin Status call (Describe).
 //
 // Thread safety: see server/chunk_store.h.
 #include "server/chunk_store.h"
@@ -22,7 +23,7 @@
 namespace pskit {
 
 
-void ChunkStore::Describe(v1::StatusResponse* out) const {
+void ChunkStore::Describe(v1::StatusResponse* out, bool evaluations) const {
   out->set_shard_index(shard_index_);
   out->set_num_shards(layout_.num_shards());
   out->set_chunk_elems(layout_.chunk_elems());
@@ -36,6 +37,11 @@ void ChunkStore::Describe(v1::StatusResponse* out) const {
     {
       absl::MutexLock lock(&ns->eval_mu);
       if (ns->has_evaluation) *n->mutable_last_evaluation() = ns->evaluation;
+      if (evaluations) {
+        n->mutable_evaluations()->Reserve(
+            static_cast<int>(ns->history.size()));
+        for (const v1::Evaluation& e : ns->history) *n->add_evaluations() = e;
+      }
     }
     for (const auto& [tensor_name, t] : ns->tensors) {
       v1::TensorStatus* ts = n->add_tensors();
@@ -87,6 +93,63 @@ absl::Status ChunkStore::ReportEvaluation(
     n.evaluation.set_reason(done_reason);
   }
   n.has_evaluation = true;
+  n.history.push_back(n.evaluation);
+  while (n.history.size() > kMaxEvaluations) n.history.pop_front();
+  return absl::OkStatus();
+}
+
+absl::Status ChunkStore::DropNamespace(const std::string& ns,
+                                       v1::DropNamespaceResponse* resp) {
+  if (ns.empty()) {
+    return absl::InvalidArgumentError(
+        "DropNamespace needs a namespace name; \"\" does not mean "
+        "\"default\" here: name the namespace to delete");
+  }
+  PSKIT_RETURN_IF_ERROR(ValidateName("namespace", ns));
+  std::unique_ptr<Namespace> dropped;
+  uint32_t chunks = 0;
+  uint64_t elements = 0;
+  {
+    // Exclusive: every request holds index_mu_ shared for its whole run, so
+    // none is in flight on the namespace while it goes, and later ones do
+    // not find it (NOT_FOUND, as for a namespace never declared).
+    absl::MutexLock index_lock(&index_mu_);
+    auto it = namespaces_.find(ns);
+    if (it == namespaces_.end()) {
+      return absl::NotFoundError(absl::StrCat(
+          "namespace ", Quoted(ns), " is not declared on shard ", shard_index_,
+          " (never declared, or dropped already)"));
+    }
+    uint64_t bytes = 0;
+    uint64_t rule_bytes = 0;
+    const int num_slots = it->second->rule->num_slots();
+    for (const auto& [tensor_name, t] : it->second->tensors) {
+      bytes += BytesHere(ns, tensor_name, t->numel, num_slots);
+      for (size_t i = 0; i < t->chunks.size(); ++i) {
+        Chunk* c = t->chunks[i].get();
+        if (c == nullptr) continue;
+        ++chunks;
+        elements += t->spans[i].length;
+        absl::MutexLock lock(&c->mu);
+        for (const auto& [id, state] : c->worker_state) {
+          rule_bytes += state.size() * sizeof(float);
+        }
+        rule_bytes += c->shared_state.size() * sizeof(float);
+      }
+    }
+    dropped = std::move(it->second);
+    namespaces_.erase(it);
+    bytes_held_ -= std::min(bytes_held_, bytes);
+    rule_state_bytes_.fetch_sub(rule_bytes);
+    // No call is in flight (each holds index_mu_ shared): the window's
+    // records of the namespace's calls can all go.
+    window_.DropNamespace(ns);
+  }
+  // Freed here, outside the lock: a large namespace's values must not stall
+  // the other namespaces' requests.
+  dropped.reset();
+  resp->set_chunks_freed(chunks);
+  resp->set_elements_freed(elements);
   return absl::OkStatus();
 }
 

@@ -153,6 +153,8 @@ absl::Status ChunkStore::Replace(const ShardSnapshot& snapshot) {
       absl::MutexLock lock(&ns->eval_mu);
       ns->evaluation = record.last_evaluation();
       ns->has_evaluation = true;
+      // Checkpoints keep the last evaluation only: the history starts there.
+      ns->history.push_back(record.last_evaluation());
     }
     for (const v1::TensorSpec& spec : record.tensors()) {
       auto t = std::make_unique<Tensor>();

@@ -609,6 +609,30 @@ void Consistency::StateReplaced() {
   ConfigChanged();
 }
 
+void Consistency::NamespaceDropped(const std::string& ns) {
+  {
+    absl::MutexLock lock(&mu_);
+    auto it = namespaces_.find(ns);
+    if (it != namespaces_.end()) {
+      for (auto& [key, round] : it->second.rounds) {
+        for (const Contribution& c : round.parts) {
+          auto p = parked_.find(c.parked);
+          if (p == parked_.end()) continue;
+          if (p->second->error.ok()) {
+            p->second->error = absl::NotFoundError(absl::StrCat(
+                "namespace ", Quoted(ns),
+                " was dropped (Admin/DropNamespace) while this gradient "
+                "waited in its sync round"));
+          }
+          --p->second->pending;
+        }
+      }
+      namespaces_.erase(it);
+    }
+  }
+  Progress();
+}
+
 void Consistency::Shutdown() {
   std::vector<Released> out;
   {

@@ -149,6 +149,13 @@ class Consistency {
   // lost, their contributors answered ABORTED; then as ConfigChanged.
   void StateReplaced() ABSL_LOCKS_EXCLUDED(mu_);
 
+  // Namespace `ns` was dropped from the store (Admin/DropNamespace): its
+  // state here goes (members, clocks, rounds, sync answers kept for
+  // retries); a sync push waiting in one of its rounds is answered
+  // NOT_FOUND, and its held pulls are released (the store then answers
+  // them NOT_FOUND).
+  void NamespaceDropped(const std::string& ns) ABSL_LOCKS_EXCLUDED(mu_);
+
   // Answers every parked call UNAVAILABLE ("shard is shutting down") and
   // every later one at once. Idempotent.
   void Shutdown() ABSL_LOCKS_EXCLUDED(mu_);

@@ -32,7 +32,15 @@ bool RequestNamespace(const google::protobuf::Message& m, std::string* ns) {
     return false;
   }
   *ns = m.GetReflection()->GetString(m, f);
-  if (ns->empty()) *ns = "default";
+  if (ns->empty()) {
+    // A RegisterWorker without one comes from a client older than the
+    // field: it names no namespace (its Heartbeats name theirs, and are
+    // checked), so a token limited to some namespaces may still register.
+    if (m.GetDescriptor()->full_name() == "pskit.v1.RegisterWorkerRequest") {
+      return false;
+    }
+    *ns = "default";
+  }
   return true;
 }
 

@@ -264,7 +264,7 @@ void PsService::RegisterWorker(
     return;
   }
   const v1::RegisterWorkerRequest& req = call->request();
-  absl::StatusOr<uint64_t> id = workers_->Register(req.worker_id(), req.name());
+  absl::StatusOr<uint64_t> id = workers_->Register(req.worker_id(), req.name(), req.namespace_());
   if (id.ok()) {
     call->response()->set_worker_id(*id);
     call->response()->set_lease_ms(absl::ToInt64Milliseconds(workers_->lease()));
@@ -275,7 +275,7 @@ void PsService::RegisterWorker(
 void PsService::Heartbeat(
     ServerCall<v1::HeartbeatRequest, v1::HeartbeatResponse>* call) {
   const v1::HeartbeatRequest& req = call->request();
-  absl::Status s = workers_->Heartbeat(req.worker_id());
+  absl::Status s = workers_->Heartbeat(req.worker_id(), req.namespace_());
   if (s.ok()) {
     v1::HeartbeatResponse* resp = call->response();
     resp->set_lease_ms(absl::ToInt64Milliseconds(workers_->lease()));

@@ -210,6 +210,26 @@ void PushWindow::DropWorker(uint64_t worker) {
   any_unadopted_.store(unadopted_ > 0);
 }
 
+size_t PushWindow::DropNamespace(const std::string& ns) {
+  absl::MutexLock lock(&mu_);
+  size_t dropped = 0;
+  for (auto& [id, w] : workers_) {
+    for (auto it = w.calls.begin(); it != w.calls.end();) {
+      if (it->second->ns != ns || it->second->in_flight) {
+        ++it;
+        continue;
+      }
+      // As an eviction: a copy of the call is refused as too old, never
+      // applied to a namespace declared afresh under the same name.
+      w.evicted_through = std::max(w.evicted_through, it->first);
+      w.bytes -= std::min(w.bytes, it->second->bytes);
+      it = w.calls.erase(it);
+      ++dropped;
+    }
+  }
+  return dropped;
+}
+
 void PushWindow::Orphan(uint64_t worker) {
   absl::MutexLock lock(&mu_);
   auto it = workers_.find(worker);

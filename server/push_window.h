@@ -137,6 +137,11 @@ class PushWindow {
 
   // Frees `worker`'s window (it left).
   void DropWorker(uint64_t worker) ABSL_LOCKS_EXCLUDED(mu_);
+  // Forgets every finished call of namespace `ns` (it was dropped), as if
+  // evicted: a copy is refused as too old. Returns how many. Calls in
+  // flight are kept (ChunkStore drops holding its index exclusively, so
+  // there are none).
+  size_t DropNamespace(const std::string& ns) ABSL_LOCKS_EXCLUDED(mu_);
   // `worker`'s lease lapsed: its window is kept for adopt_within, as a
   // loaded one is, since the worker may re-register and resend a call
   // whose answer it lost (the Client does); freed if it does not.

@@ -2,9 +2,9 @@
 // server/worker_registry.h.
 #include "server/worker_registry.h"
 
-#include <vector>
-
+#include <algorithm>
 #include <utility>
+#include <vector>
 
 #include "absl/strings/str_cat.h"
 #include "common/validation.h"
@@ -41,8 +41,12 @@ void WorkerRegistry::Sweep() {
 }
 
 absl::StatusOr<uint64_t> WorkerRegistry::Register(uint64_t requested_id,
-                                                  const std::string& name) {
+                                                  const std::string& name,
+                                                  const std::string& ns) {
   if (absl::Status s = ValidateName("worker name", name); !s.ok()) return s;
+  if (absl::Status s = ValidateName("namespace", NamespaceOf(ns)); !s.ok()) {
+    return s;
+  }
   absl::MutexLock lock(&mu_);
   Sweep();
   if (auto it = workers_.find(requested_id);
@@ -57,7 +61,7 @@ absl::StatusOr<uint64_t> WorkerRegistry::Register(uint64_t requested_id,
     // Keep ids below 2^53 so JSON tools print them exactly.
     id = rng_() >> 11;
   }
-  workers_[id] = Entry{name, clock_->Now() + lease_};
+  workers_[id] = Entry{name, clock_->Now() + lease_, NamespaceOf(ns)};
   TellLive(id);
   spdlog::info("worker {} ({}) registered; {} live", id, name,
                workers_.size());
@@ -82,11 +86,13 @@ absl::Status WorkerRegistry::Lookup(uint64_t id, const char* call) {
   return absl::OkStatus();
 }
 
-absl::Status WorkerRegistry::Heartbeat(uint64_t id) {
+absl::Status WorkerRegistry::Heartbeat(uint64_t id, const std::string& ns) {
   absl::MutexLock lock(&mu_);
   absl::Status s = Lookup(id, "Heartbeat");
   if (s.ok()) {
-    workers_[id].expiry = clock_->Now() + lease_;
+    Entry& e = workers_[id];
+    e.expiry = clock_->Now() + lease_;
+    e.ns = NamespaceOf(ns);
     TellLive(id);
   }
   return s;
@@ -106,6 +112,17 @@ absl::Status WorkerRegistry::Leave(uint64_t id) {
 absl::Status WorkerRegistry::CheckLive(uint64_t id) {
   absl::MutexLock lock(&mu_);
   return Lookup(id, "request");
+}
+
+std::vector<std::string> WorkerRegistry::LiveIn(const std::string& ns) {
+  absl::MutexLock lock(&mu_);
+  Sweep();
+  std::vector<std::string> out;
+  for (const auto& [id, e] : workers_) {
+    if (e.ns == ns) out.push_back(absl::StrCat(e.name, " (id ", id, ")"));
+  }
+  std::sort(out.begin(), out.end());
+  return out;
 }
 
 size_t WorkerRegistry::LiveCount() {

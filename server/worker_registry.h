@@ -3,7 +3,9 @@
 // WorkerRegistry: the shard's leases. RegisterWorker gives a worker an id and
 // a lease; Heartbeat renews it; Leave, or a lease that lapses, removes it.
 // A lapsed worker is gone for good: its next call gets NOT_FOUND and it must
-// register again (it may ask for its old id).
+// register again (it may ask for its old id). Each lease records the
+// namespace its worker trains (from RegisterWorker, then every Heartbeat),
+// so Admin/DropNamespace can refuse while one of them is live.
 //
 // Lapses are found lazily (on each call, against the injected clock), so no
 // thread is needed and tests move time without sleeping.
@@ -20,6 +22,7 @@
 #include <functional>
 #include <random>
 #include <string>
+#include <vector>
 
 #include "absl/base/thread_annotations.h"
 #include "absl/container/flat_hash_map.h"
@@ -52,12 +55,23 @@ class WorkerRegistry {
   // INVALID_ARGUMENT for a name that is empty, longer than 256 bytes or not
   // printable ASCII; ALREADY_EXISTS when `requested_id` is live under
   // another name (two workers would share one lease).
+  // `ns` is the namespace the worker trains ("" is "default"), as
+  // RegisterWorkerRequest.namespace says.
   [[nodiscard]] absl::StatusOr<uint64_t> Register(uint64_t requested_id,
-                                                  const std::string& name)
+                                                  const std::string& name,
+                                                  const std::string& ns = "")
       ABSL_LOCKS_EXCLUDED(mu_);
 
-  // Renews the lease. NOT_FOUND when the id is unknown or its lease lapsed.
-  [[nodiscard]] absl::Status Heartbeat(uint64_t id) ABSL_LOCKS_EXCLUDED(mu_);
+  // Renews the lease, and records `ns` ("" is "default") as the worker's
+  // namespace. NOT_FOUND when the id is unknown or its lease lapsed.
+  [[nodiscard]] absl::Status Heartbeat(uint64_t id, const std::string& ns = "")
+      ABSL_LOCKS_EXCLUDED(mu_);
+
+  // The live workers of namespace `ns` (registered for it, or whose last
+  // Heartbeat named it), as "name (id N)", sorted; lapsed leases are
+  // dropped first.
+  std::vector<std::string> LiveIn(const std::string& ns)
+      ABSL_LOCKS_EXCLUDED(mu_);
 
   // Removes the worker. NOT_FOUND when the id is unknown or lapsed.
   [[nodiscard]] absl::Status Leave(uint64_t id) ABSL_LOCKS_EXCLUDED(mu_);
@@ -75,6 +89,7 @@ class WorkerRegistry {
   struct Entry {
     std::string name;
     absl::Time expiry;
+    std::string ns;  // the namespace it trains ("default" for "")
   };
   // Drops every lapsed lease.
   void Sweep() ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_);

@@ -394,16 +394,18 @@ each releases the GIL while it talks to the shards.)")
           "moves towards it.")
       .def(
           "register_worker",
-          [](Client& c, std::string name) {
+          [](Client& c, std::string name, const std::string& ns) {
             absl::StatusOr<uint64_t> r;
             {
               py::gil_scoped_release release;
-              r = c.RegisterWorker(std::move(name));
+              r = c.RegisterWorker(std::move(name), ns);
             }
             return Check(std::move(r));
           },
-          py::arg("name"),
-          "Registers this client as a worker on every shard; returns its id.")
+          py::arg("name"), py::arg("ns") = "",
+          "Registers this client as a worker of namespace ns (\"\" = "
+          "\"default\") on every shard; returns its id. The shards refuse "
+          "to drop ns while the lease is live.")
       .def(
           "heartbeat",
           [](Client& c, const std::string& ns) {
@@ -451,15 +453,36 @@ each releases the GIL while it talks to the shards.)")
           "Reports an evaluation to every shard; True when the job is over.")
       .def(
           "status",
-          [](Client& c) {
+          [](Client& c, bool evaluations) {
             absl::StatusOr<std::vector<v1::StatusResponse>> r;
             {
               py::gil_scoped_release release;
-              r = c.Status();
+              r = c.Status(evaluations);
             }
             return ToDicts(Check(std::move(r)));
           },
-          "Every shard's Admin Status, in shard order (dicts).")
+          py::kw_only(), py::arg("evaluations") = false,
+          "Every shard's Admin Status, in shard order (dicts). With "
+          "evaluations=True each namespace dict also has \"evaluations\": "
+          "every evaluation the shard holds for it, oldest first (the last "
+          "10,000).")
+      .def(
+          "drop_namespace",
+          [](Client& c, const std::string& ns) {
+            absl::StatusOr<std::vector<v1::DropNamespaceResponse>> r;
+            {
+              py::gil_scoped_release release;
+              r = c.DropNamespace(ns);
+            }
+            return ToDicts(Check(std::move(r)));
+          },
+          py::arg("namespace"),
+          "Deletes namespace `namespace` on every shard (shard 0 first; a "
+          "refusal there changes nothing anywhere). Returns one dict per "
+          "shard: {\"chunks_freed\": int, \"elements_freed\": str}. "
+          "Raises pskit.Error: FAILED_PRECONDITION while workers of the "
+          "namespace hold leases, NOT_FOUND when shard 0 has no such "
+          "namespace, INVALID_ARGUMENT for an empty or malformed name.")
       .def(
           "checkpoint",
           [](Client& c, std::string id) {

@@ -151,6 +151,10 @@ const std::vector<Rpc>& AllRpcs() {
       {"Admin", "Drain", TokenRole::kAdmin,
        Make<v1::DrainRequest>(
            [](auto* r, const std::string&) { r->set_reason("auth test"); })},
+      {"Admin", "DropNamespace", TokenRole::kAdmin,
+       Make<v1::DropNamespaceRequest>([](auto* r, const std::string& ns) {
+         r->set_namespace_(ns.empty() ? "nothing-here" : ns);
+       })},
   };
   return *rpcs;
 }
@@ -261,7 +265,7 @@ const Rpc& FindRpc(const std::string& method) {
 TEST(AuthTest, UnauthenticatedOnEveryRpc) {
   ASSERT_OK_AND_ASSIGN(auto c, AuthCluster::Start());
   ASSERT_OK_AND_ASSIGN(std::string stranger, GenerateToken());
-  ASSERT_EQ(AllRpcs().size(), 15u);
+  ASSERT_EQ(AllRpcs().size(), 16u);
   for (const Rpc& rpc : AllRpcs()) {
     const std::string bytes = rpc.request("jobA")->SerializeAsString();
     for (const std::string& auth :
@@ -372,8 +376,30 @@ TEST(AuthTest, NamespaceLimitedTokens) {
     }
   }
 
-  // An admin limited to jobA: SetConfig on jobA only; nothing that acts on
-  // every namespace (Checkpoint, Restore, Drain).
+  // RegisterWorker names the namespace the worker trains: a limited token
+  // may register for its own only (without one, as older clients send it,
+  // the Heartbeats' namespace is what is checked).
+  for (const auto& [ns, allowed] :
+       std::vector<std::pair<std::string, bool>>{
+           {"jobA", true}, {"", true}, {"jobB", false}}) {
+    v1::RegisterWorkerRequest reg;
+    reg.set_name("limited");
+    reg.set_namespace_(ns);
+    grpc::Status s = c->CallMsg("/pskit.v1.ParameterServer/RegisterWorker",
+                                reg, "worker_a");
+    EXPECT_EQ(s.ok(), allowed) << "'" << ns << "': " << s.error_message();
+    if (!allowed) {
+      EXPECT_EQ(s.error_code(), grpc::StatusCode::PERMISSION_DENIED);
+    }
+  }
+
+  // An admin limited to jobA: SetConfig and DropNamespace on jobA only;
+  // nothing that acts on every namespace (Checkpoint, Restore, Drain).
+  v1::DropNamespaceRequest drop;
+  drop.set_namespace_("jobB");
+  EXPECT_EQ(c->CallMsg("/pskit.v1.Admin/DropNamespace", drop, "admin_a")
+                .error_code(),
+            grpc::StatusCode::PERMISSION_DENIED);
   EXPECT_TRUE(c->Call(FindRpc("SetConfig"), "admin_a", "jobA").ok());
   EXPECT_EQ(c->Call(FindRpc("SetConfig"), "admin_a", "jobB").error_code(),
             grpc::StatusCode::PERMISSION_DENIED);

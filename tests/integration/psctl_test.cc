@@ -4,8 +4,8 @@
 // checked byte for byte (and through numpy where /usr/bin/python3 has it),
 // live config changes surviving restore and restart, refusals that change
 // nothing, an unreachable shard, usage errors, a drain that ends a
-// worker's job and refuses new ones, the health command, and a shutdown
-// that leaves one checkpoint id on every shard.
+// worker's job and refuses new ones, the health command, a shutdown
+// that leaves one checkpoint id on every shard, and drop.
 #include <fcntl.h>
 #include <netinet/in.h>
 #include <signal.h>
@@ -895,6 +895,52 @@ TEST_F(PsctlTest, DrainEndsJobsRefusesNewWorkersAndCheckpoints) {
   ASSERT_GE(Size(list), 1);
   EXPECT_TRUE(absl::StartsWith(Str(At(At(list, 0), "id")), "drain-"));
   EXPECT_TRUE(At(At(list, 0), "complete").bool_value());
+}
+
+// psctl drop: refused (exit 1, the shard's message, nothing changed) while
+// a worker of the namespace holds a lease; then one line per shard with the
+// chunks and elements freed, and the namespace gone from every shard.
+TEST_F(PsctlTest, DropDeletesANamespaceOnEveryShard) {
+  auto worker = NewClient();
+  ASSERT_OK(worker->RegisterWorker("rank0", "job"));
+  Ran ran = Psctl({"drop", "job"});
+  EXPECT_EQ(ran.exit_code, 1) << ran.err;
+  EXPECT_TRUE(absl::StrContains(ran.err, "FAILED_PRECONDITION")) << ran.err;
+  EXPECT_TRUE(absl::StrContains(ran.err, "rank0")) << ran.err;
+  EXPECT_TRUE(absl::StrContains(ran.err, "no shard was changed")) << ran.err;
+  StatusOfJob();  // still there
+
+  ASSERT_OK(worker->Leave());
+  ran = Psctl({"drop", "job", "--json"});
+  ASSERT_EQ(ran.exit_code, 0) << ran.err;
+  Struct s = ParseJson(ran);
+  EXPECT_EQ(Str(At(s, "namespace")), "job");
+  ASSERT_EQ(Size(At(s, "shards")), 2);
+  double chunks = 0, elements = 0;
+  for (int i = 0; i < 2; ++i) {
+    const Value& sh = At(At(s, "shards"), i);
+    EXPECT_TRUE(At(sh, "ok").bool_value());
+    chunks += Num(At(sh, "chunks_freed"));
+    elements += Num(At(sh, "elements_freed"));
+  }
+  EXPECT_EQ(chunks, 6);      // w: 15 elements in 4 chunks, b: 7 in 2
+  EXPECT_EQ(elements, 22);
+  ran = Psctl({"status", "--json"});
+  ASSERT_EQ(ran.exit_code, 0) << ran.err;
+  EXPECT_FALSE(absl::StrContains(ran.out, "\"job\"")) << ran.out;
+
+  // Gone: dropping it again names the reason; the table form.
+  ran = Psctl({"drop", "job"});
+  EXPECT_EQ(ran.exit_code, 1) << ran.err;
+  EXPECT_TRUE(absl::StrContains(ran.err, "NOT_FOUND")) << ran.err;
+  auto client = NewClient();
+  ASSERT_OK(client->Declare("job", testing::SgdConfig(1.0f), Model()));
+  ran = Psctl({"drop", "job"});
+  ASSERT_EQ(ran.exit_code, 0) << ran.err;
+  EXPECT_TRUE(absl::StrContains(ran.out, "chunks freed")) << ran.out;
+  EXPECT_TRUE(absl::StrContains(ran.out, addresses_[1])) << ran.out;
+  EXPECT_EQ(Psctl({"drop"}).exit_code, 2);
+  EXPECT_EQ(Psctl({"drop", "a", "b"}).exit_code, 2);
 }
 
 // psctl shutdown: drain, then one checkpoint id on every shard; the shards'

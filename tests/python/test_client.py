@@ -191,3 +191,56 @@ def test_the_gil_is_released_while_a_call_waits():
     t.join()
     during = [x for x in ticks if start < x < end]
     assert len(during) > 10, f"{len(during)} ticks during a {end - start:.2f} s pull"
+
+
+def test_drop_namespace_refused_while_its_worker_is_live_then_frees_every_shard(shards):
+    addrs = shards(2, "--chunk_elems", "4")
+    c = pskit.Client(addrs, chunk_elems=4)
+    declare_w(c, ns="trial", values=np.arange(10, dtype=np.float32))
+    declare_w(c, ns="keep")
+    worker = pskit.Client(addrs, chunk_elems=4)
+    worker.register_worker("w0", "trial")
+    worker.push("trial", {"w": np.ones(10, np.float32)})
+    with pytest.raises(pskit.Error) as e:
+        c.drop_namespace("trial")
+    assert e.value.code_name == "FAILED_PRECONDITION"
+    assert "w0" in e.value.message and "then drop" in e.value.message
+    assert all(any(n["name"] == "trial" for n in s["namespaces"]) for s in c.status())
+
+    worker.leave()
+    freed = c.drop_namespace("trial")
+    assert len(freed) == 2 and all(isinstance(f, dict) for f in freed)
+    assert sum(f["chunks_freed"] for f in freed) == 3      # 10 elements in chunks of 4
+    assert sum(int(f["elements_freed"]) for f in freed) == 10
+    assert all([n["name"] for n in s["namespaces"]] == ["keep"] for s in c.status())
+
+    with pytest.raises(pskit.Error) as e:
+        c.drop_namespace("trial")
+    assert e.value.code_name == "NOT_FOUND"
+    with pytest.raises(pskit.Error) as e:
+        c.drop_namespace("")
+    assert e.value.code_name == "INVALID_ARGUMENT"
+    # Declared again: its initial values, not the pushed ones.
+    declare_w(c, ns="trial", values=np.zeros(10, np.float32))
+    w = np.full(10, 7.0, np.float32)
+    c.pull("trial", {"w": w})
+    np.testing.assert_array_equal(w, 0.0)
+
+
+def test_status_with_evaluations_gives_the_history_oldest_first(shards):
+    c = pskit.Client(shards(2))
+    declare_w(c)
+    for i in range(3):
+        c.report_evaluation("t", loss=1.0 / (i + 1), accuracy=0.2 * (i + 1),
+                            samples=50, done=(i == 2), reason="target" if i == 2 else "")
+    plain = c.status()
+    assert all(n.get("evaluations", []) == [] for s in plain for n in s["namespaces"])
+    for s in c.status(evaluations=True):
+        (ns,) = s["namespaces"]
+        history = ns["evaluations"]
+        assert [e["accuracy"] for e in history] == pytest.approx([0.2, 0.4, 0.6])
+        assert [e.get("done", False) for e in history] == [False, False, True]
+        assert history[-1]["reason"] == "target"
+        times = [int(e["time_unix_ms"]) for e in history]
+        assert times == sorted(times) and times[0] > 0
+        assert int(history[0]["samples"]) == 50

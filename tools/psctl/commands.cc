@@ -55,6 +55,15 @@ constexpr Command kCommands[] = {
      "C order) through a temporary file renamed into place, so FILE is never\n"
      "half written. Each chunk is as of its own pull.",
      CmdDump},
+    {"drop", "drop NAMESPACE",
+     "Deletes NAMESPACE on every shard: its tensors, values, optimizer and\n"
+     "compensation state, evaluations and config, so a later Declare of the\n"
+     "name starts afresh. Shard 0 is asked first; if it refuses, no shard\n"
+     "changed. Refused while a worker of NAMESPACE holds a lease (stop it,\n"
+     "or wait for the lease to lapse); NOT_FOUND when shard 0 has no such\n"
+     "namespace. Prints, per shard, the chunks and elements freed.\n"
+     "Checkpoints written before keep it (restore brings it back).",
+     CmdDrop},
     {"drain", "drain [--wait_s N] [--reason TEXT]",
      "Ends every job on every shard (workers see job_done at their next\n"
      "heartbeat and exit 0), makes shards refuse new workers until they\n"

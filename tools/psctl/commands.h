@@ -2,7 +2,7 @@
 //
 // psctl's commands: one function per command (each in the file of its
 // group: cmd_status.cc, cmd_checkpoint.cc, cmd_set.cc, cmd_dump.cc,
-// cmd_drain.cc, cmd_health.cc), the table that names them, and the help
+// cmd_drain.cc, cmd_drop.cc, cmd_health.cc), the table that names them, and the help
 // texts.
 //
 // A command gets the Context and the arguments after the command name; most
@@ -33,6 +33,7 @@ Outcome CmdRestore(Context* ctx, const std::vector<std::string>& args);
 Outcome CmdSet(Context* ctx, const std::vector<std::string>& args);
 Outcome CmdDump(Context* ctx, const std::vector<std::string>& args);
 Outcome CmdDrain(Context* ctx, const std::vector<std::string>& args);
+Outcome CmdDrop(Context* ctx, const std::vector<std::string>& args);
 Outcome CmdShutdown(Context* ctx, const std::vector<std::string>& args);
 Outcome CmdHealth(Context* ctx, const std::vector<std::string>& args);
 Outcome CmdToken(Context* ctx, const std::vector<std::string>& args);

@@ -16,7 +16,9 @@ absl::Status ShardSession::Join() {
   const JobOptions& job = *context_.job;
   PSKIT_ASSIGN_OR_RETURN(client_, Client::Connect(job.shards, job.client));
   PSKIT_RETURN_IF_ERROR(client_->Declare(job.ns, job.server_config, decls_));
-  PSKIT_RETURN_IF_ERROR(client_->RegisterWorker(context_.worker_name).status());
+  // With the namespace: the shards refuse to drop it while this trains.
+  PSKIT_RETURN_IF_ERROR(
+      client_->RegisterWorker(context_.worker_name, job.ns).status());
   PSKIT_RETURN_IF_ERROR(client_->Pull(job.ns, weights_.mutable_views));
   PSKIT_RETURN_IF_ERROR(WeightsToModel());
   // Every 0.5 s: a heartbeat is one small call per shard, and it is how a

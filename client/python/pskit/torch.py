@@ -376,7 +376,7 @@ class Session:
             else:
                 self.declare()
             if self.is_worker:
-                self.worker_id = self.client.register_worker(self.name)
+                self.worker_id = self.client.register_worker(self.name, self.ns)
             self.pull()
             if self.is_worker:
                 self._heartbeat = threading.Thread(

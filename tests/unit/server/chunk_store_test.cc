@@ -1,13 +1,17 @@
 // ChunkStore on its own, without gRPC: Declare's idempotence and conflicts,
 // the data plane's semantics (pull, push, pushpull, exchange, versions and
 // staleness), refusals that leave the state unchanged, the snapshot/replace
-// round trip, SetConfig and Drain.
+// round trip, SetConfig and Drain, DropNamespace (everything freed, a
+// Declare after it starts fresh, refusals, pushes racing it) and the
+// evaluation history.
 #include "server/chunk_store.h"
 
 #include <cfloat>
 #include <cmath>
 #include <memory>
+#include <atomic>
 #include <string>
+#include <thread>
 #include <utility>
 #include <vector>
 
@@ -858,6 +862,207 @@ TEST_F(ChunkStoreTest, ReportEvaluationChecksItsInput) {
   v1::StatusResponse status;
   stores_[0]->Describe(&status);
   EXPECT_FALSE(status.namespaces(0).has_last_evaluation());
+}
+
+// The namespaces `store` describes, by name.
+std::vector<std::string> NamespacesOf(const ChunkStore& store) {
+  v1::StatusResponse status;
+  store.Describe(&status);
+  std::vector<std::string> out;
+  for (const v1::NamespaceStatus& n : status.namespaces()) {
+    out.push_back(n.name());
+  }
+  return out;
+}
+
+TEST_F(ChunkStoreTest, DropNamespaceFreesItAndADeclareStartsFresh) {
+  DeclareEverywhere();
+  v1::DeclareRequest other = DeclareReq(0);
+  other.set_namespace_("other");
+  v1::DeclareResponse declared;
+  ASSERT_OK(stores_[0]->Declare(other, &declared));
+  // "job" trained a step and was evaluated; "other" trained too.
+  const uint32_t c = Here(0)[0];
+  v1::PushRequest push = PushReq(0);
+  AddChunk(push.mutable_grads(), c, 1.0f, 0);
+  v1::PushResponse pushed;
+  ASSERT_OK(stores_[0]->Push(push, &pushed));
+  push.set_namespace_("other");
+  ASSERT_OK(stores_[0]->Push(push, &pushed));
+  v1::ReportEvaluationRequest eval;
+  eval.set_namespace_("job");
+  eval.mutable_evaluation()->set_accuracy(0.5);
+  eval.mutable_evaluation()->set_done(true);
+  ASSERT_OK(stores_[0]->ReportEvaluation(eval));
+  const uint64_t updates = stores_[0]->updates_applied();
+
+  v1::DropNamespaceResponse dropped;
+  ASSERT_OK(stores_[0]->DropNamespace("job", &dropped));
+  EXPECT_EQ(dropped.chunks_freed(), Here(0).size());
+  EXPECT_EQ(dropped.elements_freed(), Here(0).size() * kChunkElems);
+  EXPECT_EQ(NamespacesOf(*stores_[0]), std::vector<std::string>{"other"});
+  v1::PullResponse pulled;
+  EXPECT_EQ(stores_[0]->Pull(PullReq(0, {c}), &pulled).code(),
+            absl::StatusCode::kNotFound);
+  EXPECT_FALSE(stores_[0]->JobDone("job"));
+  EXPECT_EQ(stores_[0]->updates_applied(), updates);  // a shard-wide count
+
+  // Declared again with another config (refused while it existed): its
+  // initial values at version 0, no evaluation.
+  ASSERT_OK(stores_[0]->Declare(DeclareReq(0, "w", /*lr=*/0.5f), &declared));
+  EXPECT_FLOAT_EQ(declared.config().optimizer().learning_rate(), 0.5f);
+  EXPECT_EQ(PullOne(0, c),
+            std::make_pair(std::vector<float>(kChunkElems, kInit), uint64_t{0}));
+  EXPECT_FALSE(stores_[0]->JobDone("job"));
+  v1::StatusResponse status;
+  stores_[0]->Describe(&status, /*evaluations=*/true);
+  for (const v1::NamespaceStatus& n : status.namespaces()) {
+    EXPECT_FALSE(n.has_last_evaluation()) << n.name();
+    EXPECT_EQ(n.evaluations_size(), 0) << n.name();
+  }
+  // The other namespace kept its values and version.
+  v1::PullRequest pull_other = PullReq(0, {c});
+  pull_other.set_namespace_("other");
+  ASSERT_OK(stores_[0]->Pull(pull_other, &pulled));
+  EXPECT_EQ(pulled.chunks(0).version(), 1u);
+  EXPECT_EQ(Floats(pulled.chunks(0).data()),
+            std::vector<float>(kChunkElems, kInit - 0.1f));
+  // Shard 1 was not asked: its part is still there.
+  EXPECT_EQ(NamespacesOf(*stores_[1]), std::vector<std::string>{"job"});
+}
+
+TEST_F(ChunkStoreTest, DropNamespaceGivesItsMemoryBack) {
+  // Room for one namespace's values of one shard (8 elements, no slots
+  // under SGD) and not two.
+  const uint64_t one = Here(0).size() * kChunkElems * sizeof(float);
+  auto store = NewStore(0, /*max_memory=*/one + one / 2);
+  v1::DeclareResponse declared;
+  ASSERT_OK(store->Declare(DeclareReq(0), &declared));
+  v1::DeclareRequest other = DeclareReq(0);
+  other.set_namespace_("other");
+  EXPECT_EQ(store->Declare(other, &declared).code(),
+            absl::StatusCode::kResourceExhausted);
+  v1::DropNamespaceResponse dropped;
+  ASSERT_OK(store->DropNamespace("job", &dropped));
+  EXPECT_OK(store->Declare(other, &declared));
+}
+
+TEST_F(ChunkStoreTest, DropNamespaceRefusalsChangeNothing) {
+  DeclareEverywhere();
+  v1::DropNamespaceResponse dropped;
+  // "" is not "default" here.
+  absl::Status s = stores_[0]->DropNamespace("", &dropped);
+  EXPECT_EQ(s.code(), absl::StatusCode::kInvalidArgument);
+  EXPECT_THAT(std::string(s.message()), ::testing::HasSubstr("name"));
+  EXPECT_EQ(stores_[0]->DropNamespace("bad name", &dropped).code(),
+            absl::StatusCode::kInvalidArgument);
+  EXPECT_EQ(stores_[0]->DropNamespace(std::string(300, 'x'), &dropped).code(),
+            absl::StatusCode::kInvalidArgument);
+  EXPECT_EQ(stores_[0]->DropNamespace("nope", &dropped).code(),
+            absl::StatusCode::kNotFound);
+  EXPECT_EQ(stores_[0]->DropNamespace("default", &dropped).code(),
+            absl::StatusCode::kNotFound);
+  EXPECT_EQ(NamespacesOf(*stores_[0]), std::vector<std::string>{"job"});
+  EXPECT_EQ(PullOne(0, Here(0)[0]).second, 0u);
+  // Dropped once: a second drop finds nothing.
+  ASSERT_OK(stores_[0]->DropNamespace("job", &dropped));
+  EXPECT_EQ(stores_[0]->DropNamespace("job", &dropped).code(),
+            absl::StatusCode::kNotFound);
+}
+
+TEST_F(ChunkStoreTest, ACallRememberedBeforeADropIsNotReplayedAfterIt) {
+  DeclareEverywhere();
+  const uint32_t c = Here(0)[0];
+  v1::PushRequest push = PushReq(0);
+  push.set_worker_id(7);
+  push.set_sequence(1);
+  AddChunk(push.mutable_grads(), c, 1.0f, 0);
+  v1::PushResponse pushed;
+  ASSERT_OK(stores_[0]->Push(push, &pushed));
+  v1::DropNamespaceResponse dropped;
+  ASSERT_OK(stores_[0]->DropNamespace("job", &dropped));
+  v1::DeclareResponse declared;
+  ASSERT_OK(stores_[0]->Declare(DeclareReq(0), &declared));
+  // A late copy of the call must neither be answered as applied (the fresh
+  // namespace never had it) nor applied to the fresh namespace.
+  bool replayed = false;
+  absl::Status s = stores_[0]->Push(push, &pushed, &replayed);
+  EXPECT_EQ(s.code(), absl::StatusCode::kFailedPrecondition) << s;
+  EXPECT_FALSE(replayed);
+  EXPECT_EQ(PullOne(0, c).second, 0u);
+  // The worker's next call goes through.
+  push.set_sequence(2);
+  ASSERT_OK(stores_[0]->Push(push, &pushed));
+  EXPECT_EQ(PullOne(0, c).second, 1u);
+}
+
+TEST_F(ChunkStoreTest, PushesRacingADropSeeTheNamespaceOrNotFound) {
+  DeclareEverywhere();
+  std::atomic<bool> stop{false};
+  std::atomic<int> odd{0};
+  std::vector<std::thread> pushers;
+  for (int t = 0; t < 3; ++t) {
+    pushers.emplace_back([&, t] {
+      while (!stop.load()) {
+        v1::PushRequest push = PushReq(0);
+        for (uint32_t c : Here(0)) AddChunk(push.mutable_grads(), c, 0.01f, 0);
+        v1::PushResponse pushed;
+        v1::PullResponse pulled;
+        absl::Status s = t == 2 ? stores_[0]->Pull(PullReq(0, Here(0)), &pulled)
+                                : stores_[0]->Push(push, &pushed);
+        if (!s.ok() && s.code() != absl::StatusCode::kNotFound) ++odd;
+      }
+    });
+  }
+  for (int round = 0; round < 50; ++round) {
+    v1::DropNamespaceResponse dropped;
+    ASSERT_OK(stores_[0]->DropNamespace("job", &dropped));
+    EXPECT_EQ(dropped.chunks_freed(), Here(0).size());
+    v1::DeclareResponse declared;
+    ASSERT_OK(stores_[0]->Declare(DeclareReq(0), &declared));
+  }
+  stop = true;
+  for (std::thread& t : pushers) t.join();
+  EXPECT_EQ(odd.load(), 0);
+}
+
+TEST_F(ChunkStoreTest, EvaluationHistoryKeepsTheLastReportsOldestFirst) {
+  DeclareEverywhere();
+  v1::ReportEvaluationRequest eval;
+  eval.set_namespace_("job");
+  const int n = static_cast<int>(ChunkStore::kMaxEvaluations) + 5;
+  for (int i = 0; i < n; ++i) {
+    eval.mutable_evaluation()->set_time_unix_ms(i);
+    eval.mutable_evaluation()->set_loss(1.0 / (i + 1));
+    eval.mutable_evaluation()->set_accuracy(0.5);
+    ASSERT_OK(stores_[0]->ReportEvaluation(eval));
+  }
+  v1::StatusResponse plain;
+  stores_[0]->Describe(&plain);
+  ASSERT_EQ(plain.namespaces_size(), 1);
+  EXPECT_EQ(plain.namespaces(0).evaluations_size(), 0);  // not asked for
+  EXPECT_EQ(plain.namespaces(0).last_evaluation().time_unix_ms(), n - 1);
+  v1::StatusResponse status;
+  stores_[0]->Describe(&status, /*evaluations=*/true);
+  const auto& history = status.namespaces(0).evaluations();
+  ASSERT_EQ(history.size(), static_cast<int>(ChunkStore::kMaxEvaluations));
+  // The 5 oldest were forgotten; the rest in the order reported.
+  for (int i = 0; i < history.size(); ++i) {
+    ASSERT_EQ(history[i].time_unix_ms(), i + 5) << i;
+  }
+  // A report after the job ended is kept done, in the history as well.
+  eval.mutable_evaluation()->set_done(true);
+  eval.mutable_evaluation()->set_reason("target reached");
+  ASSERT_OK(stores_[0]->ReportEvaluation(eval));
+  eval.mutable_evaluation()->set_done(false);
+  eval.mutable_evaluation()->set_reason("");
+  ASSERT_OK(stores_[0]->ReportEvaluation(eval));
+  status.Clear();
+  stores_[0]->Describe(&status, /*evaluations=*/true);
+  const v1::NamespaceStatus& job = status.namespaces(0);
+  const v1::Evaluation& last = job.evaluations(job.evaluations_size() - 1);
+  EXPECT_TRUE(last.done());
+  EXPECT_EQ(last.reason(), "target reached");
 }
 
 }  // namespace

@@ -1,5 +1,11 @@
+// WorkerRegistry with a fake clock: leases renewed, lapsed and left, ids,
+// names, and the namespace each live worker trains.
 #include "server/worker_registry.h"
 
+#include <string>
+#include <vector>
+
+#include "absl/strings/str_cat.h"
 #include "gtest/gtest.h"
 #include "tests/testing/fake_clock.h"
 #include "tests/testing/status_matchers.h"
@@ -63,6 +69,30 @@ TEST(WorkerRegistry, RefusesTakingOverALiveIdAndBadNames) {
   // Once the lease lapsed, the id is free for anyone.
   clock.Advance(absl::Seconds(11));
   EXPECT_EQ(reg.Register(a, "rank1").value(), a);
+}
+
+TEST(WorkerRegistry, KnowsEachLiveWorkersNamespace) {
+  testing::FakeClock clock;
+  WorkerRegistry reg(&clock, absl::Seconds(10));
+  const uint64_t a = reg.Register(0, "a", "job").value();
+  const uint64_t b = reg.Register(0, "b").value();  // "" is "default"
+  EXPECT_EQ(reg.LiveIn("job"),
+            std::vector<std::string>{absl::StrCat("a (id ", a, ")")});
+  EXPECT_EQ(reg.LiveIn("default"),
+            std::vector<std::string>{absl::StrCat("b (id ", b, ")")});
+  EXPECT_TRUE(reg.LiveIn("other").empty());
+  EXPECT_EQ(reg.Register(0, "c", "bad name").status().code(),
+            absl::StatusCode::kInvalidArgument);
+
+  // A heartbeat says which namespace the worker trains now.
+  EXPECT_OK(reg.Heartbeat(b, "job"));
+  EXPECT_EQ(reg.LiveIn("job").size(), 2u);
+  EXPECT_TRUE(reg.LiveIn("default").empty());
+  EXPECT_OK(reg.Leave(a));
+  EXPECT_EQ(reg.LiveIn("job"),
+            std::vector<std::string>{absl::StrCat("b (id ", b, ")")});
+  clock.Advance(absl::Seconds(11));  // b's lease lapsed
+  EXPECT_TRUE(reg.LiveIn("job").empty());
 }
 
 }  // namespace
