@@ -453,7 +453,8 @@ class Driver:
             for n in shard.get("namespaces", []):
                 evals = n.get("evaluations")
                 if evals is None:
-                    evals = [n["lastEvaluation"]] if "lastEvaluation" in n else []
+                    last = n.get("last_evaluation", n.get("lastEvaluation"))
+                    evals = [last] if last else []
                 out.setdefault(n.get("name", ""), evals)
         return out
 
@@ -548,7 +549,7 @@ class Driver:
         for ns in run.namespaces:
             h = run.history.setdefault(ns, {})
             for e in evals.get(ns, []):
-                h[str(e.get("timeUnixMs", "0"))] = e
+                h[str(e.get("time_unix_ms", e.get("timeUnixMs", "0")))] = e
 
     def _intermediate(self, run: _Run, step: int) -> float:
         values = [_merit_of(run.evals(ns)[:step], self.metric, self.direction)
