@@ -198,14 +198,71 @@ def test_second_driver_on_the_same_study_is_refused(shards, space_file, tmp_path
                              text=True)
     try:
         deadline = time.monotonic() + 60
-        while not (out / "pstune.lock").exists() or \
-                "pid" not in (out / "pstune.lock").read_text():
+        while not (out / "logs" / "t-t0" / "worker0.log").exists():
             assert first.poll() is None and time.monotonic() < deadline
             time.sleep(0.1)
         r = subprocess.run(args, capture_output=True, text=True, timeout=60)
         assert r.returncode == 1
         assert "one driver per study" in r.stderr
+        kids = children_of(first.pid)
     finally:
         first.send_signal(signal.SIGTERM)
         first.wait(timeout=60)
+    assert first.returncode == 128 + signal.SIGTERM
+    assert not any(alive(k) for k in kids)       # it stopped what it started
+    assert namespaces_on(addrs) == []
+    (t,) = load(out).get_trials()
+    assert t.state == optuna.trial.TrialState.FAIL
+
+
+SCRIPTED = pathlib.Path(__file__).resolve().parent / "pstune_scripted_worker.py"
+SCRIPTED_SPACE = """\
+metric: accuracy
+parameters:
+  quality: {kind: categorical, choices: [0.9, 0.5], flag: --quality}
+budget: {max_seconds: 2.5, eval_interval_s: 0.2}
+"""
+
+
+def test_worker_command_and_pruning(shards, tmp_path):
+    """--worker_command runs a Python worker with psrun's environment; the
+    halving pruner stops trials whose scripted quality is worse than an
+    earlier trial's: they end PRUNED after a few evaluations, and every
+    namespace is dropped."""
+    addrs = shards(2)
+    out = tmp_path / "out"
+    space = tmp_path / "scripted.yaml"
+    space.write_text(SCRIPTED_SPACE)
+    args = pstune_args(space, addrs, out, 5, 1,
+                       ["--worker_command", f"{sys.executable} {SCRIPTED}",
+                        "--workers", "2", "--pruner", "halving", "--seed", "3"])
+    r = subprocess.run(args, capture_output=True, text=True, timeout=240)
+    assert r.returncode == 0, r.stderr
+    study = load(out)
+    trials = study.get_trials()
+    assert len(trials) == 5
+    pruned = [t for t in trials if t.state == optuna.trial.TrialState.PRUNED]
+    complete = [t for t in trials if t.state == optuna.trial.TrialState.COMPLETE]
+    assert pruned and complete
+    best_before = {}
+    top = None
+    for t in trials:
+        best_before[t.number] = top
+        top = max(top or 0, t.params["quality"])
+    for t in pruned:
+        assert t.params["quality"] == 0.5
+        assert best_before[t.number] == 0.9      # pruned only behind a better trial
+        assert max(t.intermediate_values) < max(complete[0].intermediate_values)
+        assert "pruned after" in t.user_attrs["reason"]
+    for t in trials:
+        if t.params["quality"] == 0.5 and best_before[t.number] == 0.9:
+            assert t.state == optuna.trial.TrialState.PRUNED, t.number
+    assert study.best_trial.params["quality"] == 0.9
+    assert study.best_value == pytest.approx(0.9)
+    # The final run retrains the best configuration (no fold flags).
+    assert study.user_attrs["final"]["test_accuracy"] > 0.8
+    log = (out / "logs" / "t-t0" / "worker1.log").read_text()
+    assert "scripted worker rank 1 of 2 ns t-t0 folds 5 fold 0" in log
+    final_log = (out / "logs" / "t-final" / "evaluator.log").read_text()
+    assert "scripted evaluator rank 0 of 1 ns t-final folds 0 fold 0" in final_log
     assert namespaces_on(addrs) == []

@@ -624,6 +624,9 @@ class Driver:
             self._end_trial(run, TrialState.FAIL, reason=run.failure)
             self._say(f"pstune: trial {run.trial.number} failed: {run.failure}")
             return
+        # The evaluators' last reports may have come after this round's read.
+        self._update(run, self._read_evaluations())
+        steps = min(len(run.evals(ns)) for ns in run.namespaces)
         merits = [_merit_of(run.evals(ns), self.metric, self.direction)
                   for ns in run.namespaces]
         if any(m is None for m in merits):
@@ -755,7 +758,10 @@ class Driver:
             self._say("pstune: pstune.report is missing: no table or plots written")
         if report is not None:
             name = ("validation " if self.o.folds or self.o.holdout else "") + self.metric
-            written += report.write_report(self.study, self.o.out, name)
+            try:
+                written += report.write_report(self.study, self.o.out, name)
+            except Exception as e:  # the results must not hide the summary
+                self._say(f"pstune: writing the report to {self.o.out} failed: {e}")
         if final is not None:
             path = os.path.join(self.o.out, "final.json")
             tmp = path + ".tmp"
