@@ -106,7 +106,7 @@ def test_small_search_end_to_end(shards, space_file, tmp_path):
     final = study.user_attrs["final"]
     assert final["trial"] == study.best_trial.number
     assert 0.0 < final["test_accuracy"] <= 1.0
-    assert (out / "final.json").exists()
+    assert (out / "best.json").exists()
     assert "best: trial" in r.stderr and "test accuracy" in r.stderr
     # Every namespace of the study (trials and the final run) was dropped.
     assert namespaces_on(addrs) == []

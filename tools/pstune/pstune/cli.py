@@ -20,7 +20,7 @@ best evaluation the shards hold (the space file's metric). The study is kept
 in Optuna's SQLite storage: rerun the same command to resume it. At the end
 the best configuration is retrained on all training data and scored once on
 the test set; the results go to --out (trials.csv, trials.md, merit.png,
-importance.png, final.json).
+importance.png, best.json).
 
 Start a cluster with `psrun --workers 0` (it prints the shards), then e.g.
   pstune --space tools/pstune/examples/mlp_space.yaml --trials 20 --parallel 2 \\

@@ -763,7 +763,7 @@ class Driver:
             except Exception as e:  # the results must not hide the summary
                 self._say(f"pstune: writing the report to {self.o.out} failed: {e}")
         if final is not None:
-            path = os.path.join(self.o.out, "final.json")
+            path = os.path.join(self.o.out, "best.json")
             tmp = path + ".tmp"
             with open(tmp, "w") as f:
                 json.dump(final, f, indent=2, sort_keys=True)
