@@ -235,7 +235,7 @@ def test_worker_command_and_pruning(shards, tmp_path):
     space.write_text(SCRIPTED_SPACE)
     args = pstune_args(space, addrs, out, 5, 1,
                        ["--worker_command", f"{sys.executable} {SCRIPTED}",
-                        "--workers", "2", "--pruner", "halving", "--seed", "3"])
+                        "--workers", "2", "--pruner", "halving", "--seed", "6"])
     r = subprocess.run(args, capture_output=True, text=True, timeout=240)
     assert r.returncode == 0, r.stderr
     study = load(out)

@@ -145,7 +145,15 @@ def _stop(procs: Sequence[_Proc], grace_s: float = 15.0) -> None:
 
 
 def _merit_of(evals: Sequence[dict], metric: str, direction: str) -> Optional[float]:
-    values = [float(e.get(metric, 0.0)) for e in evals]
+    """The best of the evaluations' metric; None without any. A diverged
+    model's NaN or infinite loss counts as the worst value (+inf), a NaN
+    accuracy as 0 (protobuf's JSON writes them as strings: "NaN")."""
+    values = []
+    for e in evals:
+        v = float(e.get(metric, 0.0))
+        if not math.isfinite(v):
+            v = math.inf if direction == "minimize" else 0.0
+        values.append(v)
     if not values:
         return None
     return max(values) if direction == "maximize" else min(values)
