@@ -195,7 +195,9 @@ std::vector<ShardResult<v1::DropNamespaceResponse>> AdminClient::DropNamespace(
   // Shard 0 first: it refuses (live workers, no such namespace, a bad name)
   // before any shard changed.
   std::vector<ShardResult<v1::DropNamespaceResponse>> out =
-      Call<v1::DropNamespaceResponse>("DropNamespace", {{0, req}},
+      Call<v1::DropNamespaceResponse>("DropNamespace",
+                                      std::vector<ShardRequest<
+                                          v1::DropNamespaceRequest>>{{0, req}},
                                       absl::InfiniteDuration(),
                                       PSKIT_ADMIN_START(DropNamespace));
   if (!out[0].ok() || shards_.size() == 1) return out;

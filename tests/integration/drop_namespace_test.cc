@@ -94,7 +94,7 @@ TEST_F(DropNamespaceTest, RefusedWhileItsWorkerIsLiveDroppedEverywhereOnceItLeft
     chunks += r.chunks_freed();
   }
   EXPECT_EQ(elements, static_cast<uint64_t>(kNumel));
-  EXPECT_EQ(chunks, kNumel / 8);
+  EXPECT_EQ(chunks, static_cast<uint32_t>(kNumel / 8));
   const std::vector<std::vector<std::string>> rest = {{"other"}, {"other"}};
   EXPECT_EQ(NamespacesOnEachShard(admin_.get()), rest);
   // The other namespace still trains.
