@@ -193,7 +193,7 @@ def test_resume_after_killed_driver(shards, space_file, tmp_path):
 def test_second_driver_on_the_same_study_is_refused(shards, space_file, tmp_path):
     addrs = shards(1)
     out = tmp_path / "out"
-    args = pstune_args(space_file(2), addrs, out, 1, 1, ["--no_retrain"])
+    args = pstune_args(space_file(30), addrs, out, 1, 1, ["--no_retrain"])
     first = subprocess.Popen(args, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE,
                              text=True)
     try:
