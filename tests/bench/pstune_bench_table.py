@@ -15,8 +15,10 @@ wall_s the run's wall time). This script reads them all and writes
 
     tests/bench/pstune_bench_table.py --report DIR [--checkpoints 5,10,20] [--baseline 0.88]
 
-"Trials" counts finished trials (COMPLETE, PRUNED or FAIL) in trial-number order; the best
-so far only moves on COMPLETE ones. The direction comes from trials.md ("Merit: NAME
+"Trials" counts finished trials (COMPLETE or PRUNED, as pstune's --trials budget does; FAIL
+ones, lost to the infrastructure, are counted apart) in trial-number order; the best so far
+only moves on COMPLETE ones. A mean over fewer seeds than the sampler has (a run that ended
+short of k trials) says "(n of N seeds)". The direction comes from trials.md ("Merit: NAME
 (maximise)."); --direction overrides it. The test accuracy of a run's best configuration is
 read from DIR/runs/<run>/best.json ({"test_accuracy": 0.89...}) when pstune writes one, else
 from the last line of pstune.log that says "test accuracy" followed by a number (a number above
@@ -38,7 +40,7 @@ SAMPLER_LABEL = {"random": "random", "tpe": "TPE", "gp": "GP (expected improveme
 RUN_DIR = re.compile(r"^(?P<sampler>[a-z0-9]+)_s(?P<seed>\d+)$")
 DIRECTION = re.compile(r"^Merit: (?P<name>.*) \((?P<dir>maximise|minimise)\)\.", re.M)
 TEST_ACC = re.compile(r"test accuracy\D{0,20}?(\d+(?:\.\d+)?)\s*(%?)", re.I)
-FINISHED = ("COMPLETE", "PRUNED", "FAIL")
+COUNTED = ("COMPLETE", "PRUNED")
 
 
 class BenchError(Exception):
@@ -69,7 +71,8 @@ def read_run(path, direction=None):
     direction = direction or "maximize"
     maximise = direction == "maximize"
     rows.sort(key=lambda r: int(r["trial"]))
-    rows = [r for r in rows if r["state"] in FINISHED]
+    failed = sum(r["state"] == "FAIL" for r in rows)
+    rows = [r for r in rows if r["state"] in COUNTED]
     curve, best, best_row = [], None, None
     for r in rows:
         if r["state"] == "COMPLETE" and r["merit"] != "":
@@ -82,7 +85,7 @@ def read_run(path, direction=None):
         "trials": len(rows),
         "complete": sum(r["state"] == "COMPLETE" for r in rows),
         "pruned": sum(r["state"] == "PRUNED" for r in rows),
-        "failed": sum(r["state"] == "FAIL" for r in rows),
+        "failed": failed,
         "best": best,
         "best_trial": None if best_row is None else int(best_row["trial"]),
         "best_params": {} if best_row is None else {
@@ -149,6 +152,8 @@ def fmt_ms(values, pct):
     text = f"{m * scale:.2f}" if pct else f"{m:.4g}"
     if n > 1:
         text += f" ± {s * scale:.2f}" if pct else f" ± {s:.2g}"
+    if n < len(values):
+        text += f" ({n} of {len(values)} seeds)"
     return text
 
 
@@ -234,8 +239,9 @@ def write_report(out, checkpoints, baseline, direction=None):
               if r["test_accuracy"] is not None]
     if tested:
         acc, s, seed = max(tested)
+        params = ", ".join(f"{k}={v}" for k, v in sorted(runs[(s, seed)]["best_params"].items()))
         lines.append(f"Best test accuracy: {acc * 100:.2f}% ({SAMPLER_LABEL.get(s, s)}, seed "
-                     f"{seed}, {json.dumps(runs[(s, seed)]['best_params'], sort_keys=True)}).")
+                     f"{seed}: {params}).")
     lines.append("")
     lines.append("Each run's best configuration:")
     lines.append("")

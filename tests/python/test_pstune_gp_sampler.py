@@ -8,10 +8,8 @@ import math
 import pathlib
 import sys
 
+import optuna
 import pytest
-
-optuna = pytest.importorskip("optuna")
-pytest.importorskip("sklearn")
 
 sys.path.insert(0, str(pathlib.Path(__file__).resolve().parents[2] / "tools" / "pstune"))
 from pstune.gp_sampler import GPSampler, expected_improvement  # noqa: E402
@@ -52,18 +50,29 @@ def run(sampler, objective, n_trials, direction="minimize"):
     return study
 
 
+class CountingGPSampler(GPSampler):
+    """Counts the suggestions the GP made (not the random startup)."""
+
+    proposals = 0
+    space = None
+
+    def _propose(self, enc, x, y, x_running):
+        self.proposals += 1
+        self.space = enc.names
+        return super()._propose(enc, x, y, x_running)
+
+
 def test_samples_stay_in_bounds_and_types_for_every_distribution():
-    study = run(GPSampler(seed=3, n_startup_trials=4), mixed_objective, 16)
+    sampler = CountingGPSampler(seed=3, n_startup_trials=4)
+    study = run(sampler, mixed_objective, 16)
     assert len(study.trials) == 16
     for t in study.trials:
         assert t.state == optuna.trial.TrialState.COMPLETE
         check_in_space(t.params)
-    # The GP did suggest (relative sampling), not only the random startup: later trials
-    # carry every multi-valued parameter in its relative search space.
-    assert GPSampler(seed=3).infer_relative_search_space(study, study.trials[-1]).keys() == {
-        "a", "b", "c", "d", "e", "f", "g"}
-    # ... and it beat its own random startup.
-    assert min(t.value for t in study.trials[4:]) < min(t.value for t in study.trials[:4])
+    # The GP suggested every trial after the random startup, over every multi-valued
+    # parameter ("h" has a single value: Optuna fills it in).
+    assert sampler.proposals == 12
+    assert sampler.space == ["a", "b", "c", "d", "e", "f", "g"]
 
 
 def test_same_seed_same_suggestions_other_seed_other_suggestions():
@@ -89,9 +98,10 @@ def test_clearly_beats_random_search_on_a_smooth_function(seed):
     budget = 25
     gp = run(GPSampler(seed=seed, n_startup_trials=10), shifted_quadratic, budget).best_value
     rnd = run(optuna.samplers.RandomSampler(seed=seed), shifted_quadratic, budget).best_value
-    # Checked over seeds 1..10: the GP ends below 0.01 where random search stays above 0.05.
-    assert gp < 0.02, f"GP best {gp}"
-    assert gp < rnd / 5, f"GP best {gp}, random best {rnd}"
+    # Checked over seeds 1..10: the GP ends below 1e-4, random search above 0.07 (TPE between
+    # 0.004 and 0.6).
+    assert gp < 1e-3, f"GP best {gp}"
+    assert gp < rnd / 50, f"GP best {gp}, random best {rnd}"
 
 
 def test_maximise_direction():
@@ -100,11 +110,8 @@ def test_maximise_direction():
 
     gp = run(GPSampler(seed=5, n_startup_trials=10), objective, 25, "maximize")
     rnd = run(optuna.samplers.RandomSampler(seed=5), objective, 25, "maximize")
-    assert gp.best_value > -0.02
+    assert gp.best_value > -1e-3
     assert gp.best_value > rnd.best_value
-    # Minimising the same objective instead walks away from 0, so the direction is used.
-    worst = run(GPSampler(seed=5, n_startup_trials=10), objective, 25, "minimize")
-    assert worst.best_value < -20
 
 
 def test_small_discrete_space_is_covered_without_duplicates():
@@ -149,14 +156,19 @@ def test_pruned_trials_count_with_their_last_value_and_failed_ones_do_not():
 
 
 def test_running_trials_are_not_suggested_again():
-    """pstune asks for G trials before telling any: the GP must not hand them all the same
-    point."""
+    """pstune asks for G trials (each suggests its parameters at once) before telling any: the
+    GP must not hand them all the same point."""
     study = optuna.create_study(sampler=GPSampler(seed=2, n_startup_trials=5))
     study.optimize(shifted_quadratic, n_trials=5)
-    asked = [study.ask() for _ in range(4)]
-    points = [(shifted_quadratic(t), t.params["x"], t.params["lr"]) for t in asked]
-    assert len({(x, lr) for _, x, lr in points}) == 4
-    for t, (value, _, _) in zip(asked, points):
+    pending = []
+    for _ in range(4):
+        t = study.ask()
+        pending.append((t, shifted_quadratic(t)))
+    points = [(math.log10(t.params["lr"]) / 6, t.params["x"] / 10) for t, _ in pending]
+    gap = min(math.dist(p, q) for i, p in enumerate(points) for q in points[i + 1:])
+    # Seed 2 checked: 0.16 apart with the running trials in the model, 0.0005 without.
+    assert gap > 0.05, points
+    for t, value in pending:
         study.tell(t, value)
 
 

@@ -6,10 +6,8 @@ import datetime
 import pathlib
 import sys
 
+import optuna
 import pytest
-
-optuna = pytest.importorskip("optuna")
-pytest.importorskip("matplotlib")
 
 sys.path.insert(0, str(pathlib.Path(__file__).resolve().parents[2] / "tools" / "pstune"))
 from pstune.report import write_report  # noqa: E402

@@ -26,6 +26,7 @@ skipped with a note.
 """
 
 import csv
+import importlib.util
 import io
 import math
 import os
@@ -220,11 +221,8 @@ def write_report(study: optuna.Study, out_dir: str, metric_name: str) -> List[st
 
     # Plots first, so trials.md can say which were skipped.
     plots: List[str] = []
-    try:
-        import matplotlib  # noqa: F401
-        have_mpl = True
-    except ImportError:
-        have_mpl = False
+    have_mpl = importlib.util.find_spec("matplotlib") is not None
+    if not have_mpl:
         notes.append("plots skipped: matplotlib is not installed "
                      "(Debian: apt-get install python3-matplotlib)")
     complete = [t for t in trials if t.state == TrialState.COMPLETE]
