@@ -22,7 +22,8 @@ BUILD_PACKAGES=(
 )
 # The Python module (client/python/, built when pybind11-dev and python3-dev
 # are there), its tests (pytest), pskit.torch (PyTorch) and its metrics
-# (prometheus-client).
+# (prometheus-client). pstune (tools/pstune/): Optuna, scikit-learn (its GP
+# sampler) and PyYAML (space files).
 # clang: scripts/thread-safety.sh and scripts/fuzz.sh (Debian's clang-14
 # brings libFuzzer and the sanitizer runtimes).
 case "${1:-}" in
@@ -32,6 +33,7 @@ case "${1:-}" in
         iperf3 dataset-fashion-mnist prometheus prometheus-pushgateway python3-numpy
         python3-matplotlib
         pybind11-dev python3-dev python3-pytest python3-torch python3-prometheus-client
+        python3-optuna python3-sklearn python3-yaml
       ) ;;
   --build-only) PACKAGES=("${BUILD_PACKAGES[@]}") ;;
   --packages)
