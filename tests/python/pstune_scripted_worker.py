@@ -8,6 +8,11 @@ PSKIT_ROLE, RANK, WORLD_SIZE) and the trial's flags:
   --max_seconds S     the evaluator ends the job after S seconds
   --eval_interval_s I seconds between evaluations
   --folds K --fold i  (recorded in the evaluator's log line)
+  --noise X           ignored (a parameter that makes configurations differ)
+  --hold_below Q      an evaluator whose quality is below Q reports until it
+                      is stopped (pruned), at most 120 s, so that pruning does
+                      not race the trial's end on a loaded machine
+  --ignore_term       ignore SIGTERM (only SIGKILL stops it)
 
 A worker registers (holding a lease on the namespace), heartbeats until the
 job is over, and leaves; the evaluator declares a one-tensor model and
@@ -16,6 +21,7 @@ stdout, which pstune keeps in the trial's log."""
 
 import argparse
 import os
+import signal
 import sys
 import time
 
@@ -30,18 +36,24 @@ def main():
     p.add_argument("--patience", type=int, default=0)
     p.add_argument("--folds", type=int, default=0)
     p.add_argument("--fold", type=int, default=0)
+    p.add_argument("--noise", type=float, default=0.0)
+    p.add_argument("--hold_below", type=float, default=0.0)
+    p.add_argument("--ignore_term", action="store_true")
     a = p.parse_args()
+    if a.ignore_term:
+        signal.signal(signal.SIGTERM, signal.SIG_IGN)
     env = os.environ
     ns, role = env["PSKIT_NAMESPACE"], env["PSKIT_ROLE"]
     print(f"scripted {role} rank {env['RANK']} of {env['WORLD_SIZE']} ns {ns} "
-          f"folds {a.folds} fold {a.fold}", flush=True)
+          f"folds {a.folds} fold {a.fold} pid {os.getpid()}", flush=True)
     c = pskit.Client(env["PSKIT_SHARDS"].split(","))
     c.declare(ns, pskit.namespace_config("sgd", lr=0.1),
               [pskit.tensor_spec("w", (4,), init="zeros")])
     start = time.monotonic()
+    seconds = 120.0 if a.quality < a.hold_below else a.max_seconds
     if role == "worker":
         c.register_worker(f"scripted-{ns}-{env['RANK']}", ns)
-        while time.monotonic() - start < a.max_seconds + 30:
+        while time.monotonic() - start < seconds + 30:
             if c.heartbeat(ns):
                 break
             time.sleep(0.2)
@@ -50,7 +62,7 @@ def main():
     while True:
         time.sleep(a.eval_interval_s)
         acc = a.quality
-        done = time.monotonic() - start >= a.max_seconds
+        done = time.monotonic() - start >= seconds
         c.report_evaluation(ns, loss=1 - acc, accuracy=acc, samples=100, done=done,
                             reason="time limit" if done else "")
         if done:

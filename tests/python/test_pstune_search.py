@@ -204,6 +204,12 @@ def test_second_driver_on_the_same_study_is_refused(shards, space_file, tmp_path
         r = subprocess.run(args, capture_output=True, text=True, timeout=60)
         assert r.returncode == 1
         assert "one driver per study" in r.stderr
+        # Another --out, the same study in the same storage: refused too.
+        other = [*args, "--out", str(tmp_path / "other"),
+                 "--storage", f"sqlite:///{out}/study.db"]
+        r = subprocess.run(other, capture_output=True, text=True, timeout=60)
+        assert r.returncode == 1, r.stderr
+        assert "one driver per study" in r.stderr
         kids = children_of(first.pid)
     finally:
         first.send_signal(signal.SIGTERM)
@@ -228,14 +234,17 @@ def test_worker_command_and_pruning(shards, tmp_path):
     """--worker_command runs a Python worker with psrun's environment; the
     halving pruner stops trials whose scripted quality is worse than an
     earlier trial's: they end PRUNED after a few evaluations, and every
-    namespace is dropped."""
+    namespace is dropped. The worse trials report until they are stopped
+    (--hold_below), so pruning does not race their end on a busy machine."""
     addrs = shards(2)
     out = tmp_path / "out"
     space = tmp_path / "scripted.yaml"
     space.write_text(SCRIPTED_SPACE)
     args = pstune_args(space, addrs, out, 5, 1,
-                       ["--worker_command", f"{sys.executable} {SCRIPTED}",
-                        "--workers", "2", "--pruner", "halving", "--seed", "6"])
+                       ["--worker_command",
+                        f"{sys.executable} {SCRIPTED} --hold_below 0.6",
+                        "--workers", "2", "--pruner", "halving", "--seed", "6",
+                        "--poll_s", "0.3"])
     r = subprocess.run(args, capture_output=True, text=True, timeout=240)
     assert r.returncode == 0, r.stderr
     study = load(out)
@@ -252,7 +261,8 @@ def test_worker_command_and_pruning(shards, tmp_path):
     for t in pruned:
         assert t.params["quality"] == 0.5
         assert best_before[t.number] == 0.9      # pruned only behind a better trial
-        assert max(t.intermediate_values) < max(complete[0].intermediate_values)
+        assert max(t.intermediate_values.values()) < \
+            max(complete[0].intermediate_values.values())
         assert "pruned after" in t.user_attrs["reason"]
     for t in trials:
         if t.params["quality"] == 0.5 and best_before[t.number] == 0.9:
@@ -265,4 +275,92 @@ def test_worker_command_and_pruning(shards, tmp_path):
     assert "scripted worker rank 1 of 2 ns t-t0 folds 5 fold 0" in log
     final_log = (out / "logs" / "t-final" / "evaluator.log").read_text()
     assert "scripted evaluator rank 0 of 1 ns t-final folds 0 fold 0" in final_log
+    assert "--eval_interval_s=2.5" in final_log   # the test set scored at the end
     assert namespaces_on(addrs) == []
+
+
+NOISY_SPACE = """\
+metric: accuracy
+parameters:
+  quality: {kind: categorical, choices: [0.9, 0.5], flag: --quality}
+  noise: {kind: float, low: 0.0, high: 1.0, flag: --noise}
+budget: {max_seconds: 0.6, eval_interval_s: 0.2}
+"""
+
+
+def test_resumed_study_draws_new_configurations(shards, tmp_path):
+    """Rerunning a study with more --trials and the same --seed must not
+    replay the first run's configurations (the sampler is seeded from the
+    seed and the study's size)."""
+    addrs = shards(1)
+    out = tmp_path / "out"
+    space = tmp_path / "noisy.yaml"
+    space.write_text(NOISY_SPACE)
+    command = ["--worker_command", f"{sys.executable} {SCRIPTED}", "--no_retrain"]
+    for trials in (2, 4):
+        r = subprocess.run(pstune_args(space, addrs, out, trials, 1, command),
+                           capture_output=True, text=True, timeout=240)
+        assert r.returncode == 0, r.stderr
+    trials = load(out).get_trials()
+    assert len(trials) == 4
+    first = [t.params["noise"] for t in trials[:2]]
+    for t in trials[2:]:
+        assert t.params["noise"] not in first, (t.number, first)
+
+
+def test_wrapped_worker_command_is_stopped_whole(shards, tmp_path):
+    """A --worker_command that is a shell wrapper (sh -c '...; exit $?'): on
+    SIGTERM the driver stops the real workers too (their process groups),
+    not only the shells, and writes the table of the trials so far. The
+    workers ignore SIGTERM: further signals (SIGHUP, SIGINT) during the
+    shutdown make it kill them at once, without a traceback."""
+    addrs = shards(1, "--lease_s", "3")
+    out = tmp_path / "out"
+    space = tmp_path / "long.yaml"
+    # The job outlasts the driver's wait for the drop (--drop_wait_s 5): only
+    # stopping the real workers ends it.
+    space.write_text(SCRIPTED_SPACE.replace("max_seconds: 2.5", "max_seconds: 600"))
+    wrapper = f"sh -c '{sys.executable} {SCRIPTED} --ignore_term \"$@\"; exit $?' sh"
+    args = pstune_args(space, addrs, out, 1, 1,
+                       ["--worker_command", wrapper, "--workers", "2", "--no_retrain",
+                        "--drop_wait_s", "5"])
+    driver = subprocess.Popen(args, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE,
+                              text=True)
+    logs = [out / "logs" / "t-t0" / n for n in ("evaluator.log", "worker0.log",
+                                                  "worker1.log")]
+    pids = []
+    try:
+        deadline = time.monotonic() + 120
+        while len(pids) < 3:
+            assert driver.poll() is None, driver.stderr.read()
+            assert time.monotonic() < deadline, "the scripted workers did not start"
+            time.sleep(0.2)
+            pids = []
+            for log in logs:
+                text = log.read_text() if log.exists() else ""
+                if " pid " in text:
+                    pids.append(int(text.split(" pid ")[1].split()[0]))
+        assert all(p not in children_of(driver.pid) for p in pids)  # grandchildren
+        driver.send_signal(signal.SIGTERM)
+        err = ""
+        while "pstune: stopping" not in err:   # the shutdown has begun
+            line = driver.stderr.readline()
+            assert line, err
+            err += line
+        driver.send_signal(signal.SIGHUP)
+        driver.send_signal(signal.SIGINT)
+        err += driver.communicate(timeout=120)[1]
+        left = [p for p in pids if alive(p)]
+    finally:
+        if driver.poll() is None:
+            driver.kill()
+            driver.wait()
+        for p in pids:
+            if alive(p):
+                os.kill(p, signal.SIGKILL)
+    assert driver.returncode == 128 + signal.SIGTERM, err
+    assert "Traceback" not in err
+    assert not left, "the wrapped workers outlived the driver"
+    assert (out / "trials.csv").exists()
+    (t,) = load(out).get_trials()
+    assert t.state == optuna.trial.TrialState.FAIL

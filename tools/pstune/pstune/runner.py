@@ -85,19 +85,30 @@ class Options:
     status_line: Optional[bool] = None   # None: when stderr is a terminal
 
 
-def _die_with_parent():
-    """In the child: SIGTERM when the driver dies (even by SIGKILL), so no
-    worker outlives it."""
-    ctypes.CDLL("libc.so.6", use_errno=True).prctl(1, signal.SIGTERM)  # PR_SET_PDEATHSIG
+_PRCTL = ctypes.CDLL(None, use_errno=True).prctl   # looked up once, in the parent
+
+
+def _die_with_parent(parent: int):
+    """The child's preexec_fn: SIGTERM when the driver dies (even by
+    SIGKILL), so no worker outlives it. It only calls prctl (nothing that
+    may take a lock another thread of the parent held at fork), then checks
+    that the driver did not die before the prctl took effect."""
+    def preexec():
+        _PRCTL(1, signal.SIGTERM)       # PR_SET_PDEATHSIG
+        if os.getppid() != parent:
+            os._exit(1)
+    return preexec
 
 
 class _Proc:
     """One worker or evaluator process, its output in a log file."""
+    hurry = False                   # a second signal: SIGKILL without grace
 
     def __init__(self, label: str, argv: List[str], env: Dict[str, str], log: str,
                  evaluator: bool):
         self.label, self.log, self.evaluator = label, log, evaluator
         self.stopped_by_us = False
+        self.group_done = False     # its process group is known to be empty
         os.makedirs(os.path.dirname(log), exist_ok=True)
         with open(log, "ab") as f:
             f.write(("$ " + " ".join(shlex.quote(a) for a in argv) + "\n").encode())
@@ -106,7 +117,7 @@ class _Proc:
                 self.popen = subprocess.Popen(
                     argv, env=env, stdin=subprocess.DEVNULL, stdout=f,
                     stderr=subprocess.STDOUT, start_new_session=True,
-                    preexec_fn=_die_with_parent)
+                    preexec_fn=_die_with_parent(os.getpid()))
             except OSError as e:
                 raise DriverError(f"cannot start {argv[0]}: {e.strerror} (give the "
                                   "program with --ps_worker or --worker_command)") from None
@@ -125,23 +136,58 @@ class _Proc:
             return ""
 
 
+def _group_alive(pgid: int) -> bool:
+    try:
+        os.killpg(pgid, 0)
+        return True
+    except ProcessLookupError:
+        return False
+    except PermissionError:     # the group id was taken by someone else's
+        return False
+
+
 def _stop(procs: Sequence[_Proc], grace_s: float = 15.0) -> None:
-    """SIGTERM to every process still running, SIGKILL to those that have
-    not exited after grace_s; returns once all have exited."""
-    live = [p for p in procs if p.poll() is None]
-    for p in live:
-        p.stopped_by_us = True
+    """SIGTERM to the process group of every process (each leads its own
+    session, so a --worker_command wrapper's children are stopped too),
+    SIGKILL to the groups still alive after grace_s; returns once the
+    processes have exited and their groups are empty (or, for groups whose
+    reparented members nobody reaps, after a few more seconds)."""
+    groups = [p for p in procs if not p.group_done]
+    for p in groups:
+        if p.poll() is None:
+            p.stopped_by_us = True
         try:
-            p.popen.send_signal(signal.SIGTERM)
-        except ProcessLookupError:
-            pass
+            os.killpg(p.popen.pid, signal.SIGTERM)
+        except (ProcessLookupError, PermissionError):
+            p.group_done = p.poll() is not None
     deadline = time.monotonic() + grace_s
-    for p in live:
-        try:
-            p.popen.wait(timeout=max(0.0, deadline - time.monotonic()))
-        except subprocess.TimeoutExpired:
-            p.popen.kill()
-            p.popen.wait()
+    killed_at = None
+    while True:
+        left = []
+        for p in groups:
+            if p.group_done:
+                continue
+            if p.poll() is None or _group_alive(p.popen.pid):
+                left.append(p)
+            else:
+                p.group_done = True
+        if not left:
+            return
+        now = time.monotonic()
+        if killed_at is None and (now > deadline or _Proc.hurry):
+            for p in left:
+                try:
+                    os.killpg(p.popen.pid, signal.SIGKILL)
+                except (ProcessLookupError, PermissionError):
+                    pass
+            killed_at = now
+        elif killed_at is not None and now - killed_at > 5:
+            for p in left:
+                if p.poll() is not None:
+                    p.group_done = True    # zombies left to init
+            if all(p.group_done for p in left):
+                return
+        time.sleep(0.05)
 
 
 def _merit_of(evals: Sequence[dict], metric: str, direction: str) -> Optional[float]:
@@ -193,6 +239,8 @@ class Driver:
         self.pending_drops: Dict[str, float] = {}   # namespace -> give-up time
         self.failures_this_run = 0
         self.stop_signal = 0
+        self.signals = 0              # signals received (a second one hurries)
+        self._reported = False
         self.started = time.monotonic()
         self.client = None
         self.study = None
@@ -201,7 +249,7 @@ class Driver:
         self._last_line_at = 0.0
         self._live = (opts.status_line if opts.status_line is not None
                       else self.err.isatty())
-        self._lock_file = None
+        self._lock_files = []
 
     # ------------------------------------------------------------ setup
     def _say(self, text: str) -> None:
@@ -269,32 +317,67 @@ class Driver:
             raise DriverError("this pskit binding has no Client.drop_namespace: "
                               "rebuild pskit (cmake --build build)")
 
-    def _lock(self) -> None:
-        os.makedirs(self.o.out, exist_ok=True)
-        path = os.path.join(self.o.out, "pstune.lock")
-        f = open(path, "a+")
-        try:
-            fcntl.flock(f, fcntl.LOCK_EX | fcntl.LOCK_NB)
-        except OSError:
-            f.seek(0)
-            holder = f.read().strip()
-            f.close()
-            raise DriverError(f"another pstune ({holder or 'unknown pid'}) is running "
-                              f"with --out {self.o.out}: one driver per study; wait "
-                              "for it or stop it") from None
-        f.seek(0)
-        f.truncate()
-        f.write(f"pid {os.getpid()}\n")
-        f.flush()
-        self._lock_file = f
+    def _storage_url(self) -> str:
+        return self.o.storage or "sqlite:///" + os.path.abspath(
+            os.path.join(self.o.out, "study.db"))
 
-    def _sampler(self):
+    def _lock_paths(self) -> List[str]:
+        """The lock files: one in --out (its results and logs), one beside
+        an SQLite storage keyed by the study's name (the study itself, even
+        when another run uses another --out)."""
+        paths = [os.path.join(self.o.out, "pstune.lock")]
+        url = self._storage_url()
+        if url.startswith("sqlite:///"):
+            db = url[len("sqlite:///"):]
+            paths.append(f"{os.path.abspath(db)}.{self.o.study}.pstune.lock")
+        return paths
+
+    def _lock(self) -> None:
+        try:
+            os.makedirs(self.o.out, exist_ok=True)
+        except OSError as e:
+            raise DriverError(f"cannot create --out {self.o.out}: {e.strerror}; give "
+                              "a writable directory") from None
+        self._lock_files = []
+        for path in self._lock_paths():
+            try:
+                f = open(path, "a+")
+            except OSError as e:
+                raise DriverError(f"cannot create the lock file {path}: "
+                                  f"{e.strerror}") from None
+            try:
+                fcntl.flock(f, fcntl.LOCK_EX | fcntl.LOCK_NB)
+            except OSError:
+                f.seek(0)
+                holder = f.read().strip()
+                f.close()
+                raise DriverError(f"another pstune ({holder or 'unknown pid'}) is "
+                                  f"running study {self.o.study!r} or --out "
+                                  f"{self.o.out} (lock {path}): one driver per "
+                                  "study; wait for it or stop it") from None
+            f.seek(0)
+            f.truncate()
+            f.write(f"pid {os.getpid()}\n")
+            f.flush()
+            self._lock_files.append(f)
+
+    def _sampler(self, finished_before: int = 0):
+        """The sampler, seeded from (--seed, the number of trials the study
+        already holds): a resumed study draws new configurations instead of
+        repeating the first run's."""
         o, seed = self.o, self.o.seed
+        if seed is not None and finished_before:
+            seed = (seed * 1_000_003 + finished_before) % 2**32
         if o.sampler == "random":
             return optuna.samplers.RandomSampler(seed=seed)
         if o.sampler == "tpe":
-            return optuna.samplers.TPESampler(seed=seed,
-                                              n_startup_trials=o.startup_trials)
+            # constant_liar: parallel trials do not all draw near the same
+            # point (experimental in Optuna 3.1; its warning is silenced).
+            with warnings.catch_warnings():
+                warnings.simplefilter("ignore", optuna.exceptions.ExperimentalWarning)
+                return optuna.samplers.TPESampler(
+                    seed=seed, n_startup_trials=o.startup_trials,
+                    constant_liar=o.parallel > 1)
         if o.sampler == "cmaes":
             return optuna.samplers.CmaEsSampler(seed=seed, n_startup_trials=min(
                 o.startup_trials, max(1, o.trials // 4)))
@@ -335,17 +418,21 @@ class Driver:
         }
 
     def _open_study(self) -> None:
-        storage = self.o.storage or "sqlite:///" + os.path.abspath(
-            os.path.join(self.o.out, "study.db"))
+        storage = self._storage_url()
         optuna.logging.set_verbosity(optuna.logging.WARNING)
         warnings.filterwarnings("ignore", category=optuna.exceptions.ExperimentalWarning)
         try:
             self.study = optuna.create_study(
-                study_name=self.o.study, storage=storage, sampler=self._sampler(),
-                pruner=self._pruner(), direction=self.direction, load_if_exists=True)
+                study_name=self.o.study, storage=storage,
+                sampler=optuna.samplers.RandomSampler(), pruner=self._pruner(),
+                direction=self.direction, load_if_exists=True)
+            already = len(self.study.get_trials(deepcopy=False))
         except Exception as e:  # storage errors come in many types
             raise DriverError(f"cannot open the study {self.o.study!r} in {storage}: "
                               f"{e}") from None
+        # Study.sampler is a plain attribute (Optuna 3.1): the real sampler is
+        # made once the study's size is known (see _sampler).
+        self.study.sampler = self._sampler(already)
         if self.study.direction.name.lower() != self.direction:
             raise DriverError(
                 f"the study {self.o.study!r} in {storage} maximises/minimises the other "
@@ -406,8 +493,17 @@ class Driver:
                           f"psctl drop {ns} --shards {','.join(self.o.shards)}")
 
     def _finish_drops(self) -> None:
+        """Drops the pending namespaces, waiting for leases to lapse; a
+        signal that arrives meanwhile stops the wait."""
+        signals = self.signals
         while self.pending_drops:
             self._service_drops()
+            if self.pending_drops and self.signals != signals:
+                self._say("pstune: namespaces left on the shards (drop them with "
+                          f"psctl drop NAME --shards {','.join(self.o.shards)}): "
+                          f"{', '.join(sorted(self.pending_drops))}")
+                self.pending_drops.clear()
+                return
             if self.pending_drops:
                 time.sleep(1.0)
 
@@ -419,7 +515,7 @@ class Driver:
             names = t.user_attrs.get("namespaces") or self._namespaces(t.number)
             self.study._storage.set_trial_user_attr(
                 t._trial_id, "fail_reason", "the driver stopped while it ran")
-            self.study.tell(t.number, state=TrialState.FAIL)
+            self.study.tell(t.number, state=TrialState.FAIL, skip_if_finished=True)
             self._drop_later(names)
         if stale:
             self._say(f"pstune: resuming study {self.o.study}: trial"
@@ -507,7 +603,10 @@ class Driver:
         argv += self.space.worker_flags(params)
         argv.append(f"--max_seconds={b.max_seconds:g}")
         if role == "evaluator":
-            argv.append(f"--eval_interval_s={b.eval_interval_s:g}")
+            # The final run scores the test set: once, at its end (ps-worker
+            # also scores the untrained model at the start).
+            interval = b.max_seconds if final else b.eval_interval_s
+            argv.append(f"--eval_interval_s={interval:g}")
             if b.patience and not final:
                 argv.append(f"--patience={b.patience}")
         return argv + fold_flags
@@ -536,7 +635,11 @@ class Driver:
     # ------------------------------------------------------------ trials
     def _start_trial(self) -> None:
         trial = self.study.ask()
-        params = self.space.suggest(trial)
+        try:
+            params = self.space.suggest(trial)
+        except BaseException:
+            self.study.tell(trial, state=TrialState.FAIL, skip_if_finished=True)
+            raise
         namespaces = self._namespaces(trial.number)
         trial.set_user_attr("namespaces", namespaces)
         # A namespace of this name may be left from an older study of the same
@@ -545,11 +648,16 @@ class Driver:
             why = self._drop_now(ns)
             if why is not None:
                 trial.set_user_attr("fail_reason", f"namespace {ns} in use: {why}")
-                self.study.tell(trial, state=TrialState.FAIL)
+                self.study.tell(trial, state=TrialState.FAIL, skip_if_finished=True)
                 raise DriverError(f"namespace {ns} is in use on the shards and cannot "
                                   f"be dropped ({why}); is another pstune running "
                                   f"study {self.o.study}?")
-        self._start(trial, f"trial {trial.number}", namespaces, params, final=False)
+        try:
+            self._start(trial, f"trial {trial.number}", namespaces, params, final=False)
+        except BaseException:
+            if not any(r.trial is trial for r in self.running):
+                self.study.tell(trial, state=TrialState.FAIL, skip_if_finished=True)
+            raise
 
     def _update(self, run: _Run, evals: Optional[Dict[str, List[dict]]]) -> None:
         if evals is None:
@@ -604,10 +712,12 @@ class Driver:
         if reason:
             t.set_user_attr("fail_reason" if state == TrialState.FAIL else "reason",
                             reason)
+        # skip_if_finished: another party (a second driver's _recover, a
+        # user) may have finished the trial meanwhile.
         if state == TrialState.COMPLETE:
-            self.study.tell(t, value)
+            self.study.tell(t, value, skip_if_finished=True)
         else:
-            self.study.tell(t, state=state)
+            self.study.tell(t, state=state, skip_if_finished=True)
         self.running.remove(run)
 
     def _advance(self, run: _Run) -> None:
@@ -690,9 +800,14 @@ class Driver:
 
     # ------------------------------------------------------------ the loop
     def _on_signal(self, signum, frame):
+        """The first signal stops the search (runs are stopped, their trials
+        failed, the results written); a later one also cuts the shutdown
+        short: SIGKILL without grace, no more waiting for drops."""
+        self.signals += 1
         if self.stop_signal:
-            raise KeyboardInterrupt
-        self.stop_signal = signum
+            _Proc.hurry = True
+        else:
+            self.stop_signal = signum
 
     def _finished(self) -> int:
         c = self._counts()
@@ -758,6 +873,7 @@ class Driver:
         return result
 
     def _write_results(self, final: Optional[Dict[str, Any]]) -> List[str]:
+        self._reported = True
         written = []
         try:
             from pstune import report
@@ -804,61 +920,88 @@ class Driver:
 
     def run(self) -> int:
         """Runs the search; 0 on success, 1 on an error, 128 + the signal when
-        stopped by SIGINT or SIGTERM."""
-        old = {s: signal.signal(s, self._on_signal) for s in (signal.SIGINT, signal.SIGTERM)}
+        stopped by SIGINT, SIGTERM or SIGHUP."""
+        old = {s: signal.signal(s, self._on_signal)
+               for s in (signal.SIGINT, signal.SIGTERM, signal.SIGHUP)}
+        errors = (DriverError, OSError, ValueError, ImportError)
         try:
-            self._check_options()
-            self._lock()
-            self._connect()
-            self._open_study()
-            self._recover()
-            self._progress(force=True)
-            self._search()
-            final = None
-            if not self.stop_signal and self.o.retrain:
-                final = self._retrain()
-            if self.stop_signal:
-                self._say(f"pstune: stopped by {signal.Signals(self.stop_signal).name}; "
-                          "rerun the same command to resume")
-                return 128 + self.stop_signal
-            self._finish_drops()
-            written = self._write_results(final)
-            self._summary(final, written)
-            return 0
-        except DriverError as e:
-            self._say(f"pstune: {e}")
-            return 1
-        except KeyboardInterrupt:
-            self._say("pstune: interrupted; rerun the same command to resume")
+            import pskit
+            errors += (pskit.Error,)
+        except ImportError:
+            pass                        # _connect says so
+        try:
+            try:
+                self._check_options()
+                self._lock()
+                self._connect()
+                self._open_study()
+                self._recover()
+                self._progress(force=True)
+                self._search()
+                # The table first, so that a failed retraining or a signal
+                # still leaves the trials' results.
+                self._write_results(None)
+                final = None
+                if not self.stop_signal and self.o.retrain:
+                    final = self._retrain()
+                if self.stop_signal:
+                    self._say(f"pstune: stopped by "
+                              f"{signal.Signals(self.stop_signal).name}; rerun the "
+                              "same command to resume")
+                    return 128 + self.stop_signal
+                self._finish_drops()
+                written = self._write_results(final)
+                self._summary(final, written)
+                return 0
+            except errors as e:
+                text = str(e) if isinstance(e, DriverError) else \
+                    f"{type(e).__name__}: {e}"
+                self._say(f"pstune: {text}")
+                return 1
+            except KeyboardInterrupt:
+                self._say("pstune: interrupted; rerun the same command to resume")
+                return 130
+            finally:
+                self._shutdown()
+        except KeyboardInterrupt:       # a SIGINT from outside our handler
             return 130
         finally:
-            self._shutdown()
             for s, h in old.items():
                 signal.signal(s, h)
 
     def _shutdown(self) -> None:
-        """Stops every process still running, fails their trials, drops
-        their namespaces."""
+        """Stops every process still running (SIGTERM to all runs at once,
+        then one wait), fails their trials, drops their namespaces, and
+        writes the table of the trials if the search did not."""
         if self._live and self._last_line:
             self.err.write("\n")
             self._last_line = ""
         runs, self.running = self.running, []
+        if runs:
+            self._say(f"pstune: stopping {len(runs)} run{'s' if len(runs) > 1 else ''}"
+                      " (a second signal kills them at once)")
+        _stop([p for run in runs for p in run.all_procs()], grace_s=10.0)
         for run in runs:
-            _stop(run.all_procs(), grace_s=10.0)
             self._drop_later(run.namespaces)
             if run.trial is not None and self.study is not None:
                 try:
                     run.trial.set_user_attr("fail_reason", "the driver was stopped")
-                    self.study.tell(run.trial, state=TrialState.FAIL)
+                    self.study.tell(run.trial, state=TrialState.FAIL,
+                                    skip_if_finished=True)
                 except Exception as e:  # the storage may be what failed
                     self._say(f"pstune: could not mark trial {run.trial.number} "
                               f"failed ({e}); the next run will")
-        if self.client is not None:
+        if self.client is not None and self.pending_drops:
             try:
                 self._finish_drops()
-            except KeyboardInterrupt:
-                self._say("pstune: namespaces left on the shards: "
+            except Exception as e:  # the shards may be what failed
+                self._say(f"pstune: namespaces left on the shards ({e}): "
                           f"{', '.join(sorted(self.pending_drops))}")
-        if self._lock_file is not None:
-            self._lock_file.close()
-            self._lock_file = None
+        if self.study is not None and not self._reported:
+            try:
+                self._write_results(None)
+            except Exception as e:
+                self._say(f"pstune: writing the results failed: {e}")
+        for f in self._lock_files:
+            f.close()
+        self._lock_files = []
