@@ -183,6 +183,23 @@ REFUSALS = [
     ("unknown budget key", doc(budget="budget: {max_seconds: 5, epochs: 3}\n"),
      "budget: unknown key epochs"),
     ("duplicate key", doc(params=BASE_PARAM + BASE_PARAM), "key 'x' appears twice"),
+    ("float step with log",
+     doc("  x: {kind: float, low: 0.1, high: 8, log: true, step: 1, flag: --x}\n"),
+     "parameters.x: step and log: true cannot go together"),
+    ("huge integer bound",
+     doc("  n: {kind: int, low: 1, high: 1" + "0" * 400 + ", flag: --n}\n"),
+     "parameters.n: high 1" + "0" * 400 + " is too large"),
+    ("huge integer bound of a float",
+     doc("  x: {kind: float, low: 1, high: 1" + "0" * 400 + ", flag: --x}\n"),
+     "parameters.x: high 1" + "0" * 400 + " is too large"),
+    ("choices Optuna takes as equal",
+     doc("  o: {kind: categorical, choices: [1, 1.0, true], flag: --o}\n"),
+     "Optuna takes 1, 1.0 and true for the same value"),
+    ("a list as a key", doc("  ? [a, b]\n  : {kind: float, low: 0.1, high: 1}\n"),
+     "is used as a key: keys must be plain words"),
+    ("a number written 1e-4",
+     doc("  x: {kind: float, low: 1e-4, high: 1, flag: --x}\n"),
+     "low must be a number, got '1e-4' (YAML reads 1e-4 as a string: write 1.0e-4)"),
     ("not YAML", "metric: [accuracy\n", "not valid YAML at line"),
     ("not a mapping", "- a\n- b\n", "the file must hold a mapping"),
 ]
@@ -216,4 +233,21 @@ def test_cli_reports_space_error_without_traceback(tmp_path, capsys):
     assert cli.main(["--space", path, "--shards", "127.0.0.1:1"]) == 2
     err = capsys.readouterr().err
     assert err.startswith("pstune: " + path + ": parameters.x: unknown kind")
+    assert "Traceback" not in err
+
+
+@pytest.mark.parametrize("flags,message", [
+    (["--folds", "1"], "--folds 1: give K >= 2"),
+    (["--folds", "-2"], "--folds -2: give K >= 2"),
+    (["--holdout", "1"], "--holdout 1: give K >= 2"),
+    (["--startup_trials", "0"], "--startup_trials must be >= 1"),
+    (["--population", "1"], "--population 1: give N >= 2"),
+    (["--max_failures", "0"], "--max_failures must be >= 1"),
+])
+def test_cli_refuses_bad_options(tmp_path, capsys, flags, message):
+    from pstune import cli
+    path = write(tmp_path, doc())
+    assert cli.main(["--space", path, "--shards", "127.0.0.1:1", *flags]) == 2
+    err = capsys.readouterr().err
+    assert err.startswith("pstune: " + message), err
     assert "Traceback" not in err

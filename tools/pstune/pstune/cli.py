@@ -18,9 +18,14 @@ its own namespace (STUDY-tN; with --folds K, STUDY-tN-f0 .. -f(K-1) side by
 side) with --workers ps-worker processes and one evaluator; its merit is the
 best evaluation the shards hold (the space file's metric). The study is kept
 in Optuna's SQLite storage: rerun the same command to resume it. At the end
-the best configuration is retrained on all training data and scored once on
-the test set; the results go to --out (trials.csv, trials.md, merit.png,
-importance.png, best.json).
+the best configuration is retrained: namespace STUDY-final, on all training
+data (no folds, no holdout, no patience), with the same max_seconds, its
+evaluator scoring the test set once at the end of the run (eval interval =
+max_seconds; ps-worker also scores the untrained model at the start); that
+score is the reported test accuracy (--no_retrain skips it). The results go
+to --out (trials.csv, trials.md, merit.png, importance.png, best.json); the
+table is written right after the search, and also when the search fails or
+is stopped.
 
 Start a cluster with `psrun --workers 0` (it prints the shards), then e.g.
   pstune --space tools/pstune/examples/mlp_space.yaml --trials 20 --parallel 2 \\
@@ -98,6 +103,8 @@ def parser() -> argparse.ArgumentParser:
     a("--tls_key", default="", help="client key (PEM)")
     a("--status_line", choices=("auto", "on", "off"), default="auto",
       help="the live one-line status: auto (when stderr is a terminal), on, off")
+    # Hidden: how often the shards are read (tests use a short one).
+    a("--poll_s", type=float, default=1.0, help=argparse.SUPPRESS)
     return p
 
 
@@ -114,11 +121,25 @@ def main(argv: Optional[List[str]] = None) -> int:
         if not sep or not host or not port.isdigit():
             print(f"pstune: --shards: {s!r} is not HOST:PORT", file=sys.stderr)
             return 2
-    for flag in ("trials", "parallel", "workers"):
+    for flag in ("trials", "parallel", "workers", "startup_trials", "max_failures"):
         if getattr(args, flag) < 1:
             print(f"pstune: --{flag} must be >= 1, got {getattr(args, flag)}",
                   file=sys.stderr)
             return 2
+    for flag, what in (("folds", "K-fold cross-validation"),
+                       ("holdout", "validate on one K-th of the training data")):
+        k = getattr(args, flag)
+        if k < 0 or k == 1:
+            print(f"pstune: --{flag} {k}: give K >= 2 ({what}) or 0 (off)",
+                  file=sys.stderr)
+            return 2
+    if args.population != 0 and args.population < 2:
+        print(f"pstune: --population {args.population}: give N >= 2 (or 0: "
+              "trials/4 within [4, 50])", file=sys.stderr)
+        return 2
+    if not args.drop_wait_s >= 0 or not args.poll_s > 0:
+        print("pstune: --drop_wait_s must be >= 0 (and --poll_s > 0)", file=sys.stderr)
+        return 2
     opts = Options(
         space=space, shards=shards, trials=args.trials, parallel=args.parallel,
         workers=args.workers, folds=args.folds, holdout=args.holdout,
@@ -129,6 +150,7 @@ def main(argv: Optional[List[str]] = None) -> int:
         retrain=not args.no_retrain, max_failures=args.max_failures,
         drop_wait_s=args.drop_wait_s, token_file=args.token_file, tls_ca=args.tls_ca,
         tls_cert=args.tls_cert, tls_key=args.tls_key,
+        poll_s=args.poll_s,
         status_line={"auto": None, "on": True, "off": False}[args.status_line])
     return Driver(opts).run()
 

@@ -156,6 +156,10 @@ def _construct_mapping(loader, node, deep=False):
     seen = set()
     for key_node, _ in node.value:
         key = loader.construct_object(key_node, deep=deep)
+        if not isinstance(key, (str, int, float, bool, type(None))):
+            raise yaml.constructor.ConstructorError(
+                None, None, f"a {type(key).__name__} is used as a key: keys must be "
+                "plain words", key_node.start_mark)
         if key in seen:
             raise yaml.constructor.ConstructorError(
                 None, None, f"key {key!r} appears twice", key_node.start_mark)
@@ -197,13 +201,32 @@ def _read(path: str) -> Any:
         raise SpaceError(f"{path}: not valid YAML{where}: {what}") from None
 
 
+_INT_LIMIT = 2**53   # beyond it Optuna's float arithmetic loses whole numbers
+
+
 def _number(where: str, key: str, value: Any, integer: bool = False) -> Any:
     if isinstance(value, bool) or not isinstance(value, (int, float)):
-        raise SpaceError(f"{where}: {key} must be a number, got {value!r}")
-    if integer and not (isinstance(value, int) or float(value).is_integer()):
-        raise SpaceError(f"{where}: {key} must be a whole number, got {value!r}")
+        hint = ""
+        if isinstance(value, str):
+            try:
+                float(value)
+                mantissa, _, exponent = value.lower().partition("e")
+                hint = (f" (YAML reads {value} as a string: write "
+                        f"{mantissa if '.' in mantissa else mantissa + '.0'}"
+                        f"e{exponent or '0'})")
+            except ValueError:
+                pass
+        raise SpaceError(f"{where}: {key} must be a number, got {value!r}{hint}")
+    if isinstance(value, int) and abs(value) > _INT_LIMIT:
+        raise SpaceError(f"{where}: {key} {value} is too large; keep it within "
+                         f"+-{_INT_LIMIT}")
     if not math.isfinite(value):
         raise SpaceError(f"{where}: {key} must be finite, got {value!r}")
+    if integer and not (isinstance(value, int) or float(value).is_integer()):
+        raise SpaceError(f"{where}: {key} must be a whole number, got {value!r}")
+    if integer and abs(value) > _INT_LIMIT:
+        raise SpaceError(f"{where}: {key} {value!r} is too large; keep it within "
+                         f"+-{_INT_LIMIT}")
     return int(value) if integer else float(value)
 
 
@@ -252,8 +275,10 @@ def _parameter(path: str, name: Any, spec: Any) -> Parameter:
             if c is not None and not isinstance(c, (bool, int, float, str)):
                 raise SpaceError(f"{where}: choice {c!r} must be a string, number or "
                                  "boolean")
-        if len({(type(c), c) for c in choices}) != len(choices):
-            raise SpaceError(f"{where}: choices {choices!r} name a value twice")
+        if len(set(choices)) != len(choices):
+            raise SpaceError(f"{where}: choices {choices!r} name a value twice (Optuna "
+                             "takes 1, 1.0 and true for the same value: write them "
+                             "apart, e.g. as strings)")
         return Parameter(name, kind, choices=tuple(choices), flag=flag)
     integer = kind == "int"
     for key in ("low", "high"):
@@ -273,7 +298,7 @@ def _parameter(path: str, name: Any, spec: Any) -> Parameter:
         step = _number(where, "step", spec["step"], integer)
         if step <= 0:
             raise SpaceError(f"{where}: step must be > 0, got {spec['step']}")
-        if log and step != 1:
+        if log and (step != 1 or not integer):
             raise SpaceError(f"{where}: step and log: true cannot go together "
                              "(Optuna draws a log scale without steps)")
         if step > high - low:
@@ -301,6 +326,20 @@ def _template_names(where: str, template: str, names: Sequence[str]) -> List[str
     return used
 
 
+def _check_keys(where: str, node: Any) -> None:
+    """Every mapping key in the file is a string, number or boolean (YAML
+    allows lists and mappings as keys)."""
+    if isinstance(node, dict):
+        for k, v in node.items():
+            if k is not None and not isinstance(k, (str, int, float, bool)):
+                raise SpaceError(f"{where}: the key {k!r} is not a name: keys must "
+                                 "be plain words")
+            _check_keys(f"{where}: {k}", v)
+    elif isinstance(node, list):
+        for v in node:
+            _check_keys(where, v)
+
+
 def load_space(path: str) -> Space:
     """Reads and checks the space file at `path`; SpaceError when it is wrong."""
     path = os.fspath(path)
@@ -308,6 +347,7 @@ def load_space(path: str) -> Space:
     if not isinstance(doc, dict):
         raise SpaceError(f"{path}: the file must hold a mapping with metric, "
                          "parameters, flags and budget")
+    _check_keys(path, doc)
     _unknown_keys(path, doc, TOP_KEYS)
 
     metric = doc.get("metric")
