@@ -251,3 +251,22 @@ def test_cli_refuses_bad_options(tmp_path, capsys, flags, message):
     err = capsys.readouterr().err
     assert err.startswith("pstune: " + message), err
     assert "Traceback" not in err
+
+
+@pytest.mark.parametrize("flags,message", [
+    (["--out", "FILE"], "cannot create --out"),
+    (["--tls_ca", "MISSING"], "--tls_ca"),
+])
+def test_driver_errors_exit_1_without_traceback(tmp_path, capsys, flags, message):
+    """Errors from the file system or the pskit binding (here before any
+    shard is reached) end as one 'pstune: ...' line and exit status 1."""
+    from pstune import cli
+    path = write(tmp_path, doc())
+    (tmp_path / "FILE").write_text("")
+    flags = [str(tmp_path / f) if f in ("FILE", "MISSING") else f for f in flags]
+    code = cli.main(["--space", path, "--shards", "127.0.0.1:1", "--worker_command",
+                     "true", "--out", str(tmp_path / "out"), *flags])
+    err = capsys.readouterr().err
+    assert code == 1, err
+    assert err.startswith("pstune: ") and message in err, err
+    assert "Traceback" not in err

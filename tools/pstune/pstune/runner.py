@@ -954,9 +954,7 @@ class Driver:
                 self._summary(final, written)
                 return 0
             except errors as e:
-                text = str(e) if isinstance(e, DriverError) else \
-                    f"{type(e).__name__}: {e}"
-                self._say(f"pstune: {text}")
+                self._say(f"pstune: {str(e) or type(e).__name__}")
                 return 1
             except KeyboardInterrupt:
                 self._say("pstune: interrupted; rerun the same command to resume")
