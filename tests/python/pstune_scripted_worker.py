@@ -13,6 +13,9 @@ PSKIT_ROLE, RANK, WORLD_SIZE) and the trial's flags:
                       is stopped (pruned), at most 120 s, so that pruning does
                       not race the trial's end on a loaded machine
   --ignore_term       ignore SIGTERM (only SIGKILL stops it)
+  --hold_while PATH   the evaluator of any namespace but STUDY-t0 reports
+                      while PATH exists (at most 120 s), so a test can catch
+                      a trial running however busy the machine is
 
 A worker registers (holding a lease on the namespace), heartbeats until the
 job is over, and leaves; the evaluator declares a one-tensor model and
@@ -39,6 +42,7 @@ def main():
     p.add_argument("--noise", type=float, default=0.0)
     p.add_argument("--hold_below", type=float, default=0.0)
     p.add_argument("--ignore_term", action="store_true")
+    p.add_argument("--hold_while", default="")
     a = p.parse_args()
     if a.ignore_term:
         signal.signal(signal.SIGTERM, signal.SIG_IGN)
@@ -51,9 +55,13 @@ def main():
               [pskit.tensor_spec("w", (4,), init="zeros")])
     start = time.monotonic()
     seconds = 120.0 if a.quality < a.hold_below else a.max_seconds
+
+    def holding():
+        return (a.hold_while and os.path.exists(a.hold_while) and
+                not ns.endswith("-t0") and time.monotonic() - start < 120)
     if role == "worker":
         c.register_worker(f"scripted-{ns}-{env['RANK']}", ns)
-        while time.monotonic() - start < seconds + 30:
+        while time.monotonic() - start < max(seconds, 120) + 30:
             if c.heartbeat(ns):
                 break
             time.sleep(0.2)
@@ -62,7 +70,7 @@ def main():
     while True:
         time.sleep(a.eval_interval_s)
         acc = a.quality
-        done = time.monotonic() - start >= seconds
+        done = time.monotonic() - start >= seconds and not holding()
         c.report_evaluation(ns, loss=1 - acc, accuracy=acc, samples=100, done=done,
                             reason="time limit" if done else "")
         if done:

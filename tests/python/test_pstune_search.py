@@ -4,8 +4,12 @@ best configuration retrained and scored on the test set, and no namespace
 left on the shards; a driver killed mid-search (SIGKILL, one of its workers
 too) is resumed by rerunning the same command: the study ends with the asked
 number of finished trials, the killed trials marked failed and their
-namespaces dropped once the leases lapse. Runs build/bin/pstune as a user
-does; the shards come from conftest.py's fixture with short leases."""
+namespaces dropped once the leases lapse, and the resumed run draws new
+configurations; a wrapped worker command is stopped whole; pruning. Runs
+build/bin/pstune as a user does; the shards come from conftest.py's fixture
+with short leases. Where a test must catch a trial running, a scripted
+worker (pstune_scripted_worker.py) holds it until the test lets it go: no
+test depends on how fast the machine is."""
 
 import os
 import pathlib
@@ -134,10 +138,19 @@ def test_kfold_trial_runs_folds_in_parallel_namespaces(shards, space_file, tmp_p
     assert namespaces_on(addrs) == []
 
 
-def test_resume_after_killed_driver(shards, space_file, tmp_path):
+def test_resume_after_killed_driver(shards, tmp_path):
     addrs = shards(2, "--lease_s", "3")
     out = tmp_path / "out"
-    args = pstune_args(space_file(3), addrs, out, 4, 2, ["--no_retrain"])
+    space = tmp_path / "noisy.yaml"
+    space.write_text(NOISY_SPACE)
+    # Trials after trial 0 train until `hold` is removed: the driver is
+    # killed while one of them runs, however busy the machine is.
+    hold = tmp_path / "hold"
+    hold.write_text("")
+    args = pstune_args(space, addrs, out, 4, 2,
+                       ["--worker_command",
+                        f"{sys.executable} {SCRIPTED} --hold_while {hold}",
+                        "--no_retrain", "--poll_s", "0.3"])
     driver = subprocess.Popen(args, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE,
                               text=True)
     killed_worker = None
@@ -174,6 +187,7 @@ def test_resume_after_killed_driver(shards, space_file, tmp_path):
         if driver.poll() is None:
             driver.kill()
             driver.wait()
+        hold.unlink()
     left = load(out)
     assert any(t.state == optuna.trial.TrialState.RUNNING for t in left.get_trials())
 

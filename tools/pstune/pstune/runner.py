@@ -15,7 +15,9 @@ SIGINT and SIGTERM. The study lives in Optuna's SQLite storage; a driver
 killed outright leaves RUNNING trials behind, which the next run of the same
 command marks FAIL (their namespaces dropped once the leases of their killed
 workers lapse) before it goes on. One driver per study at a time: a lock file
-in the output directory refuses a second.
+in the output directory and one beside an SQLite storage (keyed by the
+study's name) refuse a second. Processes are stopped by process group, so a
+--worker_command wrapper's children stop too.
 """
 
 import ctypes
