@@ -1,7 +1,9 @@
 """Tests of pstune's search-space file (tools/pstune/pstune/space.py): a good
 file is read as written, and every kind of bad file is refused with a
 SpaceError naming the file, the entry and what is wrong (never a traceback
-from deep inside). Pure Python: no shards, no build needed."""
+from deep inside). Also the command line's refusals and the driver's set-up
+before any shard is reached (its samplers, errors without tracebacks). No
+shards needed; the error tests create a pskit.Client (build/python)."""
 
 import json
 import pathlib
@@ -270,3 +272,24 @@ def test_driver_errors_exit_1_without_traceback(tmp_path, capsys, flags, message
     assert code == 1, err
     assert err.startswith("pstune: ") and message in err, err
     assert "Traceback" not in err
+
+
+def test_sampler_seed_depends_on_the_study_size_and_tpe_lies_when_parallel():
+    """A resumed study (trials already there) gets another seed than its first
+    run, the same one for the same size; TPE with --parallel > 1 uses
+    constant_liar, without an ExperimentalWarning reaching the user."""
+    import warnings
+    from pstune.runner import Driver, Options
+    space = load_space(str(REPO / "tools" / "pstune" / "examples" / "mlp_space.yaml"))
+
+    def draw(sampler, finished):
+        d = Driver(Options(space=space, shards=["h:1"], sampler=sampler, seed=1,
+                           parallel=2))
+        with warnings.catch_warnings():
+            warnings.simplefilter("error")
+            s = d._sampler(finished)
+        return s
+    assert draw("random", 0)._rng.rand() == draw("random", 0)._rng.rand()
+    assert draw("random", 0)._rng.rand() != draw("random", 3)._rng.rand()
+    assert draw("random", 3)._rng.rand() == draw("random", 3)._rng.rand()
+    assert draw("tpe", 0)._constant_liar
