@@ -242,6 +242,7 @@ class Driver:
         self.failures_this_run = 0
         self.stop_signal = 0
         self.signals = 0              # signals received (a second one hurries)
+        _Proc.hurry = False
         self._reported = False
         self.started = time.monotonic()
         self.client = None
