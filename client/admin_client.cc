@@ -200,19 +200,34 @@ std::vector<ShardResult<v1::DropNamespaceResponse>> AdminClient::DropNamespace(
                                           v1::DropNamespaceRequest>>{{0, req}},
                                       absl::InfiniteDuration(),
                                       PSKIT_ADMIN_START(DropNamespace));
-  if (!out[0].ok() || shards_.size() == 1) return out;
+  // NOT_FOUND on shard 0 may be an earlier drop that got past it and was
+  // refused further on: the others are asked too, so running the drop again
+  // finishes it. It is NOT_FOUND only when no shard had the namespace.
+  const bool missing_on_0 = out[0].status.code() == absl::StatusCode::kNotFound;
+  if ((!out[0].ok() && !missing_on_0) || shards_.size() == 1) return out;
   std::vector<ShardRequest<v1::DropNamespaceRequest>> rest;
   for (uint32_t s = 1; s < shards_.size(); ++s) rest.push_back({s, req});
-  for (ShardResult<v1::DropNamespaceResponse>& r :
-       Call<v1::DropNamespaceResponse>("DropNamespace", rest,
-                                       absl::InfiniteDuration(),
-                                       PSKIT_ADMIN_START(DropNamespace))) {
-    if (r.status.code() == absl::StatusCode::kNotFound) {
-      // Nothing of it there (an earlier drop got that far): dropped.
-      r.status = absl::OkStatus();
-      r.description.clear();
-      r.response = v1::DropNamespaceResponse();
-    }
+  std::vector<ShardResult<v1::DropNamespaceResponse>> others =
+      Call<v1::DropNamespaceResponse>("DropNamespace", rest,
+                                      absl::InfiniteDuration(),
+                                      PSKIT_ADMIN_START(DropNamespace));
+  bool dropped_somewhere = false;
+  for (const auto& r : others) dropped_somewhere |= r.ok();
+  if (missing_on_0 && !dropped_somewhere) {
+    // Nowhere to drop (or refused where it is): every answer as it came.
+    for (auto& r : others) out.push_back(std::move(r));
+    return out;
+  }
+  const auto as_dropped = [](ShardResult<v1::DropNamespaceResponse>* r) {
+    if (r->status.code() != absl::StatusCode::kNotFound) return;
+    // Nothing of it there (an earlier drop got that far): dropped.
+    r->status = absl::OkStatus();
+    r->description.clear();
+    r->response = v1::DropNamespaceResponse();
+  };
+  as_dropped(&out[0]);
+  for (auto& r : others) {
+    as_dropped(&r);
     out.push_back(std::move(r));
   }
   return out;

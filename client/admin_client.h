@@ -153,10 +153,13 @@ class AdminClient {
   std::vector<ShardResult<v1::DrainResponse>> Drain(
       const v1::DrainRequest& req);
   // Drops namespace `ns` (Admin/DropNamespace): shard 0 first; when it
-  // fails, only its result comes back (no other shard was asked, so nothing
-  // changed anywhere). Then every other shard at once; one answering
+  // refuses, only its result comes back (no other shard was asked, so
+  // nothing changed anywhere). Then every other shard at once; one answering
   // NOT_FOUND had nothing of it (an earlier drop got that far) and counts
-  // as dropped (OK, nothing freed).
+  // as dropped (OK, nothing freed). Shard 0's NOT_FOUND does not stop the
+  // others (a drop that got past shard 0 and was refused further on is
+  // finished by calling again); it counts as dropped when another shard
+  // dropped it, and the answers come back as they are when none did.
   std::vector<ShardResult<v1::DropNamespaceResponse>> DropNamespace(
       const std::string& ns);
 

@@ -10,6 +10,8 @@
 #include <algorithm>
 #include <utility>
 
+#include "absl/algorithm/container.h"
+#include "absl/container/flat_hash_set.h"
 #include "absl/strings/str_cat.h"
 #include "common/encoding.h"
 #include "common/initializer.h"
@@ -118,19 +120,36 @@ absl::Status ChunkStore::Declare(const v1::DeclareRequest& req,
     PSKIT_RETURN_IF_ERROR(CheckDeclare(req, &plan));
   }
   // Build the new tensors without holding the index: filling a large
-  // tensor's values must not stall pulls and pushes.
-  PSKIT_ASSIGN_OR_RETURN(std::vector<std::unique_ptr<Tensor>> built,
-                         BuildTensors(plan));
-  uint32_t held = 0;
-  {
-    absl::MutexLock lock(&index_mu_);
-    // Another Declare may have run meanwhile: check again, then insert what
-    // is still missing. Nothing is inserted if anything clashes.
-    PSKIT_RETURN_IF_ERROR(CheckDeclare(req, &plan));
-    held = InsertDeclared(req, &plan, std::move(built), resp);
+  // tensor's values must not stall pulls and pushes. Another Declare may
+  // run meanwhile (then fewer tensors are missing), or a DropNamespace (then
+  // more are: build again, a bounded number of times).
+  for (int attempt = 0;; ++attempt) {
+    PSKIT_ASSIGN_OR_RETURN(std::vector<std::unique_ptr<Tensor>> built,
+                           BuildTensors(plan));
+    absl::flat_hash_set<std::string> names;
+    for (const auto& t : built) names.insert(t->spec.name());
+    {
+      absl::MutexLock lock(&index_mu_);
+      // Check again, then insert what is still missing. Nothing is inserted
+      // if anything clashes.
+      PSKIT_RETURN_IF_ERROR(CheckDeclare(req, &plan));
+      const bool all_built = absl::c_all_of(
+          plan.fresh, [&](const v1::TensorSpec* spec) {
+            return names.contains(spec->name());
+          });
+      if (all_built) {
+        resp->set_chunks_held(
+            InsertDeclared(req, &plan, std::move(built), resp));
+        return absl::OkStatus();
+      }
+    }
+    if (attempt == 2) {
+      return absl::AbortedError(absl::StrCat(
+          "namespace ", Quoted(plan.ns),
+          " was dropped on shard ", shard_index_,
+          " while this Declare built it, three times over: declare again"));
+    }
   }
-  resp->set_chunks_held(held);
-  return absl::OkStatus();
 }
 
 absl::StatusOr<DeclarePlan> ChunkStore::PlanDeclare(

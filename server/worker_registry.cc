@@ -92,7 +92,10 @@ absl::Status WorkerRegistry::Heartbeat(uint64_t id, const std::string& ns) {
   if (s.ok()) {
     Entry& e = workers_[id];
     e.expiry = clock_->Now() + lease_;
-    e.ns = NamespaceOf(ns);
+    // An empty namespace keeps the one registered: a caller that named its
+    // job at registration and heartbeats with the default "" must not turn
+    // into a worker of "default" (its job could then be dropped under it).
+    if (!ns.empty()) e.ns = NamespaceOf(ns);
     TellLive(id);
   }
   return s;

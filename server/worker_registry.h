@@ -62,8 +62,9 @@ class WorkerRegistry {
                                                   const std::string& ns = "")
       ABSL_LOCKS_EXCLUDED(mu_);
 
-  // Renews the lease, and records `ns` ("" is "default") as the worker's
-  // namespace. NOT_FOUND when the id is unknown or its lease lapsed.
+  // Renews the lease, and records `ns` as the worker's namespace; "" keeps
+  // the one it has (registered, or named by an earlier Heartbeat). NOT_FOUND
+  // when the id is unknown or its lease lapsed.
   [[nodiscard]] absl::Status Heartbeat(uint64_t id, const std::string& ns = "")
       ABSL_LOCKS_EXCLUDED(mu_);
 

@@ -142,10 +142,26 @@ TEST_F(DropNamespaceTest, AShardThatHasItNoMoreCountsAsDropped) {
   ASSERT_EQ(freed.size(), 2u);
   EXPECT_GT(freed[0].chunks_freed(), 0u);
   EXPECT_EQ(freed[1].chunks_freed(), 0u);
-  // Only shard 0 decides NOT_FOUND.
+  // NOT_FOUND only when no shard has it.
   ASSERT_OK(cluster_->shard(1).store().DropNamespace("other", &r));
   EXPECT_OK(admin_->DropNamespace("other"));
   EXPECT_EQ(admin_->DropNamespace("other").status().code(),
+            absl::StatusCode::kNotFound);
+}
+
+TEST_F(DropNamespaceTest, ADropThatGotPastShardZeroIsFinishedByRunningItAgain) {
+  // Shard 0 dropped "job", shard 1 did not (it refused, or was down): shard
+  // 0's NOT_FOUND must not stop the rerun before shard 1.
+  v1::DropNamespaceResponse r;
+  ASSERT_OK(cluster_->shard(0).store().DropNamespace("job", &r));
+  ASSERT_OK_AND_ASSIGN(std::vector<v1::DropNamespaceResponse> freed,
+                       admin_->DropNamespace("job"));
+  ASSERT_EQ(freed.size(), 2u);
+  EXPECT_EQ(freed[0].chunks_freed(), 0u);
+  EXPECT_GT(freed[1].chunks_freed(), 0u);
+  EXPECT_EQ(NamespacesOnEachShard(admin_.get()),
+            (std::vector<std::vector<std::string>>{{"other"}, {"other"}}));
+  EXPECT_EQ(admin_->DropNamespace("job").status().code(),
             absl::StatusCode::kNotFound);
 }
 

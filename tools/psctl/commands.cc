@@ -60,8 +60,9 @@ constexpr Command kCommands[] = {
      "compensation state, evaluations and config, so a later Declare of the\n"
      "name starts afresh. Shard 0 is asked first; if it refuses, no shard\n"
      "changed. Refused while a worker of NAMESPACE holds a lease (stop it,\n"
-     "or wait for the lease to lapse); NOT_FOUND when shard 0 has no such\n"
-     "namespace. Prints, per shard, the chunks and elements freed.\n"
+     "or wait for the lease to lapse); NOT_FOUND when no shard has it (a\n"
+     "drop that got past shard 0 and stopped is finished by running it\n"
+     "again). Prints, per shard, the chunks and elements freed.\n"
      "Checkpoints written before keep it (restore brings it back).",
      CmdDrop},
     {"drain", "drain [--wait_s N] [--reason TEXT]",

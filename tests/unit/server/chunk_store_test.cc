@@ -1026,6 +1026,40 @@ TEST_F(ChunkStoreTest, PushesRacingADropSeeTheNamespaceOrNotFound) {
   EXPECT_EQ(odd.load(), 0);
 }
 
+TEST_F(ChunkStoreTest, DeclaresRacingDropsLeaveWholeTensorsOrNone) {
+  // A Declare builds its tensors between two checks; a drop in that gap
+  // used to leave it inserting fewer tensors than the namespace then lacked
+  // (a null tensor, dereferenced: the shard crashed).
+  DeclareEverywhere();
+  std::atomic<bool> stop{false};
+  std::atomic<int> odd{0};
+  std::vector<std::thread> declarers;
+  for (int t = 0; t < 2; ++t) {
+    declarers.emplace_back([&] {
+      while (!stop.load()) {
+        v1::DeclareResponse declared;
+        absl::Status s = stores_[0]->Declare(DeclareReq(0), &declared);
+        if (!s.ok() && s.code() != absl::StatusCode::kAborted) ++odd;
+        if (s.ok() && declared.chunks_held() != Here(0).size()) ++odd;
+      }
+    });
+  }
+  for (int round = 0; round < 500; ++round) {
+    v1::DropNamespaceResponse dropped;
+    absl::Status s = stores_[0]->DropNamespace("job", &dropped);
+    ASSERT_TRUE(s.ok() || s.code() == absl::StatusCode::kNotFound) << s;
+    if (s.ok()) EXPECT_EQ(dropped.chunks_freed(), Here(0).size());
+  }
+  stop = true;
+  for (std::thread& t : declarers) t.join();
+  EXPECT_EQ(odd.load(), 0);
+  // Whatever the last step was, the namespace is whole or absent.
+  v1::DeclareResponse declared;
+  ASSERT_OK(stores_[0]->Declare(DeclareReq(0), &declared));
+  EXPECT_EQ(declared.chunks_held(), Here(0).size());
+  EXPECT_EQ(PullOne(0, Here(0)[0]).second, 0u);
+}
+
 TEST_F(ChunkStoreTest, EvaluationHistoryKeepsTheLastReportsOldestFirst) {
   DeclareEverywhere();
   v1::ReportEvaluationRequest eval;

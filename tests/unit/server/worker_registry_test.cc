@@ -88,6 +88,11 @@ TEST(WorkerRegistry, KnowsEachLiveWorkersNamespace) {
   EXPECT_OK(reg.Heartbeat(b, "job"));
   EXPECT_EQ(reg.LiveIn("job").size(), 2u);
   EXPECT_TRUE(reg.LiveIn("default").empty());
+  // One without a namespace ("", the Python binding's default) keeps it.
+  EXPECT_OK(reg.Heartbeat(a));
+  EXPECT_OK(reg.Heartbeat(b, ""));
+  EXPECT_EQ(reg.LiveIn("job").size(), 2u);
+  EXPECT_TRUE(reg.LiveIn("default").empty());
   EXPECT_OK(reg.Leave(a));
   EXPECT_EQ(reg.LiveIn("job"),
             std::vector<std::string>{absl::StrCat("b (id ", b, ")")});
