@@ -15,6 +15,10 @@ wall_s the run's wall time). This script reads them all and writes
 
     tests/bench/pstune_bench_table.py --report DIR [--checkpoints 5,10,20] [--baseline 0.88]
 
+The baseline is the default configuration's test accuracy: the mean of DIR/runs/default_s<seed>/
+test_accuracy (pstune_bench.sh trains it like the final retraining) when there are any, else
+--baseline.
+
 "Trials" counts finished trials (COMPLETE or PRUNED, as pstune's --trials budget does; FAIL
 ones, lost to the infrastructure, are counted apart) in trial-number order; the best so far
 only moves on COMPLETE ones. A mean over fewer seeds than the sampler has (a run that ended
@@ -168,7 +172,8 @@ def collect(out, direction=None):
     runs, problems = {}, []
     for name in sorted(os.listdir(runs_dir)):
         m = RUN_DIR.match(name)
-        if not m or not os.path.isdir(os.path.join(runs_dir, name)):
+        if (not m or m.group("sampler") == "default"
+                or not os.path.isdir(os.path.join(runs_dir, name))):
             continue
         try:
             run = read_run(os.path.join(runs_dir, name), direction)
@@ -179,8 +184,30 @@ def collect(out, direction=None):
     return runs, problems
 
 
+def read_defaults(out):
+    """The default configuration's test accuracies, one per seed run
+    (runs/default_s<seed>/test_accuracy), in seed order, and the files that
+    could not be read."""
+    runs_dir, found, problems = os.path.join(out, "runs"), [], []
+    for name in sorted(os.listdir(runs_dir)) if os.path.isdir(runs_dir) else []:
+        m = RUN_DIR.match(name)
+        path = os.path.join(runs_dir, name, "test_accuracy")
+        if m and m.group("sampler") == "default" and os.path.exists(path):
+            with open(path) as f:
+                text = f.read().strip()
+            try:
+                found.append((int(m.group("seed")), float(text)))
+            except ValueError:
+                problems.append(f"{path} holds {text[:40]!r}, not an accuracy: left out")
+    return [v for _, v in sorted(found)], problems
+
+
 def write_report(out, checkpoints, baseline, direction=None):
     runs, problems = collect(out, direction)
+    defaults, default_problems = read_defaults(out)
+    problems += default_problems
+    if defaults:
+        baseline = statistics.fmean(defaults)
     if not runs:
         raise BenchError(f"no finished run under {out}/runs" +
                          ("".join(f"\n  {p}" for p in problems)))
@@ -232,7 +259,13 @@ def write_report(out, checkpoints, baseline, direction=None):
         walls = [r["wall_s"] / 60 for r in mine if r["wall_s"] is not None]
         cells.append(f"{statistics.fmean(walls):.1f}" if walls else "-")
         lines.append("| " + " | ".join(cells) + " |")
-    if baseline is not None:
+    if defaults:
+        lines.append("")
+        lines.append("The default configuration (784-256-128-10, adam, lr 0.001, batch 64), "
+                     "trained like the final retraining: test accuracy "
+                     + " / ".join(f"{v * 100:.2f}%" for v in defaults)
+                     + f" (mean {baseline * 100:.2f}%).")
+    elif baseline is not None:
         lines.append("")
         lines.append(f"The default configuration's test accuracy: {baseline * 100:.1f}%.")
     tested = [(r["test_accuracy"], s, seed) for (s, seed), r in runs.items()
@@ -299,7 +332,7 @@ def plot(runs, samplers, metric, maximise, pct, baseline, path):
         ax.fill_between(xs, lo, hi, color=line.get_color(), alpha=0.15, linewidth=0)
     if baseline is not None and pct:
         ax.axhline(baseline * scale, color="grey", linestyle="--", linewidth=1,
-                   label=f"default configuration (test) {baseline * 100:.0f}%")
+                   label=f"default configuration (test) {baseline * 100:.1f}%")
     ax.set_xlabel("finished trials")
     ax.set_ylabel(f"best {metric} so far" + (" (%)" if pct else ""))
     ax.set_title(f"best {metric} against trials (mean over seeds, band: worst to best seed)",

@@ -75,3 +75,21 @@ def test_table_and_plot_from_runs(tmp_path):
 def test_no_runs_is_a_clear_error(tmp_path, capsys):
     assert pstune_bench_table.main(["--report", str(tmp_path)]) == 1
     assert "runs does not exist: run pstune_bench.sh first" in capsys.readouterr().err
+
+
+def test_measured_default_configuration_is_the_baseline(tmp_path):
+    """pstune_bench.sh's runs/default_s<seed>/test_accuracy files (the default
+    configuration trained like the final retraining) replace --baseline and are
+    not read as a sampler's runs."""
+    make_run(tmp_path, "tpe_s1", [0.85, 0.88], "test accuracy 0.8950")
+    for seed, acc in ((1, "0.8790"), (2, "0.8810"), (3, "not a number")):
+        d = tmp_path / "runs" / f"default_s{seed}"
+        d.mkdir()
+        (d / "test_accuracy").write_text(acc + "\n")
+    assert pstune_bench_table.main(["--report", str(tmp_path), "--baseline", "0.5"]) == 0
+    rows = list(csv.DictReader(open(tmp_path / "bench.csv")))
+    assert [r["sampler"] for r in rows] == ["tpe"]
+    md = (tmp_path / "bench.md").read_text()
+    assert "trained like the final retraining: test accuracy 87.90% / 88.10% (mean 88.00%)" in md
+    assert "50.0%" not in md
+    assert "default_s3/test_accuracy" in md       # the unreadable one is named

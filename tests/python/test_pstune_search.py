@@ -257,7 +257,8 @@ def test_worker_command_and_pruning(shards, tmp_path):
                        ["--worker_command",
                         f"{sys.executable} {SCRIPTED} --hold_below 0.6",
                         "--workers", "2", "--pruner", "halving", "--seed", "6",
-                        "--poll_s", "0.3"])
+                        "--poll_s", "0.3", "--max_seconds", "3",
+                        "--retrain_seconds", "1.5"])
     r = subprocess.run(args, capture_output=True, text=True, timeout=240)
     assert r.returncode == 0, r.stderr
     study = load(out)
@@ -288,7 +289,12 @@ def test_worker_command_and_pruning(shards, tmp_path):
     assert "scripted worker rank 1 of 2 ns t-t0 folds 5 fold 0" in log
     final_log = (out / "logs" / "t-final" / "evaluator.log").read_text()
     assert "scripted evaluator rank 0 of 1 ns t-final folds 0 fold 0" in final_log
-    assert "--eval_interval_s=2.5" in final_log   # the test set scored at the end
+    # --max_seconds replaces the file's 2.5 s for the trials, and
+    # --retrain_seconds gives the final run its own time, the test set scored
+    # at its end.
+    assert "--max_seconds=3" in log and "--max_seconds=2.5" not in log
+    assert "--max_seconds=1.5" in final_log and "--eval_interval_s=1.5" in final_log
+    assert study.user_attrs["final"]["budget_s"] == 1.5
     assert namespaces_on(addrs) == []
 
 

@@ -245,6 +245,9 @@ def test_cli_reports_space_error_without_traceback(tmp_path, capsys):
     (["--startup_trials", "0"], "--startup_trials must be >= 1"),
     (["--population", "1"], "--population 1: give N >= 2"),
     (["--max_failures", "0"], "--max_failures must be >= 1"),
+    (["--max_seconds", "-3"], "--max_seconds -3: give seconds > 0"),
+    (["--retrain_seconds", "nan"], "--retrain_seconds nan: give seconds > 0"),
+    (["--retrain_seconds", "inf"], "--retrain_seconds inf: give seconds > 0"),
 ])
 def test_cli_refuses_bad_options(tmp_path, capsys, flags, message):
     from pstune import cli
@@ -293,3 +296,28 @@ def test_sampler_seed_depends_on_the_study_size_and_tpe_lies_when_parallel():
     assert draw("random", 0)._rng.rand() != draw("random", 3)._rng.rand()
     assert draw("random", 3)._rng.rand() == draw("random", 3)._rng.rand()
     assert draw("tpe", 0)._constant_liar
+
+
+def test_trials_and_the_final_run_get_their_own_training_time():
+    """The trials train for the budget's max_seconds; the final retraining
+    for --retrain_seconds when given (its evaluator scoring once, at the end,
+    without patience), else for the same max_seconds."""
+    from pstune.runner import Driver, Options
+    space = load_space(str(REPO / "tools" / "pstune" / "examples" / "mlp_space.yaml"))
+    params = {"lr": 0.001, "hidden1": 256, "hidden2": 128, "batch_size": 64,
+              "optimizer": "adam"}
+
+    def argv(retrain_seconds, role, final):
+        d = Driver(Options(space=space, shards=["h:1"], retrain_seconds=retrain_seconds))
+        d.command = ["ps-worker"]
+        return d._argv("ns", role, 0, 1, params, [], final)
+    trial = argv(90, "evaluator", False)
+    assert "--max_seconds=60" in trial and "--eval_interval_s=3" in trial
+    assert "--patience=6" in trial
+    final = argv(90, "evaluator", True)
+    assert "--max_seconds=90" in final and "--eval_interval_s=90" in final
+    assert not any(a.startswith("--patience") for a in final)
+    assert "--max_seconds=90" in argv(90, "worker", True)
+    assert "--max_seconds=60" in argv(90, "worker", False)
+    default = argv(0, "evaluator", True)
+    assert "--max_seconds=60" in default and "--eval_interval_s=60" in default

@@ -4,6 +4,8 @@ file and runs pstune.runner.Driver. Exit status: 0 done, 1 the search failed
 signal N (rerun the same command to resume)."""
 
 import argparse
+import dataclasses
+import math
 import os
 import shutil
 import sys
@@ -19,13 +21,13 @@ side) with --workers ps-worker processes and one evaluator; its merit is the
 best evaluation the shards hold (the space file's metric). The study is kept
 in Optuna's SQLite storage: rerun the same command to resume it. At the end
 the best configuration is retrained: namespace STUDY-final, on all training
-data (no folds, no holdout, no patience), with the same max_seconds, its
-evaluator scoring the test set once at the end of the run (eval interval =
-max_seconds; ps-worker also scores the untrained model at the start); that
-score is the reported test accuracy (--no_retrain skips it). The results go
-to --out (trials.csv, trials.md, merit.png, importance.png, best.json); the
-table is written right after the search, and also when the search fails or
-is stopped.
+data (no folds, no holdout, no patience), for the trials' max_seconds (or
+--retrain_seconds), its evaluator scoring the test set once at the end of the
+run (eval interval = that time; ps-worker also scores the untrained model at
+the start); that score is the reported test accuracy (--no_retrain skips
+it). The results go to --out (trials.csv, trials.md, merit.png,
+importance.png, best.json); the table is written right after the search, and
+also when the search fails or is stopped.
 
 Start a cluster with `psrun --workers 0` (it prints the shards), then e.g.
   pstune --space tools/pstune/examples/mlp_space.yaml --trials 20 --parallel 2 \\
@@ -92,6 +94,12 @@ def parser() -> argparse.ArgumentParser:
       help="the ps-worker binary (default: the one beside pstune, else on PATH)")
     a("--no_retrain", action="store_true",
       help="skip retraining the best configuration on all training data")
+    a("--max_seconds", type=float, default=0.0, metavar="S",
+      help="each trial's training time, in place of the space file's "
+           "budget.max_seconds (default 0: the file's)")
+    a("--retrain_seconds", type=float, default=0.0, metavar="S",
+      help="the final retraining's training time (default 0: the trials' "
+           "max_seconds)")
     a("--max_failures", type=int, default=5, metavar="N",
       help="stop after N failed trials in one run (default 5)")
     a("--drop_wait_s", type=float, default=90.0, metavar="S",
@@ -115,6 +123,15 @@ def main(argv: Optional[List[str]] = None) -> int:
     except SpaceError as e:
         print(f"pstune: {e}", file=sys.stderr)
         return 2
+    for flag in ("max_seconds", "retrain_seconds"):
+        v = getattr(args, flag)
+        if not (v >= 0 and math.isfinite(v)):
+            print(f"pstune: --{flag} {v:g}: give seconds > 0 (or 0: the default)",
+                  file=sys.stderr)
+            return 2
+    if args.max_seconds > 0:
+        space = dataclasses.replace(space, budget=dataclasses.replace(
+            space.budget, max_seconds=args.max_seconds))
     shards = [s.strip() for s in args.shards.split(",") if s.strip()]
     for s in shards:
         host, sep, port = s.rpartition(":")
@@ -147,7 +164,8 @@ def main(argv: Optional[List[str]] = None) -> int:
         pruner=args.pruner, seed=args.seed, population=args.population,
         startup_trials=args.startup_trials, worker_command=args.worker_command,
         ps_worker=args.ps_worker or ("" if args.worker_command else _default_ps_worker()),
-        retrain=not args.no_retrain, max_failures=args.max_failures,
+        retrain=not args.no_retrain, retrain_seconds=args.retrain_seconds,
+        max_failures=args.max_failures,
         drop_wait_s=args.drop_wait_s, token_file=args.token_file, tls_ca=args.tls_ca,
         tls_cert=args.tls_cert, tls_key=args.tls_key,
         poll_s=args.poll_s,

@@ -17,10 +17,9 @@ command marks FAIL (their namespaces dropped once the leases of their killed
 workers lapse) before it goes on. One driver per study at a time: a lock file
 in the output directory and one beside an SQLite storage (keyed by the
 study's name) refuse a second. Processes are stopped by process group, so a
---worker_command wrapper's children stop too.
+--worker_command wrapper's children stop too (pstune.processes).
 """
 
-import ctypes
 import dataclasses
 import fcntl
 import json
@@ -30,7 +29,6 @@ import re
 import shlex
 import signal
 import statistics
-import subprocess
 import sys
 import time
 import warnings
@@ -39,6 +37,7 @@ from typing import Any, Dict, List, Optional, Sequence
 import optuna
 from optuna.trial import TrialState
 
+from pstune.processes import DriverError, Proc, stop
 from pstune.space import Space
 
 SAMPLERS = ("random", "tpe", "cmaes", "nsga2", "gp")
@@ -51,10 +50,6 @@ _EVALUATOR_OK = (0, 3)
 _LAUNCHER_VARIABLES = ("SLURM_PROCID", "SLURM_NTASKS", "OMPI_COMM_WORLD_RANK",
                        "OMPI_COMM_WORLD_SIZE", "PMI_RANK", "PMI_SIZE",
                        "JOB_COMPLETION_INDEX", "PSKIT_WORLD_SIZE", "PSKIT_TOKEN")
-
-
-class DriverError(RuntimeError):
-    """The search cannot go on; the message says why and what to do."""
 
 
 @dataclasses.dataclass
@@ -77,6 +72,7 @@ class Options:
     worker_command: str = ""      # "": ps-worker
     ps_worker: str = ""           # the ps-worker binary
     retrain: bool = True
+    retrain_seconds: float = 0.0  # the final retraining's time; 0: the budget's
     max_failures: int = 5
     drop_wait_s: float = 90.0     # how long a refused drop is retried
     token_file: str = ""
@@ -85,111 +81,6 @@ class Options:
     tls_key: str = ""
     poll_s: float = 1.0
     status_line: Optional[bool] = None   # None: when stderr is a terminal
-
-
-_PRCTL = ctypes.CDLL(None, use_errno=True).prctl   # looked up once, in the parent
-
-
-def _die_with_parent(parent: int):
-    """The child's preexec_fn: SIGTERM when the driver dies (even by
-    SIGKILL), so no worker outlives it. It only calls prctl (nothing that
-    may take a lock another thread of the parent held at fork), then checks
-    that the driver did not die before the prctl took effect."""
-    def preexec():
-        _PRCTL(1, signal.SIGTERM)       # PR_SET_PDEATHSIG
-        if os.getppid() != parent:
-            os._exit(1)
-    return preexec
-
-
-class _Proc:
-    """One worker or evaluator process, its output in a log file."""
-    hurry = False                   # a second signal: SIGKILL without grace
-
-    def __init__(self, label: str, argv: List[str], env: Dict[str, str], log: str,
-                 evaluator: bool):
-        self.label, self.log, self.evaluator = label, log, evaluator
-        self.stopped_by_us = False
-        self.group_done = False     # its process group is known to be empty
-        os.makedirs(os.path.dirname(log), exist_ok=True)
-        with open(log, "ab") as f:
-            f.write(("$ " + " ".join(shlex.quote(a) for a in argv) + "\n").encode())
-            f.flush()
-            try:
-                self.popen = subprocess.Popen(
-                    argv, env=env, stdin=subprocess.DEVNULL, stdout=f,
-                    stderr=subprocess.STDOUT, start_new_session=True,
-                    preexec_fn=_die_with_parent(os.getpid()))
-            except OSError as e:
-                raise DriverError(f"cannot start {argv[0]}: {e.strerror} (give the "
-                                  "program with --ps_worker or --worker_command)") from None
-
-    def poll(self) -> Optional[int]:
-        return self.popen.poll()
-
-    def last_line(self) -> str:
-        try:
-            with open(self.log, "rb") as f:
-                f.seek(max(0, os.path.getsize(self.log) - 2000))
-                lines = [l for l in f.read().decode("utf-8", "replace").splitlines()
-                         if l.strip()]
-            return lines[-1].strip() if lines else ""
-        except OSError:
-            return ""
-
-
-def _group_alive(pgid: int) -> bool:
-    try:
-        os.killpg(pgid, 0)
-        return True
-    except ProcessLookupError:
-        return False
-    except PermissionError:     # the group id was taken by someone else's
-        return False
-
-
-def _stop(procs: Sequence[_Proc], grace_s: float = 15.0) -> None:
-    """SIGTERM to the process group of every process (each leads its own
-    session, so a --worker_command wrapper's children are stopped too),
-    SIGKILL to the groups still alive after grace_s; returns once the
-    processes have exited and their groups are empty (or, for groups whose
-    reparented members nobody reaps, after a few more seconds)."""
-    groups = [p for p in procs if not p.group_done]
-    for p in groups:
-        if p.poll() is None:
-            p.stopped_by_us = True
-        try:
-            os.killpg(p.popen.pid, signal.SIGTERM)
-        except (ProcessLookupError, PermissionError):
-            p.group_done = p.poll() is not None
-    deadline = time.monotonic() + grace_s
-    killed_at = None
-    while True:
-        left = []
-        for p in groups:
-            if p.group_done:
-                continue
-            if p.poll() is None or _group_alive(p.popen.pid):
-                left.append(p)
-            else:
-                p.group_done = True
-        if not left:
-            return
-        now = time.monotonic()
-        if killed_at is None and (now > deadline or _Proc.hurry):
-            for p in left:
-                try:
-                    os.killpg(p.popen.pid, signal.SIGKILL)
-                except (ProcessLookupError, PermissionError):
-                    pass
-            killed_at = now
-        elif killed_at is not None and now - killed_at > 5:
-            for p in left:
-                if p.poll() is not None:
-                    p.group_done = True    # zombies left to init
-            if all(p.group_done for p in left):
-                return
-        time.sleep(0.05)
 
 
 def _merit_of(evals: Sequence[dict], metric: str, direction: str) -> Optional[float]:
@@ -213,14 +104,14 @@ class _Run:
     trial: Any                        # optuna Trial; None for the final run
     label: str                        # "trial 7" / "final"
     namespaces: List[str]
-    procs: Dict[str, List[_Proc]]
+    procs: Dict[str, List[Proc]]
     started: float
     history: Dict[str, Dict[str, dict]] = dataclasses.field(default_factory=dict)
     reported_step: int = 0
     evaluators_done_at: Optional[float] = None
     failure: str = ""
 
-    def all_procs(self) -> List[_Proc]:
+    def all_procs(self) -> List[Proc]:
         return [p for ps in self.procs.values() for p in ps]
 
     def evals(self, ns: str) -> List[dict]:
@@ -242,7 +133,7 @@ class Driver:
         self.failures_this_run = 0
         self.stop_signal = 0
         self.signals = 0              # signals received (a second one hurries)
-        _Proc.hurry = False
+        Proc.hurry = False
         self._reported = False
         self.started = time.monotonic()
         self.client = None
@@ -590,9 +481,17 @@ class Driver:
                 env.pop(name, None)
         return env
 
+    def _seconds(self, final: bool) -> float:
+        """A run's training time: the budget's, or --retrain_seconds for the
+        final retraining."""
+        if final and self.o.retrain_seconds > 0:
+            return self.o.retrain_seconds
+        return self.space.budget.max_seconds
+
     def _argv(self, ns: str, role: str, rank: int, world: int, params: Dict[str, Any],
               fold_flags: List[str], final: bool) -> List[str]:
         b = self.space.budget
+        seconds = self._seconds(final)
         argv = list(self.command)
         if not self.o.worker_command:
             argv += [f"--shards={','.join(self.o.shards)}", f"--namespace={ns}",
@@ -604,11 +503,11 @@ class Driver:
                 if value:
                     argv.append(f"{flag}={os.path.abspath(value)}")
         argv += self.space.worker_flags(params)
-        argv.append(f"--max_seconds={b.max_seconds:g}")
+        argv.append(f"--max_seconds={seconds:g}")
         if role == "evaluator":
             # The final run scores the test set: once, at its end (ps-worker
             # also scores the untrained model at the start).
-            interval = b.max_seconds if final else b.eval_interval_s
+            interval = seconds if final else b.eval_interval_s
             argv.append(f"--eval_interval_s={interval:g}")
             if b.patience and not final:
                 argv.append(f"--patience={b.patience}")
@@ -624,15 +523,15 @@ class Driver:
             folds = self._fold_flags(i, final)
             logs = os.path.join(self.o.out, "logs", ns)
             procs = run.procs.setdefault(ns, [])
-            procs.append(_Proc(f"{ns} evaluator",
-                               self._argv(ns, "evaluator", 0, 1, params, folds, final),
-                               self._env(ns, "evaluator", 0, 1),
-                               os.path.join(logs, "evaluator.log"), True))
+            procs.append(Proc(f"{ns} evaluator",
+                              self._argv(ns, "evaluator", 0, 1, params, folds, final),
+                              self._env(ns, "evaluator", 0, 1),
+                              os.path.join(logs, "evaluator.log"), True))
             for r in range(w):
-                procs.append(_Proc(f"{ns} worker {r}",
-                                   self._argv(ns, "worker", r, w, params, folds, final),
-                                   self._env(ns, "worker", r, w),
-                                   os.path.join(logs, f"worker{r}.log"), False))
+                procs.append(Proc(f"{ns} worker {r}",
+                                  self._argv(ns, "worker", r, w, params, folds, final),
+                                  self._env(ns, "worker", r, w),
+                                  os.path.join(logs, f"worker{r}.log"), False))
         return run
 
     # ------------------------------------------------------------ trials
@@ -693,22 +592,22 @@ class Driver:
         if run.evaluators_done_at is None and all(p.poll() is not None
                                                   for p in evaluators):
             run.evaluators_done_at = now
-        budget = self.space.budget.max_seconds
+        budget = self._seconds(run.trial is None)
         if not all_done and not run.failure:
             if run.evaluators_done_at is not None and now - run.evaluators_done_at > 30:
-                _stop(run.all_procs())     # workers that miss the job's end
+                stop(run.all_procs())     # workers that miss the job's end
                 all_done = True
             elif now - run.started > budget * 2 + 120:
                 run.failure = (f"ran {now - run.started:.0f} s, past its budget of "
                                f"{budget:g} s (logs in "
                                f"{os.path.join(self.o.out, 'logs')})")
         if run.failure:
-            _stop(run.all_procs())
+            stop(run.all_procs())
             return True
         return all_done
 
     def _end_trial(self, run: _Run, state: TrialState, value=None, reason: str = ""):
-        _stop(run.all_procs())
+        stop(run.all_procs())
         self._drop_later(run.namespaces)
         t = run.trial
         t.set_user_attr("seconds", round(time.monotonic() - run.started, 1))
@@ -808,7 +707,7 @@ class Driver:
         short: SIGKILL without grace, no more waiting for drops."""
         self.signals += 1
         if self.stop_signal:
-            _Proc.hurry = True
+            Proc.hurry = True
         else:
             self.stop_signal = signum
 
@@ -843,7 +742,9 @@ class Driver:
             self._say("pstune: no trial completed: nothing to retrain")
             return None
         stored = self.study.user_attrs.get("final")
-        if stored and stored.get("trial") == best.number:
+        if (stored and stored.get("trial") == best.number
+                and stored.get("budget_s", self.space.budget.max_seconds)
+                == self._seconds(True)):
             return stored
         ns = f"{self.o.study}-final"
         self._drop_later([ns])
@@ -871,7 +772,8 @@ class Driver:
                   "validation_merit": best.value,
                   "test_accuracy": float(last.get("accuracy", 0.0)),
                   "test_loss": float(last.get("loss", 0.0)),
-                  "seconds": round(time.monotonic() - run.started, 1)}
+                  "seconds": round(time.monotonic() - run.started, 1),
+                  "budget_s": self._seconds(True)}
         self.study.set_user_attr("final", result)
         return result
 
@@ -981,7 +883,7 @@ class Driver:
         if runs:
             self._say(f"pstune: stopping {len(runs)} run{'s' if len(runs) > 1 else ''}"
                       " (a second signal kills them at once)")
-        _stop([p for run in runs for p in run.all_procs()], grace_s=10.0)
+        stop([p for run in runs for p in run.all_procs()], grace_s=10.0)
         for run in runs:
             self._drop_later(run.namespaces)
             if run.trial is not None and self.study is not None:
