@@ -7,6 +7,7 @@
 #include "absl/strings/escaping.h"
 #include "absl/strings/str_cat.h"
 #include "common/encoding.h"
+#include "common/vector_clones.h"
 
 namespace pskit {
 
@@ -72,17 +73,26 @@ absl::Status CheckLayout(const v1::Layout& got, bool has_layout,
   return absl::OkStatus();
 }
 
-int64_t FirstNonFinite(absl::Span<const float> values) {
-  // A branch-free OR over exponent bits vectorises; the slow search runs
-  // only when something is wrong.
+namespace {
+
+// A branch-free OR over exponent bits: it vectorises, and is cloned for
+// wider vectors (common/vector_clones.h).
+PSKIT_VECTOR_CLONES bool AnyNonFinite(const float* p, size_t n) {
   uint32_t any = 0;
-  const float* p = values.data();
-  const size_t n = values.size();
   for (size_t i = 0; i < n; ++i) {
     const uint32_t bits = std::bit_cast<uint32_t>(p[i]);
     any |= static_cast<uint32_t>((bits & 0x7f800000u) == 0x7f800000u);
   }
-  if (!any) return -1;
+  return any != 0;
+}
+
+}  // namespace
+
+int64_t FirstNonFinite(absl::Span<const float> values) {
+  // The slow search runs only when something is wrong.
+  const float* p = values.data();
+  const size_t n = values.size();
+  if (!AnyNonFinite(p, n)) return -1;
   for (size_t i = 0; i < n; ++i) {
     if ((std::bit_cast<uint32_t>(p[i]) & 0x7f800000u) == 0x7f800000u) {
       return static_cast<int64_t>(i);

@@ -8,6 +8,7 @@
 
 #include "absl/status/status.h"
 #include "absl/strings/str_cat.h"
+#include "common/vector_clones.h"
 
 namespace pskit {
 namespace {
@@ -23,6 +24,97 @@ inline uint32_t NonFinite(float x) {
                                0x7f800000u);
 }
 
+// The loops, one free function each (GCC clones no virtual function).
+PSKIT_VECTOR_CLONES bool SgdLoop(const float* __restrict w,
+                                 const float* __restrict g,
+                                 float* __restrict w_out, size_t n, float lr,
+                                 float wd) {
+  uint32_t bad = 0;
+  for (size_t i = 0; i < n; ++i) {
+    const float wi = w[i] - lr * (g[i] + wd * w[i]);
+    w_out[i] = wi;
+    bad |= NonFinite(wi);
+  }
+  return bad == 0;
+}
+
+PSKIT_VECTOR_CLONES bool MomentumLoop(const float* __restrict w,
+                                      const float* __restrict g,
+                                      const float* __restrict v,
+                                      float* __restrict w_out,
+                                      float* __restrict v_out, size_t n,
+                                      float lr, float mu, float wd,
+                                      bool nesterov) {
+  uint32_t bad = 0;
+  if (nesterov) {
+    for (size_t i = 0; i < n; ++i) {
+      const float gi = g[i] + wd * w[i];
+      const float vi = mu * v[i] + gi;
+      const float wi = w[i] - lr * (gi + mu * vi);
+      v_out[i] = vi;
+      w_out[i] = wi;
+      bad |= NonFinite(wi) | NonFinite(vi);
+    }
+  } else {
+    for (size_t i = 0; i < n; ++i) {
+      const float vi = mu * v[i] + (g[i] + wd * w[i]);
+      const float wi = w[i] - lr * vi;
+      v_out[i] = vi;
+      w_out[i] = wi;
+      bad |= NonFinite(wi) | NonFinite(vi);
+    }
+  }
+  return bad == 0;
+}
+
+// The second-moment rules: s = decay s + scale g^2, with (1, 1) for Adagrad
+// and (rho, 1 - rho) for RMSprop (a product with 1 is exact, so Adagrad's
+// s + g^2 comes out bit for bit).
+PSKIT_VECTOR_CLONES bool ScaledLoop(const float* __restrict w,
+                                    const float* __restrict g,
+                                    const float* __restrict s,
+                                    float* __restrict w_out,
+                                    float* __restrict s_out, size_t n,
+                                    float lr, float decay, float scale,
+                                    float eps, float wd) {
+  uint32_t bad = 0;
+  for (size_t i = 0; i < n; ++i) {
+    const float gi = g[i] + wd * w[i];
+    const float si = decay * s[i] + scale * gi * gi;
+    const float wi = w[i] - lr * gi / (std::sqrt(si) + eps);
+    s_out[i] = si;
+    w_out[i] = wi;
+    bad |= NonFinite(wi) | NonFinite(si);
+  }
+  return bad == 0;
+}
+
+// c1, c2: the bias corrections 1 / (1 - b^t); l2 is added to g as wd * w
+// (Adam), decay multiplies w first (AdamW).
+PSKIT_VECTOR_CLONES bool AdamLoop(const float* __restrict w,
+                                  const float* __restrict g,
+                                  const float* __restrict m,
+                                  const float* __restrict v,
+                                  float* __restrict w_out,
+                                  float* __restrict m_out,
+                                  float* __restrict v_out, size_t n, float lr,
+                                  float b1, float b2, float eps, float c1,
+                                  float c2, float l2, float decay) {
+  uint32_t bad = 0;
+  for (size_t i = 0; i < n; ++i) {
+    const float decayed = w[i] * decay;
+    const float gi = g[i] + l2 * w[i];
+    const float mi = b1 * m[i] + (1.0f - b1) * gi;
+    const float vi = b2 * v[i] + (1.0f - b2) * gi * gi;
+    const float wi = decayed - lr * (mi * c1) / (std::sqrt(vi * c2) + eps);
+    m_out[i] = mi;
+    v_out[i] = vi;
+    w_out[i] = wi;
+    bad |= NonFinite(wi) | NonFinite(mi) | NonFinite(vi);
+  }
+  return bad == 0;
+}
+
 class Sgd final : public UpdateRule {
  public:
   explicit Sgd(const v1::OptimizerConfig& c)
@@ -31,14 +123,7 @@ class Sgd final : public UpdateRule {
   bool Update(const float* __restrict w, const float* __restrict g,
               const float*, float* __restrict w_out, float*, size_t n, uint64_t,
               float lr) const override {
-    const float wd = wd_;
-    uint32_t bad = 0;
-    for (size_t i = 0; i < n; ++i) {
-      const float wi = w[i] - lr * (g[i] + wd * w[i]);
-      w_out[i] = wi;
-      bad |= NonFinite(wi);
-    }
-    return bad == 0;
+    return SgdLoop(w, g, w_out, n, lr, wd_);
   }
 
  private:
@@ -57,27 +142,7 @@ class Momentum final : public UpdateRule {
               const float* __restrict v, float* __restrict w_out,
               float* __restrict v_out, size_t n, uint64_t,
               float lr) const override {
-    const float mu = mu_, wd = wd_;
-    uint32_t bad = 0;
-    if (nesterov_) {
-      for (size_t i = 0; i < n; ++i) {
-        const float gi = g[i] + wd * w[i];
-        const float vi = mu * v[i] + gi;
-        const float wi = w[i] - lr * (gi + mu * vi);
-        v_out[i] = vi;
-        w_out[i] = wi;
-        bad |= NonFinite(wi) | NonFinite(vi);
-      }
-    } else {
-      for (size_t i = 0; i < n; ++i) {
-        const float vi = mu * v[i] + (g[i] + wd * w[i]);
-        const float wi = w[i] - lr * vi;
-        v_out[i] = vi;
-        w_out[i] = wi;
-        bad |= NonFinite(wi) | NonFinite(vi);
-      }
-    }
-    return bad == 0;
+    return MomentumLoop(w, g, v, w_out, v_out, n, lr, mu_, wd_, nesterov_);
   }
 
  private:
@@ -99,17 +164,8 @@ class Adagrad final : public UpdateRule {
               const float* __restrict s, float* __restrict w_out,
               float* __restrict s_out, size_t n, uint64_t,
               float lr) const override {
-    const float eps = eps_, wd = wd_;
-    uint32_t bad = 0;
-    for (size_t i = 0; i < n; ++i) {
-      const float gi = g[i] + wd * w[i];
-      const float si = s[i] + gi * gi;
-      const float wi = w[i] - lr * gi / (std::sqrt(si) + eps);
-      s_out[i] = si;
-      w_out[i] = wi;
-      bad |= NonFinite(wi) | NonFinite(si);
-    }
-    return bad == 0;
+    return ScaledLoop(w, g, s, w_out, s_out, n, lr, /*decay=*/1.0f,
+                      /*scale=*/1.0f, eps_, wd_);
   }
 
  private:
@@ -130,17 +186,8 @@ class RmsProp final : public UpdateRule {
               const float* __restrict s, float* __restrict w_out,
               float* __restrict s_out, size_t n, uint64_t,
               float lr) const override {
-    const float rho = rho_, eps = eps_, wd = wd_;
-    uint32_t bad = 0;
-    for (size_t i = 0; i < n; ++i) {
-      const float gi = g[i] + wd * w[i];
-      const float si = rho * s[i] + (1.0f - rho) * gi * gi;
-      const float wi = w[i] - lr * gi / (std::sqrt(si) + eps);
-      s_out[i] = si;
-      w_out[i] = wi;
-      bad |= NonFinite(wi) | NonFinite(si);
-    }
-    return bad == 0;
+    return ScaledLoop(w, g, s, w_out, s_out, n, lr, rho_, 1.0f - rho_,
+                      eps_, wd_);
   }
 
  private:
@@ -167,29 +214,15 @@ class Adam final : public UpdateRule {
               const float* __restrict slots, float* __restrict w_out,
               float* __restrict slots_out, size_t n, uint64_t step,
               float lr) const override {
-    const float* __restrict m = slots;
-    const float* __restrict v = slots + n;
-    float* __restrict m_out = slots_out;
-    float* __restrict v_out = slots_out + n;
-    const float b1 = b1_, b2 = b2_, eps = eps_;
     const double t = static_cast<double>(step);
-    const float c1 = static_cast<float>(1.0 / (1.0 - std::pow(double{b1}, t)));
-    const float c2 = static_cast<float>(1.0 / (1.0 - std::pow(double{b2}, t)));
+    const float c1 =
+        static_cast<float>(1.0 / (1.0 - std::pow(double{b1_}, t)));
+    const float c2 =
+        static_cast<float>(1.0 / (1.0 - std::pow(double{b2_}, t)));
     const float l2 = decoupled_ ? 0.0f : wd_;
     const float decay = decoupled_ ? 1.0f - lr * wd_ : 1.0f;
-    uint32_t bad = 0;
-    for (size_t i = 0; i < n; ++i) {
-      const float decayed = w[i] * decay;
-      const float gi = g[i] + l2 * w[i];
-      const float mi = b1 * m[i] + (1.0f - b1) * gi;
-      const float vi = b2 * v[i] + (1.0f - b2) * gi * gi;
-      const float wi = decayed - lr * (mi * c1) / (std::sqrt(vi * c2) + eps);
-      m_out[i] = mi;
-      v_out[i] = vi;
-      w_out[i] = wi;
-      bad |= NonFinite(wi) | NonFinite(mi) | NonFinite(vi);
-    }
-    return bad == 0;
+    return AdamLoop(w, g, slots, slots + n, w_out, slots_out, slots_out + n,
+                    n, lr, b1_, b2_, eps_, c1, c2, l2, decay);
   }
 
  private:

@@ -78,10 +78,10 @@ int RunTrainer(const WorkerOptions& w, const JobOptions& job,
   }
   std::printf(
       "worker summary: rank %d: %lld steps, %lld samples in %.1f s, %.0f "
-      "samples/s, last loss %.4f%s%s\n",
+      "samples/s, cpu %.1f s, last loss %.4f%s%s\n",
       o.rank, static_cast<long long>(s->steps),
       static_cast<long long>(s->samples), s->seconds, s->samples_per_s,
-      s->last_loss,
+      s->cpu_seconds, s->last_loss,
       s->ended_by_evaluator ? ", ended by the evaluator"
       : s->stopped          ? ", stopped by a signal"
                             : "",

@@ -1,6 +1,8 @@
 // worker/trainer.cc: the training loop that drives one Algorithm.
 #include "worker/trainer.h"
 
+#include <time.h>
+
 #include <algorithm>
 #include <memory>
 
@@ -14,6 +16,13 @@
 
 namespace pskit::worker {
 namespace {
+
+// CPU seconds this process has used, all its threads together.
+double ProcessCpuSeconds() {
+  timespec ts{};
+  if (clock_gettime(CLOCK_PROCESS_CPUTIME_ID, &ts) != 0) return 0;
+  return static_cast<double>(ts.tv_sec) + ts.tv_nsec * 1e-9;
+}
 
 absl::Status CheckOptions(const TrainOptions& o, const Dataset& train) {
   if (o.batch_size < 1 || o.epochs < 1) {
@@ -138,6 +147,7 @@ absl::StatusOr<TrainSummary> Train(const TrainOptions& o, Backend* be,
                   o.prefetch);
   TrainSummary summary;
   const absl::Time start = absl::Now();
+  const double cpu_start = ProcessCpuSeconds();
   ProgressLog progress(name, o.job.log_interval_s, start);
   LocalScoring scoring(o, be, mlp.get(), x.data(), name, start);
   bool stop = false;
@@ -179,11 +189,12 @@ absl::StatusOr<TrainSummary> Train(const TrainOptions& o, Backend* be,
   PSKIT_RETURN_IF_ERROR(algorithm->Drain(phases));
   summary.seconds = absl::ToDoubleSeconds(absl::Now() - start);
   summary.samples_per_s = summary.samples / std::max(summary.seconds, 1e-9);
+  summary.cpu_seconds = ProcessCpuSeconds() - cpu_start;
   algorithm->Finish();
-  spdlog::info("{}: done: {} steps, {} samples in {:.1f} s ({:.0f} samples/s), "
-               "last loss {:.4f}{}",
+  spdlog::info("{}: done: {} steps, {} samples in {:.1f} s ({:.0f} samples/s, "
+               "cpu {:.1f} s), last loss {:.4f}{}",
                name, summary.steps, summary.samples, summary.seconds,
-               summary.samples_per_s, summary.last_loss,
+               summary.samples_per_s, summary.cpu_seconds, summary.last_loss,
                summary.ended_by_evaluator ? ", ended by the evaluator"
                : summary.stopped          ? ", stopped by a signal"
                                           : "");

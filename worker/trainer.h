@@ -64,6 +64,10 @@ struct TrainSummary {
   int64_t samples = 0;
   double seconds = 0;
   double samples_per_s = 0;
+  // CPU time of the whole process (every thread: the communication thread's
+  // and gRPC's included) over those `seconds`: a worker that trains at one
+  // core's full rate shows about `seconds`, one that waits on the shards less.
+  double cpu_seconds = 0;
   float last_loss = 0;
   bool ended_by_evaluator = false;
   bool stopped = false;  // JobOptions::stop was notified

@@ -1,5 +1,6 @@
 // Real shards, workers and an evaluator in one process, on the synthetic
 // teacher set: the cluster learns, and the evaluator ends the job.
+#include <algorithm>
 #include <thread>
 #include <vector>
 
@@ -190,6 +191,12 @@ TEST(Training, DownpourOverlapPushesEveryGradientAndReportsItsStaleness) {
     std::unique_ptr<Backend> be = MakeCpuBackend(1);
     ASSERT_OK_AND_ASSIGN(TrainSummary s, Train(o, be.get(), train));
     ASSERT_EQ(s.steps, 200);
+    // The CPU the process used while it trained (this test's shard runs in
+    // it too): some, and at most every core for the whole time.
+    EXPECT_GT(s.cpu_seconds, 0);
+    EXPECT_LE(s.cpu_seconds,
+              s.seconds * std::max(1u, std::thread::hardware_concurrency()) +
+                  0.05);
 
     ASSERT_OK_AND_ASSIGN(auto client, cluster->NewClient());
     ASSERT_OK_AND_ASSIGN(auto status, client->Status());

@@ -10,10 +10,43 @@
 #include <new>
 
 #include "absl/strings/str_cat.h"
+#include "common/vector_clones.h"
 #include "worker/backend/backend.h"
 
 namespace pskit::worker {
 namespace {
+
+// The optimizer loops, free functions so that they can be cloned for wider
+// vectors (common/vector_clones.h). Contract: no argument aliases another.
+PSKIT_VECTOR_CLONES void AxpyLoop(float alpha, const float* __restrict x,
+                                  float* __restrict y, size_t n) {
+  for (size_t i = 0; i < n; ++i) y[i] += alpha * x[i];
+}
+
+PSKIT_VECTOR_CLONES void MomentumLoop(float lr, float mu, bool nesterov,
+                                      const float* __restrict g,
+                                      float* __restrict v,
+                                      float* __restrict w, size_t n) {
+  for (size_t i = 0; i < n; ++i) {
+    const float vi = mu * v[i] + g[i];
+    v[i] = vi;
+    w[i] -= lr * (nesterov ? g[i] + mu * vi : vi);
+  }
+}
+
+PSKIT_VECTOR_CLONES void AdamLoop(float lr, float beta1, float beta2,
+                                  float eps, float c1, float c2,
+                                  const float* __restrict g,
+                                  float* __restrict m, float* __restrict v,
+                                  float* __restrict w, size_t n) {
+  for (size_t i = 0; i < n; ++i) {
+    const float mi = beta1 * m[i] + (1.0f - beta1) * g[i];
+    const float vi = beta2 * v[i] + (1.0f - beta2) * g[i] * g[i];
+    m[i] = mi;
+    v[i] = vi;
+    w[i] -= lr * (mi * c1) / (std::sqrt(vi * c2) + eps);
+  }
+}
 
 class CpuBackend final : public Backend {
  public:
@@ -176,18 +209,14 @@ class CpuBackend final : public Backend {
 
   absl::Status Axpy(float alpha, const float* x, float* y,
                     size_t n) override {
-    for (size_t i = 0; i < n; ++i) y[i] += alpha * x[i];
+    AxpyLoop(alpha, x, y, n);
     return absl::OkStatus();
   }
 
   absl::Status MomentumStep(float lr, float mu, bool nesterov, const float* g,
                             float* v, float* w, size_t n) override {
     if (mu == 0.0f) return Axpy(-lr, g, w, n);
-    for (size_t i = 0; i < n; ++i) {
-      const float vi = mu * v[i] + g[i];
-      v[i] = vi;
-      w[i] -= lr * (nesterov ? g[i] + mu * vi : vi);
-    }
+    MomentumLoop(lr, mu, nesterov, g, v, w, n);
     return absl::OkStatus();
   }
 
@@ -197,13 +226,7 @@ class CpuBackend final : public Backend {
     const double t = static_cast<double>(step);
     const float c1 = static_cast<float>(1.0 / (1.0 - std::pow(double{beta1}, t)));
     const float c2 = static_cast<float>(1.0 / (1.0 - std::pow(double{beta2}, t)));
-    for (size_t i = 0; i < n; ++i) {
-      const float mi = beta1 * m[i] + (1.0f - beta1) * g[i];
-      const float vi = beta2 * v[i] + (1.0f - beta2) * g[i] * g[i];
-      m[i] = mi;
-      v[i] = vi;
-      w[i] -= lr * (mi * c1) / (std::sqrt(vi * c2) + eps);
-    }
+    AdamLoop(lr, beta1, beta2, eps, c1, c2, g, m, v, w, n);
     return absl::OkStatus();
   }
 
