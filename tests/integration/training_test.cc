@@ -104,6 +104,57 @@ TEST(Training, DownpourWithLocalUpdatesBetweenFetchesReachesTheTarget) {
       0.8);
 }
 
+// Downpour with local updates pushes the sum of the gradients since its
+// last push (the local step keeps that sum in its own pass over them): with
+// SGD lr 0.5 on the shard and gradients G1..G4 over steps 1..4 of n_push =
+// n_fetch = 2, the weights fetched at step 4 are w0 - 0.5 (G1+G2) - 0.5
+// (G3+G4), whatever the local steps did between the fetches.
+TEST(Training, DownpourWithLocalUpdatesPushesEachSumOnce) {
+  ASSERT_OK_AND_ASSIGN(auto cluster, TestCluster::Start(1));
+  JobOptions job;
+  job.shards = cluster->addresses();
+  job.model = ParseMlpConfig("3,2", "relu", "xent").value();
+  job.server_config.mutable_optimizer()->set_kind(v1::OPTIMIZER_SGD);
+  job.server_config.mutable_optimizer()->set_learning_rate(0.5f);
+  std::unique_ptr<Backend> be = MakeCpuBackend(1);
+  ASSERT_OK_AND_ASSIGN(auto mlp, Mlp::Create(job.model, be.get(), 1));
+  AlgorithmOptions o;
+  o.name = "downpour";
+  o.n_push = 2;
+  o.n_fetch = 2;
+  o.local_update = true;
+  ASSERT_OK_AND_ASSIGN(
+      std::unique_ptr<Algorithm> downpour,
+      MakeAlgorithm(o, {&job, be.get(), mlp.get(), "w", 1}));
+  ASSERT_OK(downpour->Setup());
+  HostParams w0(*mlp), grads(*mlp), now(*mlp);
+  ASSERT_OK(w0.CopyFrom(be.get(), ParamPointers(mlp.get())));
+  // Step k's gradient of element j: k * (j + 1) / 8 (exact in binary).
+  const auto g = [](int step, size_t j) {
+    return static_cast<float>(step) * static_cast<float>(j + 1) / 8.0f;
+  };
+  for (int step = 1; step <= 4; ++step) {
+    for (size_t i = 0; i < grads.values.size(); ++i) {
+      for (size_t j = 0; j < grads.values[i].size(); ++j) {
+        grads.values[i][j] = g(step, j);
+      }
+    }
+    ASSERT_OK(grads.CopyTo(be.get(), GradPointers(mlp.get())));
+    ASSERT_OK(downpour->AfterGradient(step));
+    ASSERT_OK(downpour->Communicate(step, nullptr));
+  }
+  ASSERT_OK(downpour->Drain(nullptr));
+  ASSERT_OK(now.CopyFrom(be.get(), ParamPointers(mlp.get())));
+  downpour->Finish();
+  for (size_t i = 0; i < now.values.size(); ++i) {
+    for (size_t j = 0; j < now.values[i].size(); ++j) {
+      const float expected = (w0.values[i][j] - 0.5f * (g(1, j) + g(2, j))) -
+                             0.5f * (g(3, j) + g(4, j));
+      EXPECT_FLOAT_EQ(now.values[i][j], expected) << i << "[" << j << "]";
+    }
+  }
+}
+
 TEST(Training, EasgdWorkersReachTheTarget) {
   ASSERT_OK_AND_ASSIGN(auto cluster, TestCluster::Start(2));
   ExpectLearnedAndEnded(TrainCluster(cluster.get(), "easgd", 0.8), 0.8);

@@ -41,11 +41,16 @@ class Downpour final : public Algorithm {
   absl::Status Setup() override { return session_.Join(); }
 
   absl::Status AfterGradient(int64_t step) override {
+    if (local_.has_value()) {
+      // The local step adds the gradient to the sums in its own pass.
+      const bool restart = restart_sums_;
+      restart_sums_ = false;
+      return local_->Step(step, summing_ ? &sums_ : nullptr, restart);
+    }
     for (size_t i = 0; summing_ && i < grads_.size(); ++i) {
       PSKIT_RETURN_IF_ERROR(context_.backend->Axpy(
           1.0f, grads_[i], sums_[i].data(), sums_[i].size()));
     }
-    if (local_.has_value()) return local_->Step(step);
     return absl::OkStatus();
   }
 
@@ -105,13 +110,18 @@ class Downpour final : public Algorithm {
   }
 
   // The gradient (summed since the last push) -> outgoing_, and the sum
-  // starts again from zero. Precondition: no exchange in flight.
+  // starts again: the local step's next pass overwrites it, else it is
+  // zeroed. Precondition: no exchange in flight.
   absl::Status StageGradient() {
     Backend* const be = context_.backend;
     for (size_t i = 0; i < grads_.size(); ++i) {
       const float* src = summing_ ? sums_[i].data() : grads_[i];
       PSKIT_RETURN_IF_ERROR(be->CopyToHost(src, outgoing_.values[i].data(),
                                            outgoing_.values[i].size()));
+    }
+    if (local_.has_value()) {
+      restart_sums_ = true;
+      return absl::OkStatus();
     }
     for (DeviceBuffer& sum : sums_) {
       PSKIT_ASSIGN_OR_RETURN(sum, be->Allocate(sum.size()));
@@ -189,6 +199,9 @@ class Downpour final : public Algorithm {
   // With summing_: the gradients summed since the last push, one per
   // tensor, on the backend; empty otherwise.
   std::vector<DeviceBuffer> sums_;
+  // With local_: the next local step starts the sums instead of adding to
+  // them (they hold a pushed sum, or zeros at the start).
+  bool restart_sums_ = true;
   // With options_.local_update: the job's optimizer, applied to the model's
   // weights each step (its state lives on across fetches).
   std::optional<LocalOptimizer> local_;

@@ -29,7 +29,8 @@ class Easgd final : public Algorithm {
     for (size_t i = 0; i < params_.size(); ++i) {
       PSKIT_RETURN_IF_ERROR(context_.backend->MomentumStep(
           options_.local_lr, options_.local_momentum, options_.nesterov,
-          grads_[i], velocity_[i].data(), params_[i], velocity_[i].size()));
+          grads_[i], velocity_[i].data(), params_[i], velocity_[i].size(),
+          /*sum=*/nullptr, /*restart_sum=*/false));
     }
     return absl::OkStatus();
   }

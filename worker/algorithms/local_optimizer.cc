@@ -50,19 +50,23 @@ LocalOptimizer::LocalOptimizer(const AlgorithmContext& context,
       slot1_(std::move(slot1)),
       slot2_(std::move(slot2)) {}
 
-absl::Status LocalOptimizer::Step(int64_t step) {
+absl::Status LocalOptimizer::Step(int64_t step,
+                                  std::vector<DeviceBuffer>* sums,
+                                  bool restart_sums) {
   const v1::OptimizerConfig& opt = optimizer_;
   for (size_t i = 0; i < params_.size(); ++i) {
     const size_t n = slot1_[i].size();
+    float* const sum = sums != nullptr ? (*sums)[i].data() : nullptr;
     if (opt.kind() == v1::OPTIMIZER_ADAM) {
       PSKIT_RETURN_IF_ERROR(backend_->AdamStep(
           opt.learning_rate(), opt.beta1(), opt.beta2(), opt.epsilon(), step,
-          grads_[i], slot1_[i].data(), slot2_[i].data(), params_[i], n));
+          grads_[i], slot1_[i].data(), slot2_[i].data(), params_[i], n, sum,
+          restart_sums));
     } else {
       const float mu = opt.kind() == v1::OPTIMIZER_SGD ? 0.0f : opt.momentum();
       PSKIT_RETURN_IF_ERROR(backend_->MomentumStep(
           opt.learning_rate(), mu, opt.kind() == v1::OPTIMIZER_NESTEROV,
-          grads_[i], slot1_[i].data(), params_[i], n));
+          grads_[i], slot1_[i].data(), params_[i], n, sum, restart_sums));
     }
   }
   return absl::OkStatus();

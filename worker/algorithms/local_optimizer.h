@@ -33,8 +33,11 @@ class LocalOptimizer {
   LocalOptimizer& operator=(LocalOptimizer&&) = default;
 
   // One update of every parameter with its gradient; `step` counts from 1
-  // (Adam's bias correction).
-  absl::Status Step(int64_t step);
+  // (Adam's bias correction). With `sums` (one per parameter), also adds
+  // each gradient to its sum in the same pass, or starts the sums from this
+  // gradient with `restart_sums` (Backend::AdamStep).
+  absl::Status Step(int64_t step, std::vector<DeviceBuffer>* sums = nullptr,
+                    bool restart_sums = false);
 
  private:
   LocalOptimizer(const AlgorithmContext& context, v1::OptimizerConfig opt,

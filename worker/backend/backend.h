@@ -112,16 +112,23 @@ class Backend {
   // y += alpha * x.
   virtual absl::Status Axpy(float alpha, const float* x, float* y,
                             size_t n) = 0;
+  // The optimizer steps below also keep a running sum of the gradients
+  // when `sum` is not null: sum += g, or sum = g with `restart_sum` (no
+  // zeroing needed). Downpour with local updates pushes that sum; the CPU
+  // backend folds it into the step's own pass over g.
+  //
   // Momentum SGD (PyTorch form): v = mu v + g; w -= lr (g + mu v) when
   // nesterov, else w -= lr v. mu = 0 is plain SGD (v is then unused).
   virtual absl::Status MomentumStep(float lr, float mu, bool nesterov,
                                     const float* g, float* v, float* w,
-                                    size_t n) = 0;
+                                    size_t n, float* sum,
+                                    bool restart_sum) = 0;
   // Adam (Kingma & Ba): m = b1 m + (1-b1) g; v = b2 v + (1-b2) g^2;
   // w -= lr (m / (1-b1^t)) / (sqrt(v / (1-b2^t)) + eps), t = step >= 1.
   virtual absl::Status AdamStep(float lr, float beta1, float beta2, float eps,
                                 int64_t step, const float* g, float* m,
-                                float* v, float* w, size_t n) = 0;
+                                float* v, float* w, size_t n, float* sum,
+                                bool restart_sum) = 0;
   // Waits for every queued op.
   virtual absl::Status Synchronize() = 0;
 

@@ -23,14 +23,63 @@ PSKIT_VECTOR_CLONES void AxpyLoop(float alpha, const float* __restrict x,
   for (size_t i = 0; i < n; ++i) y[i] += alpha * x[i];
 }
 
-PSKIT_VECTOR_CLONES void MomentumLoop(float lr, float mu, bool nesterov,
-                                      const float* __restrict g,
-                                      float* __restrict v,
-                                      float* __restrict w, size_t n) {
+// How a step treats the running gradient sum (Backend::AdamStep).
+enum class SumMode { kNone, kAdd, kRestart };
+
+inline void Sum(SumMode mode, float gi, float* __restrict sum, size_t i) {
+  if (mode == SumMode::kAdd) sum[i] += gi;
+  if (mode == SumMode::kRestart) sum[i] = gi;
+}
+
+// Mode is a template argument, so that each loop has no branch in it.
+template <SumMode kMode>
+inline void MomentumLoopWith(float lr, float mu, bool nesterov,
+                             const float* __restrict g, float* __restrict v,
+                             float* __restrict w, float* __restrict sum,
+                             size_t n) {
   for (size_t i = 0; i < n; ++i) {
     const float vi = mu * v[i] + g[i];
     v[i] = vi;
     w[i] -= lr * (nesterov ? g[i] + mu * vi : vi);
+    Sum(kMode, g[i], sum, i);
+  }
+}
+
+template <SumMode kMode>
+inline void AdamLoopWith(float lr, float beta1, float beta2, float eps,
+                         float c1, float c2, const float* __restrict g,
+                         float* __restrict m, float* __restrict v,
+                         float* __restrict w, float* __restrict sum,
+                         size_t n) {
+  for (size_t i = 0; i < n; ++i) {
+    const float mi = beta1 * m[i] + (1.0f - beta1) * g[i];
+    const float vi = beta2 * v[i] + (1.0f - beta2) * g[i] * g[i];
+    m[i] = mi;
+    v[i] = vi;
+    w[i] -= lr * (mi * c1) / (std::sqrt(vi * c2) + eps);
+    Sum(kMode, g[i], sum, i);
+  }
+}
+
+SumMode ModeOf(const float* sum, bool restart) {
+  if (sum == nullptr) return SumMode::kNone;
+  return restart ? SumMode::kRestart : SumMode::kAdd;
+}
+
+PSKIT_VECTOR_CLONES void MomentumLoop(float lr, float mu, bool nesterov,
+                                      const float* __restrict g,
+                                      float* __restrict v,
+                                      float* __restrict w,
+                                      float* __restrict sum, SumMode mode,
+                                      size_t n) {
+  switch (mode) {
+    case SumMode::kNone:
+      return MomentumLoopWith<SumMode::kNone>(lr, mu, nesterov, g, v, w, sum, n);
+    case SumMode::kAdd:
+      return MomentumLoopWith<SumMode::kAdd>(lr, mu, nesterov, g, v, w, sum, n);
+    case SumMode::kRestart:
+      return MomentumLoopWith<SumMode::kRestart>(lr, mu, nesterov, g, v, w,
+                                                 sum, n);
   }
 }
 
@@ -38,13 +87,18 @@ PSKIT_VECTOR_CLONES void AdamLoop(float lr, float beta1, float beta2,
                                   float eps, float c1, float c2,
                                   const float* __restrict g,
                                   float* __restrict m, float* __restrict v,
-                                  float* __restrict w, size_t n) {
-  for (size_t i = 0; i < n; ++i) {
-    const float mi = beta1 * m[i] + (1.0f - beta1) * g[i];
-    const float vi = beta2 * v[i] + (1.0f - beta2) * g[i] * g[i];
-    m[i] = mi;
-    v[i] = vi;
-    w[i] -= lr * (mi * c1) / (std::sqrt(vi * c2) + eps);
+                                  float* __restrict w, float* __restrict sum,
+                                  SumMode mode, size_t n) {
+  switch (mode) {
+    case SumMode::kNone:
+      return AdamLoopWith<SumMode::kNone>(lr, beta1, beta2, eps, c1, c2, g, m,
+                                          v, w, sum, n);
+    case SumMode::kAdd:
+      return AdamLoopWith<SumMode::kAdd>(lr, beta1, beta2, eps, c1, c2, g, m,
+                                         v, w, sum, n);
+    case SumMode::kRestart:
+      return AdamLoopWith<SumMode::kRestart>(lr, beta1, beta2, eps, c1, c2, g,
+                                             m, v, w, sum, n);
   }
 }
 
@@ -214,19 +268,28 @@ class CpuBackend final : public Backend {
   }
 
   absl::Status MomentumStep(float lr, float mu, bool nesterov, const float* g,
-                            float* v, float* w, size_t n) override {
-    if (mu == 0.0f) return Axpy(-lr, g, w, n);
-    MomentumLoop(lr, mu, nesterov, g, v, w, n);
+                            float* v, float* w, size_t n, float* sum,
+                            bool restart_sum) override {
+    const SumMode mode = ModeOf(sum, restart_sum);
+    if (mu == 0.0f) {  // plain SGD: v is unused
+      AxpyLoop(-lr, g, w, n);
+      if (mode == SumMode::kRestart) std::memcpy(sum, g, n * sizeof(float));
+      if (mode == SumMode::kAdd) AxpyLoop(1.0f, g, sum, n);
+      return absl::OkStatus();
+    }
+    MomentumLoop(lr, mu, nesterov, g, v, w, sum, mode, n);
     return absl::OkStatus();
   }
 
   absl::Status AdamStep(float lr, float beta1, float beta2, float eps,
                         int64_t step, const float* g, float* m, float* v,
-                        float* w, size_t n) override {
+                        float* w, size_t n, float* sum,
+                        bool restart_sum) override {
     const double t = static_cast<double>(step);
     const float c1 = static_cast<float>(1.0 / (1.0 - std::pow(double{beta1}, t)));
     const float c2 = static_cast<float>(1.0 / (1.0 - std::pow(double{beta2}, t)));
-    AdamLoop(lr, beta1, beta2, eps, c1, c2, g, m, v, w, n);
+    AdamLoop(lr, beta1, beta2, eps, c1, c2, g, m, v, w, sum,
+             ModeOf(sum, restart_sum), n);
     return absl::OkStatus();
   }
 

@@ -10,6 +10,7 @@
 #include "absl/strings/str_cat.h"
 #include "worker/backend/backend.h"
 #include "worker/backend/cuda_backend.h"
+#include "common/status_macros.h"
 #include "worker/backend/cuda_kernels.h"
 
 namespace pskit::worker {
@@ -182,20 +183,38 @@ class CudaBackend final : public Backend {
     return Check(cuda::Axpy(alpha, x, y, n, stream_), "axpy");
   }
   absl::Status MomentumStep(float lr, float mu, bool nesterov, const float* g,
-                            float* v, float* w, size_t n) override {
-    if (mu == 0.0f) return Axpy(-lr, g, w, n);
-    return Check(cuda::MomentumStep(lr, mu, nesterov, g, v, w, n, stream_),
-                 "momentum step");
+                            float* v, float* w, size_t n, float* sum,
+                            bool restart_sum) override {
+    if (mu == 0.0f) {
+      PSKIT_RETURN_IF_ERROR(Axpy(-lr, g, w, n));
+    } else {
+      PSKIT_RETURN_IF_ERROR(
+          Check(cuda::MomentumStep(lr, mu, nesterov, g, v, w, n, stream_),
+                "momentum step"));
+    }
+    return AddToSum(g, n, sum, restart_sum);
   }
   absl::Status AdamStep(float lr, float beta1, float beta2, float eps,
                         int64_t step, const float* g, float* m, float* v,
-                        float* w, size_t n) override {
+                        float* w, size_t n, float* sum,
+                        bool restart_sum) override {
     const double t = static_cast<double>(step);
     const float c1 = static_cast<float>(1.0 / (1.0 - std::pow(double{beta1}, t)));
     const float c2 = static_cast<float>(1.0 / (1.0 - std::pow(double{beta2}, t)));
-    return Check(cuda::AdamStep(lr, beta1, beta2, eps, c1, c2, g, m, v, w, n,
-                                stream_),
-                 "adam step");
+    PSKIT_RETURN_IF_ERROR(
+        Check(cuda::AdamStep(lr, beta1, beta2, eps, c1, c2, g, m, v, w, n,
+                             stream_),
+              "adam step"));
+    return AddToSum(g, n, sum, restart_sum);
+  }
+  // The optimizer steps' running gradient sum (Backend::AdamStep), as
+  // operations of their own on the stream: sum = g or sum += g.
+  absl::Status AddToSum(const float* g, size_t n, float* sum, bool restart) {
+    if (sum == nullptr || n == 0) return absl::OkStatus();
+    if (!restart) return Axpy(1.0f, g, sum, n);
+    return Check(cudaMemcpyAsync(sum, g, n * sizeof(float),
+                                 cudaMemcpyDeviceToDevice, stream_),
+                 "gradient sum copy");
   }
   absl::Status Synchronize() override {
     return Check(cudaStreamSynchronize(stream_), "GPU stream");

@@ -95,20 +95,31 @@ TEST_F(CudaVsCpu, ElementwiseOpsAndSteps) {
     DeviceBuffer gg = On(gpu_.get(), g), cg = On(cpu_.get(), g);
     DeviceBuffer gm = gpu_->Allocate(n).value(), cm = cpu_->Allocate(n).value();
     DeviceBuffer gv = gpu_->Allocate(n).value(), cv = cpu_->Allocate(n).value();
+    // The running gradient sum: restarted on step 1 (over the values x),
+    // added to after.
+    DeviceBuffer gs = On(gpu_.get(), x), cs = On(cpu_.get(), x);
     for (int step = 1; step <= 3; ++step) {
+      const bool restart = step == 1;
       if (opt == 0) {
         ASSERT_OK(gpu_->Axpy(-0.1f, gg.data(), gw.data(), n));
         ASSERT_OK(cpu_->Axpy(-0.1f, cg.data(), cw.data(), n));
+        ASSERT_OK(gpu_->MomentumStep(0.1f, 0.0f, false, gg.data(), gm.data(),
+                                     gm.data(), n, gs.data(), restart));
+        ASSERT_OK(cpu_->MomentumStep(0.1f, 0.0f, false, cg.data(), cm.data(),
+                                     cm.data(), n, cs.data(), restart));
       } else if (opt == 1) {
-        ASSERT_OK(gpu_->MomentumStep(0.1f, 0.9f, true, gg.data(), gm.data(), gw.data(), n));
-        ASSERT_OK(cpu_->MomentumStep(0.1f, 0.9f, true, cg.data(), cm.data(), cw.data(), n));
+        ASSERT_OK(gpu_->MomentumStep(0.1f, 0.9f, true, gg.data(), gm.data(),
+                                     gw.data(), n, gs.data(), restart));
+        ASSERT_OK(cpu_->MomentumStep(0.1f, 0.9f, true, cg.data(), cm.data(),
+                                     cw.data(), n, cs.data(), restart));
       } else {
         ASSERT_OK(gpu_->AdamStep(1e-3f, 0.9f, 0.999f, 1e-8f, step, gg.data(), gm.data(),
-                                 gv.data(), gw.data(), n));
+                                 gv.data(), gw.data(), n, gs.data(), restart));
         ASSERT_OK(cpu_->AdamStep(1e-3f, 0.9f, 0.999f, 1e-8f, step, cg.data(), cm.data(),
-                                 cv.data(), cw.data(), n));
+                                 cv.data(), cw.data(), n, cs.data(), restart));
       }
     }
+    ExpectClose(Back(gpu_.get(), gs), Back(cpu_.get(), cs), 1e-6f, "gradient sum");
     ExpectClose(Back(gpu_.get(), gw), Back(cpu_.get(), cw), 1e-5f, "optimizer step");
   }
 }

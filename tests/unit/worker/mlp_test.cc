@@ -135,6 +135,48 @@ TEST(CpuBackend, SoftmaxCrossEntropyKnownValues) {
 
 // Plain SGD on the CPU learns a teacher network's labels: the end-to-end
 // path (data, forward, backward, update) works.
+// The optimizer steps keep downpour's running gradient sum in their own
+// pass: the weights and slots come out as without it, bit for bit, and the
+// sum is the gradients' sum from the restart on (whatever it held before).
+TEST(CpuBackend, OptimizerStepsKeepTheGradientSum) {
+  std::unique_ptr<Backend> be = MakeCpuBackend(1);
+  const size_t n = 37;  // not a whole number of vectors
+  for (int opt = 0; opt < 3; ++opt) {  // sgd, nesterov, adam
+    SCOPED_TRACE(opt);
+    std::vector<float> w(n), m(n), v(n), w2, m2, v2, sum(n, 123.0f), g(n);
+    for (size_t j = 0; j < n; ++j) w[j] = 0.01f * static_cast<float>(j);
+    w2 = w;
+    m2 = m;
+    v2 = v;
+    std::vector<float> expected(n, 0.0f);
+    for (int step = 1; step <= 3; ++step) {
+      for (size_t j = 0; j < n; ++j) {
+        g[j] = 0.37f * static_cast<float>(step) - 0.05f * static_cast<float>(j);
+        expected[j] = step == 1 ? g[j] : expected[j] + g[j];
+      }
+      const bool restart = step == 1;
+      if (opt < 2) {
+        const float mu = opt == 0 ? 0.0f : 0.9f;
+        ASSERT_OK(be->MomentumStep(0.1f, mu, true, g.data(), m.data(),
+                                   w.data(), n, sum.data(), restart));
+        ASSERT_OK(be->MomentumStep(0.1f, mu, true, g.data(), m2.data(),
+                                   w2.data(), n, nullptr, false));
+      } else {
+        ASSERT_OK(be->AdamStep(1e-3f, 0.9f, 0.999f, 1e-8f, step, g.data(),
+                               m.data(), v.data(), w.data(), n, sum.data(),
+                               restart));
+        ASSERT_OK(be->AdamStep(1e-3f, 0.9f, 0.999f, 1e-8f, step, g.data(),
+                               m2.data(), v2.data(), w2.data(), n, nullptr,
+                               false));
+      }
+    }
+    EXPECT_EQ(w, w2);
+    EXPECT_EQ(m, m2);
+    EXPECT_EQ(v, v2);
+    EXPECT_EQ(sum, expected);
+  }
+}
+
 TEST(Mlp, LearnsATeacherLocally) {
   const Dataset train = MakeTeacherDataset(1, 2, 4000, 20, 4);
   const Dataset test = MakeTeacherDataset(1, 3, 1000, 20, 4);
