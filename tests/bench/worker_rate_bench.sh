@@ -13,7 +13,8 @@
 # A VARIANT is one ps-worker flag string (quote several). The default is
 # '--n_push 8 --n_fetch 8 --local_update' with and without --overlap. CPU
 # seconds come from the workers' own summaries (the process's CPU time while
-# it trained); "busy" from /proc/stat over the run, every process included.
+# it trained); "busy" from /proc/stat over the run, every process included
+# (time the hypervisor stole counts as not busy).
 # Needs build/bin/{psrun,ps-server,ps-worker} and
 # /usr/share/datasets/fashion-mnist. Run it on a quiet machine.
 set -u
@@ -34,8 +35,9 @@ export OPENBLAS_NUM_THREADS=1
 common=(--dataset idx --data_path "$data" --layers "784,256,128,10" --optimizer adam
         --lr 0.001 --batch_size 64 --epochs 1000 --max_seconds "$secs"
         --eval_interval_s 100000 --log_level warn)  # local: no scoring during the run
-# Jiffies busy and in all since boot, over every core.
-cpu_ticks() { awk '/^cpu /{t=0; for (i=2;i<=NF;i++) t+=$i; print t-$5-$6, t}' /proc/stat; }
+# Jiffies busy (user, nice, system, irq, softirq) and in all (those, idle,
+# iowait and steal: guest time is already in user) since boot, every core.
+cpu_ticks() { awk '/^cpu /{b=$2+$3+$4+$7+$8; print b, b+$5+$6+$9}' /proc/stat; }
 busy_since() {  # "BUSY ALL" at the start -> percent of all cores busy since
   local now; now=$(cpu_ticks)
   awk -v a="$1" -v b="$now" 'BEGIN{split(a,x," "); split(b,y," ");
@@ -73,7 +75,7 @@ for r in $(seq 1 "$rounds"); do
 done
 lm=$(median < "$tmp/local")
 echo
-echo "| setup | samples/s per worker (median of $rounds rounds) | of local's |"
+echo "| setup | samples/s per worker (median over both workers of $rounds rounds) | of local's |"
 echo "|---|---|---|"
 echo "| \`--algorithm local\` | $lm | 1.00 |"
 for i in "${!variants[@]}"; do

@@ -115,7 +115,8 @@ class Backend {
   // The optimizer steps below also keep a running sum of the gradients
   // when `sum` is not null: sum += g, or sum = g with `restart_sum` (no
   // zeroing needed). Downpour with local updates pushes that sum; the CPU
-  // backend folds it into the step's own pass over g.
+  // backend folds it into the step's own pass over g for Adam and momentum
+  // (plain SGD, mu = 0, and the CUDA backend add it in a pass of its own).
   //
   // Momentum SGD (PyTorch form): v = mu v + g; w -= lr (g + mu v) when
   // nesterov, else w -= lr v. mu = 0 is plain SGD (v is then unused).

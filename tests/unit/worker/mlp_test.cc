@@ -133,8 +133,6 @@ TEST(CpuBackend, SoftmaxCrossEntropyKnownValues) {
   EXPECT_NEAR(d[4], 0.0, 1e-6);
 }
 
-// Plain SGD on the CPU learns a teacher network's labels: the end-to-end
-// path (data, forward, backward, update) works.
 // The optimizer steps keep downpour's running gradient sum in their own
 // pass: the weights and slots come out as without it, bit for bit, and the
 // sum is the gradients' sum from the restart on (whatever it held before).
@@ -177,6 +175,8 @@ TEST(CpuBackend, OptimizerStepsKeepTheGradientSum) {
   }
 }
 
+// Plain SGD on the CPU learns a teacher network's labels: the end-to-end
+// path (data, forward, backward, update) works.
 TEST(Mlp, LearnsATeacherLocally) {
   const Dataset train = MakeTeacherDataset(1, 2, 4000, 20, 4);
   const Dataset test = MakeTeacherDataset(1, 3, 1000, 20, 4);
