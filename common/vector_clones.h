@@ -18,6 +18,8 @@
 //
 // Empty with clang (its fuzzing and thread-safety builds need no speed) and
 // under the sanitizers (an ifunc resolver runs before they are set up).
+//
+// Thread safety: a macro; the loader picks each clone once, before main.
 #ifndef PSKIT_COMMON_VECTOR_CLONES_H_
 #define PSKIT_COMMON_VECTOR_CLONES_H_
 
